@@ -1,0 +1,31 @@
+# entrasync — developer commands. Each target creates what it needs from scratch.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: venv test demo bench sandbox clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest
+
+demo: venv
+	@bash scripts/demo.sh
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+sandbox: venv
+	$(BIN)/entrasync sandbox serve --seed demo --state-dir sandbox-state --write-config sandbox-state/config.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis sandbox-state demo-state

@@ -1,0 +1,163 @@
+"""Start the sandbox: both emulators on 127.0.0.1, the state file, the env file, optionally a config.
+
+Writes ``DIR/sandbox.json`` (DESIGN.md §4.2) and ``DIR/sandbox.env`` (§4.4) once both servers
+listen, so a caller that waits for ``sandbox.json`` can use it at once. Secrets, the CA and the
+client certificate are new on every start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import signal
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from entrasync_pipeline.sandbox.graph import GraphApp
+from entrasync_pipeline.sandbox.httpd import SandboxServer
+from entrasync_pipeline.sandbox.seeds import Seed, load_seed
+from entrasync_pipeline.sandbox.tls import make_client_certificate, make_server_tls, new_signing_key
+from entrasync_pipeline.sandbox.token_endpoint import AppRegistration, TokenIssuer
+from entrasync_pipeline.sandbox.zammad_api import ZammadApp
+
+log = logging.getLogger(__name__)
+
+SYNC_ROLES = ["GroupMember.Read.All", "User.Read.All"]
+ADMIN_ROLES = ["User.ReadWrite.All", "GroupMember.ReadWrite.All"]
+EXTRA_APPS = {
+    "members_only_app": ["GroupMember.Read.All"],
+    "basic_app": ["GroupMember.Read.All", "User.ReadBasic.All"],
+    "users_only_app": ["User.Read.All"],
+}
+
+
+@dataclass
+class Sandbox:
+    """Both running servers and what a client needs to reach them."""
+
+    seed: Seed
+    state_dir: Path
+    graph: SandboxServer
+    zammad: SandboxServer
+    info: dict[str, Any]
+
+    def stop(self) -> None:
+        self.graph.stop()
+        self.zammad.stop()
+
+
+def _app(name: str, roles: list[str], certificate: bytes | None = None) -> AppRegistration:
+    return AppRegistration(name=name, client_id=str(uuid.uuid4()),
+                           client_secret=secrets.token_urlsafe(30).replace("-", "~")[:40],
+                           roles=roles, certificate_pem=certificate)
+
+
+def start_sandbox(seed: Seed, state_dir: Path, graph_port: int = 0, zammad_port: int = 0) -> Sandbox:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tls = make_server_tls(state_dir)
+    client_cert = make_client_certificate(state_dir, "sync-app")
+    sync_app = _app("entrasync-sync", SYNC_ROLES, client_cert.certificate_pem)
+    admin_app = _app("entrasync-sandbox-admin", ADMIN_ROLES)
+    extra = {name: _app(name, roles) for name, roles in EXTRA_APPS.items()}
+    apps = {a.client_id: a for a in [sync_app, admin_app, *extra.values()]}
+    control_key = secrets.token_urlsafe(24)
+    issuer = TokenIssuer(seed.tenant_id, new_signing_key())
+    graph = SandboxServer(GraphApp(seed, issuer, apps), control_key, tls.context, port=graph_port)
+    zammad_app = ZammadApp(seed)
+    zammad = SandboxServer(zammad_app, control_key, tls.context, port=zammad_port)
+    graph.start()
+    zammad.start()
+    info = {
+        "tenant_id": seed.tenant_id,
+        "authority": f"{graph.base_url}/{seed.tenant_id}",
+        "graph_url": graph.base_url,
+        "sync_app": {"client_id": sync_app.client_id, "client_secret": sync_app.client_secret,
+                     "certificate_path": str(client_cert.certificate_path),
+                     "private_key_path": str(client_cert.private_key_path)},
+        "admin_app": {"client_id": admin_app.client_id, "client_secret": admin_app.client_secret},
+        "groups": seed.group_ids(),
+        "zammad_url": zammad.base_url,
+        "zammad_token": zammad_app.token_values["sync"],
+        "ca_bundle": str(tls.ca_bundle),
+        "control_key": control_key,
+    }
+    return Sandbox(seed, state_dir, graph, zammad, info)
+
+
+def write_state_files(sandbox: Sandbox, config_path: Path | None) -> None:
+    info = sandbox.info
+    env = {
+        "ENTRA_CLIENT_SECRET": info["sync_app"]["client_secret"],
+        "ENTRA_CLIENT_CERTIFICATE": info["sync_app"]["certificate_path"],
+        "ENTRA_CLIENT_KEY": info["sync_app"]["private_key_path"],
+        "ZAMMAD_TOKEN": info["zammad_token"],
+    }
+    if config_path is not None:
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(yaml.safe_dump(sandbox_config(info), sort_keys=False), encoding="utf-8")
+        env["ENTRASYNC_CONFIG"] = str(config_path.resolve())
+    env_file = sandbox.state_dir / "sandbox.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
+    env_file.chmod(0o600)
+    # sandbox.json last: its appearance tells waiting callers that everything is ready.
+    tmp = sandbox.state_dir / "sandbox.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(sandbox.state_dir / "sandbox.json")
+
+
+def sandbox_config(info: dict[str, Any], profile: str = "sandbox") -> dict[str, Any]:
+    """A config with one profile that syncs every group of the seed into the sandbox Zammad."""
+    return {
+        "tls": {"ca_bundle": info["ca_bundle"]},
+        "profiles": {
+            profile: {
+                "entra": {
+                    "tenant_id": info["tenant_id"],
+                    "client_id": info["sync_app"]["client_id"],
+                    "credential": "certificate",
+                    "authority_host": info["graph_url"],
+                    "graph_url": info["graph_url"],
+                },
+                "groups": [{"id": gid, "name": name} for name, gid in info["groups"].items()],
+                "zammad": {"url": info["zammad_url"]},
+            }
+        },
+    }
+
+
+def serve(seed_name: str, state_dir: Path, config_path: Path | None = None,
+          graph_port: int = 0, zammad_port: int = 0, stop: threading.Event | None = None) -> Sandbox:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set); returns the stopped sandbox."""
+    stop = stop or threading.Event()
+    seed = load_seed(seed_name)
+    sandbox = start_sandbox(seed, state_dir, graph_port, zammad_port)
+    write_state_files(sandbox, config_path)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    log.info("sandbox up: graph %s, zammad %s", sandbox.graph.base_url, sandbox.zammad.base_url)
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        sandbox.stop()
+        (state_dir / "sandbox.json").unlink(missing_ok=True)
+    return sandbox
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse ``sandbox.env`` (KEY=VALUE lines)."""
+    env: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = line.split("=", 1)
+            env[key.strip()] = value.strip()
+    return env
+

@@ -1,0 +1,241 @@
+"""The Entra ID v2.0 token endpoint for the client-credentials grant, and the access tokens it signs.
+
+Follows reference/microsoft-graph-and-msal.md §5: the OIDC discovery document msal reads in its
+constructor, ``POST /{tenant}/oauth2/v2.0/token`` with a client secret or a ``client_assertion``
+JWT checked against the app's registered certificate, Entra-shaped errors with the six keys
+(``error``, ``error_description``, ``error_codes``, ``timestamp``, ``trace_id``,
+``correlation_id``), and ``Cache-Control: no-store``. Access tokens are RS256 JWTs carrying
+``aud``, ``tid``, ``roles`` and ``exp`` so the Graph emulator can enforce permissions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from entrasync_pipeline.sandbox.httpd import Request, Response, json_response
+
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
+NO_STORE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
+
+
+@dataclass
+class AppRegistration:
+    """An Entra app registration with its service principal in the tenant."""
+
+    name: str
+    client_id: str
+    client_secret: str
+    roles: list[str]
+    service_principal_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    certificate_pem: bytes | None = None
+
+    def public_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "client_id": self.client_id, "client_secret": self.client_secret,
+                "roles": self.roles, "has_certificate": self.certificate_pem is not None}
+
+
+class TokenIssuer:
+    """Signs and verifies access tokens for one tenant."""
+
+    def __init__(self, tenant_id: str, signing_key: rsa.RSAPrivateKey, lifetime_s: int = 3599) -> None:
+        self.tenant_id = tenant_id
+        self._key = signing_key
+        self.kid = hashlib.sha256(str(signing_key.public_key().public_numbers().n).encode()).hexdigest()[:27]
+        self.lifetime_s = lifetime_s
+        self._verified: dict[str, dict[str, Any]] = {}
+
+    def issue(self, app: AppRegistration, audience: str) -> tuple[str, int]:
+        now = int(time.time())
+        claims = {
+            "aud": audience, "iss": f"https://sts.windows.net/{self.tenant_id}/", "iat": now,
+            "nbf": now, "exp": now + self.lifetime_s, "appid": app.client_id, "appidacr": "1",
+            "idp": f"https://sts.windows.net/{self.tenant_id}/", "idtyp": "app",
+            "oid": app.service_principal_id, "sub": app.service_principal_id,
+            "roles": list(app.roles), "tid": self.tenant_id, "uti": uuid.uuid4().hex, "ver": "1.0",
+        }
+        token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid, "x5t": self.kid})
+        return token, self.lifetime_s
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Return the claims; raises jwt.ExpiredSignatureError or jwt.InvalidTokenError."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = jwt.decode(token, self._key.public_key(), algorithms=["RS256"],
+                                options={"verify_aud": False, "verify_exp": False})
+            if len(self._verified) > 10_000:
+                self._verified.clear()
+            self._verified[token] = claims
+        if claims.get("tid") != self.tenant_id:
+            raise jwt.InvalidTokenError("token issued for another tenant")
+        if claims["exp"] <= time.time():
+            raise jwt.ExpiredSignatureError("expired")
+        return claims
+
+    def jwks(self) -> dict[str, Any]:
+        numbers = self._key.public_key().public_numbers()
+        return {"keys": [{
+            "kty": "RSA", "use": "sig", "kid": self.kid, "x5t": self.kid,
+            "n": _b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+            "e": _b64(numbers.e.to_bytes(3, "big")),
+            "issuer": f"https://login.microsoftonline.com/{self.tenant_id}/v2.0",
+        }]}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class TokenEndpoint:
+    """Handlers for discovery, keys and the token request."""
+
+    def __init__(self, tenant_id: str, issuer: TokenIssuer, apps: dict[str, AppRegistration]) -> None:
+        self.tenant_id = tenant_id
+        self.issuer = issuer
+        self.apps = apps
+
+    def discovery(self, request: Request) -> Response:
+        tenant = request.params["tenant"]
+        if tenant != self.tenant_id:
+            return entra_error(400, "invalid_tenant", 90002,
+                               f"Tenant '{tenant}' not found. Check to make sure you have the correct "
+                               "tenant ID and are signing into the correct cloud.")
+        base = f"{request.base_url}/{tenant}"
+        doc = {
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
+                                                      "client_secret_basic"],
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": f"{base}/v2.0",
+            "request_uri_parameter_supported": False,
+            "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "tid", "ver", "oid"],
+            "kerberos_endpoint": f"{base}/kerberos",
+            "tenant_region_scope": "WW",
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+            "rbac_url": "https://pas.windows.net",
+        }
+        return json_response(200, doc, {"Cache-Control": "max-age=86400, private"})
+
+    def keys(self, request: Request) -> Response:
+        return json_response(200, self.issuer.jwks(), {"Cache-Control": "max-age=86400, private"})
+
+    def token(self, request: Request) -> Response:
+        tenant = request.params["tenant"]
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        if tenant != self.tenant_id:
+            return entra_error(400, "invalid_request", 90002,
+                               f"Tenant '{tenant}' not found. Check to make sure you have the correct "
+                               "tenant ID and are signing into the correct cloud.")
+        if form.get("grant_type") != "client_credentials":
+            return entra_error(400, "unsupported_grant_type", 70003,
+                               "The app requested an unsupported grant type "
+                               f"'{form.get('grant_type', '')}'.")
+        app = self.apps.get(form.get("client_id", ""))
+        if app is None:
+            return entra_error(400, "unauthorized_client", 700016,
+                               f"Application with identifier '{form.get('client_id', '')}' was not "
+                               f"found in the directory '{tenant}'. This can happen if the "
+                               "application has not been installed by the administrator of the "
+                               "tenant or consented to by any user in the tenant.")
+        problem = self._authenticate(app, form, f"{request.base_url}/{tenant}/oauth2/v2.0/token")
+        if problem is not None:
+            return problem
+        audience = self._audience(form.get("scope", ""), request.base_url)
+        if audience is None:
+            return entra_error(400, "invalid_scope", 70011,
+                               "The provided request must include a 'scope' input parameter. The "
+                               "provided value for the input parameter 'scope' is not valid. The scope "
+                               f"{form.get('scope', '')} is not valid. The scope format is invalid. "
+                               "Scope must be in a valid URI form <https://example/scope> or a valid "
+                               "Guid <guid/scope>.")
+        access_token, lifetime = self.issuer.issue(app, audience)
+        body = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
+                "access_token": access_token}
+        return json_response(200, body, NO_STORE)
+
+    def _authenticate(self, app: AppRegistration, form: dict[str, str], endpoint: str) -> Response | None:
+        if "client_secret" in form:
+            if hmac.compare_digest(form["client_secret"], app.client_secret):
+                return None
+            return entra_error(401, "invalid_client", 7000215,
+                               "Invalid client secret provided. Ensure the secret being sent in the "
+                               "request is the client secret value, not the client secret ID, for a "
+                               f"secret added to app '{app.client_id}'.")
+        assertion = form.get("client_assertion")
+        if assertion and form.get("client_assertion_type") == (
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"):
+            return self._check_assertion(app, assertion, endpoint)
+        return entra_error(401, "invalid_client", 7000216,
+                           "'client_assertion', 'client_secret' or 'request' is required for the "
+                           "'client_credentials' grant type.")
+
+    def _check_assertion(self, app: AppRegistration, assertion: str, endpoint: str) -> Response | None:
+        if app.certificate_pem is None:
+            return entra_error(401, "invalid_client", 700027,
+                               f"The certificate with identifier used to sign the client assertion is "
+                               f"not registered on application. [Reason - The key was not found.]")
+        cert = x509.load_pem_x509_certificate(app.certificate_pem)
+        try:
+            claims = jwt.decode(assertion, cert.public_key(), algorithms=["RS256", "PS256"],
+                                audience=endpoint, options={"require": ["exp", "aud", "iss", "sub"]})
+        except jwt.InvalidTokenError as exc:
+            return entra_error(401, "invalid_client", 700027,
+                               f"Client assertion failed signature validation. [Reason - {exc}]")
+        if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
+            return entra_error(401, "invalid_client", 700023,
+                               "Client assertion audience claim does not match Realm issuer.")
+        return None
+
+    @staticmethod
+    def _audience(scope: str, own_base: str) -> str | None:
+        """Graph is the only resource; the emulator's own base URL is accepted as Graph too."""
+        scopes = [s for s in scope.split() if s not in RESERVED_SCOPES]
+        if len(scopes) != 1 or not scopes[0].endswith("/.default"):
+            return None
+        resource = scopes[0][: -len("/.default")].rstrip("/")
+        if resource in (GRAPH_RESOURCE, own_base, "00000003-0000-0000-c000-000000000000"):
+            return GRAPH_RESOURCE
+        return None
+
+
+def entra_error(status: int, error: str, code: int, description: str,
+                headers: dict[str, str] | None = None) -> Response:
+    """An Entra error body with the six keys real responses carry."""
+    trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    body = {
+        "error": error,
+        "error_description": f"AADSTS{code}: {description} Trace ID: {trace_id} "
+                             f"Correlation ID: {correlation_id} Timestamp: {stamp}",
+        "error_codes": [code],
+        "timestamp": stamp,
+        "trace_id": trace_id,
+        "correlation_id": correlation_id,
+        "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+    }
+    return json_response(status, body, {**NO_STORE, **(headers or {})})

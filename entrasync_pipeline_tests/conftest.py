@@ -1,0 +1,141 @@
+"""Shared fixtures: one sandbox per test session, reset before every test that uses it.
+
+The sandbox runs as a real ``entrasync sandbox serve`` subprocess on 127.0.0.1 (STYLE.md §2.11):
+tests talk to it over loopback HTTPS with its own CA, exactly as the product does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+# Keep the host's proxy and CA variables from leaking into the code under test.
+for _var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+    os.environ.pop(_var, None)
+
+
+def start_sandbox_process(state_dir: Path, seed: str = "demo", config: Path | None = None,
+                          timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start ``entrasync sandbox serve`` and wait for its state file."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "sandbox.json").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "entrasync_pipeline.cli", "sandbox", "serve", "--seed", seed,
+           "--state-dir", str(state_dir)]
+    if config is not None:
+        cmd += ["--write-config", str(config)]
+    log = open(state_dir / "sandbox.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    state_file = state_dir / "sandbox.json"
+    while not state_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"sandbox did not start: {(state_dir / 'sandbox.log').read_text()}")
+        time.sleep(0.05)
+    return proc, json.loads(state_file.read_text())
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait(timeout)
+    return proc.returncode
+
+
+@dataclass
+class Sandbox:
+    """The running sandbox (``info`` is sandbox.json) and its control API."""
+
+    info: dict[str, Any]
+    state_dir: Path
+
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.verify = self.info["ca_bundle"]
+        session.trust_env = False
+        return session
+
+    def _server(self, which: str) -> str:
+        return self.info["graph_url"] if which == "graph" else self.info["zammad_url"]
+
+    def control(self, method: str, which: str, action: str, payload: Any = None) -> Any:
+        with self.session() as s:
+            response = s.request(method, f"{self._server(which)}/_sandbox/{action}", json=payload,
+                                 headers={"X-Sandbox-Key": self.info["control_key"]}, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self) -> None:
+        for which in ("graph", "zammad"):
+            self.control("POST", which, "reset")
+
+    def faults(self, which: str, *rules: dict[str, Any], seed: int | None = 7) -> None:
+        self.control("PUT", which, "faults", {"rules": list(rules), "seed": seed})
+
+    def stats(self, which: str) -> dict[str, Any]:
+        return self.control("GET", which, "stats")
+
+    def state(self, which: str) -> dict[str, Any]:
+        return self.control("GET", which, "state")
+
+    def app(self, name: str) -> dict[str, Any]:
+        """Credentials of any app registration of the sandbox tenant (incl. the extra test apps)."""
+        return next(a for a in self.state("graph")["apps"] if a["name"] == name)
+
+    def zammad_token(self, name: str) -> str:
+        return self.state("zammad")["tokens"][name]["token"]
+
+    def graph_token(self, client_id: str, client_secret: str) -> str:
+        with self.session() as s:
+            response = s.post(f"{self.info['authority']}/oauth2/v2.0/token", timeout=30, data={
+                "client_id": client_id, "client_secret": client_secret,
+                "grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default"})
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def admin_token(self) -> str:
+        return self.graph_token(self.info["admin_app"]["client_id"], self.info["admin_app"]["client_secret"])
+
+    def sync_token(self) -> str:
+        return self.graph_token(self.info["sync_app"]["client_id"], self.info["sync_app"]["client_secret"])
+
+    def env(self) -> dict[str, str]:
+        from entrasync_pipeline.sandbox.serve import read_env_file
+        return read_env_file(self.state_dir / "sandbox.env")
+
+
+@pytest.fixture(scope="session")
+def sandbox_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    state_dir = tmp_path_factory.mktemp("sandbox")
+    proc, info = start_sandbox_process(state_dir)
+    try:
+        yield Sandbox(info, state_dir)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def sandbox(sandbox_session: Sandbox) -> Sandbox:
+    """The session's sandbox, back at its seed, with no faults and zeroed counters."""
+    sandbox_session.reset()
+    return sandbox_session
+
+
+@pytest.fixture
+def http(sandbox: Sandbox) -> Iterator[requests.Session]:
+    with sandbox.session() as session:
+        yield session
