@@ -379,6 +379,9 @@ def build_store(seed: Seed, token_values: dict[str, str]) -> ZammadStore:
     token_owner = 3
     for record in seed.zammad_users:
         params = {k: v for k, v in record.items() if k not in ("id", "has_tickets", "token_owner")}
+        # Seeded users carry "" where API-created ones carry null (reference/zammad-api.md §1.8).
+        params.setdefault("department", "")
+        params.setdefault("address", "")
         user = store.create(params, actor_id=1, may_assign_roles=True, explicit_id=record.get("id"))
         if record.get("has_tickets") or user["id"] == 1:
             store.referenced.add(user["id"])

@@ -450,9 +450,9 @@ class ZammadStore:
         for key, limit in EDITABLE_MAXLENGTH.items():
             if key in changed and isinstance(user.get(key), str) and len(user[key]) > limit:
                 raise ZammadRuleError(f"{_humanize(key)} is longer than the allowed length {limit}")
-        _check_name(user)
         if isinstance(user.get("email"), str):
             user["email"] = user["email"].strip().lower()
+        _check_name(user)
         for key, limit in STRING_LIMITS.items():
             if isinstance(user.get(key), str) and len(user[key]) > limit and key not in EDITABLE_MAXLENGTH:
                 user[key] = user[key][:limit]
