@@ -1,0 +1,330 @@
+"""Execute a sync plan against Zammad: bounded concurrency, per-user isolation, one audit row each.
+
+Order (STYLE.md §2.7): a summary first, then creates, updates and reactivations, then
+deactivations, then the final counts. Each write revalidates against live Zammad state, so a
+stale plan (a re-executed old run) cannot undo newer changes, and "already in the desired state"
+counts as success. A create is sent once; after an ambiguous failure (timeout, reset, 5xx) the
+user is looked up by ``entra_key``, then by email, before anything is sent again. When too many
+writes fail (escrow, like Entra's quarantine) the rest is not attempted. Dry run writes nothing
+and records "would" rows. This module is the only place that starts threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+
+from entrasync_pipeline.audit import AuditRow, AuditStore
+from entrasync_pipeline.normalize import is_missing
+from entrasync_pipeline.plan import Action
+from entrasync_pipeline.zammad.errors import (
+    ZammadError, ZammadResponseError, ZammadTransportError, ZammadValidationError,
+)
+
+log = logging.getLogger(__name__)
+
+COUNT_KEYS = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REACTIVATE: "reactivated",
+              Action.DEACTIVATE: "deactivated", Action.NOOP: "unchanged", Action.SKIP: "skipped",
+              Action.CONFLICT: "conflicts"}
+FLUSH_EVERY = 200
+
+
+class ZammadWriter(Protocol):
+    def user(self, user_id: int) -> dict[str, Any] | None: ...
+    def find_by_attribute(self, field: str, value: str) -> list[dict[str, Any]]: ...
+    def find_by_email(self, email: str) -> list[dict[str, Any]]: ...
+    def create_user(self, payload: dict[str, Any]) -> dict[str, Any]: ...
+    def update_user(self, user_id: int, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    run_id: str
+    profile: str
+    dry_run: bool
+    workers: int = 8
+    failure_share: float = 0.4
+    failure_min_attempts: int = 20
+
+
+@dataclass
+class ApplyResult:
+    counts: dict[str, int]
+    dry_run: bool
+    blocked: str | None = None
+    stopped: str | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+
+@dataclass
+class _Outcome:
+    outcome: str  # done | failed | skipped
+    reason: str | None = None
+    error: str | None = None
+    zammad_id: int | None = None
+
+
+def empty_counts() -> dict[str, int]:
+    return {**{v: 0 for v in COUNT_KEYS.values()}, "failed": 0}
+
+
+class _Escrow:
+    """Stops the apply when the share of failed writes passes the limit (after a minimum)."""
+
+    def __init__(self, share: float, minimum: int) -> None:
+        self.share, self.minimum = share, minimum
+        self.attempts = self.failures = 0
+        self._lock = threading.Lock()
+        self.reason: str | None = None
+
+    def note(self, failed: bool) -> None:
+        with self._lock:
+            self.attempts += 1
+            self.failures += int(failed)
+            if (self.reason is None and self.attempts >= self.minimum
+                    and self.failures / self.attempts > self.share):
+                self.reason = (f"apply stopped: {self.failures} of {self.attempts} writes failed "
+                               f"(limit {self.share:.0%} after {self.minimum})")
+
+
+class _AuditBuffer:
+    def __init__(self, store: AuditStore) -> None:
+        self.store, self.rows = store, []
+
+    def add(self, row: AuditRow) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.record(self.rows)
+        self.rows = []
+
+
+def _audit_row(plan_row: dict[str, Any], options: ApplyOptions, outcome: str, reason: str | None = None,
+               error: str | None = None, zammad_id: int | None = None) -> AuditRow:
+    zid = zammad_id if zammad_id is not None else plan_row.get("zammad_id")
+    return AuditRow(run_id=options.run_id, profile=options.profile, action=plan_row["action"], outcome=outcome,
+                    dry_run=options.dry_run, entra_key=plan_row.get("entra_key"), upn=plan_row.get("upn"),
+                    email=plan_row.get("email"), zammad_id=None if is_missing(zid) else int(zid),
+                    changes=plan_row.get("changes") or {}, reason=reason or plan_row.get("reason"), error=error)
+
+
+def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, options: ApplyOptions,
+               blocked: str | None = None) -> ApplyResult:
+    """Write the plan (or record what would be written); returns the counts."""
+    rows = plan.to_dict("records")
+    counts = empty_counts()
+    buffer = _AuditBuffer(audit)
+    result = ApplyResult(counts, options.dry_run, blocked=blocked)
+    for row in rows:
+        action = Action(row["action"])
+        if action in (Action.SKIP, Action.CONFLICT):
+            counts[COUNT_KEYS[action]] += 1
+            buffer.add(_audit_row(row, options, "skipped"))
+        elif action is Action.NOOP:
+            counts["unchanged"] += 1
+    writes = [r for r in rows if Action(r["action"]) in (Action.CREATE, Action.UPDATE, Action.REACTIVATE)]
+    deactivations = [r for r in rows if r["action"] == Action.DEACTIVATE.value]
+    _log_summary(plan, options, blocked)
+    if blocked or options.dry_run:
+        outcome = "blocked" if blocked else "would"
+        for row in writes + deactivations:
+            buffer.add(_audit_row(row, options, outcome, reason=blocked or row.get("reason")))
+            if not blocked:
+                counts[COUNT_KEYS[Action(row["action"])]] += 1
+        buffer.flush()
+        return result
+    escrow = _Escrow(options.failure_share, options.failure_min_attempts)
+    for phase in (writes, deactivations):
+        _run_phase(phase, writer, options, escrow, buffer, result)
+    result.stopped = escrow.reason
+    buffer.flush()
+    log.info("apply finished for %s: %s", options.profile, counts)
+    return result
+
+
+def _log_summary(plan: pd.DataFrame, options: ApplyOptions, blocked: str | None) -> None:
+    banner = "DRY RUN: " if options.dry_run else ""
+    counts = plan["action"].value_counts().to_dict() if not plan.empty else {}
+    log.info("%schange summary for %s: %s", banner, options.profile,
+             ", ".join(f"{counts.get(a.value, 0)} {a.value}" for a in Action))
+    if blocked:
+        log.warning("apply blocked for %s: %s", options.profile, blocked)
+
+
+def _run_phase(rows: list[dict[str, Any]], writer: ZammadWriter, options: ApplyOptions, escrow: _Escrow,
+               buffer: _AuditBuffer, result: ApplyResult) -> None:
+    if not rows:
+        return
+    pending: Iterator[dict[str, Any]] = iter(rows)
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="entrasync-apply") as pool:
+        running: dict[Future[_Outcome], dict[str, Any]] = {}
+        for row in _take(pending, options.workers * 2):
+            running[pool.submit(_execute, row, writer)] = row
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                row = running.pop(future)
+                _finish(row, future.result(), options, escrow, buffer, result)
+            if escrow.reason is None:
+                for row in _take(pending, len(done)):
+                    running[pool.submit(_execute, row, writer)] = row
+        for row in pending:  # stopped by the escrow rule: never attempted
+            buffer.add(_audit_row(row, options, "skipped", reason=escrow.reason))
+            result.counts["skipped"] += 1
+
+
+def _take(iterator: Iterator[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    out = []
+    for _ in range(n):
+        try:
+            out.append(next(iterator))
+        except StopIteration:
+            break
+    return out
+
+
+def _finish(row: dict[str, Any], outcome: _Outcome, options: ApplyOptions, escrow: _Escrow,
+            buffer: _AuditBuffer, result: ApplyResult) -> None:
+    failed = outcome.outcome == "failed"
+    escrow.note(failed)
+    if failed:
+        result.counts["failed"] += 1
+        if len(result.failures) < 20:
+            result.failures.append({"action": row["action"], "entra_key": row.get("entra_key"),
+                                    "email": row.get("email"), "error": outcome.error})
+        log.warning("%s failed for %s: %s", row["action"], row.get("email") or row.get("entra_key"), outcome.error)
+    elif outcome.outcome == "done":
+        result.counts[COUNT_KEYS[Action(row["action"])]] += 1
+    else:
+        result.counts["skipped"] += 1
+    if row["action"] == Action.DEACTIVATE.value and outcome.outcome == "done":
+        log.warning("deactivated Zammad user #%s (%s)", outcome.zammad_id or row.get("zammad_id"), row.get("email"))
+    buffer.add(_audit_row(row, options, outcome.outcome, outcome.reason, outcome.error, outcome.zammad_id))
+
+
+def _execute(row: dict[str, Any], writer: ZammadWriter) -> _Outcome:
+    """One action; never raises (per-user isolation)."""
+    handler: Callable[[dict[str, Any], ZammadWriter], _Outcome] = {
+        Action.CREATE.value: _create, Action.UPDATE.value: _update,
+        Action.REACTIVATE.value: _update, Action.DEACTIVATE.value: _deactivate,
+    }[row["action"]]
+    try:
+        return handler(row, writer)
+    except ZammadError as exc:
+        return _Outcome("failed", error=str(exc))
+    except Exception as exc:  # an unexpected bug affects one user, not the run
+        log.exception("unexpected error applying %s", row["action"])
+        return _Outcome("failed", error=f"unexpected {type(exc).__name__}")
+
+
+# --- the actions --------------------------------------------------------------------------------
+def _existing(row: dict[str, Any], writer: ZammadWriter) -> dict[str, Any] | None:
+    """The Zammad user this Entra user already has (by entra_key, then by an unclaimed email)."""
+    hits = writer.find_by_attribute("entra_key", row["entra_key"])
+    if hits:
+        return hits[0]
+    if row.get("email"):
+        for hit in writer.find_by_email(row["email"]):
+            if not hit.get("entra_key") or hit.get("entra_key") == row["entra_key"]:
+                return hit
+    return None
+
+
+def _create(row: dict[str, Any], writer: ZammadWriter) -> _Outcome:
+    payload = dict(row["payload"])
+    try:
+        created = writer.create_user(payload)
+    except ZammadValidationError:
+        # Refused, e.g. the email exists: a stale plan or a concurrent run created it already.
+        existing = _existing(row, writer)
+        if existing is None:
+            raise
+        return _converge(row, existing, writer, "already existed; brought to the desired state")
+    except (ZammadTransportError, ZammadResponseError) as exc:
+        if not getattr(exc, "ambiguous", False):
+            raise
+        existing = _existing(row, writer)  # look before sending again: never a blind retry
+        if existing is not None:
+            return _converge(row, existing, writer, "confirmed after an ambiguous failure")
+        created = writer.create_user(payload)
+    return _verify_created(row, created)
+
+
+def _verify_created(row: dict[str, Any], created: dict[str, Any]) -> _Outcome:
+    if created.get("entra_key") != row["entra_key"]:
+        return _Outcome("failed", zammad_id=created.get("id"),
+                        error="Zammad did not store entra_key (custom attribute missing or not migrated?): "
+                              "run 'entrasync zammad-setup'")
+    return _Outcome("done", zammad_id=int(created["id"]))
+
+
+def _converge(row: dict[str, Any], live: dict[str, Any], writer: ZammadWriter, note: str) -> _Outcome:
+    payload = {k: v for k, v in row["payload"].items() if not _same(live.get(k), v)}
+    if payload:
+        live = writer.update_user(int(live["id"]), payload)
+    missing = [k for k, v in row["payload"].items() if not _same(live.get(k), v)]
+    if missing:
+        return _Outcome("failed", zammad_id=int(live["id"]), error=f"Zammad did not store {', '.join(missing)}")
+    return _Outcome("done", reason=note, zammad_id=int(live["id"]))
+
+
+def _same(current: Any, desired: Any) -> bool:
+    if isinstance(desired, list):
+        return sorted(current or []) == sorted(desired)
+    if isinstance(desired, bool):
+        return bool(current) is desired
+    return ("" if current is None else str(current)) == ("" if desired is None else str(desired))
+
+
+def _revalidate(row: dict[str, Any], writer: ZammadWriter) -> tuple[dict[str, Any] | None, _Outcome | None]:
+    live = writer.user(int(row["zammad_id"]))
+    if live is None:
+        return None, _Outcome("failed", error=f"Zammad user #{row['zammad_id']} no longer exists")
+    planned_key = row.get("entra_key")
+    live_key = live.get("entra_key") or ""
+    if live_key and planned_key and live_key != planned_key:
+        return None, _Outcome("skipped", reason="changed since the plan was made (entra_key differs); re-plan")
+    return live, None
+
+
+def _update(row: dict[str, Any], writer: ZammadWriter) -> _Outcome:
+    live, problem = _revalidate(row, writer)
+    if problem:
+        return problem
+    assert live is not None
+    if all(_same(live.get(k), v) for k, v in row["payload"].items()):
+        return _Outcome("done", reason="already in the desired state", zammad_id=int(live["id"]))
+    return _converge(row, live, writer, row.get("reason") or "")
+
+
+def _deactivate(row: dict[str, Any], writer: ZammadWriter) -> _Outcome:
+    live, problem = _revalidate(row, writer)
+    if problem:
+        return problem
+    assert live is not None
+    if not live.get("active"):
+        return _Outcome("done", reason="already inactive", zammad_id=int(live["id"]))
+    writer.update_user(int(live["id"]), {"active": False})
+    return _Outcome("done", zammad_id=int(live["id"]))
+
+
+def example_changes(plan: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
+    """A few rows per write action, for notifications and previews."""
+    if plan.empty or limit <= 0:
+        return []
+    writes = plan[plan["action"].isin([a.value for a in (Action.CREATE, Action.UPDATE, Action.REACTIVATE,
+                                                            Action.DEACTIVATE)])]
+    return writes.groupby("action", sort=False).head(max(1, limit // 2)).head(limit).to_dict("records")
+

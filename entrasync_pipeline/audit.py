@@ -1,0 +1,186 @@
+"""The append-only audit store (SQLAlchemy): one row per action attempt, for compliance.
+
+SQLite under DAGSTER_HOME by default, any SQLAlchemy URL (PostgreSQL) by config. The store only
+inserts and reads; a database trigger refuses UPDATE and DELETE on both dialects, so even a bug
+elsewhere cannot rewrite history. Exports are safe to open in a spreadsheet: cells that start
+with = + - @ (or a tab/CR) are prefixed with a quote (OWASP CSV injection).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, event, insert,
+    or_, select, text,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+audit_log = Table(
+    "entrasync_audit_log", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    Column("profile", String(64), nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False, index=True),
+    Column("action", String(32), nullable=False, index=True),
+    Column("outcome", String(32), nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("entra_key", String(64), index=True),
+    Column("upn", String(512)),
+    Column("email", String(512), index=True),
+    Column("zammad_id", Integer, index=True),
+    Column("changes", JSON),
+    Column("reason", Text),
+    Column("error", Text),
+)
+
+OUTCOMES = ("done", "failed", "would", "skipped", "blocked", "interrupted", "info")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+_SQLITE_TRIGGERS = [
+    "CREATE TRIGGER IF NOT EXISTS entrasync_audit_no_update BEFORE UPDATE ON entrasync_audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS entrasync_audit_no_delete BEFORE DELETE ON entrasync_audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+]
+_PG_TRIGGERS = [
+    "CREATE OR REPLACE FUNCTION entrasync_audit_append_only() RETURNS trigger AS $$ "
+    "BEGIN RAISE EXCEPTION 'the audit log is append-only'; END; $$ LANGUAGE plpgsql",
+    "DROP TRIGGER IF EXISTS entrasync_audit_no_change ON entrasync_audit_log",
+    "CREATE TRIGGER entrasync_audit_no_change BEFORE UPDATE OR DELETE ON entrasync_audit_log "
+    "FOR EACH ROW EXECUTE FUNCTION entrasync_audit_append_only()",
+]
+
+
+@dataclass
+class AuditRow:
+    run_id: str
+    profile: str
+    action: str
+    outcome: str
+    dry_run: bool = False
+    entra_key: str | None = None
+    upn: str | None = None
+    email: str | None = None
+    zammad_id: int | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    error: str | None = None
+    ts: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    run_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    user: str | None = None
+    action: str | None = None
+    profile: str | None = None
+    limit: int | None = None
+
+
+class AuditStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._lock = threading.Lock()
+        metadata.create_all(self.engine)
+        self._install_triggers()
+
+    def _install_triggers(self) -> None:
+        statements = {"sqlite": _SQLITE_TRIGGERS, "postgresql": _PG_TRIGGERS}.get(self.engine.dialect.name, [])
+        with self.engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def record(self, rows: Iterable[AuditRow]) -> int:
+        values = [_to_db(r) for r in rows]
+        if not values:
+            return 0
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(insert(audit_log), values)
+        return len(values)
+
+    def query(self, filters: AuditFilter = AuditFilter()) -> list[dict[str, Any]]:
+        stmt = select(audit_log).order_by(audit_log.c.seq)
+        if filters.run_id:
+            stmt = stmt.where(audit_log.c.run_id == filters.run_id)
+        if filters.profile:
+            stmt = stmt.where(audit_log.c.profile == filters.profile)
+        if filters.since:
+            stmt = stmt.where(audit_log.c.ts >= filters.since)
+        if filters.until:
+            stmt = stmt.where(audit_log.c.ts < filters.until)
+        if filters.action:
+            stmt = stmt.where(audit_log.c.action == filters.action)
+        if filters.user:
+            needle = filters.user.lower()
+            conditions = [audit_log.c.entra_key == filters.user, audit_log.c.email == needle,
+                          audit_log.c.upn == filters.user]
+            if filters.user.isdigit():
+                conditions.append(audit_log.c.zammad_id == int(filters.user))
+            stmt = stmt.where(or_(*conditions))
+        if filters.limit:
+            stmt = stmt.limit(filters.limit)
+        with self.engine.connect() as conn:
+            return [_from_db(dict(r._mapping)) for r in conn.execute(stmt)]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _to_db(row: AuditRow) -> dict[str, Any]:
+    values = asdict(row)
+    values["changes"] = json.loads(json.dumps(row.changes, default=str))
+    return values
+
+
+def _from_db(row: dict[str, Any]) -> dict[str, Any]:
+    ts = row["ts"]
+    if isinstance(ts, datetime) and ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    row["ts"] = ts.isoformat() if isinstance(ts, datetime) else ts
+    return row
+
+
+EXPORT_COLUMNS = ("seq", "ts", "run_id", "profile", "action", "outcome", "dry_run", "entra_key", "upn", "email",
+                  "zammad_id", "changes", "reason", "error")
+
+
+def spreadsheet_safe(value: Any) -> str:
+    """Neutralise cells a spreadsheet would evaluate as a formula."""
+    text_value = "" if value is None else (json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list))
+                                           else str(value))
+    return "'" + text_value if text_value.startswith(_FORMULA_START) else text_value
+
+
+def export_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(EXPORT_COLUMNS)
+    for row in rows:
+        writer.writerow([spreadsheet_safe(row.get(c)) for c in EXPORT_COLUMNS])
+    return buffer.getvalue()
+
+
+def export_json(rows: Sequence[dict[str, Any]]) -> str:
+    return json.dumps([{c: row.get(c) for c in EXPORT_COLUMNS} for row in rows], ensure_ascii=False, indent=2,
+                      default=str)

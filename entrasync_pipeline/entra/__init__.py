@@ -1,0 +1,1 @@
+"""Microsoft Entra ID access: the msal credential and the Microsoft Graph client."""

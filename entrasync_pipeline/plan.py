@@ -1,0 +1,242 @@
+"""Universal users × Zammad users → the sync plan: one decision per user (pure; DESIGN.md §2).
+
+Matching order: the Zammad user whose ``entra_key`` is the Entra object id; else (adoption on)
+the Zammad user with that email (case-insensitive) and an empty ``entra_key``; an email that
+belongs to a user with another ``entra_key`` is a conflict. Decisions: create, update only the
+differing fields, reactivate, deactivate (managed users of this profile only), noop, skip,
+conflict. Never delete. Protected accounts, unmanaged users and the system user are left alone.
+Reads everything, then decides: no I/O here (STYLE.md §1.3, ssosync's getUserOperations).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pandas as pd
+
+from entrasync_pipeline.normalize import is_missing, zammad_email
+
+SYSTEM_USER_ID = 1
+PLAN_COLUMNS = ("action", "entra_key", "zammad_id", "email", "upn", "changes", "payload", "reason")
+IDENTITY_FIELDS = ("entra_key", "entra_object_type", "entrasync_profile")
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REACTIVATE = "reactivate"
+    DEACTIVATE = "deactivate"
+    NOOP = "noop"
+    SKIP = "skip"
+    CONFLICT = "conflict"
+
+
+WRITE_ACTIONS = (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.DEACTIVATE)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    profile: str
+    fields: tuple[str, ...]
+    adopt_by_email: bool = True
+    protected_ids: frozenset[int] = frozenset()
+    protected_logins: frozenset[str] = frozenset()
+    protected_emails: frozenset[str] = frozenset()
+    protect_admins: bool = True
+    admin_role_ids: frozenset[int] = frozenset({1})
+    role_ids: Mapping[str, int] | None = None  # None: roles are not managed
+
+
+@dataclass
+class _Index:
+    by_key: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    by_email: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _text(value: Any) -> str:
+    return "" if is_missing(value) else str(value)
+
+
+def _index(zammad: list[dict[str, Any]]) -> _Index:
+    index = _Index()
+    for user in zammad:
+        if _text(user.get("entra_key")):
+            index.by_key.setdefault(_text(user["entra_key"]), []).append(user)
+        if _text(user.get("email")):
+            index.by_email.setdefault(zammad_email(user["email"]), []).append(user)
+    return index
+
+
+def _row(action: Action, user: Mapping[str, Any] | None = None, zammad: Mapping[str, Any] | None = None,
+         reason: str | None = None, changes: dict[str, list[Any]] | None = None,
+         payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "action": action.value,
+        "entra_key": (user or {}).get("entra_key") or _text((zammad or {}).get("entra_key")) or None,
+        "zammad_id": int(zammad["id"]) if zammad is not None else None,
+        "email": (user or {}).get("email") or _text((zammad or {}).get("email")) or None,
+        "upn": (user or {}).get("upn"),
+        "changes": changes or {},
+        "payload": payload or {},
+        "reason": reason,
+    }
+
+
+def _protection(zammad: Mapping[str, Any], options: PlanOptions) -> str | None:
+    if int(zammad["id"]) in options.protected_ids:
+        return f"protected account (id {zammad['id']})"
+    if _text(zammad.get("login")).lower() in options.protected_logins:
+        return f"protected account (login {zammad.get('login')})"
+    if zammad_email(zammad.get("email")) in options.protected_emails:
+        return "protected account (email)"
+    roles = zammad.get("role_ids")
+    if options.protect_admins and not is_missing(roles) and set(roles or ()) & options.admin_role_ids:
+        return "protected account (holds the Admin role)"
+    return None
+
+
+def _owner(zammad: Mapping[str, Any]) -> str:
+    return _text(zammad.get("entrasync_profile"))
+
+
+def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tuple[dict[str, Any] | None, str | None]:
+    """Return (zammad user or None, conflict reason or None)."""
+    keyed = index.by_key.get(user["entra_key"], [])
+    if len(keyed) > 1:
+        ids = ", ".join(f"#{z['id']}" for z in keyed)
+        return None, f"several Zammad users carry this entra_key ({ids})"
+    if keyed:
+        return keyed[0], None
+    same_email = index.by_email.get(user["email"], []) if user["email"] else []
+    foreign = [z for z in same_email if _text(z.get("entra_key"))]
+    if foreign:
+        return None, f"email belongs to Zammad user #{foreign[0]['id']}, linked to another Entra object"
+    if len(same_email) > 1:
+        ids = ", ".join(f"#{z['id']}" for z in same_email)
+        return None, f"several Zammad users have this email ({ids})"
+    if same_email:
+        if not options.adopt_by_email:
+            return None, f"Zammad user #{same_email[0]['id']} has this email and adoption by email is off"
+        return same_email[0], None
+    return None, None
+
+
+def _desired(user: Mapping[str, Any], options: PlanOptions) -> tuple[dict[str, Any], str | None]:
+    desired = {f: _text(user.get(f)) for f in options.fields}
+    desired.update({"entra_key": user["entra_key"], "entra_object_type": "user", "entrasync_profile": options.profile})
+    roles = tuple(user.get("roles") or ())
+    if options.role_ids is not None and roles:
+        unknown = [r for r in roles if r not in options.role_ids]
+        if unknown:
+            return desired, f"role(s) {', '.join(unknown)} do not exist in Zammad"
+        desired["role_ids"] = sorted({options.role_ids[r] for r in roles})
+    return desired, None
+
+
+def _diff(zammad: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, list[Any]]:
+    changes: dict[str, list[Any]] = {}
+    for key, after in desired.items():
+        before = zammad.get(key)
+        if key == "role_ids":
+            current = sorted(before or []) if not is_missing(before) else []
+            if current != after:
+                changes[key] = [current, after]
+            continue
+        current = zammad_email(before) if key == "email" else _text(before)
+        if current != after:
+            changes[key] = [None if is_missing(before) else before, after]
+    return changes
+
+
+def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: PlanOptions) -> dict[str, Any]:
+    owner = _owner(zammad) if zammad is not None else ""
+    if zammad is not None:
+        protected = _protection(zammad, options)
+        if protected:
+            return _row(Action.SKIP, user, zammad, protected)
+        if owner and owner != options.profile:
+            return _row(Action.CONFLICT, user, zammad, f"managed by profile {owner!r}")
+    if not user["active"]:
+        if zammad is not None and _text(zammad.get("entra_key")) and owner == options.profile and zammad.get("active"):
+            return _row(Action.DEACTIVATE, user, zammad, "account disabled in Entra (accountEnabled false)",
+                        {"active": [True, False]}, {"active": False})
+        return _row(Action.SKIP, user, zammad, "account disabled in Entra")
+    desired, problem = _desired(user, options)
+    if problem:
+        return _row(Action.CONFLICT, user, zammad, problem)
+    if zammad is None:
+        payload = {k: v for k, v in desired.items() if v not in ("", None)}
+        return _row(Action.CREATE, user, None, "new member", {k: [None, v] for k, v in payload.items()}, payload)
+    changes = _diff(zammad, desired)
+    adopted = not _text(zammad.get("entra_key"))
+    if not zammad.get("active"):
+        changes["active"] = [False, True]
+        return _row(Action.REACTIVATE, user, zammad, "member again", changes, {k: v[1] for k, v in changes.items()})
+    if changes:
+        reason = "adopted by email" if adopted else "attributes changed"
+        return _row(Action.UPDATE, user, zammad, reason, changes, {k: v[1] for k, v in changes.items()})
+    return _row(Action.NOOP, user, zammad)
+
+
+def _email_collision(row: dict[str, Any], index: _Index) -> str | None:
+    """An email change to an address another Zammad user has would be refused with 422."""
+    change = row["changes"].get("email")
+    if not change or row["action"] == Action.CREATE.value:
+        return None
+    owners = [z for z in index.by_email.get(change[1], []) if int(z["id"]) != row["zammad_id"]]
+    return f"new email {change[1]} belongs to Zammad user #{owners[0]['id']}" if owners else None
+
+
+def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptions) -> pd.DataFrame:
+    """One row per decision, in PLAN_COLUMNS; the same inputs always give the same plan."""
+    zammad_users = [z for z in zammad.to_dict("records") if int(z["id"]) != SYSTEM_USER_ID]
+    index = _index(zammad_users)
+    users = universal.to_dict("records")
+    emails = Counter(u["email"] for u in users if not u.get("skip_reason") and u.get("email"))
+    seen: set[int] = set()
+    rows = []
+    for user in users:
+        if user.get("skip_reason"):
+            rows.append(_row(Action.SKIP, user, None, user["skip_reason"]))
+            continue
+        zammad_user, conflict = _match(user, index, options)
+        if zammad_user is not None:
+            seen.add(int(zammad_user["id"]))
+        for other in index.by_key.get(user["entra_key"], []):
+            seen.add(int(other["id"]))  # never deactivate a user we could not place
+        if conflict is None and user["email"] and emails[user["email"]] > 1:
+            conflict = f"{emails[user['email']]} Entra users share the email {user['email']}"
+        if conflict:
+            rows.append(_row(Action.CONFLICT, user, zammad_user, conflict))
+            continue
+        row = _decide(user, zammad_user, options)
+        collision = _email_collision(row, index)
+        rows.append(_row(Action.CONFLICT, user, zammad_user, collision) if collision else row)
+    rows += _leavers(zammad_users, seen, options)
+    return pd.DataFrame(rows, columns=list(PLAN_COLUMNS)).astype({"zammad_id": "Int64"})
+
+
+def _leavers(zammad_users: list[dict[str, Any]], seen: set[int], options: PlanOptions) -> list[dict[str, Any]]:
+    """Active users this profile manages that are no longer in scope: deactivate (never delete)."""
+    rows = []
+    for zammad_user in zammad_users:
+        if int(zammad_user["id"]) in seen or not _text(zammad_user.get("entra_key")):
+            continue
+        if _owner(zammad_user) != options.profile or not zammad_user.get("active"):
+            continue
+        protected = _protection(zammad_user, options)
+        if protected:
+            rows.append(_row(Action.SKIP, None, zammad_user, f"{protected}; left the groups"))
+            continue
+        rows.append(_row(Action.DEACTIVATE, None, zammad_user, "no longer a member of the configured groups",
+                         {"active": [True, False]}, {"active": False}))
+    return rows
+
+
+def action_counts(plan: pd.DataFrame) -> dict[str, int]:
+    counts = plan["action"].value_counts() if not plan.empty else pd.Series(dtype=int)
+    return {a.value: int(counts.get(a.value, 0)) for a in Action}

@@ -1,0 +1,92 @@
+"""How the CLI shows plans, run summaries and audit rows (tables for people, JSON for machines)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from entrasync_pipeline.audit import export_csv, export_json
+from entrasync_pipeline.plan import Action
+
+COUNT_COLUMNS = ("created", "updated", "reactivated", "deactivated", "unchanged", "skipped", "conflicts", "failed")
+_console = Console(highlight=False, soft_wrap=False)
+
+
+def failure_summary(profile: str, exc: BaseException) -> dict[str, Any]:
+    return {"profile": profile, "run_id": None, "dry_run": None, "blocked": False, "error": f"{type(exc).__name__}: {exc}",
+            **{k: 0 for k in COUNT_COLUMNS}}
+
+
+def to_json(payload: Any) -> str:
+    return json.dumps(payload, indent=2, default=str, ensure_ascii=False)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    title = f"entrasync {summary['profile']}"
+    if summary.get("dry_run"):
+        title += " — DRY RUN (nothing written)"
+    table = Table(title=escape(title))
+    for column in COUNT_COLUMNS:
+        table.add_column(column, justify="right")
+    table.add_row(*(str(summary.get(c, 0)) for c in COUNT_COLUMNS))
+    _console.print(table)
+    if summary.get("error"):
+        _console.print(f"[red]failed:[/red] {escape(str(summary['error']))}")
+    if summary.get("blocked"):
+        _console.print(f"[yellow]blocked:[/yellow] {escape(str(summary.get('blocked_reason')))}")
+    if summary.get("stopped"):
+        _console.print(f"[red]{escape(str(summary['stopped']))}[/red]")
+    if summary.get("skipped_member_types"):
+        kinds = ", ".join(f"{n} {k}" for k, n in summary["skipped_member_types"].items())
+        _console.print(f"non-user members ignored: {escape(kinds)}")
+    if summary.get("run_id"):
+        _console.print(f"run id: {escape(str(summary['run_id']))} (entrasync audit --run {escape(str(summary['run_id']))})")
+
+
+def print_plan(plan: pd.DataFrame, per_action: int = 10) -> None:
+    if plan.empty:
+        _console.print("plan: nothing to do")
+        return
+    table = Table(title="plan (first rows per action)")
+    for column in ("action", "email", "zammad_id", "changes", "reason"):
+        table.add_column(column, overflow="fold")
+    for action in (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.DEACTIVATE, Action.CONFLICT, Action.SKIP):
+        rows = plan[plan["action"] == action.value].head(per_action)
+        for row in rows.to_dict("records"):
+            changes = ", ".join(f"{k}: {v[0]!r} → {v[1]!r}" for k, v in (row["changes"] or {}).items()
+                                if k not in ("entra_object_type", "entrasync_profile"))
+            zid = "" if pd.isna(row["zammad_id"]) else str(row["zammad_id"])
+            table.add_row(*(escape(str(x)) for x in (row["action"], row["email"] or row["entra_key"], zid,
+                                                      changes[:200], row["reason"] or "")))
+    _console.print(table)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def print_audit(rows: Sequence[dict[str, Any]], fmt: str) -> None:
+    if fmt == "csv":
+        sys.stdout.write(export_csv(rows))
+        return
+    if fmt == "json":
+        sys.stdout.write(export_json(rows) + "\n")
+        return
+    table = Table(title=f"audit ({len(rows)} rows)")
+    for column in ("ts", "run_id", "action", "outcome", "email", "zammad_id", "reason", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape("" if row.get(c) is None else str(row.get(c))) for c in
+                        ("ts", "run_id", "action", "outcome", "email", "zammad_id", "reason", "error")))
+    _console.print(table)

@@ -1,0 +1,355 @@
+"""The configuration model: one YAML file, validated with pydantic; the single source of every option.
+
+Everything an admin can set lives here with its default and description; the configuration
+reference (docs/configuration.md) is generated from this model by ``entrasync config-reference``.
+Secrets never live in the YAML: a profile names environment variables, and this module is the
+only place (besides Dagster's ``EnvVar``) that reads the environment (STYLE.md §2.9, §3.2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV = "ENTRASYNC_CONFIG"
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+TRANSFORMS = ("strip", "lower", "upper", "first", "join", "collapse_spaces")
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or invalid; the message names the key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldRule(_Model):
+    """One target Zammad field: the first non-empty source attribute (after transforms) or a constant."""
+
+    source: list[str] = Field(default_factory=list, alias="from",
+                              description="Graph user attributes tried in order; the first non-empty wins.")
+    constant: str | None = Field(None, description="A fixed value instead of a source attribute.")
+    transforms: list[str] = Field(default_factory=lambda: ["strip"],
+                                  description=f"Applied in order to each candidate: {', '.join(TRANSFORMS)}.")
+    default: str | None = Field(None, description="Used when no source has a value (null otherwise).")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("transforms")
+    @classmethod
+    def _known_transforms(cls, value: list[str]) -> list[str]:
+        unknown = [t for t in value if t not in TRANSFORMS]
+        if unknown:
+            raise ValueError(f"unknown transform(s) {unknown}; known: {list(TRANSFORMS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _source_or_constant(self) -> "FieldRule":
+        if not self.source and self.constant is None:
+            raise ValueError("a field needs 'from' (source attributes) or 'constant'")
+        return self
+
+
+def default_mapping() -> dict[str, FieldRule]:
+    """Zammad field ← Graph attributes; email and names also follow the fixed rules of DESIGN.md §2."""
+    return {
+        "email": FieldRule(**{"from": ["mail", "otherMails", "userPrincipalName"],
+                              "transforms": ["first", "strip", "lower"]}),
+        "firstname": FieldRule(**{"from": ["givenName"], "transforms": ["strip", "collapse_spaces"]}),
+        "lastname": FieldRule(**{"from": ["surname"], "transforms": ["strip", "collapse_spaces"]}),
+        "phone": FieldRule(**{"from": ["businessPhones"], "transforms": ["first", "strip"]}),
+        "mobile": FieldRule(**{"from": ["mobilePhone"], "transforms": ["strip"]}),
+        "department": FieldRule(**{"from": ["department"], "transforms": ["strip"]}),
+    }
+
+
+class EntraSettings(_Model):
+    tenant_id: str = Field(description="Directory (tenant) id of the Entra tenant. Never 'common'.")
+    client_id: str = Field(description="Application (client) id of the app registration.")
+    credential: Literal["certificate", "secret"] = Field(
+        "certificate", description="Certificate credentials are recommended; a secret also works.")
+    client_secret_env: str = Field("ENTRA_CLIENT_SECRET", description="Env var holding the client secret.")
+    certificate_env: str = Field("ENTRA_CLIENT_CERTIFICATE", description="Env var: path of the PEM certificate.")
+    private_key_env: str = Field("ENTRA_CLIENT_KEY", description="Env var: path of the PEM private key.")
+    authority_host: str = Field("https://login.microsoftonline.com",
+                                description="Token authority host (sovereign clouds: e.g. https://login.microsoftonline.us).")
+    graph_url: str = Field("https://graph.microsoft.com",
+                           description="Microsoft Graph base URL (e.g. https://graph.microsoft.us).")
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_is_a_guid(cls, value: str) -> str:
+        if not GUID.match(value):
+            raise ValueError("must be the tenant's GUID (msal deprecates 'common'/'organizations' for apps)")
+        return value
+
+    @field_validator("authority_host", "graph_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (msal refuses anything else)")
+        return value.rstrip("/")
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host}/{self.tenant_id}"
+
+    @property
+    def scope(self) -> str:
+        return "https://graph.microsoft.com/.default"
+
+
+class GroupSettings(_Model):
+    id: str = Field(description="Object id of the Entra group.")
+    name: str | None = Field(None, description="A label for logs and the UI; the id is what counts.")
+    roles: list[str] = Field(default_factory=list,
+                             description="Zammad role names for members of this group (empty: no role management).")
+
+    @field_validator("id")
+    @classmethod
+    def _guid(cls, value: str) -> str:
+        if not GUID.match(value):
+            raise ValueError("must be the group's object id (a GUID)")
+        return value.lower()
+
+
+class ZammadSettings(_Model):
+    url: str = Field(description="Base URL of Zammad, e.g. https://helpdesk.example.com.")
+    token_env: str = Field("ZAMMAD_TOKEN", description="Env var holding the Zammad API token.")
+    per_page: int = Field(1000, ge=1, le=1000, description="Users per list page (Zammad caps at 1000, older at 500).")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/")
+
+
+class ProtectedSettings(_Model):
+    logins: list[str] = Field(default_factory=list, description="Zammad logins never modified.")
+    emails: list[str] = Field(default_factory=list, description="Emails never modified (case-insensitive).")
+    ids: list[int] = Field(default_factory=list, description="Zammad user ids never modified.")
+    admins: bool = Field(True, description="Never modify anyone holding the Zammad Admin role.")
+
+
+class SafetySettings(_Model):
+    max_deactivations: int = Field(25, ge=0, description="Block the apply above this many deactivations per run.")
+    max_deactivation_share: float = Field(0.10, ge=0, le=1,
+                                          description="Block above this share of managed users deactivated per run.")
+    failure_share: float = Field(0.40, ge=0, le=1, description="Stop the apply when this share of writes failed ...")
+    failure_min_attempts: int = Field(20, ge=1, description="... after at least this many attempts (escrow).")
+
+
+class NotificationSettings(_Model):
+    urls: list[str] = Field(default_factory=list,
+                            description="apprise URLs (msteams://, slack://, mailto://, json://...). "
+                                        "A value '${VAR}' is read from the environment.")
+    on_changes: bool = Field(True, description="Notify after a run that wrote changes.")
+    on_failure: bool = Field(True, description="Notify when a run fails.")
+    on_blocked: bool = Field(True, description="Notify when a safety rule blocks the apply.")
+    max_examples: int = Field(5, ge=0, le=50, description="Example changes per message.")
+
+
+class ProfileSettings(_Model):
+    entra: EntraSettings
+    groups: list[GroupSettings] = Field(min_length=1, description="The Entra groups whose members are synced.")
+    membership: Literal["direct", "transitive"] = Field("direct", description="Direct members or nested too.")
+    zammad: ZammadSettings
+    mapping: dict[str, FieldRule] = Field(default_factory=default_mapping,
+                                          description="Zammad field ← Graph attributes; replaces the default mapping.")
+    adopt_by_email: bool = Field(True, description="Link existing Zammad users without entra_key by email.")
+    sync_users_without_email: bool = Field(False, description="Create users that have no usable email.")
+    protected: ProtectedSettings = Field(default_factory=ProtectedSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+
+    @field_validator("mapping")
+    @classmethod
+    def _mapping_has_email(cls, value: dict[str, FieldRule]) -> dict[str, FieldRule]:
+        if "email" not in value:
+            raise ValueError("the mapping needs an 'email' field (it is how users are adopted and reached)")
+        return value
+
+    def graph_select(self) -> list[str]:
+        """Exactly the Graph properties the mapping and the fixed rules need (reference §2)."""
+        fixed = ["id", "displayName", "givenName", "surname", "mail", "otherMails",
+                 "userPrincipalName", "accountEnabled", "userType"]
+        sources = [s for rule in self.mapping.values() for s in rule.source]
+        return list(dict.fromkeys(fixed + sources))
+
+
+class TlsSettings(_Model):
+    ca_bundle: str | None = Field(None, description="PEM CA bundle for Graph, the token endpoint and Zammad "
+                                                    "(private CAs). Verification is never switched off.")
+
+
+class HttpSettings(_Model):
+    connect_timeout_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout.")
+    read_timeout_s: float = Field(60.0, gt=0, description="Read timeout per request.")
+    max_attempts: int = Field(6, ge=1, le=20, description="Attempts per idempotent request (reads, PUT).")
+    backoff_base_s: float = Field(0.5, ge=0, description="First backoff; doubles with jitter.")
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest backoff between attempts.")
+    max_retry_after_s: float = Field(300.0, gt=0, description="A longer Retry-After fails the request instead.")
+
+
+class ScheduleSettings(_Model):
+    cron: str = Field("0 2 * * *", description="When the scheduled sync runs (cron).")
+    timezone: str = Field("UTC", description="IANA timezone of the cron, e.g. Europe/Berlin.")
+    sensor_interval_s: int = Field(60, ge=30, description="How often the delta sensor polls Graph.")
+
+
+class AuditSettings(_Model):
+    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///$DAGSTER_HOME/entrasync-audit.db.")
+
+
+class Settings(_Model):
+    profiles: dict[str, ProfileSettings] = Field(min_length=1, description="Sync profiles by name.")
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    workers: int = Field(8, ge=1, le=64, description="Concurrent Zammad writes.")
+    dry_run: bool = Field(False, description="Compute and show everything, write nothing.")
+    dagster_url: str | None = Field(None, description="Dagster webserver URL for run links in notifications.")
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, value: dict[str, ProfileSettings]) -> dict[str, ProfileSettings]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+                raise ValueError(f"profile name {name!r} may use letters, digits, '_', '.', '-' only")
+        return value
+
+    def profile(self, name: str | None) -> tuple[str, ProfileSettings]:
+        if name is None:
+            if len(self.profiles) == 1:
+                return next(iter(self.profiles.items()))
+            raise ConfigError(f"several profiles ({', '.join(self.profiles)}): name one with --profile")
+        if name not in self.profiles:
+            raise ConfigError(f"unknown profile {name!r}; configured: {', '.join(self.profiles)}")
+        return name, self.profiles[name]
+
+    def audit_url(self, dagster_home: str | None) -> str:
+        if self.audit.url:
+            return self.audit.url
+        home = Path(dagster_home or ".").resolve()
+        return f"sqlite:///{home / 'entrasync-audit.db'}"
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        lines.append(f"  {key}: {error['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def parse_settings(data: Any) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load the config from ``path`` or ``$ENTRASYNC_CONFIG``."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"no configuration: pass --config or set {CONFIG_ENV}")
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {file}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {file} is not valid YAML: {exc}") from None
+    return parse_settings(data)
+
+
+def configured_profile_names(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Profile names for the Dagster partitions; ``['default']`` when no config is set (loading only)."""
+    environ = os.environ if environ is None else environ
+    if not environ.get(CONFIG_ENV):
+        return ["default"]
+    return list(load_settings(environ=environ).profiles)
+
+
+def dagster_home(environ: Mapping[str, str] | None = None) -> str | None:
+    environ = os.environ if environ is None else environ
+    return environ.get("DAGSTER_HOME")
+
+
+# --- secrets -------------------------------------------------------------------------------------
+class SecretValue:
+    """A secret that never shows itself in repr, str, logs or exceptions."""
+
+    __slots__ = ("_value", "name")
+
+    def __init__(self, value: str, name: str) -> None:
+        self._value, self.name = value, name
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"SecretValue(<{self.name}>)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class EntraCredentialMaterial:
+    kind: Literal["certificate", "secret"]
+    secret: SecretValue | None = None
+    certificate_pem: str | None = None
+    private_key: SecretValue | None = None
+
+
+def _require_env(environ: Mapping[str, str], name: str, purpose: str) -> str:
+    value = environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set ({purpose})")
+    return value
+
+
+def entra_credential(entra: EntraSettings, environ: Mapping[str, str] | None = None) -> EntraCredentialMaterial:
+    environ = os.environ if environ is None else environ
+    if entra.credential == "secret":
+        value = _require_env(environ, entra.client_secret_env, "Entra client secret")
+        return EntraCredentialMaterial("secret", secret=SecretValue(value, entra.client_secret_env))
+    cert_path = _require_env(environ, entra.certificate_env, "path of the Entra client certificate")
+    key_path = _require_env(environ, entra.private_key_env, "path of the Entra client private key")
+    try:
+        certificate = Path(cert_path).read_text(encoding="ascii")
+        key = Path(key_path).read_text(encoding="ascii")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the Entra certificate or key ({exc.strerror}); "
+                          f"check {entra.certificate_env} and {entra.private_key_env}") from None
+    return EntraCredentialMaterial("certificate", certificate_pem=certificate,
+                                   private_key=SecretValue(key, entra.private_key_env))
+
+
+def zammad_token(zammad: ZammadSettings, environ: Mapping[str, str] | None = None) -> SecretValue:
+    environ = os.environ if environ is None else environ
+    return SecretValue(_require_env(environ, zammad.token_env, "Zammad API token"), zammad.token_env)
+
+
+def notification_urls(settings: NotificationSettings, environ: Mapping[str, str] | None = None) -> list[SecretValue]:
+    """apprise URLs with ``${VAR}`` resolved; kept secret because URLs embed webhook keys."""
+    environ = os.environ if environ is None else environ
+    urls = []
+    for raw in settings.urls:
+        match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", raw.strip())
+        value = _require_env(environ, match.group(1), "notification URL") if match else raw
+        urls.append(SecretValue(value, match.group(1) if match else "notification URL"))
+    return urls

@@ -1,0 +1,270 @@
+"""One sync profile's steps, shared by the Dagster assets and the CLI (the same code path).
+
+Each step is a function the corresponding asset calls: read Entra, normalize, read Zammad, plan,
+judge safety, apply, notify. ``run_profile`` chains them in process for ``entrasync plan|sync``.
+Clients are built here from the settings (secrets from the environment via ``settings``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
+from entrasync_pipeline.audit import AuditRow, AuditStore
+from entrasync_pipeline.entra.credential import EntraCredential
+from entrasync_pipeline.entra.graph import GraphClient
+from entrasync_pipeline.normalize import (
+    CORE_FIELDS, NormalizeOptions, Rule, normalize_members, skipped_member_types,
+)
+from entrasync_pipeline.notify import Message, Notifier, summary_message
+from entrasync_pipeline.plan import PlanOptions, action_counts, compute_plan
+from entrasync_pipeline.safety import SafetyLimits, SafetyVerdict, evaluate, managed_count
+from entrasync_pipeline.settings import (
+    ProfileSettings, Settings, dagster_home, entra_credential, notification_urls, zammad_token,
+)
+from entrasync_pipeline.transport import Transport
+from entrasync_pipeline.zammad.client import ZammadClient
+
+log = logging.getLogger(__name__)
+
+ZAMMAD_COLUMNS = ("id", "login", "email", "firstname", "lastname", "phone", "mobile", "department", "active",
+                  "role_ids", "entra_key", "entra_object_type", "entrasync_profile")
+REQUIRED_ATTRIBUTES = ("entra_key", "entra_object_type", "entrasync_profile")
+
+
+class MissingZammadAttributes(RuntimeError):
+    """The custom user attributes are missing: writing now would lose entra_key silently."""
+
+
+@dataclass
+class Profile:
+    """A profile's settings and, built lazily, its clients."""
+
+    name: str
+    settings: Settings
+    environ: Mapping[str, str] | None = None
+    _graph: GraphClient | None = field(default=None, repr=False)
+    _zammad: ZammadClient | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> ProfileSettings:
+        return self.settings.profiles[self.name]
+
+    def graph(self) -> GraphClient:
+        if self._graph is None:
+            transport = Transport(self.settings.http, self.settings.tls.ca_bundle, "graph")
+            material = entra_credential(self.config.entra, self.environ)
+            credential = EntraCredential(self.config.entra, material, transport)
+            self._graph = GraphClient(self.config.entra, credential, transport)
+        return self._graph
+
+    def zammad(self) -> ZammadClient:
+        if self._zammad is None:
+            transport = Transport(self.settings.http, self.settings.tls.ca_bundle, "zammad",
+                                  pool_size=max(16, self.settings.workers * 2))
+            self._zammad = ZammadClient(self.config.zammad, zammad_token(self.config.zammad, self.environ), transport)
+        return self._zammad
+
+    def audit(self) -> AuditStore:
+        return AuditStore(self.settings.audit_url(dagster_home(self.environ)))
+
+    def notifier(self) -> Notifier:
+        return Notifier(notification_urls(self.config.notifications, self.environ))
+
+    def close(self) -> None:
+        for client in (self._graph, self._zammad):
+            if client is not None:
+                client.transport.close()
+        self._graph = self._zammad = None
+
+
+# --- step 1: Entra --------------------------------------------------------------------------------
+def read_entra_members(profile: Profile) -> pd.DataFrame:
+    """Every member of every configured group, one row per (group, member)."""
+    config = profile.config
+    select = config.graph_select()
+    rows: list[dict[str, Any]] = []
+    graph = profile.graph()
+    for group in config.groups:
+        count = 0
+        for item in graph.group_members(group.id, select, transitive=config.membership == "transitive"):
+            rows.append({"group_id": group.id, "group_name": group.name or group.id, **item})
+            count += 1
+        log.info("group %s (%s): %d members read", group.name or group.id, group.id, count)
+    columns = ["group_id", "group_name", "id", "@odata.type", *[c for c in select if c != "id"]]
+    frame = pd.DataFrame(rows, columns=columns).astype({"group_id": str, "id": str, "@odata.type": str})
+    return frame.drop_duplicates(subset=["group_id", "id"]).reset_index(drop=True)
+
+
+def members_per_group(members: pd.DataFrame, profile: ProfileSettings) -> dict[str, int]:
+    """User members per configured group (0 for groups that returned none)."""
+    users = members[members["@odata.type"] == "#microsoft.graph.user"] if not members.empty else members
+    counts = users["group_id"].value_counts().to_dict() if not users.empty else {}
+    return {g.name or g.id: int(counts.get(g.id, 0)) for g in profile.groups}
+
+
+# --- step 2: normalize ----------------------------------------------------------------------------
+def normalize_options(config: ProfileSettings) -> NormalizeOptions:
+    mapping = {target: Rule(tuple(rule.source), rule.constant, tuple(rule.transforms), rule.default)
+               for target, rule in config.mapping.items()}
+    roles = {g.id: tuple(g.roles) for g in config.groups}
+    return NormalizeOptions(mapping, roles, config.sync_users_without_email)
+
+
+def universal_users(members: pd.DataFrame, config: ProfileSettings) -> pd.DataFrame:
+    return normalize_members(members, normalize_options(config))
+
+
+# --- step 3: Zammad -------------------------------------------------------------------------------
+def read_zammad_users(profile: Profile) -> pd.DataFrame:
+    extra = [f for f in profile.config.mapping if f not in CORE_FIELDS]
+    columns = list(dict.fromkeys([*ZAMMAD_COLUMNS, *extra]))
+    records, has_attributes = [], False
+    for user in profile.zammad().iter_users():
+        has_attributes = has_attributes or all(a in user for a in REQUIRED_ATTRIBUTES)
+        records.append({c: user.get(c) for c in columns})
+    frame = pd.DataFrame(records, columns=columns)
+    frame["role_ids"] = frame["role_ids"].map(lambda v: tuple(sorted(v or ())))
+    frame.attrs["has_entra_attributes"] = has_attributes
+    log.info("zammad: %d users read", len(frame))
+    return frame.astype({"id": int, "active": bool})
+
+
+def require_entra_attributes(zammad: pd.DataFrame) -> None:
+    if not zammad.attrs.get("has_entra_attributes", False):
+        raise MissingZammadAttributes(
+            "Zammad users have no entra_key/entra_object_type/entrasync_profile attributes: run "
+            "'entrasync zammad-setup --config ...' once (needs a token with admin.object) and retry. "
+            "Without them Zammad silently drops entra_key and every run would create duplicates.")
+
+
+# --- step 4: plan ---------------------------------------------------------------------------------
+def plan_options(profile: Profile, role_ids: Mapping[str, int] | None) -> PlanOptions:
+    config = profile.config
+    protected = config.protected
+    return PlanOptions(
+        profile=profile.name, fields=tuple(config.mapping),
+        adopt_by_email=config.adopt_by_email,
+        protected_ids=frozenset(protected.ids), protected_logins=frozenset(l.lower() for l in protected.logins),
+        protected_emails=frozenset(e.lower() for e in protected.emails), protect_admins=protected.admins,
+        admin_role_ids=frozenset({role_ids["Admin"]} if role_ids and "Admin" in role_ids else {1}),
+        role_ids=role_ids)
+
+
+def zammad_roles(profile: Profile) -> dict[str, int] | None:
+    """Role ids by name, only when a group → role mapping is configured."""
+    if not any(g.roles for g in profile.config.groups):
+        return None
+    return profile.zammad().roles()
+
+
+def sync_plan(profile: Profile, users: pd.DataFrame, zammad: pd.DataFrame,
+              role_ids: Mapping[str, int] | None) -> pd.DataFrame:
+    return compute_plan(users, zammad, plan_options(profile, role_ids))
+
+
+def judge(profile: Profile, plan: pd.DataFrame, members: pd.DataFrame, zammad: pd.DataFrame,
+          approved: int) -> SafetyVerdict:
+    safety = profile.config.safety
+    limits = SafetyLimits(safety.max_deactivations, safety.max_deactivation_share)
+    return evaluate(plan, managed_count(zammad, profile.name), members_per_group(members, profile.config),
+                    limits, approved)
+
+
+# --- step 5: apply --------------------------------------------------------------------------------
+def apply(profile: Profile, plan: pd.DataFrame, run_id: str, dry_run: bool, verdict: SafetyVerdict,
+          audit: AuditStore) -> ApplyResult:
+    safety = profile.config.safety
+    options = ApplyOptions(run_id=run_id, profile=profile.name, dry_run=dry_run, workers=profile.settings.workers,
+                           failure_share=safety.failure_share, failure_min_attempts=safety.failure_min_attempts)
+    if verdict.approved:
+        audit.record([AuditRow(run_id, profile.name, "approval", "info", dry_run,
+                               reason=f"deactivations approved: {verdict.approved} "
+                                      f"(plan has {verdict.deactivations})")])
+    blocked = verdict.summary if verdict.blocked else None
+    return apply_plan(plan, profile.zammad(), audit, options, blocked=blocked)
+
+
+def notify(profile: Profile, plan: pd.DataFrame, result: ApplyResult | None, run_url: str | None,
+           failure: str | None = None) -> Message | None:
+    """Send the run's message when the profile wants one for this outcome; never raises."""
+    settings = profile.config.notifications
+    counts = result.counts if result else empty_counts()
+    wrote = any(counts.get(k, 0) for k in ("created", "updated", "reactivated", "deactivated", "failed"))
+    wanted = ((failure and settings.on_failure) or (result and result.blocked and settings.on_blocked)
+              or (result and wrote and settings.on_changes))
+    if not wanted:
+        return None
+    message = summary_message(profile.name, counts, example_changes(plan, settings.max_examples), run_url,
+                              bool(result and result.dry_run), result.blocked if result else None,
+                              failure or (result.stopped if result else None))
+    try:
+        profile.notifier().send(message)
+    except Exception as exc:  # configuration errors of notifications never fail the sync
+        log.warning("notification not sent: %s", exc)
+    return message
+
+
+# --- the whole run, in process (CLI) ---------------------------------------------------------------
+@dataclass
+class RunOutcome:
+    profile: str
+    run_id: str
+    plan: pd.DataFrame
+    verdict: SafetyVerdict
+    result: ApplyResult
+    skipped_types: dict[str, int]
+
+    def summary(self) -> dict[str, Any]:
+        counts = self.result.counts
+        return {"profile": self.profile, "run_id": self.run_id, "dry_run": self.result.dry_run,
+                "blocked": bool(self.result.blocked), "blocked_reason": self.result.blocked,
+                "stopped": self.result.stopped, **counts,
+                "plan": action_counts(self.plan), "skipped_member_types": self.skipped_types}
+
+
+def run_profile(profile: Profile, dry_run: bool, approve_deactivations: int = 0, run_id: str | None = None,
+                run_url: str | None = None) -> RunOutcome:
+    run_id = run_id or f"cli-{uuid.uuid4()}"
+    audit = profile.audit()
+    plan = pd.DataFrame()
+    try:
+        members = read_entra_members(profile)
+        users = universal_users(members, profile.config)
+        zammad = read_zammad_users(profile)
+        if not dry_run:
+            require_entra_attributes(zammad)
+        plan = sync_plan(profile, users, zammad, zammad_roles(profile))
+        verdict = judge(profile, plan, members, zammad, approve_deactivations)
+        result = apply(profile, plan, run_id, dry_run, verdict, audit)
+        notify(profile, plan, result, run_url)
+        return RunOutcome(profile.name, run_id, plan, verdict, result, skipped_member_types(members))
+    except Exception as exc:
+        notify(profile, plan, None, run_url, failure=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        audit.close()
+
+
+# --- one-time setup ---------------------------------------------------------------------------------
+def setup_zammad(profile: Profile) -> list[str]:
+    """Create the custom user attributes and run the migrations; idempotent. Returns what it created."""
+    from entrasync_pipeline.zammad.client import ENTRA_ATTRIBUTES
+
+    zammad = profile.zammad()
+    existing = zammad.user_attributes()
+    created = []
+    for spec in ENTRA_ATTRIBUTES:
+        if spec["name"] not in existing:
+            zammad.create_attribute(spec)
+            created.append(spec["name"])
+    pending = created or [n for n, a in existing.items() if n in REQUIRED_ATTRIBUTES and a.get("to_migrate")]
+    if pending:
+        zammad.execute_migrations()
+    return created

@@ -1,0 +1,1 @@
+"""Zammad access: the REST client and its errors."""

@@ -1,0 +1,131 @@
+"""Zammad REST client: users (every page), writes, roles and the object manager.
+
+Pages ``GET /api/v1/users`` until a page comes back empty and never concludes the end from a
+short page, because the server silently caps ``per_page`` (1000 now, 500 on older releases;
+reference/zammad-api.md §1.3). Reads and PUTs are retried by the transport; POSTs are sent once
+(a create is never resent blindly; ``apply`` looks the user up after an ambiguous failure).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterator
+
+from entrasync_pipeline.settings import SecretValue, ZammadSettings
+from entrasync_pipeline.transport import HttpResponse, NoResponse, RetriesExhausted, RetryAfterTooLong, Transport
+from entrasync_pipeline.zammad.errors import (
+    ZammadAuthError, ZammadNotFoundError, ZammadResponseError, ZammadServerError, ZammadTransportError,
+    ZammadValidationError,
+)
+
+log = logging.getLogger(__name__)
+
+ENTRA_ATTRIBUTES: list[dict[str, Any]] = [
+    {"name": "entra_key", "display": "Entra object id", "data_type": "input",
+     "data_option": {"type": "text", "maxlength": 64, "null": True, "default": ""}},
+    {"name": "entra_object_type", "display": "Entra object type", "data_type": "select",
+     "data_option": {"options": {"user": "User", "contact": "Contact"}, "null": True, "default": ""}},
+    {"name": "entrasync_profile", "display": "entrasync profile", "data_type": "input",
+     "data_option": {"type": "text", "maxlength": 64, "null": True, "default": ""}},
+]
+
+
+class ZammadClient:
+    def __init__(self, settings: ZammadSettings, token: SecretValue, transport: Transport) -> None:
+        self.settings, self._token, self.transport = settings, token, transport
+        self.base = f"{settings.url}/api/v1"
+
+    def __enter__(self) -> "ZammadClient":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.transport.close()
+
+    # --- the one request path ----------------------------------------------------------------
+    def _request(self, method: str, path: str, route: str, *, params: dict[str, Any] | None = None,
+                 body: Any = None, idempotent: bool | None = None) -> Any:
+        headers = {"Authorization": f"Token token={self._token.reveal()}", "Accept": "application/json"}
+        if idempotent is None:
+            idempotent = method in ("GET", "PUT", "DELETE")
+        try:
+            response = self.transport.send(method, f"{self.base}{path}", route=route, idempotent=idempotent,
+                                           params=params, json_body=body, headers=headers)
+        except NoResponse as exc:
+            raise ZammadTransportError(method, route, exc.kind, exc.detail, exc.ambiguous) from None
+        except (RetriesExhausted, RetryAfterTooLong) as exc:
+            response = exc.response
+        if response.status >= 400:
+            raise _zammad_error(method, route, response)
+        return response.json() if response.body else None
+
+    # --- users ---------------------------------------------------------------------------------------
+    def iter_users(self) -> Iterator[dict[str, Any]]:
+        """Every user (the system user and inactive users included), page by page until empty."""
+        page = 1
+        while True:
+            batch = self._request("GET", "/users", "/api/v1/users",
+                                  params={"page": page, "per_page": self.settings.per_page})
+            if not isinstance(batch, list):
+                raise ZammadResponseError(200, "GET", "/api/v1/users", "expected a JSON array of users")
+            if not batch:
+                return
+            yield from batch
+            page += 1
+
+    def user(self, user_id: int) -> dict[str, Any] | None:
+        try:
+            return self._request("GET", f"/users/{int(user_id)}", "/api/v1/users/{id}")
+        except ZammadNotFoundError:
+            return None
+
+    def find_by_attribute(self, field: str, value: str) -> list[dict[str, Any]]:
+        """Exact match on one column via a search ``condition`` (works without Elasticsearch, §1.5)."""
+        body = {"condition": {f"user.{field}": {"operator": "is", "value": value}}, "limit": 200}
+        hits = self._request("POST", "/users/search", "/api/v1/users/search", body=body, idempotent=True)
+        return [h for h in hits if str(h.get(field) or "") == value]
+
+    def find_by_email(self, email: str) -> list[dict[str, Any]]:
+        return self.find_by_attribute("email", email.lower())
+
+    def create_user(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/users", "/api/v1/users", body=payload)
+
+    def update_user(self, user_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._request("PUT", f"/users/{int(user_id)}", "/api/v1/users/{id}", body=payload)
+
+    def roles(self) -> dict[str, int]:
+        return {r["name"]: int(r["id"]) for r in self._request("GET", "/roles", "/api/v1/roles")}
+
+    # --- object manager ----------------------------------------------------------------------------
+    def user_attributes(self) -> dict[str, dict[str, Any]]:
+        items = self._request("GET", "/object_manager_attributes", "/api/v1/object_manager_attributes")
+        return {a["name"]: a for a in items if a.get("object", "User") == "User"}
+
+    def create_attribute(self, spec: dict[str, Any]) -> dict[str, Any]:
+        payload = {"object": "User", "active": True, "position": 1600, "editable": True,
+                   "screens": {"view": {"-all-": {"shown": True}}, "edit": {"-all-": {"shown": False, "null": True}},
+                               "create": {"-all-": {"shown": False, "null": True}}}, **spec}
+        return self._request("POST", "/object_manager_attributes", "/api/v1/object_manager_attributes", body=payload)
+
+    def execute_migrations(self) -> None:
+        self._request("POST", "/object_manager_attributes_execute_migrations",
+                      "/api/v1/object_manager_attributes_execute_migrations")
+
+
+def _zammad_error(method: str, route: str, response: HttpResponse) -> ZammadResponseError:
+    try:
+        body = response.json()
+        message = str(body.get("error_human") or body.get("error") or json.dumps(body)[:200])
+    except (ValueError, AttributeError):
+        message = f"non-JSON answer ({response.content_type or 'no content type'}): {response.text_excerpt(120)}"
+    args = (response.status, method, route, message)
+    if response.status in (401, 403):
+        return ZammadAuthError(*args)
+    if response.status == 404:
+        return ZammadNotFoundError(*args)
+    if response.status == 422:
+        return ZammadValidationError(*args)
+    if response.status >= 500:
+        return ZammadServerError(*args)
+    return ZammadResponseError(*args)
