@@ -353,3 +353,11 @@ def notification_urls(settings: NotificationSettings, environ: Mapping[str, str]
         value = _require_env(environ, match.group(1), "notification URL") if match else raw
         urls.append(SecretValue(value, match.group(1) if match else "notification URL"))
     return urls
+
+
+def schedule_settings(environ: Mapping[str, str] | None = None) -> ScheduleSettings:
+    """The schedule of the configured file, or the defaults when no config is set (loading only)."""
+    environ = os.environ if environ is None else environ
+    if not environ.get(CONFIG_ENV):
+        return ScheduleSettings()
+    return load_settings(environ=environ).schedule

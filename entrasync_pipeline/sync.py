@@ -178,16 +178,19 @@ def judge(profile: Profile, plan: pd.DataFrame, members: pd.DataFrame, zammad: p
 
 
 # --- step 5: apply --------------------------------------------------------------------------------
-def apply(profile: Profile, plan: pd.DataFrame, run_id: str, dry_run: bool, verdict: SafetyVerdict,
-          audit: AuditStore) -> ApplyResult:
+def record_approval(audit: AuditStore, run_id: str, profile: str, verdict: SafetyVerdict, dry_run: bool) -> None:
+    """An operator's approval is part of the audit trail, whether or not it was needed."""
+    if verdict.approved:
+        audit.record([AuditRow(run_id, profile, "approval", "info", dry_run,
+                               reason=f"deactivations approved: up to {verdict.approved} "
+                                      f"(plan has {verdict.deactivations})")])
+
+
+def apply(profile: Profile, plan: pd.DataFrame, run_id: str, dry_run: bool, audit: AuditStore,
+          blocked: str | None = None) -> ApplyResult:
     safety = profile.config.safety
     options = ApplyOptions(run_id=run_id, profile=profile.name, dry_run=dry_run, workers=profile.settings.workers,
                            failure_share=safety.failure_share, failure_min_attempts=safety.failure_min_attempts)
-    if verdict.approved:
-        audit.record([AuditRow(run_id, profile.name, "approval", "info", dry_run,
-                               reason=f"deactivations approved: {verdict.approved} "
-                                      f"(plan has {verdict.deactivations})")])
-    blocked = verdict.summary if verdict.blocked else None
     return apply_plan(plan, profile.zammad(), audit, options, blocked=blocked)
 
 
@@ -242,7 +245,8 @@ def run_profile(profile: Profile, dry_run: bool, approve_deactivations: int = 0,
             require_entra_attributes(zammad)
         plan = sync_plan(profile, users, zammad, zammad_roles(profile))
         verdict = judge(profile, plan, members, zammad, approve_deactivations)
-        result = apply(profile, plan, run_id, dry_run, verdict, audit)
+        record_approval(audit, run_id, profile.name, verdict, dry_run)
+        result = apply(profile, plan, run_id, dry_run, audit, verdict.summary if verdict.blocked else None)
         notify(profile, plan, result, run_url)
         return RunOutcome(profile.name, run_id, plan, verdict, result, skipped_member_types(members))
     except Exception as exc:

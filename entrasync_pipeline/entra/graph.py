@@ -121,6 +121,17 @@ class GraphClient:
                 return round_
             body = self._request("GET", body["@odata.nextLink"], "/v1.0/groups/delta")
 
+    def group_delta_latest(self, group_ids: list[str]) -> str:
+        """A deltaLink for "from now on" without downloading the current state (§3.1)."""
+        body = self._request("GET", f"{self.base}/groups/delta", "/v1.0/groups/delta",
+                             _delta_latest_params(group_ids))
+        return str(body["@odata.deltaLink"])
+
+
+def _delta_latest_params(group_ids: list[str]) -> dict[str, str]:
+    return {"$filter": " or ".join(f"id eq '{g}'" for g in group_ids[:50]), "$select": "members",
+            "$deltatoken": "latest"}
+
 
 def _graph_error(method: str, route: str, response: HttpResponse) -> GraphResponseError:
     try:

@@ -1,0 +1,47 @@
+"""Blocking asset checks: the plan is only written when these pass (DESIGN.md §1).
+
+Results are built here and yielded by the assets that own them, so a failing check stores the
+value (the plan stays visible) while keeping ``zammad_sync`` from running.
+"""
+
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+
+from entrasync_pipeline.safety import SafetyVerdict
+from entrasync_pipeline.schemas import SYNC_PLAN, UNIVERSAL_USERS
+
+UNIVERSAL_USERS_CHECK = "universal_users_schema"
+SYNC_PLAN_SCHEMA_CHECK = "sync_plan_schema"
+SYNC_PLAN_SAFETY_CHECK = "sync_plan_safety"
+
+
+def _schema_result(asset: str, name: str, schema: pa.DataFrameSchema, frame: pd.DataFrame) -> dg.AssetCheckResult:
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        failures = exc.failure_cases
+        sample = failures.head(10)[["column", "check", "failure_case"]].astype(str)
+        table = "\n".join(["| column | check | failure |", "|---|---|---|"] +
+                          [f"| {r.column} | {r.check} | {r.failure_case[:60]} |" for r in sample.itertuples()])
+        return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=False,
+                                   metadata={"failures": len(failures), "sample": dg.MetadataValue.md(table)})
+    return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=True, metadata={"rows": len(frame)})
+
+
+def universal_users_result(users: pd.DataFrame) -> dg.AssetCheckResult:
+    return _schema_result("universal_users", UNIVERSAL_USERS_CHECK, UNIVERSAL_USERS, users)
+
+
+def sync_plan_schema_result(plan: pd.DataFrame) -> dg.AssetCheckResult:
+    return _schema_result("sync_plan", SYNC_PLAN_SCHEMA_CHECK, SYNC_PLAN, plan)
+
+
+def sync_plan_safety_result(verdict: SafetyVerdict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key="sync_plan", check_name=SYNC_PLAN_SAFETY_CHECK, passed=not verdict.blocked,
+        description=verdict.summary,
+        metadata={"deactivations": verdict.deactivations, "managed_users": verdict.managed,
+                  "approved": verdict.approved, "reasons": dg.MetadataValue.md(
+                      "\n".join(f"- {r}" for r in verdict.reasons) or "_within limits_")})

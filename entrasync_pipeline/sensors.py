@@ -1,0 +1,103 @@
+"""Sensors: Graph group delta → a sync run when membership changed; failure notifications.
+
+The delta sensor keeps one deltaLink per profile in its cursor (JSON). The first tick takes a
+"from now" baseline (``$deltatoken=latest``: cheap, no full download); later ticks follow the
+link and request a run only when ``members@delta`` changed. An expired link (400
+syncStateNotFound) or a reset (410) starts a new baseline and requests a full sync, which
+reconciles by set difference. The run key is derived from the new deltaLink, so a re-evaluated
+tick never launches twice. Errors keep the old cursor: the next tick tries again.
+"""
+
+
+import hashlib
+import json
+import logging
+
+import dagster as dg
+
+from entrasync_pipeline import sync
+from entrasync_pipeline.entra.errors import DeltaResetRequired, EntraAuthError, GraphError
+from entrasync_pipeline.jobs import sync_job
+from entrasync_pipeline.partitions import PROFILES
+from entrasync_pipeline.resources import EntrasyncResource
+from entrasync_pipeline.schedules import TRIGGER_TAG
+from entrasync_pipeline.settings import ConfigError, ScheduleSettings
+
+log = logging.getLogger(__name__)
+
+
+def _key(profile: str, link: str) -> str:
+    return f"{profile}:delta:{hashlib.sha256(link.encode()).hexdigest()[:24]}"
+
+
+def _tick(profile: sync.Profile, link: str | None) -> tuple[str, dg.RunRequest | None, str]:
+    """One profile's delta step: (new link, run request or None, what happened)."""
+    graph = profile.graph()
+    groups = [g.id for g in profile.config.groups]
+    if link is None:
+        baseline = graph.group_delta_latest(groups)
+        return baseline, None, "baseline taken"
+    try:
+        round_ = graph.group_delta(groups, link)
+    except DeltaResetRequired as exc:
+        baseline = graph.group_delta_latest(groups)
+        request = dg.RunRequest(run_key=_key(profile.name, baseline), partition_key=profile.name,
+                                tags={TRIGGER_TAG: "delta-reset"})
+        return baseline, request, f"delta state reset by Graph ({exc.code or exc.status}); full sync requested"
+    if not round_.changed:
+        return round_.delta_link, None, "no membership change"
+    added = sum(len(v) for v in round_.added.values())
+    removed = sum(len(v) for v in round_.removed.values())
+    request = dg.RunRequest(run_key=_key(profile.name, round_.delta_link), partition_key=profile.name,
+                            tags={TRIGGER_TAG: "delta", "entrasync/delta": f"+{added} -{removed}"})
+    return round_.delta_link, request, f"{added} added, {removed} removed"
+
+
+def build_delta_sensor(schedule: ScheduleSettings) -> dg.SensorDefinition:
+    @dg.sensor(name="entrasync_membership_delta", job=sync_job, minimum_interval_seconds=schedule.sensor_interval_s,
+               default_status=dg.DefaultSensorStatus.STOPPED,
+               description="Polls Graph group delta and syncs a profile when its groups' membership changed.")
+    def entrasync_membership_delta(context: dg.SensorEvaluationContext, entrasync: EntrasyncResource) -> dg.SensorResult:
+        cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        try:
+            settings = entrasync.settings()
+        except ConfigError as exc:
+            return dg.SensorResult(skip_reason=str(exc))
+        requests, notes = [], []
+        for name in PROFILES.get_partition_keys():
+            if name not in settings.profiles:
+                continue
+            profile = sync.Profile(name, settings)
+            try:
+                cursor[name], request, note = _tick(profile, cursor.get(name))
+            except (GraphError, EntraAuthError, ConfigError) as exc:
+                note = f"delta query failed, will retry next tick: {type(exc).__name__}: {exc}"
+                context.log.warning("%s: %s", name, note)
+                request = None
+            finally:
+                profile.close()
+            notes.append(f"{name}: {note}")
+            if request is not None:
+                requests.append(request)
+        skip = None if requests else "; ".join(notes) or "no profiles"
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skip)
+
+    return entrasync_membership_delta
+
+
+@dg.run_failure_sensor(name="entrasync_failure_notifications", monitored_jobs=[sync_job],
+                       default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Tells the profile's notification targets when a sync run failed.")
+def entrasync_failure_notifications(context: dg.RunFailureSensorContext, entrasync: EntrasyncResource) -> None:
+    profile_name = context.dagster_run.tags.get("dagster/partition")
+    if not profile_name:
+        return
+    try:
+        profile = entrasync.profile(profile_name)
+    except ConfigError as exc:
+        context.log.warning("no notification: %s", exc)
+        return
+    import pandas as pd
+
+    message = context.failure_event.message or "run failed"
+    sync.notify(profile, pd.DataFrame(), None, None, failure=f"run {context.dagster_run.run_id}: {message[:300]}")
