@@ -211,6 +211,8 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
         if conflict is None and user["email"] and emails[user["email"]] > 1:
             conflict = f"{emails[user['email']]} Entra users share the email {user['email']}"
         if conflict:
+            # A Zammad user we could not place stays as it is: deactivating it could lock the person out.
+            seen.update(int(z["id"]) for z in index.by_email.get(user["email"], []) if user["email"])
             rows.append(_row(Action.CONFLICT, user, zammad_user, conflict))
             continue
         row = _decide(user, zammad_user, options)

@@ -51,7 +51,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         _console.print(f"run id: {escape(str(summary['run_id']))} (entrasync audit --run {escape(str(summary['run_id']))})")
 
 
-def print_plan(plan: pd.DataFrame, per_action: int = 10) -> None:
+def print_plan(plan: pd.DataFrame, per_action: int = 5) -> None:
     if plan.empty:
         _console.print("plan: nothing to do")
         return
@@ -61,8 +61,9 @@ def print_plan(plan: pd.DataFrame, per_action: int = 10) -> None:
     for action in (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.DEACTIVATE, Action.CONFLICT, Action.SKIP):
         rows = plan[plan["action"] == action.value].head(per_action)
         for row in rows.to_dict("records"):
-            changes = ", ".join(f"{k}: {v[0]!r} → {v[1]!r}" for k, v in (row["changes"] or {}).items()
-                                if k not in ("entra_object_type", "entrasync_profile"))
+            changes = "" if action is Action.CREATE else ", ".join(
+                f"{k}: {v[0]!r} → {v[1]!r}" for k, v in (row["changes"] or {}).items()
+                if k not in ("entra_object_type", "entrasync_profile"))
             zid = "" if pd.isna(row["zammad_id"]) else str(row["zammad_id"])
             table.add_row(*(escape(str(x)) for x in (row["action"], row["email"] or row["entra_key"], zid,
                                                       changes[:200], row["reason"] or "")))

@@ -14,10 +14,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 import requests
+
+if TYPE_CHECKING:
+    from entrasync_pipeline.sync import Profile
 
 # Keep the host's proxy and CA variables from leaking into the code under test.
 for _var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
@@ -139,3 +142,37 @@ def sandbox(sandbox_session: Sandbox) -> Sandbox:
 def http(sandbox: Sandbox) -> Iterator[requests.Session]:
     with sandbox.session() as session:
         yield session
+
+
+@pytest.fixture
+def environ(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
+    """The sandbox's secrets as the product reads them, and a private DAGSTER_HOME."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    return {**sandbox.env(), "DAGSTER_HOME": str(home)}
+
+
+@pytest.fixture
+def config_path(sandbox: Sandbox, tmp_path: Path) -> Path:
+    from entrasync_pipeline_tests.factories import write_config
+
+    return write_config(tmp_path / "entrasync.yaml", sandbox.info)
+
+
+@pytest.fixture
+def profile(config_path: Path, environ: dict[str, str]) -> Iterator["Profile"]:
+    from entrasync_pipeline.settings import load_settings
+    from entrasync_pipeline.sync import Profile
+
+    runtime = Profile("sandbox", load_settings(config_path), environ)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def ready_profile(profile: "Profile") -> "Profile":
+    """A profile whose Zammad already has the custom attributes (zammad-setup ran)."""
+    from entrasync_pipeline.sync import setup_zammad
+
+    setup_zammad(profile)
+    return profile

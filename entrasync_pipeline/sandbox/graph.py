@@ -138,6 +138,9 @@ class GraphApp:
         if (request.method, action) == ("POST", "/delta/reset"):
             self.force_delta_reset = True
             return json_response(200, {"reset_pending": True})
+        if (request.method, action) == ("POST", "/tokens/revoke"):
+            self.issuer.rotate()
+            return json_response(200, {"revoked": True})
         if (request.method, action) == ("PUT", "/settings"):
             payload = request.json() or {}
             if "token_lifetime_s" in payload:

@@ -57,6 +57,13 @@ class TokenIssuer:
         self.lifetime_s = lifetime_s
         self._verified: dict[str, dict[str, Any]] = {}
 
+    def rotate(self) -> None:
+        """A new signing key: every token issued so far stops validating (revocation)."""
+        from entrasync_pipeline.sandbox.tls import new_signing_key
+
+        self._key = new_signing_key()
+        self._verified.clear()
+
     def issue(self, app: AppRegistration, audience: str) -> tuple[str, int]:
         now = int(time.time())
         claims = {

@@ -1,0 +1,108 @@
+"""The config model: errors name the key; secrets only from the environment; defaults in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from entrasync_pipeline.settings import (
+    ConfigError, entra_credential, load_settings, notification_urls, parse_settings, zammad_token,
+)
+
+TENANT = "00000000-0000-0000-0000-000000000001"
+GROUP = "00000000-0000-0000-0000-0000000000aa"
+
+
+def _config(**profile: object) -> dict:
+    base = {"entra": {"tenant_id": TENANT, "client_id": "app"}, "groups": [{"id": GROUP}],
+            "zammad": {"url": "https://helpdesk.example.com"}}
+    base.update(profile)
+    return {"profiles": {"main": base}}
+
+
+def test_a_minimal_config_gets_safe_defaults() -> None:
+    settings = parse_settings(_config())
+    name, profile = settings.profile(None)
+    assert name == "main" and profile.entra.credential == "certificate"
+    assert profile.adopt_by_email and profile.protected.admins and profile.membership == "direct"
+    assert settings.schedule.cron == "0 2 * * *" and settings.workers == 8 and not settings.dry_run
+    assert set(profile.mapping) == {"email", "firstname", "lastname", "phone", "mobile", "department"}
+    assert set(profile.graph_select()) >= {"id", "mail", "otherMails", "userPrincipalName", "accountEnabled",
+                                           "businessPhones", "mobilePhone", "department"}
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"entra": {"tenant_id": "common", "client_id": "app"}}, "profiles.main.entra.tenant_id"),
+    ({"groups": [{"id": "IT Support"}]}, "profiles.main.groups.0.id"),
+    ({"zammad": {"url": "helpdesk.example.com"}}, "profiles.main.zammad.url"),
+    ({"mapping": {"phone": {"from": ["businessPhones"], "transforms": ["shout"]}}}, "profiles.main.mapping"),
+    ({"membership": "nested"}, "profiles.main.membership"),
+    ({"colour": "blue"}, "profiles.main.colour"),
+    ({"entra": {"tenant_id": TENANT, "client_id": "app", "graph_url": "http://graph"}}, "profiles.main.entra.graph_url"),
+], ids=["tenant-not-guid", "group-not-id", "zammad-url", "unknown-transform", "membership", "unknown-key",
+        "graph-not-https"])
+def test_errors_name_the_key(change: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(_config(**change))
+    assert key in str(info.value)
+
+
+def test_load_reports_a_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_settings(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profiles: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(bad)
+    with pytest.raises(ConfigError, match="ENTRASYNC_CONFIG"):
+        load_settings(None, environ={})
+
+
+def test_several_profiles_need_a_choice() -> None:
+    data = _config()
+    data["profiles"]["second"] = data["profiles"]["main"]
+    settings = parse_settings(data)
+    with pytest.raises(ConfigError, match="--profile"):
+        settings.profile(None)
+    assert settings.profile("second")[0] == "second"
+
+
+def test_secrets_come_from_the_named_environment_variables(tmp_path: Path) -> None:
+    settings = parse_settings(_config(entra={"tenant_id": TENANT, "client_id": "app", "credential": "secret",
+                                              "client_secret_env": "MY_SECRET"}))
+    profile = settings.profiles["main"]
+    with pytest.raises(ConfigError, match="MY_SECRET is not set"):
+        entra_credential(profile.entra, environ={})
+    material = entra_credential(profile.entra, environ={"MY_SECRET": "s3cr3t-value"})
+    assert material.secret is not None and material.secret.reveal() == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(material) and "s3cr3t-value" not in str(material.secret)
+    token = zammad_token(profile.zammad, environ={"ZAMMAD_TOKEN": "tok-123"})
+    assert token.reveal() == "tok-123" and "tok-123" not in repr(token)
+
+
+def test_certificate_paths_are_read_and_reported_clearly(tmp_path: Path) -> None:
+    settings = parse_settings(_config())
+    entra = settings.profiles["main"].entra
+    with pytest.raises(ConfigError, match="ENTRA_CLIENT_CERTIFICATE"):
+        entra_credential(entra, environ={"ENTRA_CLIENT_KEY": "x"})
+    with pytest.raises(ConfigError, match="cannot read the Entra certificate"):
+        entra_credential(entra, environ={"ENTRA_CLIENT_CERTIFICATE": str(tmp_path / "no.pem"),
+                                         "ENTRA_CLIENT_KEY": str(tmp_path / "no.key")})
+
+
+def test_notification_urls_may_come_from_the_environment() -> None:
+    settings = parse_settings(_config(notifications={"urls": ["${TEAMS_HOOK}", "json://127.0.0.1:9/x"]}))
+    urls = notification_urls(settings.profiles["main"].notifications, environ={"TEAMS_HOOK": "msteams://a/b/c"})
+    assert [u.reveal() for u in urls] == ["msteams://a/b/c", "json://127.0.0.1:9/x"]
+
+
+def test_the_sandbox_config_is_a_valid_config(tmp_path: Path) -> None:
+    from entrasync_pipeline.sandbox.serve import sandbox_config
+
+    info = {"ca_bundle": "/x/ca.pem", "tenant_id": TENANT, "sync_app": {"client_id": "app"},
+            "graph_url": "https://127.0.0.1:1", "zammad_url": "https://127.0.0.1:2", "groups": {"IT": GROUP}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(sandbox_config(info)))
+    assert load_settings(path).profiles["sandbox"].groups[0].id == GROUP
