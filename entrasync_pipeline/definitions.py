@@ -1,21 +1,30 @@
-"""The entrasync code location: wiring only (STYLE.md §2.6)."""
+"""The entrasync code location: wiring only (STYLE.md §2.6).
 
+Profiles are static partitions named in the config (``$ENTRASYNC_CONFIG``), read when the code
+location loads; without a config it loads with one ``default`` partition (validation, tests).
+"""
 
 import dagster as dg
 
-from entrasync_pipeline import assets
-from entrasync_pipeline.jobs import sync_job
+from entrasync_pipeline.assets import build_assets
+from entrasync_pipeline.jobs import build_sync_job
 from entrasync_pipeline.resources import EntrasyncResource
 from entrasync_pipeline.schedules import build_sync_schedule
-from entrasync_pipeline.sensors import build_delta_sensor, entrasync_failure_notifications
-from entrasync_pipeline.settings import schedule_settings
+from entrasync_pipeline.sensors import build_delta_sensor, build_failure_sensor
+from entrasync_pipeline.settings import ScheduleSettings, configured_profile_names, schedule_settings
 
-_schedule = schedule_settings()
 
-defs = dg.Definitions(
-    assets=dg.with_source_code_references(dg.load_assets_from_modules([assets])),
-    jobs=[sync_job],
-    schedules=[build_sync_schedule(_schedule)],
-    sensors=[build_delta_sensor(_schedule), entrasync_failure_notifications],
-    resources={"entrasync": EntrasyncResource(config_path=dg.EnvVar("ENTRASYNC_CONFIG"))},
-)
+def build_definitions(profiles: list[str], schedule: ScheduleSettings,
+                      config_path: str | dg.EnvVar = dg.EnvVar("ENTRASYNC_CONFIG")) -> dg.Definitions:
+    partitions = dg.StaticPartitionsDefinition(profiles)
+    job = build_sync_job(partitions)
+    return dg.Definitions(
+        assets=dg.with_source_code_references(build_assets(partitions)),
+        jobs=[job],
+        schedules=[build_sync_schedule(job, schedule, profiles)],
+        sensors=[build_delta_sensor(job, schedule, profiles), build_failure_sensor(job)],
+        resources={"entrasync": EntrasyncResource(config_path=config_path)},
+    )
+
+
+defs = build_definitions(configured_profile_names(), schedule_settings())

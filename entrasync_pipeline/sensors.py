@@ -14,11 +14,11 @@ import json
 import logging
 
 import dagster as dg
+from entrasync_pipeline.jobs import JobTarget
+import pandas as pd
 
 from entrasync_pipeline import sync
 from entrasync_pipeline.entra.errors import DeltaResetRequired, EntraAuthError, GraphError
-from entrasync_pipeline.jobs import sync_job
-from entrasync_pipeline.partitions import PROFILES
 from entrasync_pipeline.resources import EntrasyncResource
 from entrasync_pipeline.schedules import TRIGGER_TAG
 from entrasync_pipeline.settings import ConfigError, ScheduleSettings
@@ -53,8 +53,9 @@ def _tick(profile: sync.Profile, link: str | None) -> tuple[str, dg.RunRequest |
     return round_.delta_link, request, f"{added} added, {removed} removed"
 
 
-def build_delta_sensor(schedule: ScheduleSettings) -> dg.SensorDefinition:
-    @dg.sensor(name="entrasync_membership_delta", job=sync_job, minimum_interval_seconds=schedule.sensor_interval_s,
+def build_delta_sensor(job: JobTarget, schedule: ScheduleSettings,
+                       profiles: list[str]) -> dg.SensorDefinition:
+    @dg.sensor(name="entrasync_membership_delta", job=job, minimum_interval_seconds=schedule.sensor_interval_s,
                default_status=dg.DefaultSensorStatus.STOPPED,
                description="Polls Graph group delta and syncs a profile when its groups' membership changed.")
     def entrasync_membership_delta(context: dg.SensorEvaluationContext, entrasync: EntrasyncResource) -> dg.SensorResult:
@@ -64,7 +65,7 @@ def build_delta_sensor(schedule: ScheduleSettings) -> dg.SensorDefinition:
         except ConfigError as exc:
             return dg.SensorResult(skip_reason=str(exc))
         requests, notes = [], []
-        for name in PROFILES.get_partition_keys():
+        for name in profiles:
             if name not in settings.profiles:
                 continue
             profile = sync.Profile(name, settings)
@@ -85,19 +86,20 @@ def build_delta_sensor(schedule: ScheduleSettings) -> dg.SensorDefinition:
     return entrasync_membership_delta
 
 
-@dg.run_failure_sensor(name="entrasync_failure_notifications", monitored_jobs=[sync_job],
-                       default_status=dg.DefaultSensorStatus.RUNNING,
-                       description="Tells the profile's notification targets when a sync run failed.")
-def entrasync_failure_notifications(context: dg.RunFailureSensorContext, entrasync: EntrasyncResource) -> None:
-    profile_name = context.dagster_run.tags.get("dagster/partition")
-    if not profile_name:
-        return
-    try:
-        profile = entrasync.profile(profile_name)
-    except ConfigError as exc:
-        context.log.warning("no notification: %s", exc)
-        return
-    import pandas as pd
+def build_failure_sensor(job: JobTarget) -> dg.SensorDefinition:
+    @dg.run_failure_sensor(name="entrasync_failure_notifications", monitored_jobs=[job],
+                           default_status=dg.DefaultSensorStatus.RUNNING,
+                           description="Tells the profile's notification targets when a sync run failed.")
+    def entrasync_failure_notifications(context: dg.RunFailureSensorContext, entrasync: EntrasyncResource) -> None:
+        profile_name = context.dagster_run.tags.get("dagster/partition")
+        if not profile_name:
+            return
+        try:
+            profile = entrasync.profile(profile_name)
+        except ConfigError as exc:
+            context.log.warning("no notification: %s", exc)
+            return
+        message = context.failure_event.message or "run failed"
+        sync.notify(profile, pd.DataFrame(), None, None, failure=f"run {context.dagster_run.run_id}: {message[:300]}")
 
-    message = context.failure_event.message or "run failed"
-    sync.notify(profile, pd.DataFrame(), None, None, failure=f"run {context.dagster_run.run_id}: {message[:300]}")
+    return entrasync_failure_notifications

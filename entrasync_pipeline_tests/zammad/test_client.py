@@ -1,0 +1,115 @@
+"""ZammadClient against the sandbox: paging to the empty page, typed errors, which writes retry."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from entrasync_pipeline.settings import HttpSettings, SecretValue, ZammadSettings
+from entrasync_pipeline.transport import Transport
+from entrasync_pipeline.zammad.client import ZammadClient
+from entrasync_pipeline.zammad.errors import (
+    ZammadAuthError, ZammadServerError, ZammadTransportError, ZammadValidationError,
+)
+from entrasync_pipeline_tests.conftest import Sandbox
+
+FAST = HttpSettings(backoff_base_s=0.02, backoff_max_s=0.2)
+
+
+def _client(sandbox: Sandbox, per_page: int = 1000, token: str | None = None) -> ZammadClient:
+    settings = ZammadSettings(url=sandbox.info["zammad_url"], per_page=per_page)
+    return ZammadClient(settings, SecretValue(token or sandbox.info["zammad_token"], "ZAMMAD_TOKEN"),
+                        Transport(FAST, sandbox.info["ca_bundle"], "zammad"))
+
+
+@pytest.fixture
+def zammad(sandbox: Sandbox) -> Iterator[ZammadClient]:
+    with _client(sandbox) as client:
+        yield client
+
+
+def test_pages_until_an_empty_page_even_when_the_server_caps_silently(sandbox: Sandbox) -> None:
+    expected = {u["id"] for u in sandbox.state("zammad")["users"]}
+    sandbox.control("PUT", "zammad", "settings", {"page_cap": 3})
+    with _client(sandbox, per_page=1000) as client:
+        ids = [u["id"] for u in client.iter_users()]
+    assert set(ids) == expected and len(ids) == len(expected) and 1 in ids
+    # 8 users capped at 3 per page: 3 + 3 + 2 (a short page is not the end) + the empty page.
+    assert len(expected) == 8 and sandbox.stats("zammad")["requests"]["GET /api/v1/users"] == 4
+
+
+def test_the_end_is_the_empty_page(sandbox: Sandbox) -> None:
+    with _client(sandbox, per_page=4) as client:
+        users = list(client.iter_users())
+    assert len(users) == 8
+    assert sandbox.stats("zammad")["requests"]["GET /api/v1/users"] == 3  # 4 + 4 + empty
+
+
+def test_validation_errors_keep_zammads_words(zammad: ZammadClient) -> None:
+    zammad.create_user({"email": "dup@example.org"})
+    with pytest.raises(ZammadValidationError) as info:
+        zammad.create_user({"email": "DUP@example.org"})
+    assert info.value.status == 422
+    assert info.value.message == "Email address 'dup@example.org' is already used for another user."
+
+
+def test_a_bad_token_is_an_auth_error_without_the_token(sandbox: Sandbox) -> None:
+    with _client(sandbox, token="bad-token-value") as client, pytest.raises(ZammadAuthError) as info:
+        list(client.iter_users())
+    assert info.value.status == 401 and "bad-token-value" not in str(info.value)
+
+
+def test_a_missing_user_is_none(zammad: ZammadClient) -> None:
+    assert zammad.user(999999) is None
+
+
+def test_creates_are_never_resent_blindly(sandbox: Sandbox, zammad: ZammadClient) -> None:
+    sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 1.0, "statuses": [503]})
+    with pytest.raises(ZammadServerError) as info:
+        zammad.create_user({"email": "once@example.org"})
+    assert info.value.ambiguous
+    assert sandbox.stats("zammad")["requests"]["POST /api/v1/users"] == 1
+
+
+def test_a_reset_during_a_create_is_ambiguous(sandbox: Sandbox, zammad: ZammadClient) -> None:
+    sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 1.0, "reset": True})
+    with pytest.raises(ZammadTransportError) as info:
+        zammad.create_user({"email": "once@example.org"})
+    assert info.value.ambiguous
+
+
+def test_updates_and_reads_are_retried(sandbox: Sandbox, zammad: ZammadClient) -> None:
+    user = zammad.create_user({"email": "retry@example.org"})
+    sandbox.faults("zammad", {"route": "*", "rate": 0.5, "statuses": [429, 500, 502, 503, 504], "retry_after": 0.05},
+                   seed=9)
+    for i in range(5):
+        assert zammad.update_user(user["id"], {"phone": str(i)})["phone"] == str(i)
+    assert len(list(zammad.iter_users())) == 9
+
+
+def test_a_proxy_html_page_is_reported_as_such(sandbox: Sandbox) -> None:
+    sandbox.faults("zammad", {"route": "GET /api/v1/users", "rate": 1.0, "statuses": [502], "html": True})
+    with _client(sandbox) as client, pytest.raises(ZammadServerError) as info:
+        list(client.iter_users())
+    assert "non-JSON answer (text/html)" in info.value.message
+
+
+def test_truncated_json_is_retried_then_reported(sandbox: Sandbox) -> None:
+    sandbox.faults("zammad", {"route": "GET /api/v1/users", "rate": 1.0, "truncate": True})
+    with _client(sandbox) as client, pytest.raises(ZammadTransportError) as info:
+        list(client.iter_users())
+    assert info.value.kind == "unreadable-body"
+    assert sandbox.stats("zammad")["requests"]["GET /api/v1/users"] == FAST.max_attempts
+
+
+def test_find_by_attribute_is_exact(sandbox: Sandbox, zammad: ZammadClient) -> None:
+    from entrasync_pipeline.zammad.client import ENTRA_ATTRIBUTES
+
+    for spec in ENTRA_ATTRIBUTES:
+        zammad.create_attribute(spec)
+    zammad.execute_migrations()
+    zammad.create_user({"email": "a@example.org", "entra_key": "k-1"})
+    zammad.create_user({"email": "b@example.org", "entra_key": "k-10"})
+    assert [u["email"] for u in zammad.find_by_attribute("entra_key", "k-1")] == ["a@example.org"]
+    assert [u["email"] for u in zammad.find_by_email("A@example.org")] == ["a@example.org"]
