@@ -176,3 +176,73 @@ def ready_profile(profile: "Profile") -> "Profile":
 
     setup_zammad(profile)
     return profile
+
+
+class _Webhook:
+    """A local JSON webhook receiver (what apprise's json:// posts to)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.received.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/hook"
+
+
+@pytest.fixture
+def webhook() -> Iterator[_Webhook]:
+    hook = _Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+class _Smtp:
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[Any] = []
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+                outer.messages.append(envelope)
+                return "250 OK"
+
+        import socket
+
+        with socket.socket() as probe:  # aiosmtpd's readiness check cannot use port 0
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    @property
+    def url(self) -> str:
+        return (f"mailto://127.0.0.1:{self.port}?from=entrasync@helpdesk.example"
+                f"&to=it-admins@helpdesk.example&mode=insecure")
+
+
+@pytest.fixture
+def smtp() -> Iterator[_Smtp]:
+    server = _Smtp()
+    yield server
+    server.controller.stop()

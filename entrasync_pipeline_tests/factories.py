@@ -82,6 +82,7 @@ def write_config(path: Path, info: dict[str, Any], profiles: dict[str, dict[str,
              "authority_host": info["graph_url"], "graph_url": info["graph_url"]}
     if profiles is None:
         profiles = {"sandbox": {"groups": [{"id": g, "name": n} for n, g in info["groups"].items()]}}
+    top.setdefault("audit", {"url": f"sqlite:///{path.parent / 'audit.db'}"})
     config = {"tls": {"ca_bundle": info["ca_bundle"]}, "http": {"backoff_base_s": 0.05, "backoff_max_s": 1.0},
               "profiles": {name: {"entra": dict(entra), "zammad": {"url": info["zammad_url"]}, **p}
                            for name, p in profiles.items()}, **top}

@@ -1,0 +1,281 @@
+"""End to end through the Dagster job against the sandbox: msal over TLS, Graph and Zammad over HTTPS.
+
+The promised example (README): a daily 02:00 sync finds three new hires in "IT Support", creates
+three Zammad users with mapped fields and a non-null entra_key, updates five users whose department
+changed, deactivates the one who left, audits every action and notifies the IT admins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from entrasync_pipeline.audit import AuditFilter, AuditStore
+from entrasync_pipeline.definitions import build_definitions
+from entrasync_pipeline.settings import ScheduleSettings, load_settings
+from entrasync_pipeline_tests.conftest import Sandbox
+from entrasync_pipeline_tests.factories import write_config
+
+pytestmark = pytest.mark.e2e
+
+
+class Admin:
+    """Changes the sandbox tenant through the real Graph write API (the admin app)."""
+
+    def __init__(self, sandbox: Sandbox, http: Any) -> None:
+        self.sandbox, self.http, self.token = sandbox, http, sandbox.admin_token()
+        self.base = f"{sandbox.info['graph_url']}/v1.0"
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, f"{self.base}{path}", json=body,
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        assert response.status_code < 300, response.text
+        return response.json() if response.content else None
+
+    def hire(self, alias: str, group: str, department: str = "IT Support") -> str:
+        user = self._call("POST", "/users", {
+            "accountEnabled": True, "displayName": alias.replace(".", " ").title(), "mailNickname": alias,
+            "userPrincipalName": f"{alias}@contoso.example", "mail": f"{alias}@contoso.example",
+            "givenName": alias.split(".")[0].title(), "surname": alias.split(".")[1].title(),
+            "department": department, "businessPhones": ["+49 30 1234"], "passwordProfile": {"password": "x"}})
+        self.add(group, user["id"])
+        return user["id"]
+
+    def add(self, group: str, user_id: str) -> None:
+        self._call("POST", f"/groups/{group}/members/$ref",
+                   {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"})
+
+    def remove(self, group: str, user_id: str) -> None:
+        self._call("DELETE", f"/groups/{group}/members/{user_id}/$ref")
+
+    def patch(self, user_id: str, **changes: Any) -> None:
+        self._call("PATCH", f"/users/{user_id}", changes)
+
+    def members(self, group: str) -> list[str]:
+        return self.sandbox.state("graph")["groups"][group]
+
+
+class Runner:
+    def __init__(self, config: Path, profiles: list[str], instance: dg.DagsterInstance) -> None:
+        self.defs = build_definitions(profiles, ScheduleSettings(), config_path=str(config))
+        self.instance = instance
+
+    def run(self, profile: str = "sandbox", tags: dict[str, str] | None = None,
+            run_config: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_job_def("entrasync_sync_job")
+        return job.execute_in_process(instance=self.instance, partition_key=profile, tags=tags or {},
+                                      run_config=run_config or {}, raise_on_error=False)
+
+    def counts(self, result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+        materialization = result.asset_materializations_for_node("zammad_sync")[0]
+        return {k: v.value for k, v in materialization.metadata.items()}
+
+
+@pytest.fixture
+def admin(sandbox: Sandbox, http: Any) -> Admin:
+    return Admin(sandbox, http)
+
+
+@pytest.fixture
+def instance() -> Any:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, str]:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    return environ
+
+
+def _it_support_config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> Path:
+    groups = [{"id": sandbox.info["groups"]["IT Support"], "name": "IT Support"}]
+    return write_config(tmp_path / "entrasync.yaml", sandbox.info,
+                        {"sandbox": {"groups": groups, **extra}})
+
+
+def _setup(config: Path, environ: dict[str, str]) -> None:
+    from entrasync_pipeline.sync import Profile, setup_zammad
+
+    profile = Profile("sandbox", load_settings(config), environ)
+    setup_zammad(profile)
+    profile.close()
+
+
+def test_the_promised_example(sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str],
+                              instance: Any, webhook: Any, smtp: Any) -> None:
+    config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url, smtp.url]})
+    _setup(config, dagster_env)
+    runner = Runner(config, ["sandbox"], instance)
+    assert runner.run().success  # the state before the day of the example
+    webhook.received.clear()
+    smtp.messages.clear()
+
+    group = sandbox.info["groups"]["IT Support"]
+    objects = sandbox.state("graph")["objects"]
+    people = [m for m in admin.members(group) if objects[m]["@odata.type"] == "#microsoft.graph.user"
+              and objects[m].get("accountEnabled") and objects[m].get("mail") and "#EXT#" not in objects[m]["userPrincipalName"]]
+    hires = [admin.hire(f"new.hire{i}", group) for i in range(3)]
+    for user_id in people[:5]:
+        admin.patch(user_id, department="Service Desk")
+    leaver = people[5]
+    admin.remove(group, leaver)
+
+    schedule = runner.defs.resolve_schedule_def("entrasync_daily_sync")
+    at_two = dt.datetime(2026, 11, 27, 2, 0, tzinfo=dt.timezone.utc)
+    requests = schedule.evaluate_tick(dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=at_two, repository_def=runner.defs.get_repository_def())).run_requests
+    assert [r.partition_key for r in requests] == ["sandbox"]
+    result = runner.run(requests[0].partition_key, tags=requests[0].tags)
+    assert result.success
+    counts = runner.counts(result)
+    assert (counts["created"], counts["updated"], counts["deactivated"]) == (3, 5, 1)
+    assert counts["failed"] == 0 and counts["dry_run"] is False
+
+    zammad = {u.get("entra_key"): u for u in sandbox.state("zammad")["users"] if u.get("entra_key")}
+    for key in hires:
+        assert zammad[key]["department"] == "IT Support" and zammad[key]["phone"] == "+49 30 1234"
+        assert zammad[key]["email"].startswith("new.hire") and zammad[key]["entrasync_profile"] == "sandbox"
+    assert all(zammad[k]["department"] == "Service Desk" for k in people[:5])
+    assert zammad[leaver]["active"] is False
+
+    audit = AuditStore(load_settings(config).audit_url(dagster_env["DAGSTER_HOME"]))
+    rows = audit.query(AuditFilter(run_id=result.run_id))
+    audit.close()
+    done = sorted(r["action"] for r in rows if r["outcome"] == "done")
+    assert done == ["create"] * 3 + ["deactivate"] + ["update"] * 5
+    assert all(r["entra_key"] for r in rows if r["outcome"] == "done")
+
+    assert len(webhook.received) == 1 and "3 created, 5 updated" in webhook.received[0]["message"]
+    assert len(smtp.messages) == 1 and b"3 created" in smtp.messages[0].content
+
+
+def test_a_second_run_writes_nothing(sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str],
+                                      instance: Any) -> None:
+    config = _it_support_config(sandbox, tmp_path)
+    _setup(config, dagster_env)
+    runner = Runner(config, ["sandbox"], instance)
+    assert runner.counts(runner.run())["created"] == 20
+    writes_before = {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")}
+    second = runner.counts(runner.run())
+    assert (second["created"], second["updated"], second["deactivated"], second["reactivated"]) == (0, 0, 0, 0)
+    writes_after = {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")}
+    assert writes_after == writes_before
+
+
+def test_a_leaver_who_returns_is_reactivated_not_duplicated(sandbox: Sandbox, admin: Admin, tmp_path: Path,
+                                                             dagster_env: dict[str, str], instance: Any) -> None:
+    config = _it_support_config(sandbox, tmp_path)
+    _setup(config, dagster_env)
+    runner = Runner(config, ["sandbox"], instance)
+    runner.run()
+    group = sandbox.info["groups"]["IT Support"]
+    anna = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("mail") == "anna.schmidt@contoso.example")
+    admin.remove(group, anna)
+    assert runner.counts(runner.run())["deactivated"] == 1
+    admin.add(group, anna)
+    assert runner.counts(runner.run())["reactivated"] == 1
+    annas = [u for u in sandbox.state("zammad")["users"] if u["email"] == "anna.schmidt@contoso.example"]
+    assert len(annas) == 1 and annas[0]["active"] is True
+
+
+def test_a_renamed_user_keeps_the_same_zammad_user(sandbox: Sandbox, admin: Admin, tmp_path: Path,
+                                                    dagster_env: dict[str, str], instance: Any) -> None:
+    config = _it_support_config(sandbox, tmp_path)
+    _setup(config, dagster_env)
+    runner = Runner(config, ["sandbox"], instance)
+    runner.run()
+    anna = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("mail") == "anna.schmidt@contoso.example")
+    before = next(u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == anna)
+    admin.patch(anna, mail="anna.berger@contoso.example", userPrincipalName="anna.berger@contoso.example",
+                surname="Berger")
+    assert runner.counts(runner.run())["updated"] == 1
+    after = next(u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == anna)
+    assert after["id"] == before["id"]
+    assert (after["email"], after["lastname"], after["login"]) == ("anna.berger@contoso.example", "Berger",
+                                                                    "anna.berger@contoso.example")
+
+
+def test_the_lena_adoption_and_the_demo_quirks(sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str],
+                                               instance: Any) -> None:
+    config = write_config(tmp_path / "entrasync.yaml", sandbox.info)
+    _setup(config, dagster_env)
+    result = Runner(config, ["sandbox"], instance).run()
+    users = sandbox.state("zammad")["users"]
+    lenas = [u for u in users if u["email"] == "lena.fischer@contoso.example"]
+    assert len(lenas) == 1 and lenas[0]["login"] == "lena.fischer" and lenas[0]["entra_key"]
+    emails = {u["email"] for u in users}
+    assert "grace@partner.example" in emails and "olga.private@mailbox.example" in emails
+    assert not any("#ext#" in (e or "") for e in emails)
+    assert "tom.hartmann@contoso.example" not in emails  # disabled account
+    plan = result.asset_materializations_for_node("sync_plan")[0].metadata
+    assert plan["skip"].value == 2 and plan["conflict"].value == 0
+
+
+def test_mass_deactivation_is_blocked_until_approved(sandbox: Sandbox, admin: Admin, tmp_path: Path,
+                                                     dagster_env: dict[str, str], instance: Any, webhook: Any) -> None:
+    config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
+    _setup(config, dagster_env)
+    runner = Runner(config, ["sandbox"], instance)
+    runner.run()
+    group = sandbox.info["groups"]["IT Support"]
+    users = [m for m in admin.members(group) if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
+    for user_id in users[:6]:
+        admin.remove(group, user_id)
+    webhook.received.clear()
+    blocked = runner.run()
+    assert not blocked.success
+    checks = {e.check_name: e.passed for e in blocked.get_asset_check_evaluations()}
+    assert checks["sync_plan_safety"] is False
+    assert not blocked.asset_materializations_for_node("zammad_sync")
+    assert all(u["active"] for u in sandbox.state("zammad")["users"] if u.get("entra_key") in users[:6])
+    assert webhook.received and "blocked" in webhook.received[0]["title"]
+    too_few = runner.run(tags={"entrasync/approve-deactivations": "5"})
+    assert not too_few.success
+    approved = runner.run(tags={"entrasync/approve-deactivations": "6"})
+    assert approved.success and runner.counts(approved)["deactivated"] == 6
+
+
+def test_dry_run_from_run_config_writes_nothing(sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str],
+                                                instance: Any) -> None:
+    config = _it_support_config(sandbox, tmp_path)
+    _setup(config, dagster_env)
+    before = sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0)
+    result = Runner(config, ["sandbox"], instance).run(run_config={"ops": {"zammad_sync": {"config": {"dry_run": True}}}})
+    counts = Runner.counts(None, result)  # type: ignore[arg-type]
+    assert counts["dry_run"] is True and counts["created"] == 20
+    assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == before
+
+
+def test_two_profiles_on_one_zammad_never_touch_each_others_users(sandbox: Sandbox, admin: Admin, tmp_path: Path,
+                                                                   dagster_env: dict[str, str], instance: Any) -> None:
+    groups = sandbox.info["groups"]
+    config = write_config(tmp_path / "entrasync.yaml", sandbox.info, {
+        "it": {"groups": [{"id": groups["IT Support"], "name": "IT Support"}]},
+        "sales": {"groups": [{"id": groups["Sales"], "name": "Sales"}]},
+    })
+    from entrasync_pipeline.sync import Profile, setup_zammad
+
+    setup_zammad(Profile("it", load_settings(config), dagster_env))
+    runner = Runner(config, ["it", "sales"], instance)
+    assert runner.run("it").success and runner.run("sales").success
+    owners = {u["entrasync_profile"] for u in sandbox.state("zammad")["users"] if u.get("entra_key")}
+    assert owners == {"it", "sales"}
+    # Sales members leave Sales: only the sales profile may deactivate them; the IT profile never does.
+    sales_people = [m for m in admin.members(groups["Sales"]) if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
+    for user_id in sales_people[:2]:
+        admin.remove(groups["Sales"], user_id)
+    assert runner.counts(runner.run("it"))["deactivated"] == 0
+    assert runner.counts(runner.run("sales"))["deactivated"] == 2
+    # A Sales person added to IT Support as well is a conflict for IT (owned by sales), not a takeover.
+    admin.add(groups["IT Support"], sales_people[2])
+    result = runner.run("it")
+    plan = result.asset_materializations_for_node("sync_plan")[0].metadata
+    assert plan["conflict"].value == 1
+    owner = next(u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == sales_people[2])
+    assert owner["entrasync_profile"] == "sales"
