@@ -174,6 +174,17 @@ def audit_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str]
     report.print_audit(rows, fmt)
 
 
+@app.command("config-reference")
+def config_reference_command() -> None:
+    """Print the configuration reference (Markdown) generated from the config model.
+
+    Example: entrasync config-reference > docs/configuration.md
+    """
+    from entrasync_pipeline.config_reference import render
+
+    typer.echo(render(), nl=False)
+
+
 @sandbox_app.command("serve")
 def sandbox_serve(
     seed: str = typer.Option("demo", help="'demo', 'bench:N[:share]' or a YAML/JSON seed file."),

@@ -1,0 +1,108 @@
+"""The audit store, on SQLite and on the machine's real PostgreSQL: append-only, filters, safe exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from entrasync_pipeline.audit import AuditFilter, AuditRow, AuditStore, export_csv, export_json
+
+PG_ADMIN_URL = os.environ.get("ENTRASYNC_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_available() -> bool:
+    try:
+        sa.create_engine(PG_ADMIN_URL).connect().close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
+    if request.param == "sqlite":
+        audit = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+        yield audit
+        audit.close()
+        return
+    if not _postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (.ci/run starts it)")
+        pytest.skip("PostgreSQL is not reachable; CI runs these")
+    name = f"entrasync_audit_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    audit = AuditStore(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        yield audit
+    finally:
+        audit.close()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _row(**kw: object) -> AuditRow:
+    base = {"run_id": "r1", "profile": "p", "action": "create", "outcome": "done", "entra_key": "k1",
+            "upn": "a@x.example", "email": "a@x.example", "zammad_id": 7, "changes": {"email": [None, "a@x.example"]}}
+    base.update(kw)
+    return AuditRow(**base)  # type: ignore[arg-type]
+
+
+def test_rows_round_trip_with_utc_timestamps(store: AuditStore) -> None:
+    store.record([_row()])
+    (row,) = store.query()
+    assert row["action"] == "create" and row["changes"] == {"email": [None, "a@x.example"]}
+    assert datetime.fromisoformat(row["ts"]).utcoffset() == timedelta(0)
+
+
+def test_the_log_is_append_only(store: AuditStore) -> None:
+    store.record([_row()])
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE entrasync_audit_log SET outcome = 'failed'"))
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM entrasync_audit_log"))
+    assert store.query()[0]["outcome"] == "done"
+
+
+def test_filters_by_run_time_user_and_action(store: AuditStore) -> None:
+    now = datetime.now(timezone.utc)
+    store.record([_row(), _row(run_id="r2", action="deactivate", entra_key="k2", email="b@x.example", zammad_id=8,
+                               ts=now - timedelta(days=3))])
+    assert [r["run_id"] for r in store.query(AuditFilter(run_id="r2"))] == ["r2"]
+    assert [r["run_id"] for r in store.query(AuditFilter(since=now - timedelta(days=1)))] == ["r1"]
+    assert [r["run_id"] for r in store.query(AuditFilter(until=now - timedelta(days=1)))] == ["r2"]
+    assert [r["run_id"] for r in store.query(AuditFilter(user="B@x.example"))] == ["r2"]
+    assert [r["run_id"] for r in store.query(AuditFilter(user="k1"))] == ["r1"]
+    assert [r["run_id"] for r in store.query(AuditFilter(user="8"))] == ["r2"]
+    assert [r["run_id"] for r in store.query(AuditFilter(action="deactivate"))] == ["r2"]
+
+
+def test_csv_export_neutralises_spreadsheet_formulas(store: AuditStore) -> None:
+    store.record([_row(email="=HYPERLINK(\"http://evil\")@x.example", reason="+cmd|' /C calc'!A0",
+                       upn="@SUM(1+1)", error="-2+3")])
+    parsed = list(csv.DictReader(io.StringIO(export_csv(store.query()))))
+    assert parsed[0]["email"].startswith("'=") and parsed[0]["reason"].startswith("'+")
+    assert parsed[0]["upn"].startswith("'@") and parsed[0]["error"].startswith("'-")
+    assert json.loads(export_json(store.query()))[0]["email"].startswith("=")  # JSON keeps the data as is
+
+
+def test_the_default_location_is_under_dagster_home(tmp_path: Path) -> None:
+    from entrasync_pipeline.settings import parse_settings
+
+    settings = parse_settings({"profiles": {"p": {"entra": {"tenant_id": str(uuid.uuid4()), "client_id": "c"},
+                                                  "groups": [{"id": str(uuid.uuid4())}],
+                                                  "zammad": {"url": "https://z.example"}}}})
+    assert settings.audit_url(str(tmp_path)) == f"sqlite:///{tmp_path / 'entrasync-audit.db'}"

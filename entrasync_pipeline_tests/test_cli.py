@@ -1,0 +1,128 @@
+"""The ``entrasync`` command as an admin runs it: subprocesses, real config, real sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from entrasync_pipeline_tests.conftest import Sandbox
+from entrasync_pipeline_tests.factories import write_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def entrasync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=180, cwd=REPO)
+
+
+@pytest.fixture
+def cli_env(sandbox: Sandbox, environ: dict[str, str], config_path: Path) -> dict[str, str]:
+    return {**environ, "ENTRASYNC_CONFIG": str(config_path)}
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for command in (["plan"], ["sync"], ["audit"], ["zammad-setup"], ["sandbox", "serve"], ["config-reference"]):
+        result = entrasync(*command, "--help")
+        assert result.returncode == 0 and "Example:" in result.stdout, command
+
+
+def test_version() -> None:
+    result = entrasync("--version")
+    assert result.returncode == 0 and result.stdout.startswith("entrasync ")
+
+
+def test_setup_plan_sync_and_audit(cli_env: dict[str, str], sandbox: Sandbox) -> None:
+    setup = entrasync("zammad-setup", env=cli_env)
+    assert setup.returncode == 0 and "created entra_key" in setup.stdout
+    assert "already present" in entrasync("zammad-setup", env=cli_env).stdout
+
+    plan = entrasync("plan", "--json", env=cli_env)
+    assert plan.returncode == 0, plan.stderr
+    planned = json.loads(plan.stdout)
+    assert planned["dry_run"] is True and planned["created"] == 54 and planned["updated"] == 1
+    assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0
+
+    sync = entrasync("sync", "--json", env=cli_env)
+    assert sync.returncode == 0, sync.stderr
+    result = json.loads(sync.stdout)
+    assert {k: result[k] for k in ("created", "updated", "deactivated", "failed", "blocked")} == \
+        {"created": 54, "updated": 1, "deactivated": 0, "failed": 0, "blocked": False}
+    assert set(result) >= {"run_id", "dry_run", "blocked", "created", "updated", "deactivated", "reactivated",
+                           "unchanged", "skipped", "conflicts", "failed"}
+    assert all(isinstance(result[k], int) for k in ("created", "updated", "unchanged", "skipped", "conflicts"))
+
+    again = json.loads(entrasync("sync", "--json", env=cli_env).stdout)
+    assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 55)
+
+    audit = entrasync("audit", "--run", result["run_id"], "--format", "json", env=cli_env)
+    rows = json.loads(audit.stdout)
+    assert len([r for r in rows if r["outcome"] == "done"]) == 55
+    csv_out = entrasync("audit", "--action", "create", "--format", "csv", env=cli_env).stdout
+    import csv
+    import io
+
+    exported = list(csv.DictReader(io.StringIO(csv_out)))
+    assert csv_out.startswith("seq,ts,run_id")
+    assert sorted({r["outcome"] for r in exported}) == ["done", "would"]  # the plan's dry run, then the sync
+    assert len([r for r in exported if r["outcome"] == "done"]) == 54
+    table = entrasync("audit", "--user", "anna.schmidt@contoso.example", env=cli_env)
+    assert table.returncode == 0 and "anna.schmidt" in table.stdout
+
+
+def test_a_blocked_sync_exits_2_and_approval_lets_it_through(cli_env: dict[str, str], sandbox: Sandbox,
+                                                             tmp_path: Path, http) -> None:
+    assert entrasync("zammad-setup", env=cli_env).returncode == 0
+    assert entrasync("sync", env=cli_env).returncode == 0
+    token = sandbox.admin_token()
+    sales = sandbox.info["groups"]["Sales"]
+    members = [m for m in sandbox.state("graph")["groups"][sales]
+               if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
+    for member in members[:6]:
+        http.delete(f"{sandbox.info['graph_url']}/v1.0/groups/{sales}/members/{member}/$ref",
+                    headers={"Authorization": f"Bearer {token}"})
+    blocked = entrasync("sync", "--json", env=cli_env)
+    assert blocked.returncode == 2
+    assert json.loads(blocked.stdout)["blocked"] is True and "approve-deactivations 6" in blocked.stdout
+    approved = entrasync("sync", "--json", "--approve-deactivations", "6", env=cli_env)
+    assert approved.returncode == 0 and json.loads(approved.stdout)["deactivated"] == 6
+    rows = json.loads(entrasync("audit", "--action", "approval", "--format", "json", env=cli_env).stdout)
+    assert rows and "up to 6" in rows[0]["reason"]
+
+
+def test_a_sync_without_the_attributes_fails_with_an_actionable_message(cli_env: dict[str, str]) -> None:
+    result = entrasync("sync", "--json", env=cli_env)
+    assert result.returncode == 1
+    assert "entrasync zammad-setup" in json.loads(result.stdout)["error"]
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profiles:\n  p:\n    entra: {tenant_id: common, client_id: x}\n")
+    result = entrasync("plan", "--config", str(bad))
+    assert result.returncode == 1 and "profiles.p.entra.tenant_id" in result.stderr
+
+
+def test_multi_profile_json_is_a_list(sandbox: Sandbox, environ: dict[str, str], tmp_path: Path) -> None:
+    groups = sandbox.info["groups"]
+    config = write_config(tmp_path / "two.yaml", sandbox.info, {
+        "it": {"groups": [{"id": groups["IT Support"]}]}, "sales": {"groups": [{"id": groups["Sales"]}]}})
+    env = {**environ, "ENTRASYNC_CONFIG": str(config)}
+    assert entrasync("zammad-setup", "--profile", "it", env=env).returncode == 0
+    runs = json.loads(entrasync("plan", "--json", env=env).stdout)
+    assert [r["profile"] for r in runs] == ["it", "sales"]
+    one = json.loads(entrasync("plan", "--json", "--profile", "sales", env=env).stdout)
+    assert one["profile"] == "sales"
+
+
+def test_the_config_reference_is_current() -> None:
+    generated = entrasync("config-reference").stdout
+    assert (REPO / "docs" / "configuration.md").read_text() == generated, \
+        "docs/configuration.md is stale: run 'entrasync config-reference > docs/configuration.md'"

@@ -1,0 +1,106 @@
+"""The Graph-delta sensor fires on membership changes, stays quiet otherwise, survives faults and resets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from entrasync_pipeline.definitions import build_definitions
+from entrasync_pipeline.settings import ScheduleSettings
+from entrasync_pipeline_tests.conftest import Sandbox
+from entrasync_pipeline_tests.factories import write_config
+
+
+@pytest.fixture
+def sensor_env(sandbox: Sandbox, tmp_path: Path, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    return write_config(tmp_path / "entrasync.yaml", sandbox.info,
+                        {"sandbox": {"groups": [{"id": sandbox.info["groups"]["Sales"], "name": "Sales"}]}})
+
+
+def _tick(config: Path, cursor: str | None) -> dg.SensorResult:
+    defs = build_definitions(["sandbox"], ScheduleSettings(), config_path=str(config))
+    sensor = defs.resolve_sensor_def("entrasync_membership_delta")
+    from entrasync_pipeline.resources import EntrasyncResource
+
+    with dg.build_sensor_context(cursor=cursor, resources={"entrasync": EntrasyncResource(config_path=str(config))},
+                                 repository_def=defs.get_repository_def()) as context:
+        return sensor(context)
+
+
+def _add_finance_user(sandbox: Sandbox, http: Any) -> str:
+    finance = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("department") == "Finance")
+    http.post(f"{sandbox.info['graph_url']}/v1.0/groups/{sandbox.info['groups']['Sales']}/members/$ref",
+              headers={"Authorization": f"Bearer {sandbox.admin_token()}"},
+              json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance}"})
+    return finance
+
+
+def test_first_tick_takes_a_baseline_and_launches_nothing(sensor_env: Path) -> None:
+    result = _tick(sensor_env, None)
+    assert not result.run_requests and "baseline" in (result.skip_reason.skip_message or "")
+    assert "sandbox" in json.loads(result.cursor)
+
+
+def test_quiet_without_changes_and_one_run_per_change(sandbox: Sandbox, http: Any, sensor_env: Path) -> None:
+    baseline = _tick(sensor_env, None).cursor
+    quiet = _tick(sensor_env, baseline)
+    assert not quiet.run_requests and "no membership change" in quiet.skip_reason.skip_message
+    _add_finance_user(sandbox, http)
+    fired = _tick(sensor_env, quiet.cursor)
+    assert len(fired.run_requests) == 1
+    request = fired.run_requests[0]
+    assert request.partition_key == "sandbox" and request.tags["entrasync/trigger"] == "delta"
+    assert request.tags["entrasync/delta"] == "+1 -0"
+    again = _tick(sensor_env, fired.cursor)
+    assert not again.run_requests
+    replay = _tick(sensor_env, quiet.cursor)  # a re-evaluated tick: same run key, Dagster dedupes it
+    assert replay.run_requests[0].run_key == request.run_key
+
+
+def test_expired_delta_state_triggers_a_full_sync(sandbox: Sandbox, sensor_env: Path) -> None:
+    baseline = _tick(sensor_env, None).cursor
+    sandbox.control("POST", "graph", "delta/expire")
+    result = _tick(sensor_env, baseline)
+    assert len(result.run_requests) == 1 and result.run_requests[0].tags["entrasync/trigger"] == "delta-reset"
+    assert json.loads(result.cursor)["sandbox"] != json.loads(baseline)["sandbox"]
+
+
+def test_a_410_reset_triggers_a_full_sync(sandbox: Sandbox, sensor_env: Path) -> None:
+    baseline = _tick(sensor_env, None).cursor
+    sandbox.control("POST", "graph", "delta/reset")
+    result = _tick(sensor_env, baseline)
+    assert result.run_requests and result.run_requests[0].tags["entrasync/trigger"] == "delta-reset"
+
+
+def test_faults_keep_the_cursor_and_launch_nothing(sandbox: Sandbox, http: Any, sensor_env: Path) -> None:
+    baseline = _tick(sensor_env, None).cursor
+    _add_finance_user(sandbox, http)
+    sandbox.faults("graph", {"route": "GET /v1.0/groups/delta", "rate": 1.0, "statuses": [503]})
+    failed = _tick(sensor_env, baseline)
+    assert not failed.run_requests and "will retry" in failed.skip_reason.skip_message
+    assert failed.cursor == baseline
+    sandbox.control("DELETE", "graph", "faults")
+    assert len(_tick(sensor_env, failed.cursor).run_requests) == 1
+
+
+def test_the_schedule_requests_one_run_per_profile_at_its_cron(tmp_path: Path) -> None:
+    schedule_settings = ScheduleSettings(cron="30 2 * * *", timezone="Europe/Berlin")
+    defs = build_definitions(["it", "sales"], schedule_settings, config_path=str(tmp_path / "none.yaml"))
+    schedule = defs.resolve_schedule_def("entrasync_daily_sync")
+    assert schedule.cron_schedule == "30 2 * * *" and schedule.execution_timezone == "Europe/Berlin"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    import datetime as dt
+
+    when = dt.datetime(2026, 11, 27, 1, 30, tzinfo=dt.timezone.utc)
+    with dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def()) as ctx:
+        requests = schedule.evaluate_tick(ctx).run_requests
+    assert [r.partition_key for r in requests] == ["it", "sales"]
+    assert all(r.tags["entrasync/trigger"] == "schedule" for r in requests)
+    assert requests[0].run_key == f"it:{when.isoformat()}"
+    assert all(not r.run_config for r in requests)  # dry_run comes from the config file, not the schedule
