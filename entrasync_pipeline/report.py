@@ -17,7 +17,8 @@ from entrasync_pipeline.audit import export_csv, export_json
 from entrasync_pipeline.plan import Action
 
 COUNT_COLUMNS = ("created", "updated", "reactivated", "deactivated", "unchanged", "skipped", "conflicts", "failed")
-_console = Console(highlight=False, soft_wrap=False)
+# Pipes and logs get wide lines instead of folded cells; a terminal keeps its own width.
+_console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
 
 def failure_summary(profile: str, exc: BaseException) -> dict[str, Any]:
