@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -117,7 +118,8 @@ def _audit_row(plan_row: dict[str, Any], options: ApplyOptions, outcome: str, re
     return AuditRow(run_id=options.run_id, profile=options.profile, action=plan_row["action"], outcome=outcome,
                     dry_run=options.dry_run, entra_key=plan_row.get("entra_key"), upn=plan_row.get("upn"),
                     email=plan_row.get("email"), zammad_id=None if is_missing(zid) else int(zid),
-                    changes=plan_row.get("changes") or {}, reason=reason or plan_row.get("reason"), error=error)
+                    changes=plan_row.get("changes") or {}, reason=reason or plan_row.get("reason"), error=error,
+                    attempt_id=plan_row.get("attempt_id"))
 
 
 def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, options: ApplyOptions,
@@ -145,13 +147,32 @@ def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, opti
                 counts[COUNT_KEYS[Action(row["action"])]] += 1
         buffer.flush()
         return result
+    careful = _close_interrupted(audit, options)
     escrow = _Escrow(options.failure_share, options.failure_min_attempts)
     for phase in (writes, deactivations):
-        _run_phase(phase, writer, options, escrow, buffer, result)
+        _run_phase(phase, writer, options, escrow, buffer, result, careful)
     result.stopped = escrow.reason
     buffer.flush()
     log.info("apply finished for %s: %s", options.profile, counts)
     return result
+
+
+def _close_interrupted(audit: AuditStore, options: ApplyOptions) -> frozenset[str]:
+    """Give every intent a killed run left behind its final row; return their entra_keys.
+
+    Their actions may or may not have reached Zammad: this run re-planned from live state, and
+    creates for these keys look Zammad up before sending anything.
+    """
+    unfinished = audit.unfinished_attempts(options.profile)
+    if unfinished:
+        log.warning("%d writes of an earlier run were interrupted; recording them and checking before re-sending",
+                    len(unfinished))
+        audit.record(AuditRow(run_id=r["run_id"], profile=r["profile"], action=r["action"], outcome="interrupted",
+                              entra_key=r["entra_key"], upn=r["upn"], email=r["email"], zammad_id=r["zammad_id"],
+                              changes=r["changes"] or {}, attempt_id=r["attempt_id"],
+                              reason=f"the process stopped before the outcome was recorded; re-planned by "
+                                     f"run {options.run_id}") for r in unfinished)
+    return frozenset(r["entra_key"] for r in unfinished if r.get("entra_key"))
 
 
 def _log_summary(plan: pd.DataFrame, options: ApplyOptions, blocked: str | None) -> None:
@@ -164,35 +185,24 @@ def _log_summary(plan: pd.DataFrame, options: ApplyOptions, blocked: str | None)
 
 
 def _run_phase(rows: list[dict[str, Any]], writer: ZammadWriter, options: ApplyOptions, escrow: _Escrow,
-               buffer: _AuditBuffer, result: ApplyResult) -> None:
+               buffer: _AuditBuffer, result: ApplyResult, careful: frozenset[str]) -> None:
+    """Chunk by chunk: record the intents, then run the chunk with the worker pool."""
     if not rows:
         return
-    pending: Iterator[dict[str, Any]] = iter(rows)
+    chunk_size = max(options.workers * 4, 32)
     with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="entrasync-apply") as pool:
-        running: dict[Future[_Outcome], dict[str, Any]] = {}
-        for row in _take(pending, options.workers * 2):
-            running[pool.submit(_execute, row, writer)] = row
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                row = running.pop(future)
-                _finish(row, future.result(), options, escrow, buffer, result)
-            if escrow.reason is None:
-                for row in _take(pending, len(done)):
-                    running[pool.submit(_execute, row, writer)] = row
-        for row in pending:  # stopped by the escrow rule: never attempted
-            buffer.add(_audit_row(row, options, "skipped", reason=escrow.reason))
-            result.counts["skipped"] += 1
-
-
-def _take(iterator: Iterator[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    out = []
-    for _ in range(n):
-        try:
-            out.append(next(iterator))
-        except StopIteration:
-            break
-    return out
+        for start in range(0, len(rows), chunk_size):
+            if escrow.reason is not None:
+                for row in rows[start:start + chunk_size]:  # stopped by the escrow rule: never attempted
+                    buffer.add(_audit_row(row, options, "skipped", reason=escrow.reason))
+                    result.counts["skipped"] += 1
+                continue
+            chunk = [{**row, "attempt_id": str(uuid.uuid4())} for row in rows[start:start + chunk_size]]
+            buffer.store.record(_audit_row(row, options, "started") for row in chunk)
+            futures = {pool.submit(_execute, row, writer, row.get("entra_key") in careful): row for row in chunk}
+            for future in as_completed(futures):
+                _finish(futures[future], future.result(), options, escrow, buffer, result)
+            buffer.flush()
 
 
 def _finish(row: dict[str, Any], outcome: _Outcome, options: ApplyOptions, escrow: _Escrow,
@@ -214,10 +224,10 @@ def _finish(row: dict[str, Any], outcome: _Outcome, options: ApplyOptions, escro
     buffer.add(_audit_row(row, options, outcome.outcome, outcome.reason, outcome.error, outcome.zammad_id))
 
 
-def _execute(row: dict[str, Any], writer: ZammadWriter) -> _Outcome:
-    """One action; never raises (per-user isolation)."""
+def _execute(row: dict[str, Any], writer: ZammadWriter, careful: bool = False) -> _Outcome:
+    """One action; never raises (per-user isolation). ``careful``: look before creating."""
     handler: Callable[[dict[str, Any], ZammadWriter], _Outcome] = {
-        Action.CREATE.value: _create, Action.UPDATE.value: _update,
+        Action.CREATE.value: _create_carefully if careful else _create, Action.UPDATE.value: _update,
         Action.REACTIVATE.value: _update, Action.DEACTIVATE.value: _deactivate,
     }[row["action"]]
     try:
@@ -260,6 +270,14 @@ def _create(row: dict[str, Any], writer: ZammadWriter) -> _Outcome:
             return _converge(row, existing, writer, "confirmed after an ambiguous failure")
         created = writer.create_user(payload)
     return _verify_created(row, created)
+
+
+def _create_carefully(row: dict[str, Any], writer: ZammadWriter) -> _Outcome:
+    """A create an interrupted run may already have sent: look it up first."""
+    existing = _existing(row, writer)
+    if existing is not None:
+        return _converge(row, existing, writer, "found after an interrupted run")
+    return _create(row, writer)
 
 
 def _verify_created(row: dict[str, Any], created: dict[str, Any]) -> _Outcome:

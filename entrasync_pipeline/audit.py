@@ -40,9 +40,13 @@ audit_log = Table(
     Column("changes", JSON),
     Column("reason", Text),
     Column("error", Text),
+    Column("attempt_id", String(36), index=True),
 )
 
-OUTCOMES = ("done", "failed", "would", "skipped", "blocked", "interrupted", "info")
+# "started" is the write-ahead intent recorded before a write; every intent gets exactly one final
+# row with the same attempt_id: done, failed, skipped, or (found unfinished by a later run) interrupted.
+OUTCOMES = ("started", "done", "failed", "would", "skipped", "blocked", "interrupted", "info")
+FINAL_OUTCOMES = ("done", "failed", "skipped", "interrupted")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 _SQLITE_TRIGGERS = [
@@ -75,6 +79,7 @@ class AuditRow:
     reason: str | None = None
     error: str | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    attempt_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,16 @@ class AuditStore:
         with self._lock, self.engine.begin() as conn:
             conn.execute(insert(audit_log), values)
         return len(values)
+
+    def unfinished_attempts(self, profile: str) -> list[dict[str, Any]]:
+        """Intents ("started") of this profile that never got a final row: the process died."""
+        final = audit_log.alias("final")
+        finished = select(final.c.seq).where(final.c.attempt_id == audit_log.c.attempt_id,
+                                             final.c.outcome != "started").exists()
+        stmt = (select(audit_log).where(audit_log.c.profile == profile, audit_log.c.outcome == "started", ~finished)
+                .order_by(audit_log.c.seq))
+        with self.engine.connect() as conn:
+            return [_from_db(dict(r._mapping)) for r in conn.execute(stmt)]
 
     def query(self, filters: AuditFilter = AuditFilter()) -> list[dict[str, Any]]:
         stmt = select(audit_log).order_by(audit_log.c.seq)
@@ -162,7 +177,7 @@ def _from_db(row: dict[str, Any]) -> dict[str, Any]:
 
 
 EXPORT_COLUMNS = ("seq", "ts", "run_id", "profile", "action", "outcome", "dry_run", "entra_key", "upn", "email",
-                  "zammad_id", "changes", "reason", "error")
+                  "zammad_id", "changes", "reason", "error", "attempt_id")
 
 
 def spreadsheet_safe(value: Any) -> str:

@@ -122,7 +122,22 @@ def _split_single_name(value: str) -> tuple[str, str]:
 
 
 def zammad_names(first: str | None, last: str | None, email: str | None) -> tuple[str, str]:
-    """The names Zammad stores for this input (its ``check_name``; reference §2.6)."""
+    """The names Zammad stores for this input, and keeps when they are sent again.
+
+    Zammad's ``check_name`` (reference §2.6) is not idempotent for every input (a lone
+    ``"0,"`` becomes ``("", "0")`` and then ``("0", "")``); the sync sends what it compares, so
+    it applies the rule until nothing changes.
+    """
+    names = _check_name(first, last, email)
+    for _ in range(3):
+        again = _check_name(*names, email)
+        if again == names:
+            break
+        names = again
+    return names
+
+
+def _check_name(first: str | None, last: str | None, email: str | None) -> tuple[str, str]:
     first = " ".join(_URL_SCHEME.sub("", t) for t in (first or "").strip().split(" ")).strip()
     last = " ".join(_URL_SCHEME.sub("", t) for t in (last or "").strip().split(" ")).strip()
     if first and last:

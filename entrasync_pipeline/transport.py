@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from entrasync_pipeline.settings import HttpSettings
 
@@ -92,10 +92,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class _Retry(Exception):
+    """A retryable outcome; ``refused`` when the server certainly did not act (429, connection refused)."""
+
     def __init__(self, wait_s: float | None, reason: str, response: HttpResponse | None = None,
-                 no_response: NoResponse | None = None) -> None:
+                 no_response: NoResponse | None = None, refused: bool = False) -> None:
         super().__init__(reason)
         self.wait_s, self.reason, self.response, self.no_response = wait_s, reason, response, no_response
+        self.refused = refused
 
 
 class Transport:
@@ -121,10 +124,15 @@ class Transport:
     def send(self, method: str, url: str, *, route: str, idempotent: bool,
              params: dict[str, Any] | None = None, json_body: Any = None, data: Any = None,
              headers: dict[str, str] | None = None, expect_json: bool = True) -> HttpResponse:
-        """Send with retries (idempotent) or once (not); returns the final response."""
-        attempts = self.http.max_attempts if idempotent else 1
-        retrying = Retrying(stop=stop_after_attempt(attempts), wait=self._wait,
-                            retry=retry_if_exception_type(_Retry), reraise=True,
+        """Send with retries; returns the final response.
+
+        An idempotent request is retried on every retryable outcome. Any other request (a create)
+        is retried only when the server certainly did not act on it: a 429 refusal or a refused
+        connection. Everything else is left to the caller, who must look before sending again.
+        """
+        retrying = Retrying(stop=stop_after_attempt(self.http.max_attempts), wait=self._wait,
+                            retry=retry_if_exception(lambda e: isinstance(e, _Retry) and (idempotent or e.refused)),
+                            reraise=True,
                             sleep=self._sleep, before_sleep=self._before_sleep(method, route))
         try:
             for attempt in retrying:
@@ -150,10 +158,12 @@ class Transport:
         except requests.exceptions.SSLError as exc:
             raise NoResponse("tls", _describe(exc), ambiguous=False) from None
         except requests.exceptions.ConnectTimeout as exc:
-            raise _Retry(None, "connect timeout", no_response=NoResponse("connect-timeout", _describe(exc), False)) from None
+            raise _Retry(None, "connect timeout", no_response=NoResponse("connect-timeout", _describe(exc), False),
+                         refused=True) from None
         except requests.exceptions.ConnectionError as exc:
-            ambiguous = not _refused(exc)
-            raise _Retry(None, "connection error", no_response=NoResponse("connection", _describe(exc), ambiguous)) from None
+            refused = _refused(exc)
+            raise _Retry(None, "connection error", no_response=NoResponse("connection", _describe(exc), not refused),
+                         refused=refused) from None
         except (requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise _Retry(None, "read timeout", no_response=NoResponse("read-timeout", _describe(exc), True)) from None
         response = HttpResponse(raw.status_code, {k.lower(): v for k, v in raw.headers.items()}, body,
@@ -167,7 +177,7 @@ class Transport:
                     self.throttled += 1
             if wait is not None and wait > self.http.max_retry_after_s:
                 raise _NoRetry(_Retry(wait, "retry-after too long", response=response))
-            raise _Retry(wait, f"HTTP {response.status}", response=response)
+            raise _Retry(wait, f"HTTP {response.status}", response=response, refused=response.status == 429)
         if expect_json and response.status < 300 and response.body:
             try:
                 response.json()

@@ -18,9 +18,14 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 import requests
+from hypothesis import settings as hypothesis_settings
 
 if TYPE_CHECKING:
     from entrasync_pipeline.sync import Profile
+
+# CI explores the same examples every time (a red CI must be reproducible); locally, new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 # Keep the host's proxy and CA variables from leaking into the code under test.
 for _var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):

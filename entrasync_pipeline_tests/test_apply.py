@@ -34,6 +34,15 @@ def audit(tmp_path: Path) -> AuditStore:
     store.close()
 
 
+def _final(audit: AuditStore, **filters: object) -> list[dict]:
+    """Final rows only; and every write-ahead intent must have exactly one of them."""
+    rows = audit.query(AuditFilter(**filters))
+    started = [r["attempt_id"] for r in rows if r["outcome"] == "started"]
+    finals = [r["attempt_id"] for r in rows if r["outcome"] != "started" and r["attempt_id"]]
+    assert sorted(started) == sorted(finals)
+    return [r for r in rows if r["outcome"] != "started"]
+
+
 def _options(**kw: object) -> ApplyOptions:
     return ApplyOptions(**{"run_id": "run-1", "profile": "sandbox", "dry_run": False, "workers": 4, **kw})
 
@@ -43,7 +52,7 @@ def test_one_bad_record_never_stops_the_others(ready_profile: Profile, audit: Au
     rows[-1]["entra_key"] = "k" * 65
     result = apply_plan(_plan(*rows), ready_profile.zammad(), audit, _options())
     assert result.counts["created"] == 5 and result.failed == 1
-    failed = audit.query(AuditFilter(run_id="run-1"))
+    failed = _final(audit, run_id="run-1")
     outcomes = sorted(r["outcome"] for r in failed)
     assert outcomes == ["done"] * 5 + ["failed"]
     assert "longer than the allowed length 64" in next(r["error"] for r in failed if r["outcome"] == "failed")
@@ -57,7 +66,7 @@ def test_a_create_whose_answer_was_lost_is_confirmed_not_duplicated(sandbox: San
     assert sandbox.stats("zammad")["requests"]["POST /api/v1/users"] == 1
     users = [u for u in sandbox.state("zammad")["users"] if u["email"] == "user1@contoso.example"]
     assert len(users) == 1
-    assert audit.query()[0]["reason"] == "confirmed after an ambiguous failure"
+    assert _final(audit)[0]["reason"] == "confirmed after an ambiguous failure"
 
 
 def test_a_create_that_failed_before_reaching_zammad_is_sent_again_after_a_lookup(
@@ -77,7 +86,7 @@ def test_a_stale_plan_does_not_undo_newer_state(sandbox: Sandbox, ready_profile:
                   "upn": None, "changes": {"active": [True, False]}, "payload": {"active": False}, "reason": "left"}
     relinked = {**deactivate, "action": "update", "entra_key": "another", "payload": {"department": "X"}}
     result = apply_plan(_plan(deactivate), zammad, audit, _options())
-    assert result.counts["deactivated"] == 1 and audit.query()[-1]["reason"] == "already inactive"
+    assert result.counts["deactivated"] == 1 and _final(audit)[-1]["reason"] == "already inactive"
     result = apply_plan(_plan(relinked), zammad, audit, _options(run_id="run-2"))
     assert result.counts["skipped"] == 1 and zammad.user(user["id"])["department"] is None
 
@@ -88,7 +97,7 @@ def test_creates_and_updates_run_before_deactivations(ready_profile: Profile, au
     deactivate = {"action": "deactivate", "entra_key": "lk", "zammad_id": leaver["id"], "email": leaver["email"],
                   "upn": None, "changes": {"active": [True, False]}, "payload": {"active": False}, "reason": "left"}
     apply_plan(_plan(deactivate, _create_row(1), _create_row(2)), zammad, audit, _options(workers=1))
-    actions = [r["action"] for r in audit.query()]
+    actions = [r["action"] for r in _final(audit)]
     assert actions == ["create", "create", "deactivate"]
 
 
@@ -99,7 +108,7 @@ def test_escrow_stops_the_apply_when_too_many_writes_fail(sandbox: Sandbox, read
     result = apply_plan(_plan(*rows), ready_profile.zammad(), audit, _options(failure_min_attempts=20, workers=2))
     assert result.stopped and "apply stopped" in result.stopped
     assert 20 <= result.failed < 60 and result.failed + result.counts["skipped"] == 60
-    assert {r["outcome"] for r in audit.query()} == {"failed", "skipped"}
+    assert {r["outcome"] for r in _final(audit)} == {"failed", "skipped"}
 
 
 def test_dry_run_writes_nothing_and_records_would(sandbox: Sandbox, ready_profile: Profile, audit: AuditStore) -> None:

@@ -9,6 +9,7 @@ truncated body, HTML error page, latency). It must not know Graph or Zammad sema
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -184,7 +185,9 @@ class SandboxServer:
         route, params, _ = self.router.match(request.method, request.path)
         route_key = f"{request.method} {route.template if route else request.path}"
         self.count(route_key)
-        decision = self.faults.decide(route_key, f"{request.method} {request.url}")
+        # "The same request" for punish-early-retry: same method, URL and body.
+        identity = f"{request.method} {request.url} {hashlib.sha1(request.body).hexdigest()}"
+        decision = self.faults.decide(route_key, identity)
         if decision.latency_s:
             time.sleep(decision.latency_s)
         if decision.action in ("status",):
