@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 COUNT_KEYS = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REACTIVATE: "reactivated",
               Action.DEACTIVATE: "deactivated", Action.NOOP: "unchanged", Action.SKIP: "skipped",
               Action.CONFLICT: "conflicts"}
-FLUSH_EVERY = 200
+FLUSH_EVERY = 100
 
 
 class ZammadWriter(Protocol):
@@ -61,6 +61,7 @@ class ApplyResult:
     blocked: str | None = None
     stopped: str | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
+    min_concurrency: int | None = None
 
     @property
     def failed(self) -> int:
@@ -96,6 +97,39 @@ class _Escrow:
                     and self.failures / self.attempts > self.share):
                 self.reason = (f"apply stopped: {self.failures} of {self.attempts} writes failed "
                                f"(limit {self.share:.0%} after {self.minimum})")
+
+
+class _AdaptiveLimit:
+    """AIMD concurrency for writes: halve on a 429, add one after a run of clean writes.
+
+    The transport already waits out every Retry-After; this keeps the next writes from running
+    straight into the same throttle, and speeds up again once the 429s stop.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = self.limit = self.lowest = maximum
+        self._in_flight = self._clean = 0
+        self._cond = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._cond:
+            while self._in_flight >= self.limit:
+                self._cond.wait()
+            self._in_flight += 1
+
+    def release(self, throttled: bool) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            if throttled:
+                self.limit = max(1, self.limit // 2)
+                self.lowest = min(self.lowest, self.limit)
+                self._clean = 0
+            else:
+                self._clean += 1
+                if self._clean >= 2 * self.limit and self.limit < self.maximum:
+                    self.limit += 1
+                    self._clean = 0
+            self._cond.notify_all()
 
 
 class _AuditBuffer:
@@ -149,9 +183,11 @@ def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, opti
         return result
     careful = _close_interrupted(audit, options)
     escrow = _Escrow(options.failure_share, options.failure_min_attempts)
+    limit = _AdaptiveLimit(options.workers)
     for phase in (writes, deactivations):
-        _run_phase(phase, writer, options, escrow, buffer, result, careful)
+        _run_phase(phase, writer, options, escrow, buffer, result, careful, limit)
     result.stopped = escrow.reason
+    result.min_concurrency = limit.lowest
     buffer.flush()
     log.info("apply finished for %s: %s", options.profile, counts)
     return result
@@ -184,25 +220,48 @@ def _log_summary(plan: pd.DataFrame, options: ApplyOptions, blocked: str | None)
         log.warning("apply blocked for %s: %s", options.profile, blocked)
 
 
+class _Journal:
+    """Write-ahead intents, recorded a chunk ahead of the workers that need them (no barrier)."""
+
+    def __init__(self, store: AuditStore, rows: list[dict[str, Any]], options: ApplyOptions, chunk: int) -> None:
+        self.store, self.rows, self.options, self.chunk = store, rows, options, chunk
+        self.recorded = 0
+        self._lock = threading.Lock()
+
+    def ensure(self, index: int) -> None:
+        with self._lock:
+            while self.recorded <= index:
+                batch = self.rows[self.recorded:self.recorded + self.chunk]
+                self.store.record(_audit_row(row, self.options, "started") for row in batch)
+                self.recorded += len(batch)
+
+
 def _run_phase(rows: list[dict[str, Any]], writer: ZammadWriter, options: ApplyOptions, escrow: _Escrow,
-               buffer: _AuditBuffer, result: ApplyResult, careful: frozenset[str]) -> None:
-    """Chunk by chunk: record the intents, then run the chunk with the worker pool."""
+               buffer: _AuditBuffer, result: ApplyResult, careful: frozenset[str], limit: _AdaptiveLimit) -> None:
+    """Run one phase with the worker pool; every write is preceded by its recorded intent."""
     if not rows:
         return
-    chunk_size = max(options.workers * 4, 32)
+    rows = [{**row, "attempt_id": str(uuid.uuid4())} for row in rows]
+    journal = _Journal(buffer.store, rows, options, max(options.workers * 4, 32))
+
+    def work(index: int) -> _Outcome:
+        if escrow.reason is not None:
+            return _Outcome("skipped", reason=escrow.reason)
+        journal.ensure(index)
+        row = rows[index]
+        return _limited(limit, writer, row, row.get("entra_key") in careful)
+
     with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="entrasync-apply") as pool:
-        for start in range(0, len(rows), chunk_size):
-            if escrow.reason is not None:
-                for row in rows[start:start + chunk_size]:  # stopped by the escrow rule: never attempted
-                    buffer.add(_audit_row(row, options, "skipped", reason=escrow.reason))
-                    result.counts["skipped"] += 1
-                continue
-            chunk = [{**row, "attempt_id": str(uuid.uuid4())} for row in rows[start:start + chunk_size]]
-            buffer.store.record(_audit_row(row, options, "started") for row in chunk)
-            futures = {pool.submit(_execute, row, writer, row.get("entra_key") in careful): row for row in chunk}
-            for future in as_completed(futures):
-                _finish(futures[future], future.result(), options, escrow, buffer, result)
-            buffer.flush()
+        futures = {pool.submit(work, i): i for i in range(len(rows))}
+        for done, future in enumerate(as_completed(futures), start=1):
+            row = rows[futures[future]]
+            outcome = future.result()
+            if outcome.outcome == "skipped" and outcome.reason == escrow.reason and futures[future] >= journal.recorded:
+                row = {k: v for k, v in row.items() if k != "attempt_id"}  # never started: no intent exists
+            _finish(row, outcome, options, escrow, buffer, result)
+            if done % FLUSH_EVERY == 0:
+                buffer.flush()
+    buffer.flush()
 
 
 def _finish(row: dict[str, Any], outcome: _Outcome, options: ApplyOptions, escrow: _Escrow,
@@ -222,6 +281,18 @@ def _finish(row: dict[str, Any], outcome: _Outcome, options: ApplyOptions, escro
     if row["action"] == Action.DEACTIVATE.value and outcome.outcome == "done":
         log.warning("deactivated Zammad user #%s (%s)", outcome.zammad_id or row.get("zammad_id"), row.get("email"))
     buffer.add(_audit_row(row, options, outcome.outcome, outcome.reason, outcome.error, outcome.zammad_id))
+
+
+def _limited(limit: _AdaptiveLimit, writer: ZammadWriter, row: dict[str, Any], careful: bool) -> _Outcome:
+    limit.acquire()
+    transport = getattr(writer, "transport", None)
+    throttles = 0
+    try:
+        return _execute(row, writer, careful)
+    finally:
+        if transport is not None:
+            throttles = transport.take_thread_throttles()
+        limit.release(throttled=throttles > 0)
 
 
 def _execute(row: dict[str, Any], writer: ZammadWriter, careful: bool = False) -> _Outcome:

@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import requests
@@ -54,12 +54,13 @@ class RetryAfterTooLong(Exception):
         self.response, self.seconds = response, seconds
 
 
-@dataclass(frozen=True)
+@dataclass
 class HttpResponse:
     status: int
     headers: dict[str, str]
     body: bytes
     elapsed_s: float
+    _parsed: Any = field(default=None, repr=False)
 
     @property
     def content_type(self) -> str:
@@ -67,9 +68,11 @@ class HttpResponse:
 
     def json(self) -> Any:
         """Parse the body; raises ValueError for HTML pages and truncated JSON alike."""
-        if "json" not in self.content_type:
-            raise ValueError(f"expected JSON, got {self.content_type or 'no content type'}")
-        return json.loads(self.body.decode("utf-8"))
+        if self._parsed is None:
+            if "json" not in self.content_type:
+                raise ValueError(f"expected JSON, got {self.content_type or 'no content type'}")
+            self._parsed = json.loads(self.body.decode("utf-8"))
+        return self._parsed
 
     def text_excerpt(self, limit: int = 200) -> str:
         return self.body[:limit].decode("utf-8", "replace").replace("\n", " ").strip()
@@ -115,8 +118,15 @@ class Transport:
         self.session.mount("http://", adapter)
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._local = threading.local()
         self.retries = 0
         self.throttled = 0
+
+    def take_thread_throttles(self) -> int:
+        """429s this thread met since the last call (lets ``apply`` adapt its concurrency)."""
+        count = getattr(self._local, "throttled", 0)
+        self._local.throttled = 0
+        return count
 
     def close(self) -> None:
         self.session.close()
@@ -175,6 +185,7 @@ class Transport:
             if response.status == 429:
                 with self._lock:
                     self.throttled += 1
+                self._local.throttled = getattr(self._local, "throttled", 0) + 1
             if wait is not None and wait > self.http.max_retry_after_s:
                 raise _NoRetry(_Retry(wait, "retry-after too long", response=response))
             raise _Retry(wait, f"HTTP {response.status}", response=response, refused=response.status == 429)

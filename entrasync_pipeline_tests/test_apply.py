@@ -123,3 +123,9 @@ def test_a_missing_attribute_stops_before_any_write(profile: Profile) -> None:
     zammad = sync.read_zammad_users(profile)
     with pytest.raises(sync.MissingZammadAttributes, match="entrasync zammad-setup"):
         sync.require_entra_attributes(zammad)
+
+
+def test_every_chunk_is_applied(ready_profile: Profile, audit: AuditStore) -> None:
+    result = apply_plan(_plan(*[_create_row(i) for i in range(75)]), ready_profile.zammad(), audit,
+                        _options(workers=2))
+    assert result.counts["created"] == 75 and len(_final(audit)) == 75

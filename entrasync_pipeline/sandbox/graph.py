@@ -86,6 +86,7 @@ class GraphApp:
     # --- SandboxApp -----------------------------------------------------------------------------
     def reset(self) -> None:
         self.directory = build_directory(self.seed)
+        self._member_cache: dict[tuple[str, bool, str | None, int], list[str]] = {}
         self.issuer.lifetime_s = DEFAULT_TOKEN_LIFETIME_S
         self.delta_generation = secrets.token_hex(4)
         self.force_delta_reset = False
@@ -328,9 +329,7 @@ class GraphApp:
                              f"The type '{cast}' is not a member type of a group.")
         eventual = self._check_advanced(request)
         kind_filter = CASTS.get(cast) if cast else None
-        ids = [i for i in self.directory.member_ids(group_id, transitive)
-               if self.directory.kind(i) not in HIDDEN_IN_V1_MEMBERS
-               and (kind_filter is None or self.directory.kind(i) == kind_filter)]
+        ids = self._listed_members(group_id, transitive, kind_filter)
         if counting:
             if not eventual:
                 raise GraphError(400, "Request_BadRequest", "$count is not currently supported.")
@@ -339,6 +338,19 @@ class GraphApp:
         select = self._select(request, kind_filter or "directoryObject")
         cost = (5 if transitive else 3) - (1 if select else 0)
         return self._page(request, ids, select, roles, self._context(kind_filter, select), cost, eventual)
+
+    def _listed_members(self, group_id: str, transitive: bool, kind: str | None) -> list[str]:
+        """Member ids as v1.0 lists them, cached per directory version (no scan per page)."""
+        d = self.directory
+        with d.lock:
+            key = (group_id, transitive, kind, d.version)
+            cached = self._member_cache.get(key)
+            if cached is None:
+                cached = [i for i in d.member_ids(group_id, transitive)
+                          if d.kinds.get(i) not in HIDDEN_IN_V1_MEMBERS and (kind is None or d.kinds.get(i) == kind)]
+                self._member_cache = {k: v for k, v in self._member_cache.items() if k[3] == d.version}
+                self._member_cache[key] = cached
+            return cached
 
     def _context(self, kind: str | None, select: list[str] | None) -> str:
         entity = f"{kind}s" if kind else "directoryObjects"

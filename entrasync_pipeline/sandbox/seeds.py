@@ -228,7 +228,7 @@ def bench_zammad_user(user: dict[str, Any]) -> dict[str, Any]:
         "login": user["mail"], "email": user["mail"], "firstname": user["givenName"],
         "lastname": user["surname"], "phone": user["businessPhones"][0] if user["businessPhones"] else "",
         "mobile": user["mobilePhone"] or "", "department": user["department"], "role_ids": [3],
-        "entra_key": user["id"], "entra_object_type": "user",
+        "entra_key": user["id"], "entra_object_type": "user", "entrasync_profile": "bench",
     }
 
 
@@ -249,4 +249,6 @@ ENTRASYNC_ATTRIBUTES_MIGRATED = [
      "data_option": {"type": "text", "maxlength": 64, "default": ""}, "migrated": True},
     {"name": "entra_object_type", "display": "Entra object type", "data_type": "select",
      "data_option": {"options": {"user": "User", "contact": "Contact"}, "default": ""}, "migrated": True},
+    {"name": "entrasync_profile", "display": "entrasync profile", "data_type": "input",
+     "data_option": {"type": "text", "maxlength": 64, "default": ""}, "migrated": True},
 ]
