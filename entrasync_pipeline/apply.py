@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -339,6 +340,8 @@ def _create(row: dict[str, Any], writer: ZammadWriter) -> _Outcome:
         existing = _existing(row, writer)  # look before sending again: never a blind retry
         if existing is not None:
             return _converge(row, existing, writer, "confirmed after an ambiguous failure")
+        # Not there: send once more, but not before the server's Retry-After (a 503 may carry one).
+        time.sleep(getattr(exc, "retry_after_s", None) or 0)
         created = writer.create_user(payload)
     return _verify_created(row, created)
 

@@ -71,7 +71,8 @@ def test_setup_plan_sync_and_audit(cli_env: dict[str, str], sandbox: Sandbox) ->
 
     exported = list(csv.DictReader(io.StringIO(csv_out)))
     assert csv_out.startswith("seq,ts,run_id")
-    assert sorted({r["outcome"] for r in exported}) == ["done", "would"]  # the plan's dry run, then the sync
+    # the plan's dry run ("would"), then the sync: each write's intent ("started") and outcome ("done")
+    assert sorted({r["outcome"] for r in exported}) == ["done", "started", "would"]
     assert len([r for r in exported if r["outcome"] == "done"]) == 54
     table = entrasync("audit", "--user", "anna.schmidt@contoso.example", env=cli_env)
     assert table.returncode == 0 and "anna.schmidt" in table.stdout

@@ -13,7 +13,9 @@ import logging
 from typing import Any, Iterator
 
 from entrasync_pipeline.settings import SecretValue, ZammadSettings
-from entrasync_pipeline.transport import HttpResponse, NoResponse, RetriesExhausted, RetryAfterTooLong, Transport
+from entrasync_pipeline.transport import (
+    HttpResponse, NoResponse, RetriesExhausted, RetryAfterTooLong, Transport, parse_retry_after,
+)
 from entrasync_pipeline.zammad.errors import (
     ZammadAuthError, ZammadNotFoundError, ZammadResponseError, ZammadServerError, ZammadTransportError,
     ZammadValidationError,
@@ -119,7 +121,7 @@ def _zammad_error(method: str, route: str, response: HttpResponse) -> ZammadResp
         message = str(body.get("error_human") or body.get("error") or json.dumps(body)[:200])
     except (ValueError, AttributeError):
         message = f"non-JSON answer ({response.content_type or 'no content type'}): {response.text_excerpt(120)}"
-    args = (response.status, method, route, message)
+    args = (response.status, method, route, message, parse_retry_after(response.headers.get("retry-after")))
     if response.status in (401, 403):
         return ZammadAuthError(*args)
     if response.status == 404:

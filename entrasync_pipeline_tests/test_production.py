@@ -1,0 +1,240 @@
+"""The production shape for real: dagster-webserver and dagster-daemon as separate processes, run,
+event-log and schedule storage in the machine's PostgreSQL, the job launched through GraphQL
+against the sandbox; then the UI in headless Chromium (screenshots under docs/images/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+import sqlalchemy as sa
+import yaml
+
+from entrasync_pipeline_tests.conftest import Sandbox
+from entrasync_pipeline_tests.factories import write_config
+from entrasync_pipeline_tests.test_audit import PG_ADMIN_URL, _postgres_available
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LOCATION = "entrasync"
+SCREENSHOTS = REPO / "docs" / "images"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _require(condition: bool, why: str) -> None:
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why} (.ci/run provides it)")
+        pytest.skip(why)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    _require(_postgres_available(), f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    name = f"entrasync_dagster_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"  # psycopg2: SQLAlchemy 2.1 defaults to psycopg 3
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+class Deployment:
+    """dagster-webserver + dagster-daemon, each in its own process group."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.port = _free_port()
+        self.env = env
+        self.logs = {n: open(home / f"{n}.log", "wb") for n in ("webserver", "daemon")}  # noqa: SIM115
+        bin_dir = Path(sys.executable).parent
+        self.procs = [
+            subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
+                              "-w", "workspace.yaml"], cwd=REPO, env=env, stdout=self.logs["webserver"],
+                             stderr=subprocess.STDOUT, start_new_session=True),
+            subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
+                             stdout=self.logs["daemon"], stderr=subprocess.STDOUT, start_new_session=True),
+        ]
+        self.home = home
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"{self.url}/server_info", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                raise RuntimeError((home / "webserver.log").read_text()[-3000:])
+            time.sleep(0.5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body
+        return body["data"]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for log in self.logs.values():
+            log.close()
+
+
+REPO_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__"}
+
+
+@pytest.fixture
+def deployment(sandbox: Sandbox, environ: dict[str, str], tmp_path: Path, pg_url: str) -> Iterator[Deployment]:
+    home = Path(environ["DAGSTER_HOME"])
+    instance = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    instance["storage"] = {"postgres": {"postgres_url": pg_url}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
+    config = write_config(tmp_path / "entrasync.yaml", sandbox.info,
+                          audit={"url": pg_url})
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **environ,
+           "ENTRASYNC_CONFIG": str(config)}
+    setup = subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", "zammad-setup"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert setup.returncode == 0, setup.stderr
+    running = Deployment(home, env)
+    yield running
+    running.stop()
+
+
+def _wait_for_run(deployment: Deployment, run_id: str, timeout: float = 240) -> str:
+    query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = deployment.graphql(query, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return status
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} did not finish: {(deployment.home / 'daemon.log').read_text()[-2000:]}")
+
+
+def test_webserver_and_daemon_on_postgres_run_the_sync(deployment: Deployment, sandbox: Sandbox, tmp_path: Path) -> None:
+    from dagster_graphql import DagsterGraphQLClient
+
+    client = DagsterGraphQLClient("127.0.0.1", port_number=deployment.port)
+    run_id = client.submit_job_execution("entrasync_sync_job", repository_location_name=LOCATION,
+                                         tags={"dagster/partition": "sandbox"})
+    assert _wait_for_run(deployment, run_id) == "SUCCESS"
+
+    events = deployment.graphql("""query($id: ID!) { runOrError(runId: $id) { ... on Run {
+        assetMaterializations { assetKey { path } metadataEntries { label ... on IntMetadataEntry { intValue } } }
+        assetCheckEvaluations: stepStats { stepKey status } } } }""", {"id": run_id})["runOrError"]
+    materialized = {m["assetKey"]["path"][0]: m for m in events["assetMaterializations"]}
+    assert set(materialized) == {"entra_group_members", "universal_users", "zammad_users", "sync_plan", "zammad_sync"}
+    counts = {e["label"]: e.get("intValue") for e in materialized["zammad_sync"]["metadataEntries"]}
+    assert counts["created"] == 54 and counts["updated"] == 1 and counts["failed"] == 0
+    assert {s["status"] for s in events["assetCheckEvaluations"]} == {"SUCCESS"}
+
+    checks = deployment.graphql("""query { assetNodes(assetKeys: [{path: ["sync_plan"]}, {path: ["universal_users"]}]) {
+        assetKey { path } assetChecksOrError { ... on AssetChecks { checks { name blocking
+        executionForLatestMaterialization { evaluation { success } } } } } } }""")["assetNodes"]
+    evaluated = {c["name"]: (c["blocking"], c["executionForLatestMaterialization"]["evaluation"]["success"])
+                 for node in checks for c in node["assetChecksOrError"]["checks"]}
+    assert evaluated == {"sync_plan_schema": (True, True), "sync_plan_safety": (True, True),
+                         "universal_users_schema": (True, True)}
+
+    from entrasync_pipeline.audit import AuditFilter, AuditStore
+    from entrasync_pipeline.settings import load_settings
+
+    audit = AuditStore(load_settings(deployment.env["ENTRASYNC_CONFIG"]).audit_url(None))
+    rows = audit.query(AuditFilter(run_id=run_id))
+    audit.close()
+    assert len([r for r in rows if r["outcome"] == "done"]) == 55 and audit.engine.dialect.name == "postgresql"
+
+    automation = deployment.graphql("""query($r: RepositorySelector!) {
+        schedulesOrError(repositorySelector: $r) { ... on Schedules { results { name cronSchedule } } }
+        sensorsOrError(repositorySelector: $r) { ... on Sensors { results { name sensorState { status } } } } }""",
+                                    {"r": REPO_SELECTOR})
+    assert [s["name"] for s in automation["schedulesOrError"]["results"]] == ["entrasync_daily_sync"]
+    sensors = {s["name"]: s["sensorState"]["status"] for s in automation["sensorsOrError"]["results"]}
+    assert sensors["entrasync_membership_delta"] == "STOPPED"
+    started = deployment.graphql("""mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+        ... on Sensor { sensorState { status } } } }""",
+                                 {"s": {**REPO_SELECTOR, "sensorName": "entrasync_membership_delta"}})
+    assert started["startSensor"]["sensorState"]["status"] == "RUNNING"
+
+    _browse(deployment, run_id, tmp_path)
+
+
+def _dismiss_welcome(page: Any) -> None:
+    """A fresh instance greets the first visitor with a community dialog; skip it."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(timeout=5_000)
+        skip.click()
+    except Exception:  # no dialog this time
+        pass
+
+
+def _browse(deployment: Deployment, run_id: str, tmp_path: Path) -> None:
+    """The UI in a real browser: lineage with the five assets and their checks, the run, the counts."""
+    _require(CHROMIUM is not None, "Debian's chromium is not installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require(False, "playwright (Python) is not installed")
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{deployment.url}/asset-groups/entrasync", wait_until="networkidle")
+        _dismiss_welcome(page)
+        for name in ("entra_group_members", "universal_users", "zammad_users", "sync_plan", "zammad_sync"):
+            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "lineage.png"))
+        page.goto(f"{deployment.url}/runs/{run_id}", wait_until="networkidle")
+        page.get_by_text("Success", exact=False).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "run.png"))
+        page.goto(f"{deployment.url}/assets/zammad_sync", wait_until="networkidle")
+        page.get_by_text("created", exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "zammad_sync.png"))
+        page.goto(f"{deployment.url}/assets/sync_plan?view=checks", wait_until="networkidle")
+        page.get_by_text("sync_plan_safety", exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "checks.png"))
+        browser.close()
+    for shot in shots.iterdir():
+        assert shot.stat().st_size > 10_000
+    if os.environ.get("ENTRASYNC_UPDATE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for shot in shots.iterdir():
+            shutil.copy(shot, SCREENSHOTS / shot.name)
