@@ -158,7 +158,7 @@ def _audit_row(plan_row: dict[str, Any], options: ApplyOptions, outcome: str, re
 
 
 def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, options: ApplyOptions,
-               blocked: str | None = None) -> ApplyResult:
+               blocked: str | None = None, progress: Callable[[int, int], None] | None = None) -> ApplyResult:
     """Write the plan (or record what would be written); returns the counts."""
     rows = plan.to_dict("records")
     counts = empty_counts()
@@ -185,8 +185,15 @@ def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, opti
     careful = _close_interrupted(audit, options)
     escrow = _Escrow(options.failure_share, options.failure_min_attempts)
     limit = _AdaptiveLimit(options.workers)
+    total, finished = len(writes) + len(deactivations), [0]
+
+    def tick() -> None:
+        finished[0] += 1
+        if progress is not None:
+            progress(finished[0], total)
+
     for phase in (writes, deactivations):
-        _run_phase(phase, writer, options, escrow, buffer, result, careful, limit)
+        _run_phase(phase, writer, options, escrow, buffer, result, careful, limit, tick)
     result.stopped = escrow.reason
     result.min_concurrency = limit.lowest
     buffer.flush()
@@ -238,7 +245,8 @@ class _Journal:
 
 
 def _run_phase(rows: list[dict[str, Any]], writer: ZammadWriter, options: ApplyOptions, escrow: _Escrow,
-               buffer: _AuditBuffer, result: ApplyResult, careful: frozenset[str], limit: _AdaptiveLimit) -> None:
+               buffer: _AuditBuffer, result: ApplyResult, careful: frozenset[str], limit: _AdaptiveLimit,
+               tick: Callable[[], None]) -> None:
     """Run one phase with the worker pool; every write is preceded by its recorded intent."""
     if not rows:
         return
@@ -260,6 +268,7 @@ def _run_phase(rows: list[dict[str, Any]], writer: ZammadWriter, options: ApplyO
             if outcome.outcome == "skipped" and outcome.reason == escrow.reason and futures[future] >= journal.recorded:
                 row = {k: v for k, v in row.items() if k != "attempt_id"}  # never started: no intent exists
             _finish(row, outcome, options, escrow, buffer, result)
+            tick()
             if done % FLUSH_EVERY == 0:
                 buffer.flush()
     buffer.flush()

@@ -72,7 +72,9 @@ def _run(config: Optional[Path], profile: Optional[str], as_json: bool, dry_run:
     for name in _profiles(settings, profile):
         runtime = Profile(name, settings)
         try:
-            outcome = run_profile(runtime, dry_run=dry_run or settings.dry_run, approve_deactivations=approve)
+            with report.progress(name, enabled=not as_json) as on_progress:
+                outcome = run_profile(runtime, dry_run=dry_run or settings.dry_run, approve_deactivations=approve,
+                                      progress=on_progress)
         except Exception as exc:
             summary = report.failure_summary(name, exc)
             exit_code = max(exit_code, 1)

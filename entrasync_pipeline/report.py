@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.markup import escape
 from rich.table import Table
 
@@ -19,6 +21,23 @@ from entrasync_pipeline.plan import Action
 COUNT_COLUMNS = ("created", "updated", "reactivated", "deactivated", "unchanged", "skipped", "conflicts", "failed")
 # Pipes and logs get wide lines instead of folded cells; a terminal keeps its own width.
 _console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+
+
+@contextmanager
+def progress(profile: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar for long applies, only on a terminal: never in --json output or piped logs."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    console = Console(stderr=True)
+    with Progress(TextColumn(f"[bold]{escape(profile)}[/bold] writing"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("apply", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def failure_summary(profile: str, exc: BaseException) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,11 +187,11 @@ def record_approval(audit: AuditStore, run_id: str, profile: str, verdict: Safet
 
 
 def apply(profile: Profile, plan: pd.DataFrame, run_id: str, dry_run: bool, audit: AuditStore,
-          blocked: str | None = None) -> ApplyResult:
+          blocked: str | None = None, progress: Callable[[int, int], None] | None = None) -> ApplyResult:
     safety = profile.config.safety
     options = ApplyOptions(run_id=run_id, profile=profile.name, dry_run=dry_run, workers=profile.settings.workers,
                            failure_share=safety.failure_share, failure_min_attempts=safety.failure_min_attempts)
-    return apply_plan(plan, profile.zammad(), audit, options, blocked=blocked)
+    return apply_plan(plan, profile.zammad(), audit, options, blocked=blocked, progress=progress)
 
 
 def notify(profile: Profile, plan: pd.DataFrame, result: ApplyResult | None, run_url: str | None,
@@ -233,7 +233,7 @@ class RunOutcome:
 
 
 def run_profile(profile: Profile, dry_run: bool, approve_deactivations: int = 0, run_id: str | None = None,
-                run_url: str | None = None) -> RunOutcome:
+                run_url: str | None = None, progress: Callable[[int, int], None] | None = None) -> RunOutcome:
     run_id = run_id or f"cli-{uuid.uuid4()}"
     audit = profile.audit()
     plan = pd.DataFrame()
@@ -246,7 +246,7 @@ def run_profile(profile: Profile, dry_run: bool, approve_deactivations: int = 0,
         plan = sync_plan(profile, users, zammad, zammad_roles(profile))
         verdict = judge(profile, plan, members, zammad, approve_deactivations)
         record_approval(audit, run_id, profile.name, verdict, dry_run)
-        result = apply(profile, plan, run_id, dry_run, audit, verdict.summary if verdict.blocked else None)
+        result = apply(profile, plan, run_id, dry_run, audit, verdict.summary if verdict.blocked else None, progress)
         notify(profile, plan, result, run_url)
         return RunOutcome(profile.name, run_id, plan, verdict, result, skipped_member_types(members))
     except Exception as exc:

@@ -127,3 +127,28 @@ def test_the_config_reference_is_current() -> None:
     generated = entrasync("config-reference").stdout
     assert (REPO / "docs" / "configuration.md").read_text() == generated, \
         "docs/configuration.md is stale: run 'entrasync config-reference > docs/configuration.md'"
+
+
+def test_progress_shows_on_a_terminal_only(cli_env: dict[str, str]) -> None:
+    import pty
+
+    assert entrasync("zammad-setup", env=cli_env).returncode == 0
+    primary, secondary = pty.openpty()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **cli_env,
+           "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", "sync"], stdout=subprocess.PIPE,
+                          stderr=secondary, env=env, timeout=180, cwd=REPO)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(primary)
+    assert proc.returncode == 0
+    assert b"writing" in b"".join(chunks)  # the bar went to the terminal
+    assert b"writing" not in proc.stdout  # and never into piped output
