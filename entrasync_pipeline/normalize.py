@@ -29,6 +29,9 @@ _EMAIL = re.compile(r"^[^\s@<>(),;:\"\[\]\\]+@[A-Za-z0-9\u00a1-\uffff](?:[A-Za-z
 _URL_SCHEME = re.compile(r"^(?:https?|ftp)://", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 
+LIMITED_REASON = "Graph returned no properties for this user (is User.Read.All granted?)"
+NO_EMAIL_REASON = "no usable email (mail, otherMails, non-guest userPrincipalName)"
+NO_IDENTIFIER_REASON = "no name, phone or email: Zammad needs one identifier"
 UNIVERSAL_COLUMNS = ("entra_key", "entra_object_type", "upn", "display_name", *CORE_FIELDS,
                      "active", "roles", "source_groups", "skip_reason")
 
@@ -167,14 +170,14 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
                            "upn": record.get("userPrincipalName"), "display_name": record.get("displayName"),
                            "active": record.get("accountEnabled") is not False, "skip_reason": None}
     if _is_limited(record):
-        out["skip_reason"] = "Graph returned no properties for this user (is User.Read.All granted?)"
+        out["skip_reason"] = LIMITED_REASON
     email_rule = options.mapping.get("email", Rule(("mail", "otherMails", "userPrincipalName")))
     email = zammad_email(map_field(record, email_rule, reject=_is_guest_upn))
     if email and not valid_email(email):
         out["skip_reason"] = out["skip_reason"] or f"invalid email {email[:80]!r}"
         email = ""
     elif not email and not options.sync_users_without_email:
-        out["skip_reason"] = out["skip_reason"] or "no usable email (mail, otherMails, non-guest userPrincipalName)"
+        out["skip_reason"] = out["skip_reason"] or NO_EMAIL_REASON
     out["email"] = email
     for field, rule in options.mapping.items():
         if field not in ("email", "firstname", "lastname"):
@@ -185,7 +188,7 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
         first = _SPACES.sub(" ", str(record.get("displayName") or "")).strip() or None
     out["firstname"], out["lastname"] = zammad_names(first, last, email)
     if not any(out.get(f) for f in ("firstname", "lastname", "phone", "mobile", "email")):
-        out["skip_reason"] = out["skip_reason"] or "no name, phone or email: Zammad needs one identifier"
+        out["skip_reason"] = out["skip_reason"] or NO_IDENTIFIER_REASON
     return out
 
 
@@ -196,28 +199,144 @@ def _is_limited(record: Mapping[str, Any]) -> bool:
 
 
 def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.DataFrame:
-    """The raw member snapshot → one row per Entra user in scope (first occurrence wins; groups merged)."""
+    """The raw member snapshot → one row per Entra user in scope (first occurrence wins; groups merged).
+
+    Column-wise, so 100,000 members take a fraction of a second; the result equals applying
+    ``normalize_user`` to each first occurrence (a property test holds the two together).
+    """
     fields = list(dict.fromkeys([*CORE_FIELDS, *options.mapping]))
     columns = list(dict.fromkeys([*UNIVERSAL_COLUMNS[:4], *fields, *UNIVERSAL_COLUMNS[-4:]]))
     if members.empty:
         return pd.DataFrame(columns=columns)
     users = members[members["@odata.type"] == USER_TYPE]
-    groups_of: dict[str, list[str]] = {}
-    first_record: dict[str, dict[str, Any]] = {}
-    for record in users.to_dict("records"):
-        key = str(record["id"])
-        groups_of.setdefault(key, [])
-        if record["group_id"] not in groups_of[key]:
-            groups_of[key].append(record["group_id"])
-        first_record.setdefault(key, record)
-    rows = []
-    for key, record in first_record.items():
-        row = normalize_user(record, options)
-        groups = tuple(sorted(groups_of[key]))
-        row["source_groups"] = groups
-        row["roles"] = tuple(sorted({r for g in groups for r in options.group_roles.get(g, ())}))
-        rows.append(row)
-    return pd.DataFrame(rows).reindex(columns=columns)
+    ids = [str(v) for v in users["id"].tolist()]
+    group_ids = users["group_id"].tolist()
+    if len(set(ids)) == len(ids):
+        first, groups = users, [(g,) for g in group_ids]
+    else:
+        groups_of: dict[str, set[str]] = {}
+        for key, group in zip(ids, group_ids):
+            groups_of.setdefault(key, set()).add(group)
+        keep = ~pd.Series(ids, index=users.index).duplicated()
+        first = users[keep.to_numpy()]
+        groups = [tuple(sorted(groups_of[k])) for k in pd.Series(ids)[keep.to_numpy()].tolist()]
+    out = _normalize_frame(first.reset_index(drop=True), options)
+    out["source_groups"] = groups
+    if any(options.group_roles.values()):
+        out["roles"] = [tuple(sorted({r for g in gs for r in options.group_roles.get(g, ())})) for gs in groups]
+    else:
+        out["roles"] = [()] * len(groups)
+    return pd.DataFrame(out).reindex(columns=columns)
+
+
+def _values(frame: pd.DataFrame, column: str) -> list[Any]:
+    """A column as plain values: NaN → None, other scalars → str, strings and lists as they are."""
+    if column not in frame.columns:
+        return [None] * len(frame)
+    return [v if (c := v.__class__) is str or c is list else
+            (None if v is None or (c is float and v != v) else str(v)) for v in frame[column].tolist()]
+
+
+def _first_text(items: list[Any]) -> str | None:
+    return next((v for v in items if isinstance(v, str) and v.strip()), None)
+
+
+def _transform_values(values: list[Any], transforms: Iterable[str]) -> list[str | None]:
+    """``_transform`` for a whole column, one comprehension per transform."""
+    for name in transforms:
+        if name == "first":
+            values = [_first_text(v) if v.__class__ is list else v for v in values]
+        elif name == "join":
+            values = [", ".join(str(x).strip() for x in v if str(x).strip()) if v.__class__ is list else v
+                      for v in values]
+        elif name == "strip":
+            values = [v.strip() if v.__class__ is str else v for v in values]
+        elif name == "lower":
+            values = [v.lower() if v.__class__ is str else v for v in values]
+        elif name == "upper":
+            values = [v.upper() if v.__class__ is str else v for v in values]
+        elif name == "collapse_spaces":
+            values = [_SPACES.sub(" ", v) if v.__class__ is str else v for v in values]
+    return [next((str(x) for x in v if str(x).strip()), None) if v.__class__ is list else v for v in values]
+
+
+def _map_column(frame: pd.DataFrame, rule: Rule, reject: Any = None) -> list[str | None]:
+    """``map_field`` for a whole column: first non-empty source after transforms, else the default."""
+    if rule.constant is not None:
+        return [rule.constant] * len(frame)
+    result: list[str | None] = [None] * len(frame)
+    for source in rule.source:
+        candidates = _transform_values(_values(frame, source), rule.transforms)
+        if reject is None:
+            result = [r if r else (c or None) for r, c in zip(result, candidates)]
+        else:
+            result = [r if r else (c if c and not reject(c) else None) for r, c in zip(result, candidates)]
+    return [r if r else rule.default for r in result]
+
+
+def _limited_mask(frame: pd.DataFrame) -> list[bool]:
+    props = [c for c in frame.columns if c not in ("id", "@odata.type", "group_id", "group_name")]
+    if not props:
+        return [False] * len(frame)
+    if "userPrincipalName" in props:  # every readable user has a UPN: only rows without one can be limited
+        limited = [v is None or (v.__class__ is float and v != v) for v in frame["userPrincipalName"].tolist()]
+        if not any(limited):
+            return limited
+    else:
+        limited = [True] * len(frame)
+    for column in props:
+        values = frame[column].tolist()
+        limited = [lim and (v is None or (v.__class__ is float and v != v) or (v.__class__ is list and not v))
+                   for lim, v in zip(limited, values)]
+    return limited
+
+
+def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str, list[Any]]:
+    n = len(frame)
+    ids = frame["id"].tolist()
+    out: dict[str, list[Any]] = {
+        "entra_key": [str(v or "") for v in ids], "entra_object_type": ["user"] * n,
+        "upn": frame["userPrincipalName"].tolist() if "userPrincipalName" in frame.columns else [None] * n,
+        "display_name": frame["displayName"].tolist() if "displayName" in frame.columns else [None] * n,
+        "active": [v is not False for v in (frame["accountEnabled"].tolist() if "accountEnabled" in frame.columns
+                                            else [None] * n)],
+    }
+    reasons: list[str | None] = [LIMITED_REASON if lim else None for lim in _limited_mask(frame)]
+    email_rule = options.mapping.get("email", Rule(("mail", "otherMails", "userPrincipalName")))
+    emails = [zammad_email(e) for e in _map_column(frame, email_rule, reject=_is_guest_upn)]
+    for i, email in enumerate(emails):
+        if email and not valid_email(email):
+            reasons[i] = reasons[i] or f"invalid email {email[:80]!r}"
+            emails[i] = ""
+        elif not email and not options.sync_users_without_email:
+            reasons[i] = reasons[i] or NO_EMAIL_REASON
+    out["email"] = emails
+    for field, rule in options.mapping.items():
+        if field not in ("email", "firstname", "lastname"):
+            limit = FIELD_LIMITS.get(field)
+            values = _map_column(frame, rule)
+            out[field] = [v[:limit] if limit and v is not None else v for v in values]
+    firsts = _map_column(frame, options.mapping["firstname"]) if "firstname" in options.mapping else [None] * n
+    lasts = _map_column(frame, options.mapping["lastname"]) if "lastname" in options.mapping else [None] * n
+    displays = _values(frame, "displayName")
+    names = []
+    for first, last, display, email in zip(firsts, lasts, displays, emails):
+        if not first and not last:
+            first = _SPACES.sub(" ", display or "").strip() or None
+        if first and last and "://" not in first and "://" not in last:
+            first, last = first.strip(), last.strip()
+            if first and last:
+                names.append((first[:FIELD_LIMITS["firstname"]], last[:FIELD_LIMITS["lastname"]]))
+                continue
+        names.append(zammad_names(first, last, email))
+    out["firstname"] = [f for f, _ in names]
+    out["lastname"] = [last for _, last in names]
+    phones, mobiles = out.get("phone", [None] * n), out.get("mobile", [None] * n)
+    for i, (first, last) in enumerate(names):
+        if not (first or last or phones[i] or mobiles[i] or emails[i]):
+            reasons[i] = reasons[i] or NO_IDENTIFIER_REASON
+    out["skip_reason"] = reasons
+    return out
 
 
 def skipped_member_types(members: pd.DataFrame) -> dict[str, int]:

@@ -192,16 +192,49 @@ def _email_collision(row: dict[str, Any], index: _Index) -> str | None:
 
 
 def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptions) -> pd.DataFrame:
-    """One row per decision, in PLAN_COLUMNS; the same inputs always give the same plan."""
-    zammad_users = [z for z in zammad.to_dict("records") if int(z["id"]) != SYSTEM_USER_ID]
-    index = _index(zammad_users)
-    users = universal.to_dict("records")
-    emails = Counter(u["email"] for u in users if not u.get("skip_reason") and u.get("email"))
-    seen: set[int] = set()
+    """One row per decision, in PLAN_COLUMNS; the same inputs always give the same plan.
+
+    Users already in the desired state are recognised column-wise first (the common case, so a
+    100,000-user no-change run stays well under a second); every other user goes through the
+    per-user rules below, which decide exactly as they would for all (a property test holds it).
+    """
+    zammad = zammad[zammad["id"].astype(int) != SYSTEM_USER_ID] if not zammad.empty else zammad
+    universal = universal.assign(_pos=range(len(universal)))  # plan rows keep the users' order
+    unchanged, unchanged_ids = _unchanged(universal, zammad, options)
+    done = set(unchanged["_pos"])
+    rest = universal.iloc[[i for i in range(len(universal)) if i not in done]] if done else universal
+    users = rest.to_dict("records")
+    keys = {u["entra_key"] for u in users}
+    emails = {u["email"] for u in users if u.get("email")}
+    z_keys = _text_column(zammad, "entra_key")
+    if users and len(zammad):
+        z_emails = _text_column(zammad, "email").str.strip().str.lower()
+        relevant = zammad[(z_keys.isin(keys) | z_emails.isin(emails)).to_numpy()]
+    else:
+        relevant = zammad.iloc[0:0]
+    index = _index(relevant.to_dict("records"))
+    synced = universal.loc[universal["skip_reason"].isna() & (universal["email"].fillna("") != ""), "email"]
+    email_counts = Counter(synced.value_counts().to_dict()) if len(rest) else Counter()
+    seen: set[int] = set(unchanged_ids)
+    rows = _decide_all(users, index, email_counts, seen, options)
+    candidates = zammad[((z_keys != "") & (_text_column(zammad, "entrasync_profile") == options.profile)
+                         & zammad["active"].astype(bool) & ~zammad["id"].astype(int).isin(seen)).to_numpy()] \
+        if len(zammad) else zammad
+    leavers = _leavers(candidates.to_dict("records"), seen, options)
+    decided = pd.DataFrame(rows + leavers, columns=["_pos", *PLAN_COLUMNS])
+    plan = pd.concat([unchanged, decided], ignore_index=True) if len(decided) else unchanged
+    if len(decided):
+        plan = plan.sort_values("_pos", kind="stable")
+    return plan.drop(columns="_pos").reset_index(drop=True).astype({"zammad_id": "Int64"})
+
+
+def _decide_all(users: list[dict[str, Any]], index: _Index, emails: Counter[str], seen: set[int],
+                options: PlanOptions) -> list[dict[str, Any]]:
     rows = []
     for user in users:
+        position = user.get("_pos", 0)
         if user.get("skip_reason"):
-            rows.append(_row(Action.SKIP, user, None, user["skip_reason"]))
+            rows.append({"_pos": position, **_row(Action.SKIP, user, None, user["skip_reason"])})
             continue
         zammad_user, conflict = _match(user, index, options)
         if zammad_user is not None:
@@ -213,13 +246,89 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
         if conflict:
             # A Zammad user we could not place stays as it is: deactivating it could lock the person out.
             seen.update(int(z["id"]) for z in index.by_email.get(user["email"], []) if user["email"])
-            rows.append(_row(Action.CONFLICT, user, zammad_user, conflict))
+            rows.append({"_pos": position, **_row(Action.CONFLICT, user, zammad_user, conflict)})
             continue
         row = _decide(user, zammad_user, options)
         collision = _email_collision(row, index)
-        rows.append(_row(Action.CONFLICT, user, zammad_user, collision) if collision else row)
-    rows += _leavers(zammad_users, seen, options)
-    return pd.DataFrame(rows, columns=list(PLAN_COLUMNS)).astype({"zammad_id": "Int64"})
+        decided = _row(Action.CONFLICT, user, zammad_user, collision) if collision else row
+        rows.append({"_pos": position, **decided})
+    return rows
+
+
+def _text_column(frame: pd.DataFrame, column: str) -> pd.Series:
+    if column not in frame.columns:
+        return pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    values = frame[column]
+    return values.where(values.notna(), "").astype(str)
+
+
+def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptions) -> tuple[pd.DataFrame, set[int]]:
+    """Users whose single keyed Zammad user already holds every desired value: noop, in one pass.
+
+    Anything unusual (a skip, a duplicate key or email, protection, another owner, an inactive
+    side, managed roles, any differing field) is left to the per-user rules.
+    """
+    empty = pd.DataFrame(columns=["_pos", *PLAN_COLUMNS])
+    if universal.empty or zammad.empty:
+        return empty, set()
+    u = {c: universal[c].tolist() for c in ("_pos", "entra_key", "email", "upn", "active", "roles", "skip_reason")}
+    u_fields = [universal[f].tolist() if f in universal.columns else [None] * len(universal) for f in options.fields]
+    z = {c: (zammad[c].tolist() if c in zammad.columns else [None] * len(zammad))
+         for c in ("id", "login", "email", "active", "role_ids", "entra_key", "entra_object_type", "entrasync_profile")}
+    z_fields = [z["email"] if f == "email" else (zammad[f].tolist() if f in zammad.columns else [None] * len(zammad))
+                for f in options.fields]
+    where: dict[str, int] = {}
+    duplicated: set[str] = set()
+    for j, key in enumerate(z["entra_key"]):
+        key = key if key.__class__ is str else _text(key)
+        if key:
+            if key in where:
+                duplicated.add(key)
+            where[key] = j
+    emails = Counter(e for e, r in zip(u["email"], u["skip_reason"]) if e and (r is None or r != r))
+    email_at = options.fields.index("email") if "email" in options.fields else -1
+    listed = bool(options.protected_ids or options.protected_logins or options.protected_emails)
+    admins, profile, manage_roles = options.admin_role_ids, options.profile, options.role_ids is not None
+    z_active, z_owner, z_type, z_roles = z["active"], z["entrasync_profile"], z["entra_object_type"], z["role_ids"]
+    kept: list[tuple[int, int]] = []
+    for i, key in enumerate(u["entra_key"]):
+        j = where.get(key)
+        reason = u["skip_reason"][i]
+        if (j is None or key in duplicated or not (reason is None or reason != reason) or not u["active"][i]
+                or emails[u["email"][i]] != 1 or (manage_roles and u["roles"][i])):
+            continue
+        if not z_active[j] or z_owner[j] != profile or z_type[j] != "user":
+            continue
+        roles = z_roles[j]
+        if (options.protect_admins and roles.__class__ in (tuple, list) and any(r in admins for r in roles)) \
+                or (listed and _protected_at(z, j, options)):
+            continue
+        for at, (desired, current) in enumerate(zip(u_fields, z_fields)):
+            want, have = desired[i], current[j]
+            want = want if want.__class__ is str else _text(want)
+            have = have if have.__class__ is str else _text(have)
+            if at == email_at:
+                have = have.strip().lower()
+            if want != have:
+                break
+        else:
+            kept.append((i, j))
+    rows = pd.DataFrame({
+        "_pos": [u["_pos"][i] for i, _ in kept], "action": Action.NOOP.value,
+        "entra_key": [u["entra_key"][i] for i, _ in kept], "zammad_id": [int(z["id"][j]) for _, j in kept],
+        "email": [u["email"][i] for i, _ in kept], "upn": [u["upn"][i] for i, _ in kept],
+        "changes": [{} for _ in kept], "payload": [{} for _ in kept], "reason": None,
+    })
+    return rows, {int(z["id"][j]) for _, j in kept}
+
+
+def _protected_at(z: dict[str, list[Any]], j: int, options: PlanOptions) -> bool:
+    if int(z["id"][j]) in options.protected_ids or _text(z["login"][j]).lower() in options.protected_logins:
+        return True
+    if zammad_email(z["email"][j] if z["email"][j].__class__ is str else None) in options.protected_emails:
+        return True
+    roles = z["role_ids"][j]
+    return options.protect_admins and not is_missing(roles) and bool(set(roles or ()) & options.admin_role_ids)
 
 
 def _leavers(zammad_users: list[dict[str, Any]], seen: set[int], options: PlanOptions) -> list[dict[str, Any]]:

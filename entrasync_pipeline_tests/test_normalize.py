@@ -140,3 +140,22 @@ def test_zammad_names_are_a_fixed_point(first: str | None, last: str | None, ema
     """Sending what we computed must give back the same names: the second run writes nothing."""
     stored = zammad_names(first, last, email)
     assert zammad_names(*stored, email) == stored
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_graph_users, min_size=1, max_size=60))
+def test_the_column_wise_normalizer_equals_the_per_user_rules(users: list) -> None:
+    """normalize_members (fast, column-wise) must decide exactly like normalize_user (the reference)."""
+    from entrasync_pipeline.normalize import normalize_members
+
+    frame = members_frame(*users)
+    fast = normalize_members(frame, normalize_options())
+    seen: set[str] = set()
+    expected = []
+    for record in frame.to_dict("records"):
+        if record["id"] not in seen:
+            seen.add(record["id"])
+            expected.append(normalize_user(record, normalize_options()))
+    for row, reference in zip(fast.to_dict("records"), expected):
+        assert {k: row[k] for k in reference} == reference
+    assert len(fast) == len(expected)
