@@ -35,6 +35,7 @@ class Action(StrEnum):
     CONFLICT = "conflict"
 
 
+_NOTHING: dict[str, Any] = {}  # shared by every noop row; never mutated
 WRITE_ACTIONS = (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.DEACTIVATE)
 
 
@@ -317,7 +318,7 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
         "_pos": [u["_pos"][i] for i, _ in kept], "action": Action.NOOP.value,
         "entra_key": [u["entra_key"][i] for i, _ in kept], "zammad_id": [int(z["id"][j]) for _, j in kept],
         "email": [u["email"][i] for i, _ in kept], "upn": [u["upn"][i] for i, _ in kept],
-        "changes": [{} for _ in kept], "payload": [{} for _ in kept], "reason": None,
+        "changes": [_NOTHING] * len(kept), "payload": [_NOTHING] * len(kept), "reason": None,
     })
     return rows, {int(z["id"][j]) for _, j in kept}
 

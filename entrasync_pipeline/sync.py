@@ -89,17 +89,21 @@ def read_entra_members(profile: Profile) -> pd.DataFrame:
     """Every member of every configured group, one row per (group, member)."""
     config = profile.config
     select = config.graph_select()
-    rows: list[dict[str, Any]] = []
+    columns = ["group_id", "group_name", "id", "@odata.type", *[c for c in select if c != "id"]]
+    values: dict[str, list[Any]] = {c: [] for c in columns}
     graph = profile.graph()
     for group in config.groups:
         count = 0
         for item in graph.group_members(group.id, select, transitive=config.membership == "transitive"):
-            rows.append({"group_id": group.id, "group_name": group.name or group.id, **item})
+            item = {"group_id": group.id, "group_name": group.name or group.id, **item}
+            for column, bucket in values.items():
+                bucket.append(item.get(column))
             count += 1
         log.info("group %s (%s): %d members read", group.name or group.id, group.id, count)
-    columns = ["group_id", "group_name", "id", "@odata.type", *[c for c in select if c != "id"]]
-    frame = pd.DataFrame(rows, columns=columns).astype({"group_id": str, "id": str, "@odata.type": str})
-    return frame.drop_duplicates(subset=["group_id", "id"]).reset_index(drop=True)
+    frame = pd.DataFrame(values, columns=columns).astype({"group_id": str, "id": str, "@odata.type": str})
+    if frame.duplicated(subset=["group_id", "id"]).any():  # Graph may repeat an item across pages
+        frame = frame.drop_duplicates(subset=["group_id", "id"]).reset_index(drop=True)
+    return frame
 
 
 def members_per_group(members: pd.DataFrame, profile: ProfileSettings) -> dict[str, int]:
@@ -123,14 +127,18 @@ def universal_users(members: pd.DataFrame, config: ProfileSettings) -> pd.DataFr
 
 # --- step 3: Zammad -------------------------------------------------------------------------------
 def read_zammad_users(profile: Profile) -> pd.DataFrame:
+    """Every Zammad user, collected column by column (a 100,000-user helpdesk stays small in memory)."""
     extra = [f for f in profile.config.mapping if f not in CORE_FIELDS]
     columns = list(dict.fromkeys([*ZAMMAD_COLUMNS, *extra]))
-    records, has_attributes = [], False
+    values: dict[str, list[Any]] = {c: [] for c in columns}
+    has_attributes = False
     for user in profile.zammad().iter_users():
-        has_attributes = has_attributes or all(a in user for a in REQUIRED_ATTRIBUTES)
-        records.append({c: user.get(c) for c in columns})
-    frame = pd.DataFrame(records, columns=columns)
-    frame["role_ids"] = frame["role_ids"].map(lambda v: tuple(sorted(v or ())))
+        if not has_attributes:
+            has_attributes = all(a in user for a in REQUIRED_ATTRIBUTES)
+        for column, bucket in values.items():
+            bucket.append(user.get(column))
+    values["role_ids"] = [tuple(sorted(v or ())) for v in values["role_ids"]]
+    frame = pd.DataFrame(values, columns=columns)
     frame.attrs["has_entra_attributes"] = has_attributes
     log.info("zammad: %d users read", len(frame))
     return frame.astype({"id": int, "active": bool})

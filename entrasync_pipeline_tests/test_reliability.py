@@ -124,7 +124,7 @@ def test_a_30_percent_fault_rate_on_every_route_converges(sandbox: Sandbox, envi
     for which in ("graph", "zammad"):
         sandbox.faults(which, *ALL_FAULTS, seed=21)
     codes = []
-    for _ in range(4):
+    for _ in range(6):
         result = entrasync("sync", "--json", env=env)
         codes.append(result.returncode)
         if result.returncode == 0:
@@ -147,8 +147,12 @@ def test_each_kind_of_fault_is_survived(sandbox: Sandbox, environ: dict[str, str
     rule = {"route": "*", "rate": 0.25, **fault}
     for which in ("graph", "zammad"):
         sandbox.faults(which, rule, seed=8)
-    codes = [entrasync("sync", env=env).returncode for _ in range(3)]
-    assert 0 in codes, codes
+    codes = []
+    for _ in range(4):
+        codes.append(entrasync("sync", env=env).returncode)
+        if codes[-1] == 0:
+            break
+    assert codes[-1] == 0, codes
     _assert_converged(sandbox, env)
 
 
