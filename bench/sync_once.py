@@ -30,10 +30,12 @@ def main(config: str, profile_name: str = "bench") -> None:
 
     stage("token", lambda: profile.graph().credential.token())
     members = stage("graph_read", sync.read_entra_members, profile)
+    per_group = sync.members_per_group(members, profile.config)
     users = stage("normalize", sync.universal_users, members, profile.config)
+    del members
     zammad = stage("zammad_read", sync.read_zammad_users, profile)
     plan = stage("plan", sync.sync_plan, profile, users, zammad, None)
-    verdict = sync.judge(profile, plan, members, zammad, approved=len(plan))
+    verdict = sync.judge(profile, plan, per_group, zammad, approved=len(plan))
     audit = profile.audit()
     result = stage("apply", sync.apply, profile, plan, f"bench-{uuid.uuid4()}", False, audit,
                    verdict.summary if verdict.blocked else None)

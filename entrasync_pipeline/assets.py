@@ -59,6 +59,15 @@ def _md_table(frame: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _read(entrasync: EntrasyncResource, profile_name: str, reader: Any) -> tuple[pd.DataFrame, sync.Profile]:
+    """Run one read step with the profile's clients, closing their connections afterwards."""
+    profile = entrasync.profile(profile_name)
+    try:
+        return reader(profile), profile
+    finally:
+        profile.close()
+
+
 def _report_blocked(context: dg.AssetExecutionContext, profile: sync.Profile, plan: pd.DataFrame,
                     reason: str) -> None:
     """A blocked plan is audited and announced here, because the apply will not run."""
@@ -92,11 +101,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "@odata.type and the Graph properties the mapping selects; every page read.",
     )
     def entra_group_members(context: dg.AssetExecutionContext, entrasync: EntrasyncResource) -> dg.Output[pd.DataFrame]:
-        profile = entrasync.profile(context.partition_key)
-        try:
-            members = sync.read_entra_members(profile)
-        finally:
-            profile.close()
+        members, profile = _read(entrasync, context.partition_key, sync.read_entra_members)
         per_group = sync.members_per_group(members, profile.config)
         context.log.info("read %d member rows from %d groups: %s", len(members), len(per_group), per_group)
         return dg.Output(members, metadata={
@@ -138,11 +143,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         description="Snapshot of every Zammad user (system and inactive users included), every page.",
     )
     def zammad_users(context: dg.AssetExecutionContext, entrasync: EntrasyncResource) -> dg.Output[pd.DataFrame]:
-        profile = entrasync.profile(context.partition_key)
-        try:
-            users = sync.read_zammad_users(profile)
-        finally:
-            profile.close()
+        users, _ = _read(entrasync, context.partition_key, sync.read_zammad_users)
         keyed = int((users["entra_key"].fillna("") != "").sum()) if not users.empty else 0
         context.log.info("read %d Zammad users (%d carry an entra_key)", len(users), keyed)
         return dg.Output(users, metadata={
@@ -170,7 +171,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         try:
             plan = sync.sync_plan(profile, universal_users, zammad_users, sync.zammad_roles(profile))
             approved = max(config.approve_deactivations, int(context.run.tags.get(APPROVAL_TAG, "0") or 0))
-            verdict = sync.judge(profile, plan, entra_group_members, zammad_users, approved)
+            per_group = sync.members_per_group(entra_group_members, profile.config)
+            verdict = sync.judge(profile, plan, per_group, zammad_users, approved)
             if verdict.blocked:
                 _report_blocked(context, profile, plan, verdict.summary)
             else:

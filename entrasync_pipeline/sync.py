@@ -177,12 +177,12 @@ def sync_plan(profile: Profile, users: pd.DataFrame, zammad: pd.DataFrame,
     return compute_plan(users, zammad, plan_options(profile, role_ids))
 
 
-def judge(profile: Profile, plan: pd.DataFrame, members: pd.DataFrame, zammad: pd.DataFrame,
+def judge(profile: Profile, plan: pd.DataFrame, per_group: Mapping[str, int], zammad: pd.DataFrame,
           approved: int) -> SafetyVerdict:
+    """``per_group``: user members per configured group, from ``members_per_group``."""
     safety = profile.config.safety
     limits = SafetyLimits(safety.max_deactivations, safety.max_deactivation_share)
-    return evaluate(plan, managed_count(zammad, profile.name), members_per_group(members, profile.config),
-                    limits, approved)
+    return evaluate(plan, managed_count(zammad, profile.name), per_group, limits, approved)
 
 
 # --- step 5: apply --------------------------------------------------------------------------------
@@ -247,16 +247,18 @@ def run_profile(profile: Profile, dry_run: bool, approve_deactivations: int = 0,
     plan = pd.DataFrame()
     try:
         members = read_entra_members(profile)
+        per_group, skipped_types = members_per_group(members, profile.config), skipped_member_types(members)
         users = universal_users(members, profile.config)
+        del members  # the largest frame; everything after needs only the users
         zammad = read_zammad_users(profile)
         if not dry_run:
             require_entra_attributes(zammad)
         plan = sync_plan(profile, users, zammad, zammad_roles(profile))
-        verdict = judge(profile, plan, members, zammad, approve_deactivations)
+        verdict = judge(profile, plan, per_group, zammad, approve_deactivations)
         record_approval(audit, run_id, profile.name, verdict, dry_run)
         result = apply(profile, plan, run_id, dry_run, audit, verdict.summary if verdict.blocked else None, progress)
         notify(profile, plan, result, run_url)
-        return RunOutcome(profile.name, run_id, plan, verdict, result, skipped_member_types(members))
+        return RunOutcome(profile.name, run_id, plan, verdict, result, skipped_types)
     except Exception as exc:
         notify(profile, plan, None, run_url, failure=f"{type(exc).__name__}: {exc}")
         raise

@@ -168,14 +168,20 @@ def test_a_second_run_writes_nothing(sandbox: Sandbox, tmp_path: Path, dagster_e
     assert writes_after == writes_before
 
 
+def _synced(sandbox: Sandbox, tmp_path: Path, env: dict[str, str], instance: Any) -> tuple[Runner, str]:
+    """IT Support synced once; returns the runner and Anna Schmidt's Entra object id."""
+    config = _it_support_config(sandbox, tmp_path)
+    _setup(config, env)
+    runner = Runner(config, ["sandbox"], instance)
+    assert runner.run().success
+    anna = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("mail") == "anna.schmidt@contoso.example")
+    return runner, anna
+
+
 def test_a_leaver_who_returns_is_reactivated_not_duplicated(sandbox: Sandbox, admin: Admin, tmp_path: Path,
                                                              dagster_env: dict[str, str], instance: Any) -> None:
-    config = _it_support_config(sandbox, tmp_path)
-    _setup(config, dagster_env)
-    runner = Runner(config, ["sandbox"], instance)
-    runner.run()
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
     group = sandbox.info["groups"]["IT Support"]
-    anna = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("mail") == "anna.schmidt@contoso.example")
     admin.remove(group, anna)
     assert runner.counts(runner.run())["deactivated"] == 1
     admin.add(group, anna)
@@ -186,11 +192,7 @@ def test_a_leaver_who_returns_is_reactivated_not_duplicated(sandbox: Sandbox, ad
 
 def test_a_renamed_user_keeps_the_same_zammad_user(sandbox: Sandbox, admin: Admin, tmp_path: Path,
                                                     dagster_env: dict[str, str], instance: Any) -> None:
-    config = _it_support_config(sandbox, tmp_path)
-    _setup(config, dagster_env)
-    runner = Runner(config, ["sandbox"], instance)
-    runner.run()
-    anna = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("mail") == "anna.schmidt@contoso.example")
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
     before = next(u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == anna)
     admin.patch(anna, mail="anna.berger@contoso.example", userPrincipalName="anna.berger@contoso.example",
                 surname="Berger")

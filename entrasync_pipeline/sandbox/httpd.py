@@ -9,6 +9,7 @@ truncated body, HTML error page, latency). It must not know Graph or Zammad sema
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -216,6 +217,8 @@ class SandboxServer:
             self.app.reset()
             self.faults.clear()
             self.reset_stats()
+            gc.collect()
+            gc.freeze()  # the new seeded state, like at start (serve.freeze_heap)
             return json_response(200, {"reset": True})
         if action == ("GET", "/stats"):
             return json_response(200, self.stats())

@@ -81,3 +81,20 @@ def test_seed_files_load(tmp_path: Path) -> None:
                                     "users": [{"id": "u1", "displayName": "U"}],
                                     "groups": [{"id": "g1", "displayName": "G", "members": ["u1"]}]}))
     assert load_seed(str(path)).groups[0]["members"] == ["u1"]
+
+
+def test_the_curl_walkthrough_in_the_docs_works(sandbox: Sandbox) -> None:
+    """docs/sandbox.md: with only curl and sandbox.json, get a token, page members, list users."""
+    import shutil
+    import subprocess
+
+    if not (shutil.which("curl") and shutil.which("jq")):
+        import pytest
+        pytest.skip("curl and jq are needed")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "sandbox.md").read_text()
+    script = doc.split("## With curl only", 1)[1].split("```", 2)[1].replace("cd sandbox-state", f"cd {sandbox.state_dir}")
+    result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=sandbox.state_dir.parent,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert '"@odata.nextLink"' in result.stdout and "anna.schmidt@contoso.example" in result.stdout
+    assert '"login": "nicole.braun@zammad.org"' in result.stdout
