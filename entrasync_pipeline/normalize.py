@@ -265,12 +265,16 @@ def _map_column(frame: pd.DataFrame, rule: Rule, reject: Any = None) -> list[str
     if rule.constant is not None:
         return [rule.constant] * len(frame)
     result: list[str | None] = [None] * len(frame)
+    pending = range(len(frame))
     for source in rule.source:
-        candidates = _transform_values(_values(frame, source), rule.transforms)
-        if reject is None:
-            result = [r if r else (c or None) for r, c in zip(result, candidates)]
-        else:
-            result = [r if r else (c if c and not reject(c) else None) for r, c in zip(result, candidates)]
+        if not pending:
+            break  # every row has a value: later sources are never read
+        column = _values(frame, source)
+        candidates = _transform_values([column[i] for i in pending], rule.transforms)
+        for i, candidate in zip(pending, candidates):
+            if candidate and (reject is None or not reject(candidate)):
+                result[i] = candidate
+        pending = [i for i in pending if not result[i]]
     return [r if r else rule.default for r in result]
 
 
