@@ -237,8 +237,11 @@ class _Journal:
         self._lock = threading.Lock()
 
     def ensure(self, index: int) -> None:
+        """Make sure row ``index`` has its intent recorded, keeping one chunk recorded ahead."""
+        if index + self.chunk < self.recorded:
+            return  # already recorded with a chunk to spare: no lock, no wait
         with self._lock:
-            while self.recorded <= index:
+            while self.recorded <= index + self.chunk and self.recorded < len(self.rows):
                 batch = self.rows[self.recorded:self.recorded + self.chunk]
                 self.store.record(_audit_row(row, self.options, "started") for row in batch)
                 self.recorded += len(batch)

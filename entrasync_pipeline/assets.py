@@ -19,7 +19,7 @@ from entrasync_pipeline import checks, sync
 from entrasync_pipeline.apply import ApplyResult, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow
 from entrasync_pipeline.normalize import skipped_member_types
-from entrasync_pipeline.plan import Action, action_counts
+from entrasync_pipeline.plan import ROLE_MERGE_NOTE, Action, action_counts
 from entrasync_pipeline.resources import EntrasyncResource
 from entrasync_pipeline.schemas import ENTRA_MEMBERS, ZAMMAD_USERS
 
@@ -189,6 +189,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         yield dg.Output(plan, metadata={
             "dagster/row_count": len(plan),
             **{a: dg.MetadataValue.int(n) for a, n in counts.items()},
+            "role_mapping_conflicts": int(plan["reason"].fillna("").str.contains(ROLE_MERGE_NOTE).sum()),
             "preview": dg.MetadataValue.md(_md_table(preview, ["action", "email", "zammad_id", "reason"])),
             "safety": verdict.summary,
         })

@@ -50,6 +50,10 @@ class PlanOptions:
     protect_admins: bool = True
     admin_role_ids: frozenset[int] = frozenset({1})
     role_ids: Mapping[str, int] | None = None  # None: roles are not managed
+    group_roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
 
 
 @dataclass
@@ -153,6 +157,15 @@ def _diff(zammad: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, li
     return changes
 
 
+def _role_note(user: Mapping[str, Any], options: PlanOptions) -> str:
+    """Conflicting group → role mappings are applied as their union, and reported."""
+    if options.role_ids is None:
+        return ""
+    mapped = {tuple(sorted(options.group_roles.get(g, ()))) for g in user.get("source_groups") or ()}
+    mapped.discard(())
+    return f"; {ROLE_MERGE_NOTE}" if len(mapped) > 1 else ""
+
+
 def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: PlanOptions) -> dict[str, Any]:
     owner = _owner(zammad) if zammad is not None else ""
     if zammad is not None:
@@ -169,18 +182,21 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
     desired, problem = _desired(user, options)
     if problem:
         return _row(Action.CONFLICT, user, zammad, problem)
+    note = _role_note(user, options)
     if zammad is None:
         payload = {k: v for k, v in desired.items() if v not in ("", None)}
-        return _row(Action.CREATE, user, None, "new member", {k: [None, v] for k, v in payload.items()}, payload)
+        return _row(Action.CREATE, user, None, "new member" + note, {k: [None, v] for k, v in payload.items()},
+                    payload)
     changes = _diff(zammad, desired)
     adopted = not _text(zammad.get("entra_key"))
     if not zammad.get("active"):
         changes["active"] = [False, True]
-        return _row(Action.REACTIVATE, user, zammad, "member again", changes, {k: v[1] for k, v in changes.items()})
+        return _row(Action.REACTIVATE, user, zammad, "member again" + note, changes,
+                    {k: v[1] for k, v in changes.items()})
     if changes:
-        reason = "adopted by email" if adopted else "attributes changed"
+        reason = ("adopted by email" if adopted else "attributes changed") + note
         return _row(Action.UPDATE, user, zammad, reason, changes, {k: v[1] for k, v in changes.items()})
-    return _row(Action.NOOP, user, zammad)
+    return _row(Action.NOOP, user, zammad, note.lstrip("; ") or None)
 
 
 def _email_collision(row: dict[str, Any], index: _Index) -> str | None:

@@ -162,7 +162,7 @@ def plan_options(profile: Profile, role_ids: Mapping[str, int] | None) -> PlanOp
         protected_ids=frozenset(protected.ids), protected_logins=frozenset(l.lower() for l in protected.logins),
         protected_emails=frozenset(e.lower() for e in protected.emails), protect_admins=protected.admins,
         admin_role_ids=frozenset({role_ids["Admin"]} if role_ids and "Admin" in role_ids else {1}),
-        role_ids=role_ids)
+        role_ids=role_ids, group_roles={g.id: tuple(g.roles) for g in config.groups})
 
 
 def zammad_roles(profile: Profile) -> dict[str, int] | None:

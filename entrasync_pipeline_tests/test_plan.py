@@ -188,3 +188,15 @@ def test_only_this_profiles_managed_users_are_ever_deactivated(existing: list) -
     deactivated = set(plan.loc[plan["action"] == "deactivate", "zammad_id"].astype(int))
     expected = {100 + i for i, (_, keyed, owner) in enumerate(existing) if keyed and owner == PROFILE}
     assert deactivated == expected
+
+
+def test_conflicting_group_role_mappings_are_merged_and_reported() -> None:
+    from entrasync_pipeline.plan import ROLE_MERGE_NOTE
+
+    users = universal(JANE, group_roles={"9a0f1b7c-0000-4000-8000-000000000001": ("Agent",)})
+    users.at[0, "source_groups"] = ("9a0f1b7c-0000-4000-8000-000000000001", "g2")
+    users.at[0, "roles"] = ("Agent", "Customer")
+    options = plan_options(role_ids={"Admin": 1, "Agent": 2, "Customer": 3},
+                           group_roles={"9a0f1b7c-0000-4000-8000-000000000001": ("Agent",), "g2": ("Customer",)})
+    row = _only(compute_plan(users, zammad_frame(), options), Action.CREATE)
+    assert row["payload"]["role_ids"] == [2, 3] and ROLE_MERGE_NOTE in row["reason"]

@@ -352,6 +352,16 @@ class GraphApp:
                 self._member_cache[key] = cached
             return cached
 
+    def _listed_users(self) -> list[str]:
+        d = self.directory
+        with d.lock:
+            key = ("*users*", False, "user", d.version)
+            cached = self._member_cache.get(key)
+            if cached is None:
+                cached = [i for i, k in d.kinds.items() if k == "user"]
+                self._member_cache[key] = cached
+            return cached
+
     def _context(self, kind: str | None, select: list[str] | None) -> str:
         entity = f"{kind}s" if kind else "directoryObjects"
         props = f"({','.join(select)})" if select else ""
@@ -379,9 +389,7 @@ class GraphApp:
         self._require(roles, READ_USERS | READ_USERS_BASIC)
         self._check_advanced(request)
         select = self._select(request, "user")
-        d = self.directory
-        with d.lock:
-            ids = [i for i, k in d.kinds.items() if k == "user"]
+        ids = self._listed_users()
         response = self._page(request, ids, select, roles, self._context("user", select), 2)
         return _strip_odata_type(response)
 
