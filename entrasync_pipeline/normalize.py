@@ -208,7 +208,8 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
     columns = list(dict.fromkeys([*UNIVERSAL_COLUMNS[:4], *fields, *UNIVERSAL_COLUMNS[-4:]]))
     if members.empty:
         return pd.DataFrame(columns=columns)
-    users = members[members["@odata.type"] == USER_TYPE]
+    is_user = members["@odata.type"] == USER_TYPE
+    users = members if is_user.all() else members[is_user]
     ids = [str(v) for v in users["id"].tolist()]
     group_ids = users["group_id"].tolist()
     if len(set(ids)) == len(ids):
@@ -256,7 +257,10 @@ def _transform_values(values: list[Any], transforms: Iterable[str]) -> list[str 
         elif name == "upper":
             values = [v.upper() if v.__class__ is str else v for v in values]
         elif name == "collapse_spaces":
-            values = [_SPACES.sub(" ", v) if v.__class__ is str else v for v in values]
+            # ASCII, printable, no double space: \s+ can only match single spaces, so nothing changes.
+            values = [_SPACES.sub(" ", v) if v.__class__ is str and not (v.isascii() and v.isprintable()
+                                                                          and "  " not in v) else v
+                      for v in values]
     return [next((str(x) for x in v if str(x).strip()), None) if v.__class__ is list else v for v in values]
 
 
