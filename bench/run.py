@@ -32,7 +32,8 @@ class SandboxProcess:
     def __init__(self, seed: str, name: str) -> None:
         self.state = OUT / name
         self.state.mkdir(parents=True, exist_ok=True)
-        (self.state / "sandbox.json").unlink(missing_ok=True)
+        for stale in ("sandbox.json", "audit.db", "audit.db-wal", "audit.db-shm"):
+            (self.state / stale).unlink(missing_ok=True)
         self.log = open(self.state / "sandbox.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "entrasync_pipeline.cli", "sandbox", "serve",
                                       "--seed", seed, "--state-dir", str(self.state)],

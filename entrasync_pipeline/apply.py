@@ -160,8 +160,10 @@ def _audit_row(plan_row: dict[str, Any], options: ApplyOptions, outcome: str, re
 def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, options: ApplyOptions,
                blocked: str | None = None, progress: Callable[[int, int], None] | None = None) -> ApplyResult:
     """Write the plan (or record what would be written); returns the counts."""
-    rows = plan.to_dict("records")
     counts = empty_counts()
+    noop = plan["action"] == Action.NOOP.value if not plan.empty else pd.Series(dtype=bool)
+    counts["unchanged"] = int(noop.sum())
+    rows = plan[~noop].to_dict("records") if counts["unchanged"] else plan.to_dict("records")
     buffer = _AuditBuffer(audit)
     result = ApplyResult(counts, options.dry_run, blocked=blocked)
     for row in rows:
@@ -169,8 +171,6 @@ def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, opti
         if action in (Action.SKIP, Action.CONFLICT):
             counts[COUNT_KEYS[action]] += 1
             buffer.add(_audit_row(row, options, "skipped"))
-        elif action is Action.NOOP:
-            counts["unchanged"] += 1
     writes = [r for r in rows if Action(r["action"]) in (Action.CREATE, Action.UPDATE, Action.REACTIVATE)]
     deactivations = [r for r in rows if r["action"] == Action.DEACTIVATE.value]
     _log_summary(plan, options, blocked)

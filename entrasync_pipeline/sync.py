@@ -113,13 +113,15 @@ def read_entra_members(profile: Profile) -> pd.DataFrame:
     graph = profile.graph()
     for group in config.groups:
         count = 0
-        for item in graph.group_members(group.id, select, transitive=config.membership == "transitive"):
-            item = {"group_id": group.id, "group_name": group.name or group.id, **item}
-            for column, bucket in values.items():
-                bucket.append(item.get(column))
-            count += 1
+        with _bulk():
+            for item in graph.group_members(group.id, select, transitive=config.membership == "transitive"):
+                item = {"group_id": group.id, "group_name": group.name or group.id, **item}
+                for column, bucket in values.items():
+                    bucket.append(item.get(column))
+                count += 1
         log.info("group %s (%s): %d members read", group.name or group.id, group.id, count)
-    frame = pd.DataFrame(values, columns=columns).astype({"group_id": str, "id": str, "@odata.type": str})
+    with _bulk():
+        frame = pd.DataFrame(values, columns=columns).astype({"group_id": str, "id": str, "@odata.type": str})
     if frame.duplicated(subset=["group_id", "id"]).any():  # Graph may repeat an item across pages
         frame = frame.drop_duplicates(subset=["group_id", "id"]).reset_index(drop=True)
     return frame
