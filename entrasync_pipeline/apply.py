@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 COUNT_KEYS = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REACTIVATE: "reactivated",
               Action.DEACTIVATE: "deactivated", Action.NOOP: "unchanged", Action.SKIP: "skipped",
               Action.CONFLICT: "conflicts"}
-FLUSH_EVERY = 100
+FLUSH_EVERY = 200
 
 
 class ZammadWriter(Protocol):
@@ -254,7 +254,7 @@ def _run_phase(rows: list[dict[str, Any]], writer: ZammadWriter, options: ApplyO
     if not rows:
         return
     rows = [{**row, "attempt_id": str(uuid.uuid4())} for row in rows]
-    journal = _Journal(buffer.store, rows, options, max(options.workers * 4, 32))
+    journal = _Journal(buffer.store, rows, options, max(options.workers * 16, 64))
 
     def work(index: int) -> _Outcome:
         if escrow.reason is not None:
