@@ -227,7 +227,7 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
         out["roles"] = [tuple(sorted({r for g in gs for r in options.group_roles.get(g, ())})) for gs in groups]
     else:
         out["roles"] = [()] * len(groups)
-    return pd.DataFrame(out).reindex(columns=columns)
+    return pd.DataFrame(out, columns=columns)
 
 
 def _values(frame: pd.DataFrame, column: str) -> list[Any]:

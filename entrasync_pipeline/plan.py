@@ -216,11 +216,11 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
     per-user rules below, which decide exactly as they would for all (a property test holds it).
     """
     zammad = zammad[zammad["id"].astype(int) != SYSTEM_USER_ID] if not zammad.empty else zammad
-    universal = universal.assign(_pos=range(len(universal)))  # plan rows keep the users' order
+    universal = universal.reset_index(drop=True)  # row position = plan order
     unchanged, unchanged_ids = _unchanged(universal, zammad, options)
     done = set(unchanged["_pos"])
     rest = universal.iloc[[i for i in range(len(universal)) if i not in done]] if done else universal
-    users = rest.to_dict("records")
+    users = [{**user, "_pos": position} for position, user in zip(rest.index, rest.to_dict("records"))]
     keys = {u["entra_key"] for u in users}
     emails = {u["email"] for u in users if u.get("email")}
     z_keys = _text_column(zammad, "entra_key")
@@ -239,9 +239,9 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
         if len(zammad) else zammad
     leavers = _leavers(candidates.to_dict("records"), seen, options)
     decided = pd.DataFrame(rows + leavers, columns=["_pos", *PLAN_COLUMNS])
-    plan = pd.concat([unchanged, decided], ignore_index=True) if len(decided) else unchanged
-    if len(decided):
-        plan = plan.sort_values("_pos", kind="stable")
+    if not len(decided):
+        return unchanged.drop(columns="_pos").astype({"zammad_id": "Int64"})
+    plan = pd.concat([unchanged, decided], ignore_index=True).sort_values("_pos", kind="stable")
     return plan.drop(columns="_pos").reset_index(drop=True).astype({"zammad_id": "Int64"})
 
 
@@ -288,7 +288,8 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
     empty = pd.DataFrame(columns=["_pos", *PLAN_COLUMNS])
     if universal.empty or zammad.empty:
         return empty, set()
-    u = {c: universal[c].tolist() for c in ("_pos", "entra_key", "email", "upn", "active", "roles", "skip_reason")}
+    u = {c: universal[c].tolist() for c in ("entra_key", "email", "upn", "active", "roles", "skip_reason")}
+    u["_pos"] = list(range(len(universal)))
     u_fields = [universal[f].tolist() if f in universal.columns else [None] * len(universal) for f in options.fields]
     z = {c: (zammad[c].tolist() if c in zammad.columns else [None] * len(zammad))
          for c in ("id", "login", "email", "active", "role_ids", "entra_key", "entra_object_type", "entrasync_profile")}
@@ -332,7 +333,8 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
             kept.append((i, j))
     rows = pd.DataFrame({
         "_pos": [u["_pos"][i] for i, _ in kept], "action": Action.NOOP.value,
-        "entra_key": [u["entra_key"][i] for i, _ in kept], "zammad_id": [int(z["id"][j]) for _, j in kept],
+        "entra_key": [u["entra_key"][i] for i, _ in kept],
+        "zammad_id": pd.array([int(z["id"][j]) for _, j in kept], dtype="Int64"),
         "email": [u["email"][i] for i, _ in kept], "upn": [u["upn"][i] for i, _ in kept],
         "changes": [_NOTHING] * len(kept), "payload": [_NOTHING] * len(kept), "reason": None,
     })
