@@ -165,7 +165,12 @@ def zammad_value(field: str, value: str | None) -> str | None:
 
 # --- users -------------------------------------------------------------------------------------------
 def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict[str, Any]:
-    """One Graph user item → one universal user (skip_reason set when it cannot be synced)."""
+    """One Graph user item → one universal user (skip_reason set when it cannot be synced).
+
+    The rules written out per user, as a reader would check them against DESIGN.md §2; the sync
+    itself runs the column-wise ``normalize_members``, and a property test
+    (``test_the_column_wise_normalizer_equals_the_per_user_rules``) keeps the two identical.
+    """
     out: dict[str, Any] = {"entra_key": str(record.get("id") or ""), "entra_object_type": "user",
                            "upn": record.get("userPrincipalName"), "display_name": record.get("displayName"),
                            "active": record.get("accountEnabled") is not False, "skip_reason": None}
