@@ -24,18 +24,20 @@ _console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.is
 
 
 @contextmanager
-def progress(profile: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar for long applies, only on a terminal: never in --json output or piped logs."""
+def progress(profile: str, enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
+    """Progress bars for long reads and applies, only on a terminal: never in --json output or logs."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
     console = Console(stderr=True)
-    with Progress(TextColumn(f"[bold]{escape(profile)}[/bold] writing"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("apply", total=None)
+    with Progress(TextColumn(f"[bold]{escape(profile)}[/bold] {{task.description}}"), BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bars:
+        tasks: dict[str, Any] = {}
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def update(phase: str, done: int, total: int | None) -> None:
+            if phase not in tasks:
+                tasks[phase] = bars.add_task(escape(phase), total=total)
+            bars.update(tasks[phase], completed=done, total=total)
 
         yield update
 

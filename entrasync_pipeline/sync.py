@@ -104,7 +104,11 @@ class Profile:
 
 
 # --- step 1: Entra --------------------------------------------------------------------------------
-def read_entra_members(profile: Profile) -> pd.DataFrame:
+Progress = Callable[[str, int, "int | None"], None]  # (phase, done, total or None)
+PROGRESS_EVERY = 500
+
+
+def read_entra_members(profile: Profile, progress: Progress | None = None) -> pd.DataFrame:
     """Every member of every configured group, one row per (group, member)."""
     config = profile.config
     select = config.graph_select()
@@ -119,6 +123,8 @@ def read_entra_members(profile: Profile) -> pd.DataFrame:
                 for column, bucket in values.items():
                     bucket.append(item.get(column))
                 count += 1
+                if progress is not None and count % PROGRESS_EVERY == 0:
+                    progress(f"reading {group.name or 'group'}", count, None)
         log.info("group %s (%s): %d members read", group.name or group.id, group.id, count)
     with _bulk():
         frame = pd.DataFrame(values, columns=columns).astype({"group_id": str, "id": str, "@odata.type": str})
@@ -148,13 +154,13 @@ def universal_users(members: pd.DataFrame, config: ProfileSettings) -> pd.DataFr
 
 
 # --- step 3: Zammad -------------------------------------------------------------------------------
-def read_zammad_users(profile: Profile) -> pd.DataFrame:
+def read_zammad_users(profile: Profile, progress: Progress | None = None) -> pd.DataFrame:
     """Every Zammad user, collected column by column (a 100,000-user helpdesk stays small in memory)."""
     extra = [f for f in profile.config.mapping if f not in CORE_FIELDS]
     columns = list(dict.fromkeys([*ZAMMAD_COLUMNS, *extra]))
     values: dict[str, list[Any]] = {c: [] for c in columns}
     with _bulk():
-        has_attributes = _collect_users(profile, values)
+        has_attributes = _collect_users(profile, values, progress)
         values["role_ids"] = [tuple(sorted(v or ())) for v in values["role_ids"]]
         frame = pd.DataFrame(values, columns=columns)
     frame.attrs["has_entra_attributes"] = has_attributes
@@ -162,7 +168,7 @@ def read_zammad_users(profile: Profile) -> pd.DataFrame:
     return frame.astype({"id": int, "active": bool})
 
 
-def _collect_users(profile: Profile, values: dict[str, list[Any]]) -> bool:
+def _collect_users(profile: Profile, values: dict[str, list[Any]], progress: Progress | None = None) -> bool:
     """Append every user's columns; True when the users carry the custom attributes.
 
     A migrated attribute is a column of every user, so the first user tells.
@@ -173,6 +179,8 @@ def _collect_users(profile: Profile, values: dict[str, list[Any]]) -> bool:
             has_attributes = all(a in user for a in REQUIRED_ATTRIBUTES)
         for column, bucket in values.items():
             bucket.append(user.get(column))
+        if progress is not None and len(values["id"]) % PROGRESS_EVERY == 0:
+            progress("reading Zammad", len(values["id"]), None)
     return bool(has_attributes)
 
 
@@ -274,22 +282,23 @@ class RunOutcome:
 
 
 def run_profile(profile: Profile, dry_run: bool, approve_deactivations: int = 0, run_id: str | None = None,
-                run_url: str | None = None, progress: Callable[[int, int], None] | None = None) -> RunOutcome:
+                run_url: str | None = None, progress: Progress | None = None) -> RunOutcome:
     run_id = run_id or f"cli-{uuid.uuid4()}"
     audit = profile.audit()
     plan = pd.DataFrame()
     try:
-        members = read_entra_members(profile)
+        members = read_entra_members(profile, progress)
         per_group, skipped_types = members_per_group(members, profile.config), skipped_member_types(members)
         users = universal_users(members, profile.config)
         del members  # the largest frame; everything after needs only the users
-        zammad = read_zammad_users(profile)
+        zammad = read_zammad_users(profile, progress)
         if not dry_run:
             require_entra_attributes(zammad)
         plan = sync_plan(profile, users, zammad, zammad_roles(profile))
         verdict = judge(profile, plan, per_group, zammad, approve_deactivations)
         record_approval(audit, run_id, profile.name, verdict, dry_run)
-        result = apply(profile, plan, run_id, dry_run, audit, verdict.summary if verdict.blocked else None, progress)
+        writing = (lambda done, total: progress("writing", done, total)) if progress else None
+        result = apply(profile, plan, run_id, dry_run, audit, verdict.summary if verdict.blocked else None, writing)
         notify(profile, plan, result, run_url)
         return RunOutcome(profile.name, run_id, plan, verdict, result, skipped_types)
     except Exception as exc:
