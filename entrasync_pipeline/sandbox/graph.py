@@ -368,7 +368,8 @@ class GraphApp:
         return f"{self.base_url}/v1.0/$metadata#{entity}{props}"
 
     def _page(self, request: Request, ids: list[str], select: list[str] | None, roles: set[str],
-              context: str, cost: int, eventual: bool = False) -> Response:
+              context: str, cost: int, eventual: bool = False, typed: bool = True) -> Response:
+        """One page of directory objects; ``typed=False`` for entity sets that omit ``@odata.type``."""
         top, offset = self._top(request), self._offset(request)
         user_access = self._user_access(roles)
         d = self.directory
@@ -376,6 +377,9 @@ class GraphApp:
             items = [project(d.objects[i], d.kinds[i], select,
                              self._access_for(d.kinds[i], roles, user_access))
                      for i in ids[offset: offset + top] if i in d.objects]
+        if not typed:
+            for item in items:
+                item.pop("@odata.type", None)
         payload: dict[str, Any] = {"@odata.context": context}
         if eventual and request.query.get("$count") == "true" and offset == 0:
             payload["@odata.count"] = len(ids)
@@ -390,8 +394,7 @@ class GraphApp:
         self._check_advanced(request)
         select = self._select(request, "user")
         ids = self._listed_users()
-        response = self._page(request, ids, select, roles, self._context("user", select), 2)
-        return _strip_odata_type(response)
+        return self._page(request, ids, select, roles, self._context("user", select), 2, typed=False)
 
     def get_user(self, request: Request) -> Response:
         roles = self._roles(request)
@@ -681,14 +684,6 @@ def _ordered_delta(page: dict[str, Any]) -> dict[str, Any]:
             ordered[key] = page[key]
     ordered["value"] = page["value"]
     return ordered
-
-
-def _strip_odata_type(response: Response) -> Response:
-    payload = json.loads(response.body)
-    for item in payload.get("value", []):
-        item.pop("@odata.type", None)
-    response.body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    return response
 
 
 def _json_body(request: Request) -> dict[str, Any]:

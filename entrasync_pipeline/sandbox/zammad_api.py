@@ -102,9 +102,8 @@ class ZammadApp:
             return {
                 "users": [store.users[i] for i in store.order],
                 "attributes": [a.render() for a in store.attributes.values()],
-                "tokens": {name: {"token": t.value, "user_id": t.user_id, "permissions": t.permissions,
-                                  "expired": t.expired} for t in store.tokens.values()
-                           for name in [t.name]},
+                "tokens": {t.name: {"token": t.value, "user_id": t.user_id, "permissions": t.permissions,
+                                    "expired": t.expired} for t in store.tokens.values()},
                 "page_cap": store.page_cap,
             }
 
