@@ -6,7 +6,8 @@ stale plan (a re-executed old run) cannot undo newer changes, and "already in th
 counts as success. A create is sent once; after an ambiguous failure (timeout, reset, 5xx) the
 user is looked up by ``entra_key``, then by email, before anything is sent again. When too many
 writes fail (escrow, like Entra's quarantine) the rest is not attempted. Dry run writes nothing
-and records "would" rows. This module is the only place that starts threads.
+and records "would" rows. This module starts the only worker threads (``lease`` keeps one
+heartbeat thread).
 """
 
 from __future__ import annotations
@@ -24,16 +25,13 @@ import pandas as pd
 
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.normalize import is_missing
-from entrasync_pipeline.plan import Action
+from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, Action, writes_of
 from entrasync_pipeline.zammad.errors import (
     ZammadError, ZammadResponseError, ZammadTransportError, ZammadValidationError,
 )
 
 log = logging.getLogger(__name__)
 
-COUNT_KEYS = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REACTIVATE: "reactivated",
-              Action.DEACTIVATE: "deactivated", Action.NOOP: "unchanged", Action.SKIP: "skipped",
-              Action.CONFLICT: "conflicts"}
 FLUSH_EVERY = 200
 
 
@@ -78,7 +76,7 @@ class _Outcome:
 
 
 def empty_counts() -> dict[str, int]:
-    return {**{v: 0 for v in COUNT_KEYS.values()}, "failed": 0}
+    return dict.fromkeys(COUNT_COLUMNS, 0)
 
 
 class _Escrow:
@@ -169,7 +167,7 @@ def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, opti
     for row in rows:
         action = Action(row["action"])
         if action in (Action.SKIP, Action.CONFLICT):
-            counts[COUNT_KEYS[action]] += 1
+            counts[COUNT_NAMES[action]] += 1
             buffer.add(_audit_row(row, options, "skipped"))
     writes = [r for r in rows if Action(r["action"]) in (Action.CREATE, Action.UPDATE, Action.REACTIVATE)]
     deactivations = [r for r in rows if r["action"] == Action.DEACTIVATE.value]
@@ -179,7 +177,7 @@ def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, opti
         for row in writes + deactivations:
             buffer.add(_audit_row(row, options, outcome, reason=blocked or row.get("reason")))
             if not blocked:
-                counts[COUNT_KEYS[Action(row["action"])]] += 1
+                counts[COUNT_NAMES[Action(row["action"])]] += 1
         buffer.flush()
         return result
     careful = _close_interrupted(audit, options)
@@ -288,7 +286,7 @@ def _finish(row: dict[str, Any], outcome: _Outcome, options: ApplyOptions, escro
                                     "email": row.get("email"), "error": outcome.error})
         log.warning("%s failed for %s: %s", row["action"], row.get("email") or row.get("entra_key"), outcome.error)
     elif outcome.outcome == "done":
-        result.counts[COUNT_KEYS[Action(row["action"])]] += 1
+        result.counts[COUNT_NAMES[Action(row["action"])]] += 1
     else:
         result.counts["skipped"] += 1
     if row["action"] == Action.DEACTIVATE.value and outcome.outcome == "done":
@@ -428,7 +426,5 @@ def example_changes(plan: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     """A few rows per write action, for notifications and previews."""
     if plan.empty or limit <= 0:
         return []
-    writes = plan[plan["action"].isin([a.value for a in (Action.CREATE, Action.UPDATE, Action.REACTIVATE,
-                                                            Action.DEACTIVATE)])]
-    return writes.groupby("action", sort=False).head(max(1, limit // 2)).head(limit).to_dict("records")
+    return writes_of(plan).groupby("action", sort=False).head(max(1, limit // 2)).head(limit).to_dict("records")
 

@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from entrasync_pipeline.settings import SecretValue
+
 metadata = MetaData()
 audit_log = Table(
     "entrasync_audit_log", metadata,
@@ -94,9 +96,11 @@ class AuditFilter:
 
 
 class AuditStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+    def __init__(self, url: str | SecretValue) -> None:
+        raw = url.reveal() if isinstance(url, SecretValue) else url
+        self.engine: Engine = create_engine(raw, future=True, pool_pre_ping=True)
+        # Where the store is, for people: the URL with any password masked.
+        self.location = self.engine.url.render_as_string(hide_password=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock = threading.Lock()

@@ -38,10 +38,19 @@ def sync_plan_schema_result(plan: pd.DataFrame) -> dg.AssetCheckResult:
     return _schema_result("sync_plan", SYNC_PLAN_SCHEMA_CHECK, SYNC_PLAN, plan)
 
 
-def sync_plan_safety_result(verdict: SafetyVerdict) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key="sync_plan", check_name=SYNC_PLAN_SAFETY_CHECK, passed=not verdict.blocked,
-        description=verdict.summary,
-        metadata={"deactivations": verdict.deactivations, "managed_users": verdict.managed,
-                  "approved": verdict.approved, "reasons": dg.MetadataValue.md(
-                      "\n".join(f"- {r}" for r in verdict.reasons) or "_within limits_")})
+def sync_plan_safety_result(verdict: SafetyVerdict, how_to_approve: str | None = None) -> dg.AssetCheckResult:
+    """``how_to_approve``: shown with a blocked verdict, in the terms of the place that reads it.
+
+    It goes into the description, which the UI shows as the check's latest result, so the person
+    who opens a blocked check reads what is held and what to do without opening anything else.
+    """
+    reasons = "\n".join(f"- {r}" for r in verdict.reasons) or "_within limits_"
+    description = verdict.summary
+    metadata: dict[str, object] = {"deactivations": verdict.deactivations, "managed_users": verdict.managed,
+                                   "approved": verdict.approved, "reasons": dg.MetadataValue.md(reasons),
+                                   "summary": dg.MetadataValue.text(verdict.summary)}
+    if verdict.blocked and how_to_approve:
+        description = f"Held: {verdict.deactivations} deactivations. {verdict.summary}. {how_to_approve}"
+        metadata["how_to_approve"] = dg.MetadataValue.text(how_to_approve)
+    return dg.AssetCheckResult(asset_key="sync_plan", check_name=SYNC_PLAN_SAFETY_CHECK, passed=not verdict.blocked,
+                               description=description, metadata=metadata)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -12,6 +14,13 @@ from entrasync_pipeline import __version__
 
 if TYPE_CHECKING:
     from entrasync_pipeline.settings import Settings
+
+# Exit codes: 0 ok, 1 failure, 2 blocked by a safety rule, 64 usage error (sysexits' EX_USAGE).
+# Typer reports usage errors (bad flags, bad values) with click's 2, which here means "blocked";
+# its UsageError class is not exported by name, so it is reached through BadParameter's base.
+EXIT_USAGE = 64
+_UsageError = typer.BadParameter.__mro__[1]
+_UsageError.exit_code = EXIT_USAGE
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Keep Zammad's users in sync with Microsoft Entra ID group membership.")
@@ -31,8 +40,12 @@ def root(
                                            help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    # Runs log through Dagster's console logger; plain logging shows the rest (warnings, or all with -v).
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # Dagster's notes about its own beta APIs are for us, not for admins
+        warnings.filterwarnings("ignore", module="dagster")
+        warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
 
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", envvar="ENTRASYNC_CONFIG",
@@ -63,56 +76,74 @@ def _profiles(settings: "Settings", name: Optional[str]) -> list[str]:
         raise typer.Exit(1) from None
 
 
-def _run(config: Optional[Path], profile: Optional[str], as_json: bool, dry_run: bool, approve: int) -> None:
+def _run(config: Optional[Path], profile: Optional[str], as_json: bool, dry_run: Optional[bool],
+         approve: Optional[int]) -> None:
+    """Run the Dagster job once per profile; the exit code is the worst run's."""
     from entrasync_pipeline import report
-    from entrasync_pipeline.sync import Profile, run_profile
+    from entrasync_pipeline.definitions import build_definitions
+    from entrasync_pipeline.runs import cli_instance, execute_sync
+    from entrasync_pipeline.settings import ConfigError, CONFIG_ENV
 
     settings = _settings(config)
+    names = _profiles(settings, profile)
+    config_path = str((config or Path(os.environ[CONFIG_ENV])).resolve())
     summaries, exit_code = [], 0
-    for name in _profiles(settings, profile):
-        runtime = Profile(name, settings)
-        try:
-            with report.progress(name, enabled=not as_json) as on_progress:
-                outcome = run_profile(runtime, dry_run=dry_run or settings.dry_run, approve_deactivations=approve,
-                                      progress=on_progress)
-        except Exception as exc:
-            summary = report.failure_summary(name, exc)
-            exit_code = max(exit_code, 1)
-        else:
-            summary = outcome.summary()
-            if outcome.result.blocked:
-                exit_code = max(exit_code, 2)
-            elif outcome.result.failed or outcome.result.stopped:
-                exit_code = max(exit_code, 1)
-            if not as_json:
-                report.print_plan(outcome.plan)
-        finally:
-            runtime.close()
-        summaries.append(summary)
-        if not as_json:
-            report.print_summary(summary)
+    try:
+        settings.audit_url()  # no run without a place for its audit trail
+        with cli_instance() as instance:
+            for name in names:
+                with report.progress(name, enabled=not as_json) as on_progress:
+                    defs = build_definitions(list(settings.profiles), settings.schedule, config_path,
+                                             progress=on_progress or _no_progress)
+                    outcome = execute_sync(defs, settings, name, instance, dry_run, approve,
+                                           log_level="DEBUG" if _verbose() else "INFO")
+                summary = outcome.summary()
+                exit_code = max(exit_code, outcome.exit_code)
+                summaries.append(summary)
+                if not as_json:
+                    report.print_plan(outcome.changes)
+                    report.print_summary(summary)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(report.to_json(summaries if profile is None and len(settings.profiles) > 1 else summaries[0]))
     raise typer.Exit(exit_code)
 
 
+def _no_progress(_phase: str, _done: int, _total: Optional[int]) -> None:
+    """No terminal: no bars."""
+
+
+def _verbose() -> bool:
+    return logging.getLogger().level <= logging.DEBUG
+
+
 @app.command("plan")
 def plan_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] = PROFILE_OPTION,
                  as_json: bool = JSON_OPTION) -> None:
-    """Dry run: read Entra and Zammad, print the plan, write nothing.
+    """Dry run: read Entra and Zammad, plan, check, audit as "would", write nothing.
+
+    Runs the Dagster job (a run on $DAGSTER_HOME's instance, shown in the UI).
+    Exit 0 ok, 1 failure, 2 a safety rule would block the apply, 64 usage error.
 
     Example: entrasync plan --config entrasync.yaml
     """
-    _run(config, profile, as_json, dry_run=True, approve=0)
+    _run(config, profile, as_json, dry_run=True, approve=None)
 
 
 @app.command("sync")
 def sync_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] = PROFILE_OPTION,
                  as_json: bool = JSON_OPTION,
-                 approve_deactivations: int = typer.Option(0, help="Approve up to N deactivations that a safety "
-                                                                   "threshold blocked (recorded in the audit)."),
-                 dry_run: bool = typer.Option(False, "--dry-run", help="Compute and show, write nothing.")) -> None:
-    """Sync Zammad with Entra (the same code path as the Dagster job). Exit 0 ok, 1 failure, 2 blocked.
+                 approve_deactivations: Optional[int] = typer.Option(
+                     None, min=0, help="Let up to N deactivations through a safety threshold that blocked them "
+                                       "(recorded in the audit)."),
+                 dry_run: Optional[bool] = typer.Option(None, "--dry-run/--no-dry-run",
+                                                        help="Compute and show, write nothing (overrides the "
+                                                             "config file's dry_run either way).")) -> None:
+    """Sync Zammad with Entra by running the Dagster job in process (a run on $DAGSTER_HOME's instance).
+
+    Exit 0 ok, 1 failure, 2 blocked by a safety rule, 64 usage error.
 
     Example: entrasync sync --config entrasync.yaml --json
     """
@@ -125,18 +156,17 @@ def zammad_setup_command(config: Optional[Path] = CONFIG_OPTION, profile: Option
 
     Needs a Zammad token with admin.object. Example: entrasync zammad-setup --config entrasync.yaml
     """
-    from entrasync_pipeline.sync import Profile, setup_zammad
+    from entrasync_pipeline.runtime import ProfileRuntime
+    from entrasync_pipeline.steps import setup_zammad
 
     settings = _settings(config)
     for name in _profiles(settings, profile):
-        runtime = Profile(name, settings)
         try:
-            created = setup_zammad(runtime)
+            with ProfileRuntime(name, settings) as runtime:
+                created = setup_zammad(runtime)
         except Exception as exc:
             typer.echo(f"error: {name}: {exc}", err=True)
             raise typer.Exit(1) from None
-        finally:
-            runtime.close()
         typer.echo(f"{name}: " + (f"created {', '.join(created)} and ran the migrations" if created
                                   else "attributes already present"))
 
@@ -156,19 +186,21 @@ def audit_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str]
     """
     from entrasync_pipeline import report
     from entrasync_pipeline.audit import AuditFilter, AuditStore
-    from entrasync_pipeline.settings import dagster_home
+    from entrasync_pipeline.settings import ConfigError
 
-    settings = _settings(config)
     if fmt not in ("table", "csv", "json"):
-        typer.echo("error: --format is table, csv or json", err=True)
-        raise typer.Exit(1)
+        raise typer.BadParameter("is table, csv or json", param_hint="--format")
+    settings = _settings(config)
     try:
         filters = AuditFilter(run_id=run, since=report.parse_time(since), until=report.parse_time(until),
                               user=user, action=action, profile=profile, limit=limit)
     except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        store = AuditStore(settings.audit_url())
+    except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    store = AuditStore(settings.audit_url(dagster_home()))
     try:
         rows = store.query(filters)
     finally:

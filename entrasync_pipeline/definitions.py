@@ -2,20 +2,23 @@
 
 Profiles are static partitions named in the config (``$ENTRASYNC_CONFIG``), read when the code
 location loads; without a config it loads with one ``default`` partition (validation, tests).
+The CLI builds the same definitions for its config file and runs the same job in process.
 """
 
 import dagster as dg
 
 from entrasync_pipeline.assets import build_assets
 from entrasync_pipeline.jobs import build_sync_job
-from entrasync_pipeline.resources import EntrasyncResource
+from entrasync_pipeline.resources import EntrasyncResource, Progress, SyncRunOptions, no_progress, progress_resource
+from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE
 from entrasync_pipeline.schedules import build_sync_schedule
 from entrasync_pipeline.sensors import build_delta_sensor, build_failure_sensor
 from entrasync_pipeline.settings import ScheduleSettings, configured_profile_names, schedule_settings
 
 
 def build_definitions(profiles: list[str], schedule: ScheduleSettings,
-                      config_path: str | dg.EnvVar = dg.EnvVar("ENTRASYNC_CONFIG")) -> dg.Definitions:
+                      config_path: str | dg.EnvVar = dg.EnvVar("ENTRASYNC_CONFIG"),
+                      progress: Progress = no_progress) -> dg.Definitions:
     partitions = dg.StaticPartitionsDefinition(profiles)
     job = build_sync_job(partitions)
     return dg.Definitions(
@@ -23,7 +26,9 @@ def build_definitions(profiles: list[str], schedule: ScheduleSettings,
         jobs=[job],
         schedules=[build_sync_schedule(job, schedule, profiles)],
         sensors=[build_delta_sensor(job, schedule, profiles), build_failure_sensor(job)],
-        resources={"entrasync": EntrasyncResource(config_path=config_path)},
+        resources={"entrasync": EntrasyncResource(config_path=config_path),
+                   RUN_OPTIONS_RESOURCE: SyncRunOptions(),
+                   "progress": progress_resource(progress)},
     )
 
 

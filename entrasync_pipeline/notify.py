@@ -14,13 +14,13 @@ from typing import Any
 
 import apprise
 
+from entrasync_pipeline.plan import COUNT_COLUMNS
 from entrasync_pipeline.settings import SecretValue
 
 log = logging.getLogger(__name__)
 
-_COUNT_LABELS = (("created", "created"), ("updated", "updated"), ("reactivated", "reactivated"),
-                 ("deactivated", "deactivated"), ("skipped", "skipped"), ("conflicts", "conflicts"),
-                 ("failed", "failed"))
+# What the message counts: every count a run reports except the unchanged users.
+_COUNTED = tuple(c for c in COUNT_COLUMNS if c != "unchanged")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def summary_message(profile: str, counts: Mapping[str, int], examples: Sequence[
         title, kind = f"{prefix}entrasync {profile}: blocked by a safety rule", "warning"
     else:
         title, kind = f"{prefix}entrasync {profile}: Zammad users synced", "info"
-    lines = [", ".join(f"{counts.get(key, 0)} {label}" for key, label in _COUNT_LABELS)]
+    lines = [", ".join(f"{counts.get(key, 0)} {key}" for key in _COUNTED)]
     if blocked_reason:
         lines.append(f"Blocked: {_clean(blocked_reason, 400)}")
     if failure:

@@ -10,6 +10,7 @@ Reads everything, then decides: no I/O here (STYLE.md §1.3, ssosync's getUserOp
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ class Action(StrEnum):
 
 _NOTHING: dict[str, Any] = {}  # shared by every noop row; never mutated
 WRITE_ACTIONS = (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.DEACTIVATE)
+# What a run reports per action (CLI, JSON, metadata, notifications): one name each, defined here.
+COUNT_NAMES: dict[Action, str] = {
+    Action.CREATE: "created", Action.UPDATE: "updated", Action.REACTIVATE: "reactivated",
+    Action.DEACTIVATE: "deactivated", Action.NOOP: "unchanged", Action.SKIP: "skipped",
+    Action.CONFLICT: "conflicts"}
+COUNT_COLUMNS = (*COUNT_NAMES.values(), "failed")
+# People read the destructive decisions first (previews, tables, JSON "changes").
+REVIEW_ORDER = (Action.DEACTIVATE, Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.CONFLICT, Action.SKIP)
 
 
 @dataclass(frozen=True)
@@ -241,7 +250,12 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
     decided = pd.DataFrame(rows + leavers, columns=["_pos", *PLAN_COLUMNS])
     if not len(decided):
         return unchanged.drop(columns="_pos").astype({"zammad_id": "Int64"})
-    plan = pd.concat([unchanged, decided], ignore_index=True).sort_values("_pos", kind="stable")
+    if not len(unchanged):
+        return decided.sort_values("_pos", kind="stable").drop(columns="_pos").reset_index(drop=True) \
+            .astype({"zammad_id": "Int64"})
+    with warnings.catch_warnings():  # all-NA columns of one side keep the other side's dtype: as meant
+        warnings.simplefilter("ignore", FutureWarning)
+        plan = pd.concat([unchanged, decided], ignore_index=True).sort_values("_pos", kind="stable")
     return plan.drop(columns="_pos").reset_index(drop=True).astype({"zammad_id": "Int64"})
 
 
@@ -370,3 +384,42 @@ def _leavers(zammad_users: list[dict[str, Any]], seen: set[int], options: PlanOp
 def action_counts(plan: pd.DataFrame) -> dict[str, int]:
     counts = plan["action"].value_counts() if not plan.empty else pd.Series(dtype=int)
     return {a.value: int(counts.get(a.value, 0)) for a in Action}
+
+
+def writes_of(plan: pd.DataFrame) -> pd.DataFrame:
+    """The rows that would change Zammad."""
+    if plan.empty:
+        return plan
+    return plan[plan["action"].isin([a.value for a in WRITE_ACTIONS])]
+
+
+def plan_changes(plan: pd.DataFrame, limit: int | None = None) -> list[dict[str, Any]]:
+    """One entry per decision other than noop, deactivations first: what a person or a script reviews.
+
+    ``fields`` maps each changed field to ``{"before": …, "after": …}`` (for a create, before is
+    null). ``limit`` caps the entries per action (previews); None keeps all.
+    """
+    if plan.empty:
+        return []
+    entries: list[dict[str, Any]] = []
+    for action in REVIEW_ORDER:
+        rows = plan[plan["action"] == action.value]
+        if limit is not None:
+            rows = rows.head(limit)
+        for row in rows.to_dict("records"):
+            zammad_id = row.get("zammad_id")
+            entries.append({
+                "action": action.value, "entra_key": row.get("entra_key") or None,
+                "zammad_id": None if is_missing(zammad_id) else int(zammad_id),
+                "email": row.get("email") or None,
+                "fields": {name: {"before": _plain(change[0]), "after": _plain(change[1])}
+                           for name, change in (row.get("changes") or {}).items()},
+                "reason": row.get("reason") or None})
+    return entries
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly: tuples become lists, missing values null."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return None if is_missing(value) else value

@@ -9,16 +9,13 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.markup import escape
 from rich.table import Table
 
 from entrasync_pipeline.audit import export_csv, export_json
-from entrasync_pipeline.plan import Action
-
-COUNT_COLUMNS = ("created", "updated", "reactivated", "deactivated", "unchanged", "skipped", "conflicts", "failed")
+from entrasync_pipeline.plan import COUNT_COLUMNS
 # Pipes and logs get wide lines instead of folded cells; a terminal keeps its own width.
 _console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
@@ -42,9 +39,10 @@ def progress(profile: str, enabled: bool) -> Iterator[Callable[[str, int, int | 
         yield update
 
 
-def failure_summary(profile: str, exc: BaseException) -> dict[str, Any]:
-    return {"profile": profile, "run_id": None, "dry_run": None, "blocked": False, "error": f"{type(exc).__name__}: {exc}",
-            **{k: 0 for k in COUNT_COLUMNS}}
+def failure_summary(profile: str, error: str) -> dict[str, Any]:
+    """A profile that failed before its run started (bad config, unreachable audit store)."""
+    return {"profile": profile, "run_id": None, "status": "failed", "dry_run": None, "blocked": False,
+            "error": error, **dict.fromkeys(COUNT_COLUMNS, 0), "changes": []}
 
 
 def to_json(payload: Any) -> str:
@@ -64,6 +62,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         _console.print(f"[red]failed:[/red] {escape(str(summary['error']))}")
     if summary.get("blocked"):
         _console.print(f"[yellow]blocked:[/yellow] {escape(str(summary.get('blocked_reason')))}")
+        if summary.get("approve_with"):
+            _console.print(f"to approve: {escape(str(summary['approve_with']))}")
     if summary.get("stopped"):
         _console.print(f"[red]{escape(str(summary['stopped']))}[/red]")
     if summary.get("skipped_member_types"):
@@ -73,22 +73,24 @@ def print_summary(summary: dict[str, Any]) -> None:
         _console.print(f"run id: {escape(str(summary['run_id']))} (entrasync audit --run {escape(str(summary['run_id']))})")
 
 
-def print_plan(plan: pd.DataFrame, per_action: int = 5) -> None:
-    if plan.empty:
-        _console.print("plan: nothing to do")
+def print_plan(changes: Sequence[dict[str, Any]], per_action: int = 5) -> None:
+    """The first decisions of each kind, deactivations first, with the fields they change."""
+    if not changes:
+        _console.print("plan: nothing to change")
         return
     table = Table(title="plan (first rows per action)")
     for column in ("action", "email", "zammad_id", "changes", "reason"):
         table.add_column(column, overflow="fold")
-    for action in (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.DEACTIVATE, Action.CONFLICT, Action.SKIP):
-        rows = plan[plan["action"] == action.value].head(per_action)
-        for row in rows.to_dict("records"):
-            changes = "" if action is Action.CREATE else ", ".join(
-                f"{k}: {v[0]!r} → {v[1]!r}" for k, v in (row["changes"] or {}).items()
-                if k not in ("entra_object_type", "entrasync_profile"))
-            zid = "" if pd.isna(row["zammad_id"]) else str(row["zammad_id"])
-            table.add_row(*(escape(str(x)) for x in (row["action"], row["email"] or row["entra_key"], zid,
-                                                      changes[:200], row["reason"] or "")))
+    shown: dict[str, int] = {}
+    for entry in changes:
+        shown[entry["action"]] = shown.get(entry["action"], 0) + 1
+        if shown[entry["action"]] > per_action:
+            continue
+        fields = "" if entry["action"] == "create" else ", ".join(
+            f"{k}: {v['before']!r} → {v['after']!r}" for k, v in entry["fields"].items()
+            if k not in ("entra_object_type", "entrasync_profile"))
+        table.add_row(*(escape(str(x)) for x in (entry["action"], entry["email"] or entry["entra_key"],
+                                                  entry["zammad_id"] or "", fields[:200], entry["reason"] or "")))
     _console.print(table)
 
 

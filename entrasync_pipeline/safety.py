@@ -62,6 +62,6 @@ def evaluate(plan: pd.DataFrame, managed: int, members_per_group: Mapping[str, i
     if (over_count or over_share) and approved < deactivations:
         limit = f"at most {limits.max_deactivations} or {limits.max_deactivation_share:.0%} of {managed} managed users"
         reasons.append(f"{deactivations} deactivations exceed the threshold ({limit})"
-                       + (f"; approval for {approved} does not cover them" if approved else
-                          f"; approve with --approve-deactivations {deactivations}"))
+                       + (f"; the approval for {approved} does not cover them" if approved else
+                          f"; they need an approval for {deactivations}"))
     return SafetyVerdict(bool(reasons), deactivations, managed, approved, reasons)

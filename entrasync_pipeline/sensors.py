@@ -14,14 +14,18 @@ import json
 import logging
 
 import dagster as dg
-from entrasync_pipeline.jobs import JobTarget
 import pandas as pd
 
-from entrasync_pipeline import sync
+from entrasync_pipeline import steps
 from entrasync_pipeline.entra.errors import DeltaResetRequired, EntraAuthError, GraphError
+from entrasync_pipeline.jobs import JobTarget
 from entrasync_pipeline.resources import EntrasyncResource
-from entrasync_pipeline.schedules import TRIGGER_TAG
+from entrasync_pipeline.run_options import TAG_TRIGGER
+from entrasync_pipeline.runs import outcome_of_run, was_blocked
+from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.settings import ConfigError, ScheduleSettings
+
+TAG_DELTA = "entrasync/delta"
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +34,9 @@ def _key(profile: str, link: str) -> str:
     return f"{profile}:delta:{hashlib.sha256(link.encode()).hexdigest()[:24]}"
 
 
-def _tick(profile: sync.Profile, link: str | None) -> tuple[str, dg.RunRequest | None, str]:
+def _tick(profile: ProfileRuntime, link: str | None) -> tuple[str, dg.RunRequest | None, str]:
     """One profile's delta step: (new link, run request or None, what happened)."""
-    graph = profile.graph()
+    graph = profile.graph
     groups = [g.id for g in profile.config.groups]
     if link is None:
         baseline = graph.group_delta_latest(groups)
@@ -42,14 +46,14 @@ def _tick(profile: sync.Profile, link: str | None) -> tuple[str, dg.RunRequest |
     except DeltaResetRequired as exc:
         baseline = graph.group_delta_latest(groups)
         request = dg.RunRequest(run_key=_key(profile.name, baseline), partition_key=profile.name,
-                                tags={TRIGGER_TAG: "delta-reset"})
+                                tags={TAG_TRIGGER: "sensor", TAG_DELTA: "reset"})
         return baseline, request, f"delta state reset by Graph ({exc.code or exc.status}); full sync requested"
     if not round_.changed:
         return round_.delta_link, None, "no membership change"
     added = sum(len(v) for v in round_.added.values())
     removed = sum(len(v) for v in round_.removed.values())
     request = dg.RunRequest(run_key=_key(profile.name, round_.delta_link), partition_key=profile.name,
-                            tags={TRIGGER_TAG: "delta", "entrasync/delta": f"+{added} -{removed}"})
+                            tags={TAG_TRIGGER: "sensor", TAG_DELTA: f"+{added} -{removed}"})
     return round_.delta_link, request, f"{added} added, {removed} removed"
 
 
@@ -68,15 +72,13 @@ def build_delta_sensor(job: JobTarget, schedule: ScheduleSettings,
         for name in profiles:
             if name not in settings.profiles:
                 continue
-            profile = sync.Profile(name, settings)
-            try:
-                cursor[name], request, note = _tick(profile, cursor.get(name))
-            except (GraphError, EntraAuthError, ConfigError) as exc:
-                note = f"delta query failed, will retry next tick: {type(exc).__name__}: {exc}"
-                context.log.warning("%s: %s", name, note)
-                request = None
-            finally:
-                profile.close()
+            with ProfileRuntime(name, settings) as profile:
+                try:
+                    cursor[name], request, note = _tick(profile, cursor.get(name))
+                except (GraphError, EntraAuthError, ConfigError) as exc:
+                    note = f"delta query failed, will retry next tick: {type(exc).__name__}: {exc}"
+                    context.log.warning("%s: %s", name, note)
+                    request = None
             notes.append(f"{name}: {note}")
             if request is not None:
                 requests.append(request)
@@ -91,15 +93,18 @@ def build_failure_sensor(job: JobTarget) -> dg.SensorDefinition:
                            default_status=dg.DefaultSensorStatus.RUNNING,
                            description="Tells the profile's notification targets when a sync run failed.")
     def entrasync_failure_notifications(context: dg.RunFailureSensorContext, entrasync: EntrasyncResource) -> None:
-        profile_name = context.dagster_run.tags.get("dagster/partition")
-        if not profile_name:
-            return
+        run = context.dagster_run
+        profile_name = run.tags.get("dagster/partition")
+        if not profile_name or was_blocked(context.instance, run.run_id):
+            return  # a blocked plan was announced as blocked when it was planned
         try:
-            profile = entrasync.profile(profile_name)
+            runtime = entrasync.runtime(profile_name)
         except ConfigError as exc:
             context.log.warning("no notification: %s", exc)
             return
-        message = context.failure_event.message or "run failed"
-        sync.notify(profile, pd.DataFrame(), None, None, failure=f"run {context.dagster_run.run_id}: {message[:300]}")
+        # The cause in our words (e.g. "run entrasync zammad-setup"), not Dagster's "steps failed".
+        message = outcome_of_run(context.instance, run.run_id).error or context.failure_event.message or "run failed"
+        with runtime:
+            steps.notify(runtime, pd.DataFrame(), None, None, failure=f"run {run.run_id}: {message[:300]}")
 
     return entrasync_failure_notifications

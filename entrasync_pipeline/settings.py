@@ -208,7 +208,18 @@ class ScheduleSettings(_Model):
 
 
 class AuditSettings(_Model):
-    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///$DAGSTER_HOME/entrasync-audit.db.")
+    url: str | None = Field(None, description="SQLAlchemy URL of the audit store, e.g. postgresql+psycopg2://"
+                                              "entrasync:${ENTRASYNC_AUDIT_PASSWORD}@db/entrasync_audit "
+                                              "(${VAR} is read from the environment). Default: "
+                                              "sqlite:///$DAGSTER_HOME/entrasync-audit.db; with neither, "
+                                              "every command refuses to run.")
+
+
+class LockSettings(_Model):
+    wait_s: float = Field(300.0, ge=0, description="How long a run waits for another run of the same profile "
+                                                  "(CLI, schedule, sensor, UI, another host) before it fails.")
+    ttl_s: float = Field(120.0, ge=5, description="A run renews its hold every third of this; a crashed "
+                                                  "holder's hold lapses after it.")
 
 
 class Settings(_Model):
@@ -217,6 +228,7 @@ class Settings(_Model):
     http: HttpSettings = Field(default_factory=HttpSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    lock: LockSettings = Field(default_factory=LockSettings)
     workers: int = Field(8, ge=1, le=64, description="Concurrent Zammad writes.")
     dry_run: bool = Field(False, description="Compute and show everything, write nothing.")
     dagster_url: str | None = Field(None, description="Dagster webserver URL for run links in notifications.")
@@ -238,11 +250,21 @@ class Settings(_Model):
             raise ConfigError(f"unknown profile {name!r}; configured: {', '.join(self.profiles)}")
         return name, self.profiles[name]
 
-    def audit_url(self, dagster_home: str | None) -> str:
+    def audit_url(self, environ: Mapping[str, str] | None = None) -> SecretValue:
+        """``audit.url`` with ``${VAR}`` expanded, else the SQLite file in ``$DAGSTER_HOME``.
+
+        Never the current directory: an audit trail created wherever a command happened to run
+        is one nobody finds again (and on a short-lived pod, one that is lost).
+        """
+        environ = os.environ if environ is None else environ
         if self.audit.url:
-            return self.audit.url
-        home = Path(dagster_home or ".").resolve()
-        return f"sqlite:///{home / 'entrasync-audit.db'}"
+            return SecretValue(expand_env(self.audit.url, environ, "audit.url"), "audit.url")
+        home = environ.get("DAGSTER_HOME")
+        if not home:
+            raise ConfigError("no audit store: set audit.url in the config (e.g. postgresql+psycopg2://user:"
+                              "${ENTRASYNC_AUDIT_PASSWORD}@host/db) or DAGSTER_HOME (the audit then lives in "
+                              "$DAGSTER_HOME/entrasync-audit.db)")
+        return SecretValue(f"sqlite:///{Path(home).resolve() / 'entrasync-audit.db'}", "audit store")
 
 
 def _format_errors(exc: ValidationError) -> str:
@@ -282,11 +304,6 @@ def configured_profile_names(environ: Mapping[str, str] | None = None) -> list[s
     if not environ.get(CONFIG_ENV):
         return ["default"]
     return list(load_settings(environ=environ).profiles)
-
-
-def dagster_home(environ: Mapping[str, str] | None = None) -> str | None:
-    environ = os.environ if environ is None else environ
-    return environ.get("DAGSTER_HOME")
 
 
 # --- secrets -------------------------------------------------------------------------------------
@@ -344,15 +361,19 @@ def zammad_token(zammad: ZammadSettings, environ: Mapping[str, str] | None = Non
     return SecretValue(_require_env(environ, zammad.token_env, "Zammad API token"), zammad.token_env)
 
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(text: str, environ: Mapping[str, str], purpose: str) -> str:
+    """Replace every ``${VAR}`` with its value, so passwords and webhook keys stay out of the YAML."""
+    return _ENV_REFERENCE.sub(lambda m: _require_env(environ, m.group(1), purpose), text)
+
+
 def notification_urls(settings: NotificationSettings, environ: Mapping[str, str] | None = None) -> list[SecretValue]:
     """apprise URLs with ``${VAR}`` resolved; kept secret because URLs embed webhook keys."""
     environ = os.environ if environ is None else environ
-    urls = []
-    for raw in settings.urls:
-        match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", raw.strip())
-        value = _require_env(environ, match.group(1), "notification URL") if match else raw
-        urls.append(SecretValue(value, match.group(1) if match else "notification URL"))
-    return urls
+    return [SecretValue(expand_env(raw.strip(), environ, "notification URL"), "notification URL")
+            for raw in settings.urls]
 
 
 def schedule_settings(environ: Mapping[str, str] | None = None) -> ScheduleSettings:

@@ -8,6 +8,11 @@ counting usage while a client retries early (reference/microsoft-graph-and-msal.
 non-idempotent request (a create) is sent once; an ambiguous failure is reported as such so
 ``apply`` can look before it tries again. TLS is always verified; ``trust_env`` is off so
 ``REQUESTS_CA_BUNDLE`` cannot override the configured CA (reference §5.2).
+
+``send`` returns the final answer even when it is still a retryable status (attempts used up, or a
+Retry-After beyond ``max_retry_after_s``): only the client knows how to turn a status into its own
+error with the server's words, so the transport does not invent a second error for it. It raises
+``NoResponse`` only when no complete answer arrived. It never raises a requests/urllib3 exception.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Callable
 import requests
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from urllib3.exceptions import NewConnectionError
 
 from entrasync_pipeline.settings import HttpSettings
 
@@ -38,20 +44,6 @@ class NoResponse(Exception):
     def __init__(self, kind: str, detail: str, ambiguous: bool) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind, self.detail, self.ambiguous = kind, detail, ambiguous
-
-
-class RetriesExhausted(Exception):
-    """The last attempt still failed with a retryable status; ``response`` is that answer."""
-
-    def __init__(self, response: "HttpResponse") -> None:
-        super().__init__(f"HTTP {response.status} after retries")
-        self.response = response
-
-
-class RetryAfterTooLong(Exception):
-    def __init__(self, response: "HttpResponse", seconds: float) -> None:
-        super().__init__(f"server asked to wait {seconds:.0f}s")
-        self.response, self.seconds = response, seconds
 
 
 @dataclass
@@ -95,13 +87,17 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class _Retry(Exception):
-    """A retryable outcome; ``refused`` when the server certainly did not act (429, connection refused)."""
+    """A retryable outcome; ``refused`` when the server certainly did not act (429, connection refused).
+
+    ``final`` marks an answer that must not be retried although its status is retryable: the
+    server asked to wait longer than ``max_retry_after_s``.
+    """
 
     def __init__(self, wait_s: float | None, reason: str, response: HttpResponse | None = None,
-                 no_response: NoResponse | None = None, refused: bool = False) -> None:
+                 no_response: NoResponse | None = None, refused: bool = False, final: bool = False) -> None:
         super().__init__(reason)
         self.wait_s, self.reason, self.response, self.no_response = wait_s, reason, response, no_response
-        self.refused = refused
+        self.refused, self.final = refused, final
 
 
 class Transport:
@@ -134,29 +130,47 @@ class Transport:
     def send(self, method: str, url: str, *, route: str, idempotent: bool,
              params: dict[str, Any] | None = None, json_body: Any = None, data: Any = None,
              headers: dict[str, str] | None = None, expect_json: bool = True) -> HttpResponse:
-        """Send with retries; returns the final response.
+        """Send with retries; returns the final response, whatever its status.
 
         An idempotent request is retried on every retryable outcome. Any other request (a create)
         is retried only when the server certainly did not act on it: a 429 refusal or a refused
         connection. Everything else is left to the caller, who must look before sending again.
+        The returned response may still carry a retryable status (429/5xx) when the attempts ran
+        out, the request was not idempotent, or the server asked to wait longer than
+        ``max_retry_after_s``; the caller turns it into its own error. Raises ``NoResponse`` when
+        no complete response arrived on the last attempt.
         """
         retrying = Retrying(stop=stop_after_attempt(self.http.max_attempts), wait=self._wait,
-                            retry=retry_if_exception(lambda e: isinstance(e, _Retry) and (idempotent or e.refused)),
-                            reraise=True,
-                            sleep=self._sleep, before_sleep=self._before_sleep(method, route))
+                            retry=retry_if_exception(lambda e: isinstance(e, _Retry) and not e.final
+                                                     and (idempotent or e.refused)),
+                            reraise=True, sleep=self._sleep, before_sleep=self._before_sleep(method, route))
+        attempts = 0
         try:
             for attempt in retrying:
+                attempts += 1
                 with attempt:
                     return self._attempt(method, url, route, params, json_body, data, headers, expect_json)
-        except _NoRetry as stop:
-            assert stop.inner.response is not None and stop.inner.wait_s is not None
-            raise RetryAfterTooLong(stop.inner.response, stop.inner.wait_s) from None
-        except _Retry as final:
-            if final.no_response is not None:
-                raise final.no_response from None
-            assert final.response is not None
-            raise RetriesExhausted(final.response) from None
+        except _Retry as last:
+            if last.no_response is not None:
+                raise last.no_response from None
+            assert last.response is not None
+            self._log_giving_up(method, route, last, attempts, idempotent)
+            return last.response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _log_giving_up(self, method: str, route: str, last: _Retry, attempts: int, idempotent: bool) -> None:
+        """One line saying why a retryable status is handed back, so the operator sees the cause."""
+        assert last.response is not None
+        status = last.response.status
+        if last.final:
+            log.warning("%s %s %s: HTTP %d asks to wait %.0fs, longer than max_retry_after_s=%.0fs; not waiting",
+                        self.name, method, route, status, last.wait_s or 0.0, self.http.max_retry_after_s)
+        elif not idempotent and not last.refused:
+            log.info("%s %s %s: HTTP %d on a non-idempotent request; not resent (the server may have acted)",
+                     self.name, method, route, status)
+        else:
+            log.warning("%s %s %s: still HTTP %d after %d attempts; giving up", self.name, method, route,
+                        status, attempts)
 
     def _attempt(self, method: str, url: str, route: str, params: dict[str, Any] | None, json_body: Any,
                  data: Any, headers: dict[str, str] | None, expect_json: bool) -> HttpResponse:
@@ -174,8 +188,11 @@ class Transport:
             refused = _refused(exc)
             raise _Retry(None, "connection error", no_response=NoResponse("connection", _describe(exc), not refused),
                          refused=refused) from None
-        except (requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        except requests.exceptions.Timeout as exc:
             raise _Retry(None, "read timeout", no_response=NoResponse("read-timeout", _describe(exc), True)) from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise _Retry(None, "incomplete body",
+                         no_response=NoResponse("incomplete-body", _describe(exc), True)) from None
         response = HttpResponse(raw.status_code, {k.lower(): v for k, v in raw.headers.items()}, body,
                                 time.monotonic() - started)
         log.debug("%s %s %s -> %s in %.0f ms (request-id %s)", self.name, method, route, response.status,
@@ -187,7 +204,7 @@ class Transport:
                     self.throttled += 1
                 self._local.throttled = getattr(self._local, "throttled", 0) + 1
             if wait is not None and wait > self.http.max_retry_after_s:
-                raise _NoRetry(_Retry(wait, "retry-after too long", response=response))
+                raise _Retry(wait, "retry-after too long", response=response, final=True)
             raise _Retry(wait, f"HTTP {response.status}", response=response, refused=response.status == 429)
         if expect_json and response.status < 300 and response.body:
             try:
@@ -218,18 +235,31 @@ class Transport:
         return note
 
 
-class _NoRetry(Exception):
-    """Wraps a final answer that must not be retried (Retry-After beyond the configured bound)."""
-
-    def __init__(self, inner: _Retry) -> None:
-        super().__init__(inner.reason)
-        self.inner = inner
+# A connection that never opened cannot have delivered a request. urllib3 raises
+# NewConnectionError (NameResolutionError is a subclass) only while opening the socket, before a
+# byte is sent; ConnectionRefusedError is the OS saying nothing listens on that port.
+_NEVER_CONNECTED = (ConnectionRefusedError, NewConnectionError)
 
 
-def _refused(exc: Exception) -> bool:
-    """A refused connection never reached the server, so even a create may be resent."""
-    text = repr(exc)
-    return "ConnectionRefusedError" in text or "Connection refused" in text or "NewConnectionError" in text
+def _refused(exc: BaseException) -> bool:
+    """A refused connection never reached the server, so even a create may be resent.
+
+    Walks the exception chain by type, never by message text: requests wraps urllib3's
+    MaxRetryError in ``args``, which keeps the underlying error in ``reason``, which in turn was
+    raised ``from`` the OS error. Only a connection that never opened counts; a reset or a
+    timeout on an open connection stays ambiguous, because the request may have been read.
+    """
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _NEVER_CONNECTED):
+            return True
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return False
 
 
 def _describe(exc: Exception) -> str:

@@ -21,7 +21,7 @@ import requests
 from hypothesis import settings as hypothesis_settings
 
 if TYPE_CHECKING:
-    from entrasync_pipeline.sync import Profile
+    from entrasync_pipeline.runtime import ProfileRuntime
 
 # CI explores the same examples every time (a red CI must be reproducible); locally, new ones.
 hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
@@ -165,19 +165,18 @@ def config_path(sandbox: Sandbox, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def profile(config_path: Path, environ: dict[str, str]) -> Iterator["Profile"]:
+def profile(config_path: Path, environ: dict[str, str]) -> Iterator["ProfileRuntime"]:
+    from entrasync_pipeline.runtime import ProfileRuntime
     from entrasync_pipeline.settings import load_settings
-    from entrasync_pipeline.sync import Profile
 
-    runtime = Profile("sandbox", load_settings(config_path), environ)
-    yield runtime
-    runtime.close()
+    with ProfileRuntime("sandbox", load_settings(config_path), environ) as runtime:
+        yield runtime
 
 
 @pytest.fixture
-def ready_profile(profile: "Profile") -> "Profile":
+def ready_profile(profile: "ProfileRuntime") -> "ProfileRuntime":
     """A profile whose Zammad already has the custom attributes (zammad-setup ran)."""
-    from entrasync_pipeline.sync import setup_zammad
+    from entrasync_pipeline.steps import setup_zammad
 
     setup_zammad(profile)
     return profile

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from entrasync_pipeline import sync
+from entrasync_pipeline import steps
 from entrasync_pipeline.apply import ApplyOptions, apply_plan
 from entrasync_pipeline.audit import AuditFilter, AuditStore
 from entrasync_pipeline.plan import PLAN_COLUMNS
-from entrasync_pipeline.sync import Profile
+from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline_tests.conftest import Sandbox
 
 
@@ -47,10 +47,10 @@ def _options(**kw: object) -> ApplyOptions:
     return ApplyOptions(**{"run_id": "run-1", "profile": "sandbox", "dry_run": False, "workers": 4, **kw})
 
 
-def test_one_bad_record_never_stops_the_others(ready_profile: Profile, audit: AuditStore) -> None:
+def test_one_bad_record_never_stops_the_others(ready_profile: ProfileRuntime, audit: AuditStore) -> None:
     rows = [_create_row(i) for i in range(5)] + [_create_row(9, entra_key="k" * 65)]
     rows[-1]["entra_key"] = "k" * 65
-    result = apply_plan(_plan(*rows), ready_profile.zammad(), audit, _options())
+    result = apply_plan(_plan(*rows), ready_profile.zammad, audit, _options())
     assert result.counts["created"] == 5 and result.failed == 1
     failed = _final(audit, run_id="run-1")
     outcomes = sorted(r["outcome"] for r in failed)
@@ -58,10 +58,10 @@ def test_one_bad_record_never_stops_the_others(ready_profile: Profile, audit: Au
     assert "longer than the allowed length 64" in next(r["error"] for r in failed if r["outcome"] == "failed")
 
 
-def test_a_create_whose_answer_was_lost_is_confirmed_not_duplicated(sandbox: Sandbox, ready_profile: Profile,
+def test_a_create_whose_answer_was_lost_is_confirmed_not_duplicated(sandbox: Sandbox, ready_profile: ProfileRuntime,
                                                                       audit: AuditStore) -> None:
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 1.0, "truncate": True})
-    result = apply_plan(_plan(_create_row(1)), ready_profile.zammad(), audit, _options())
+    result = apply_plan(_plan(_create_row(1)), ready_profile.zammad, audit, _options())
     assert result.counts["created"] == 1 and result.failed == 0
     assert sandbox.stats("zammad")["requests"]["POST /api/v1/users"] == 1
     users = [u for u in sandbox.state("zammad")["users"] if u["email"] == "user1@contoso.example"]
@@ -70,16 +70,16 @@ def test_a_create_whose_answer_was_lost_is_confirmed_not_duplicated(sandbox: San
 
 
 def test_a_create_that_failed_before_reaching_zammad_is_sent_again_after_a_lookup(
-        sandbox: Sandbox, ready_profile: Profile, audit: AuditStore) -> None:
+        sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore) -> None:
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 0.5, "statuses": [503]}, seed=1)
-    result = apply_plan(_plan(*[_create_row(i) for i in range(6)]), ready_profile.zammad(), audit, _options())
+    result = apply_plan(_plan(*[_create_row(i) for i in range(6)]), ready_profile.zammad, audit, _options())
     emails = [u["email"] for u in sandbox.state("zammad")["users"]]
     assert len(emails) == len(set(emails))
     assert result.counts["created"] + result.failed == 6 and result.counts["created"] >= 4
 
 
-def test_a_stale_plan_does_not_undo_newer_state(sandbox: Sandbox, ready_profile: Profile, audit: AuditStore) -> None:
-    zammad = ready_profile.zammad()
+def test_a_stale_plan_does_not_undo_newer_state(sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore) -> None:
+    zammad = ready_profile.zammad
     user = zammad.create_user({"email": "stale@contoso.example", "entra_key": "kk", "entrasync_profile": "sandbox"})
     zammad.update_user(user["id"], {"active": False})
     deactivate = {"action": "deactivate", "entra_key": "kk", "zammad_id": user["id"], "email": user["email"],
@@ -91,8 +91,8 @@ def test_a_stale_plan_does_not_undo_newer_state(sandbox: Sandbox, ready_profile:
     assert result.counts["skipped"] == 1 and zammad.user(user["id"])["department"] is None
 
 
-def test_creates_and_updates_run_before_deactivations(ready_profile: Profile, audit: AuditStore) -> None:
-    zammad = ready_profile.zammad()
+def test_creates_and_updates_run_before_deactivations(ready_profile: ProfileRuntime, audit: AuditStore) -> None:
+    zammad = ready_profile.zammad
     leaver = zammad.create_user({"email": "leaver@contoso.example", "entra_key": "lk", "entrasync_profile": "sandbox"})
     deactivate = {"action": "deactivate", "entra_key": "lk", "zammad_id": leaver["id"], "email": leaver["email"],
                   "upn": None, "changes": {"active": [True, False]}, "payload": {"active": False}, "reason": "left"}
@@ -101,31 +101,31 @@ def test_creates_and_updates_run_before_deactivations(ready_profile: Profile, au
     assert actions == ["create", "create", "deactivate"]
 
 
-def test_escrow_stops_the_apply_when_too_many_writes_fail(sandbox: Sandbox, ready_profile: Profile,
+def test_escrow_stops_the_apply_when_too_many_writes_fail(sandbox: Sandbox, ready_profile: ProfileRuntime,
                                                             audit: AuditStore) -> None:
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 1.0, "statuses": [500]})
     rows = [_create_row(i) for i in range(60)]
-    result = apply_plan(_plan(*rows), ready_profile.zammad(), audit, _options(failure_min_attempts=20, workers=2))
+    result = apply_plan(_plan(*rows), ready_profile.zammad, audit, _options(failure_min_attempts=20, workers=2))
     assert result.stopped and "apply stopped" in result.stopped
     assert 20 <= result.failed < 60 and result.failed + result.counts["skipped"] == 60
     assert {r["outcome"] for r in _final(audit)} == {"failed", "skipped"}
 
 
-def test_dry_run_writes_nothing_and_records_would(sandbox: Sandbox, ready_profile: Profile, audit: AuditStore) -> None:
+def test_dry_run_writes_nothing_and_records_would(sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore) -> None:
     before = sandbox.stats("zammad")["total"]
-    result = apply_plan(_plan(_create_row(1), _create_row(2)), ready_profile.zammad(), audit, _options(dry_run=True))
+    result = apply_plan(_plan(_create_row(1), _create_row(2)), ready_profile.zammad, audit, _options(dry_run=True))
     assert result.counts["created"] == 2 and result.dry_run
     assert sandbox.stats("zammad")["total"] == before
     assert {r["outcome"] for r in audit.query()} == {"would"} and all(r["dry_run"] for r in audit.query())
 
 
-def test_a_missing_attribute_stops_before_any_write(profile: Profile) -> None:
-    zammad = sync.read_zammad_users(profile)
-    with pytest.raises(sync.MissingZammadAttributes, match="entrasync zammad-setup"):
-        sync.require_entra_attributes(zammad)
+def test_a_missing_attribute_stops_before_any_write(profile: ProfileRuntime) -> None:
+    zammad = steps.read_zammad_users(profile)
+    with pytest.raises(steps.MissingZammadAttributes, match="entrasync zammad-setup"):
+        steps.require_entra_attributes(zammad)
 
 
-def test_every_chunk_is_applied(ready_profile: Profile, audit: AuditStore) -> None:
-    result = apply_plan(_plan(*[_create_row(i) for i in range(75)]), ready_profile.zammad(), audit,
+def test_every_chunk_is_applied(ready_profile: ProfileRuntime, audit: AuditStore) -> None:
+    result = apply_plan(_plan(*[_create_row(i) for i in range(75)]), ready_profile.zammad, audit,
                         _options(workers=2))
     assert result.counts["created"] == 75 and len(_final(audit)) == 75

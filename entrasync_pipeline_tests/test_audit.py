@@ -105,4 +105,36 @@ def test_the_default_location_is_under_dagster_home(tmp_path: Path) -> None:
     settings = parse_settings({"profiles": {"p": {"entra": {"tenant_id": str(uuid.uuid4()), "client_id": "c"},
                                                   "groups": [{"id": str(uuid.uuid4())}],
                                                   "zammad": {"url": "https://z.example"}}}})
-    assert settings.audit_url(str(tmp_path)) == f"sqlite:///{tmp_path / 'entrasync-audit.db'}"
+    assert settings.audit_url({"DAGSTER_HOME": str(tmp_path)}).reveal() == f"sqlite:///{tmp_path / 'entrasync-audit.db'}"
+
+
+def _settings_with_audit(url: str | None) -> Any:
+    from entrasync_pipeline.settings import parse_settings
+
+    profile = {"entra": {"tenant_id": str(uuid.uuid4()), "client_id": "c"}, "groups": [{"id": str(uuid.uuid4())}],
+               "zammad": {"url": "https://z.example"}}
+    return parse_settings({"profiles": {"p": profile}, "audit": {"url": url}})
+
+
+def test_without_audit_url_or_dagster_home_every_command_refuses_and_names_both() -> None:
+    from entrasync_pipeline.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="audit.url.*DAGSTER_HOME"):
+        _settings_with_audit(None).audit_url({})
+
+
+def test_the_audit_url_reads_its_password_from_the_environment_and_never_shows_it() -> None:
+    from entrasync_pipeline.settings import ConfigError
+
+    settings = _settings_with_audit("postgresql+psycopg2://entrasync:${AUDIT_PW}@db.example/audit")
+    url = settings.audit_url({"AUDIT_PW": "s3cr3t-pw"})
+    assert url.reveal() == "postgresql+psycopg2://entrasync:s3cr3t-pw@db.example/audit"
+    assert "s3cr3t" not in repr(url) and "s3cr3t" not in str(url)
+    with pytest.raises(ConfigError, match="AUDIT_PW"):
+        settings.audit_url({})
+
+
+def test_the_store_shows_where_it_is_without_the_password(tmp_path: Path) -> None:
+    store = AuditStore(f"sqlite:///{tmp_path / 'a.db'}")
+    assert store.location.endswith("a.db")
+    store.close()

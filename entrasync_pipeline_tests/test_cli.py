@@ -152,3 +152,107 @@ def test_progress_shows_on_a_terminal_only(cli_env: dict[str, str]) -> None:
     assert proc.returncode == 0
     assert b"writing" in b"".join(chunks)  # the bar went to the terminal
     assert b"writing" not in proc.stdout  # and never into piped output
+
+
+# --- one orchestration path ------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [["sync", "--approve-deactivations", "-1"], ["sync", "--approve-deactivations", "six"],
+                                  ["sync", "--bogus"], ["audit", "--format", "xml"]],
+                         ids=["negative-approval", "non-numeric-approval", "unknown-flag", "unknown-format"])
+def test_usage_errors_exit_64_so_that_2_means_only_blocked(args: list[str], cli_env: dict[str, str]) -> None:
+    result = entrasync(*args, env=cli_env)
+    assert result.returncode == 64, result.stderr
+
+
+def test_a_cli_run_is_a_dagster_run_on_dagster_home(cli_env: dict[str, str]) -> None:
+    import dagster as dg
+
+    assert entrasync("zammad-setup", env=cli_env).returncode == 0
+    result = json.loads(entrasync("plan", "--json", env=cli_env).stdout)
+    os.environ["DAGSTER_HOME"], saved = cli_env["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            run = instance.get_run_by_id(result["run_id"])
+            assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+            assert run.tags["entrasync/trigger"] == "cli" and run.tags["dagster/partition"] == "sandbox"
+            record = instance.get_latest_materialization_event(dg.AssetKey("zammad_sync"))
+            assert record is not None and record.run_id == result["run_id"]
+    finally:
+        os.environ.pop("DAGSTER_HOME") if saved is None else os.environ.__setitem__("DAGSTER_HOME", saved)
+
+
+def test_json_changes_name_every_decision_with_its_fields(cli_env: dict[str, str]) -> None:
+    assert entrasync("zammad-setup", env=cli_env).returncode == 0
+    planned = json.loads(entrasync("plan", "--json", env=cli_env).stdout)
+    changes = planned["changes"]
+    assert len(changes) == planned["created"] + planned["updated"] + planned["skipped"]
+    update = next(c for c in changes if c["action"] == "update")
+    assert update["zammad_id"] and update["fields"]["entra_key"]["before"] is None
+    assert set(update) == {"action", "entra_key", "zammad_id", "email", "fields", "reason"}
+    assert all(set(f) == {"before", "after"} for c in changes for f in c["fields"].values())
+
+
+def test_no_dry_run_overrides_a_dry_run_config_file(sandbox: Sandbox, environ: dict[str, str], tmp_path: Path) -> None:
+    config = write_config(tmp_path / "dry.yaml", sandbox.info, dry_run=True)
+    env = {**environ, "ENTRASYNC_CONFIG": str(config)}
+    assert entrasync("zammad-setup", env=env).returncode == 0
+    dry = json.loads(entrasync("sync", "--json", env=env).stdout)
+    assert dry["dry_run"] is True and sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0
+    real = json.loads(entrasync("sync", "--json", "--no-dry-run", env=env).stdout)
+    assert real["dry_run"] is False and real["created"] == 54
+
+
+def test_without_an_audit_store_nothing_runs_and_nothing_lands_in_the_current_directory(
+        sandbox: Sandbox, environ: dict[str, str], tmp_path: Path) -> None:
+    config = write_config(tmp_path / "noaudit.yaml", sandbox.info, audit={})
+    env = {k: v for k, v in {**environ, "ENTRASYNC_CONFIG": str(config)}.items() if k != "DAGSTER_HOME"}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for command in (["audit"], ["plan"], ["sync"]):
+        result = subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", *command], capture_output=True,
+                                text=True, env={**{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}, **env},
+                                cwd=cwd, timeout=120)
+        assert result.returncode == 1 and "audit.url" in result.stderr and "DAGSTER_HOME" in result.stderr, command
+    assert list(cwd.iterdir()) == []
+
+
+def _final_rows_per_attempt(env: dict[str, str]) -> list[dict[str, object]]:
+    rows = json.loads(entrasync("audit", "--format", "json", env=env).stdout)
+    finals: dict[str, int] = {}
+    for row in rows:
+        if row["attempt_id"] and row["outcome"] != "started":
+            finals[row["attempt_id"]] = finals.get(row["attempt_id"], 0) + 1
+    assert all(n == 1 for n in finals.values())
+    return rows
+
+
+def test_two_syncs_of_one_profile_at_once_run_one_after_the_other(cli_env: dict[str, str], sandbox: Sandbox) -> None:
+    assert entrasync("zammad-setup", env=cli_env).returncode == 0
+    sandbox.faults("zammad", {"route": "*", "latency_ms": [20, 20]})  # a first run long enough to overlap
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **cli_env}
+    procs = [subprocess.Popen([sys.executable, "-m", "entrasync_pipeline.cli", "sync", "--json"], cwd=REPO,
+                              env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-800:] for o in outputs]
+    results = [json.loads(o[0]) for o in outputs]
+    assert sorted(r["created"] for r in results) == [0, 54]  # the second saw the first's work, never duplicated it
+    assert any("is being synced by run" in o[1] for o in outputs)  # and said why it waited
+    rows = _final_rows_per_attempt(cli_env)
+    assert not [r for r in rows if r["outcome"] == "interrupted"]
+    assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 54
+
+
+def test_a_second_sync_gives_up_after_the_wait_naming_the_holder(sandbox: Sandbox, environ: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    from entrasync_pipeline.lease import Lease, LeaseOptions
+    from entrasync_pipeline.runtime import ProfileRuntime
+    from entrasync_pipeline.settings import load_settings
+
+    config = write_config(tmp_path / "lock.yaml", sandbox.info, lock={"wait_s": 1, "ttl_s": 60})
+    env = {**environ, "ENTRASYNC_CONFIG": str(config)}
+    with ProfileRuntime("sandbox", load_settings(config), environ) as runtime:
+        Lease(runtime.audit.engine, "sandbox", "run-on-another-host", LeaseOptions(60, 0)).acquire()
+        result = entrasync("sync", "--json", env=env)
+    assert result.returncode == 1
+    assert "profile sandbox is being synced by run run-on-another-host" in json.loads(result.stdout)["error"]
+    assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0

@@ -13,6 +13,8 @@ from entrasync_pipeline.definitions import defs
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = {"entra_group_members", "universal_users", "zammad_users", "sync_plan", "zammad_sync"}
+CHECKS = {("universal_users", "universal_users_schema"), ("sync_plan", "sync_plan_schema"),
+          ("sync_plan", "sync_plan_safety")}
 
 
 def test_the_location_loads_without_secrets() -> None:
@@ -24,7 +26,7 @@ def test_the_location_loads_without_secrets() -> None:
     assert defs.resolve_sensor_def("entrasync_failure_notifications")
 
 
-def test_assets_checks_and_their_metadata() -> None:
+def test_assets_and_their_metadata() -> None:
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     assert set(specs) == ASSETS
     for name, spec in specs.items():
@@ -33,11 +35,18 @@ def test_assets_checks_and_their_metadata() -> None:
         assert "dagster/code_references" in spec.metadata, name
     assert sorted(d.asset_key.to_user_string() for d in specs["sync_plan"].deps) == \
         ["entra_group_members", "universal_users", "zammad_users"]
-    checks = {(c.asset_key.to_user_string(), c.name): c for c in defs.resolve_all_asset_check_specs()} \
-        if hasattr(defs, "resolve_all_asset_check_specs") else None
-    if checks is not None:
-        assert {k[1] for k in checks} == {"universal_users_schema", "sync_plan_schema", "sync_plan_safety"}
-        assert all(c.blocking for c in checks.values())
+
+
+def test_the_three_blocking_checks_sit_on_their_assets() -> None:
+    """dagster 1.13 has no ``Definitions.resolve_all_asset_check_specs``: the resolved asset graph lists them."""
+    graph = defs.resolve_asset_graph()
+    specs = [graph.get_check_spec(key) for key in graph.asset_check_keys]
+    assert sorted((s.asset_key.to_user_string(), s.name) for s in specs) == sorted(CHECKS)
+    assert all(s.blocking for s in specs), [s.name for s in specs if not s.blocking]
+    for key in graph.asset_check_keys:  # run by the step that materializes the asset they guard
+        assert key.asset_key in graph.assets_def_for_key(key).keys, key
+    job = defs.resolve_job_def("entrasync_sync_job")
+    assert {(k.asset_key.to_user_string(), k.name) for k in job.asset_layer.asset_graph.asset_check_keys} == CHECKS
 
 
 def test_dagster_definitions_validate_passes_from_the_repo_root() -> None:

@@ -100,11 +100,11 @@ def _it_support_config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> Path:
 
 
 def _setup(config: Path, environ: dict[str, str]) -> None:
-    from entrasync_pipeline.sync import Profile, setup_zammad
+    from entrasync_pipeline.runtime import ProfileRuntime
+    from entrasync_pipeline.steps import setup_zammad
 
-    profile = Profile("sandbox", load_settings(config), environ)
-    setup_zammad(profile)
-    profile.close()
+    with ProfileRuntime("sandbox", load_settings(config), environ) as runtime:
+        setup_zammad(runtime)
 
 
 def test_the_promised_example(sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str],
@@ -144,7 +144,7 @@ def test_the_promised_example(sandbox: Sandbox, admin: Admin, tmp_path: Path, da
     assert all(zammad[k]["department"] == "Service Desk" for k in people[:5])
     assert zammad[leaver]["active"] is False
 
-    audit = AuditStore(load_settings(config).audit_url(dagster_env["DAGSTER_HOME"]))
+    audit = AuditStore(load_settings(config).audit_url(dagster_env))
     rows = audit.query(AuditFilter(run_id=result.run_id))
     audit.close()
     done = sorted(r["action"] for r in rows if r["outcome"] == "done")
@@ -248,7 +248,7 @@ def test_dry_run_from_run_config_writes_nothing(sandbox: Sandbox, tmp_path: Path
     config = _it_support_config(sandbox, tmp_path)
     _setup(config, dagster_env)
     before = sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0)
-    result = Runner(config, ["sandbox"], instance).run(run_config={"ops": {"zammad_sync": {"config": {"dry_run": True}}}})
+    result = Runner(config, ["sandbox"], instance).run(run_config={"resources": {"run_options": {"config": {"dry_run": True}}}})
     counts = Runner.counts(None, result)  # type: ignore[arg-type]
     assert counts["dry_run"] is True and counts["created"] == 20
     assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == before
@@ -261,9 +261,11 @@ def test_two_profiles_on_one_zammad_never_touch_each_others_users(sandbox: Sandb
         "it": {"groups": [{"id": groups["IT Support"], "name": "IT Support"}]},
         "sales": {"groups": [{"id": groups["Sales"], "name": "Sales"}]},
     })
-    from entrasync_pipeline.sync import Profile, setup_zammad
+    from entrasync_pipeline.runtime import ProfileRuntime
+    from entrasync_pipeline.steps import setup_zammad
 
-    setup_zammad(Profile("it", load_settings(config), dagster_env))
+    with ProfileRuntime("it", load_settings(config), dagster_env) as runtime:
+        setup_zammad(runtime)
     runner = Runner(config, ["it", "sales"], instance)
     assert runner.run("it").success and runner.run("sales").success
     owners = {u["entrasync_profile"] for u in sandbox.state("zammad")["users"] if u.get("entra_key")}
@@ -281,3 +283,70 @@ def test_two_profiles_on_one_zammad_never_touch_each_others_users(sandbox: Sandb
     assert plan["conflict"].value == 1
     owner = next(u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == sales_people[2])
     assert owner["entrasync_profile"] == "sales"
+
+
+def _evaluate_failure_sensor(runner: Runner, config: Path, result: dg.ExecuteInProcessResult) -> None:
+    from entrasync_pipeline.resources import EntrasyncResource
+
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="entrasync_failure_notifications", dagster_instance=runner.instance,
+        dagster_run=result.dagster_run, dagster_event=failure,
+        resources={"entrasync": EntrasyncResource(config_path=str(config))}).for_run_failure()
+    runner.defs.resolve_sensor_def("entrasync_failure_notifications")(context)
+
+
+def test_a_blocked_run_says_how_to_approve_in_dagster_terms_and_is_announced_once(
+        sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any,
+        webhook: Any) -> None:
+    config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
+    _setup(config, dagster_env)
+    runner = Runner(config, ["sandbox"], instance)
+    assert runner.run().success
+    group = sandbox.info["groups"]["IT Support"]
+    users = [m for m in admin.members(group) if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
+    for user_id in users[:6]:
+        admin.remove(group, user_id)
+    webhook.received.clear()
+    blocked = runner.run(run_config={"resources": {"run_options": {"config": {"dry_run": True}}}})
+    safety = next(e for e in blocked.get_asset_check_evaluations() if e.check_name == "sync_plan_safety")
+    assert not safety.passed and "Held: 6 deactivations" in safety.description
+    assert "entrasync/approve-deactivations=6" in safety.description
+    assert "run_options: {config: {approve_deactivations: 6}}" in safety.description
+    preview = blocked.asset_materializations_for_node("sync_plan")[0].metadata["preview"].value
+    assert preview.splitlines()[2].startswith("| deactivate |")  # deactivations first
+    _evaluate_failure_sensor(runner, config, blocked)
+    assert [m["title"] for m in webhook.received] == ["[DRY RUN] entrasync sandbox: blocked by a safety rule"]
+
+
+def test_an_approval_given_in_a_dry_run_is_audited_as_a_dry_run(sandbox: Sandbox, admin: Admin, tmp_path: Path,
+                                                                dagster_env: dict[str, str], instance: Any) -> None:
+    config = _it_support_config(sandbox, tmp_path)
+    _setup(config, dagster_env)
+    runner = Runner(config, ["sandbox"], instance)
+    assert runner.run().success
+    group = sandbox.info["groups"]["IT Support"]
+    users = [m for m in admin.members(group) if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
+    for user_id in users[:6]:
+        admin.remove(group, user_id)
+    result = runner.run(tags={"entrasync/approve-deactivations": "6"},
+                        run_config={"resources": {"run_options": {"config": {"dry_run": True}}}})
+    assert result.success and runner.counts(result)["deactivated"] == 6 and runner.counts(result)["dry_run"] is True
+    audit = AuditStore(load_settings(config).audit_url(dagster_env))
+    approvals = audit.query(AuditFilter(run_id=result.run_id, action="approval"))
+    audit.close()
+    assert [(a["dry_run"], a["outcome"]) for a in approvals] == [(True, "info")]
+    assert all(u["active"] for u in sandbox.state("zammad")["users"] if u.get("entra_key") in users[:6])
+
+
+def test_a_failed_run_is_announced_by_the_failure_sensor(sandbox: Sandbox, tmp_path: Path,
+                                                         dagster_env: dict[str, str], instance: Any,
+                                                         webhook: Any) -> None:
+    config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
+    runner = Runner(config, ["sandbox"], instance)
+    failed = runner.run()  # zammad-setup never ran: the plan refuses to write without entra_key
+    assert not failed.success
+    webhook.received.clear()
+    _evaluate_failure_sensor(runner, config, failed)
+    assert len(webhook.received) == 1 and "sync failed" in webhook.received[0]["title"]
+    assert "zammad-setup" in webhook.received[0]["message"]

@@ -7,11 +7,13 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "entrasync_pipeline"
-CORE = ["normalize.py", "plan.py", "safety.py", "schemas.py"]
-SHELL = ["entra", "zammad", "transport.py", "apply.py", "audit.py", "notify.py", "sync.py", "settings.py"]
+CORE = ["normalize.py", "plan.py", "safety.py", "schemas.py", "run_options.py"]
+SHELL = ["entra", "zammad", "transport.py", "apply.py", "audit.py", "lease.py", "notify.py", "runtime.py",
+         "steps.py", "settings.py"]
 CORE_FORBIDDEN = ("requests", "msal", "dagster", "os", "time", "datetime", "sqlalchemy", "apprise",
                   "entrasync_pipeline.entra", "entrasync_pipeline.zammad", "entrasync_pipeline.transport",
-                  "entrasync_pipeline.sync", "entrasync_pipeline.settings")
+                  "entrasync_pipeline.steps", "entrasync_pipeline.runtime", "entrasync_pipeline.settings",
+                  "entrasync_pipeline.lease", "entrasync_pipeline.audit")
 
 
 def _imports(path: Path) -> set[str]:
@@ -47,6 +49,6 @@ def test_the_io_shell_does_not_import_dagster() -> None:
 
 def test_the_sandbox_imports_neither_client() -> None:
     forbidden = ("entrasync_pipeline.entra", "entrasync_pipeline.zammad", "entrasync_pipeline.transport",
-                 "entrasync_pipeline.sync", "entrasync_pipeline.apply", "entrasync_pipeline.normalize",
+                 "entrasync_pipeline.steps", "entrasync_pipeline.runtime", "entrasync_pipeline.apply", "entrasync_pipeline.normalize",
                  "entrasync_pipeline.plan")
     assert _violations(_files(["sandbox"]), forbidden) == []

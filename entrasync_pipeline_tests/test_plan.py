@@ -1,19 +1,28 @@
 """compute_plan: one test row per rule of DESIGN.md §2, plus properties (planning again on the
-applied state yields only noop; users without entra_key and other profiles' users are never touched).
+applied state yields only noop; users without entra_key and other profiles' users are never touched;
+the column-wise noop path decides exactly like the per-user rules).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from entrasync_pipeline.plan import Action, compute_plan
+from entrasync_pipeline import plan as rules
+from entrasync_pipeline.plan import PLAN_COLUMNS, Action, compute_plan
 from entrasync_pipeline_tests.factories import (
-    PROFILE, graph_user, plan_options, universal, zammad_frame, zammad_user,
+    GROUP,
+    PROFILE,
+    graph_user,
+    plan_options,
+    universal,
+    zammad_frame,
+    zammad_user,
 )
 
 JANE = graph_user("jane.doe")
@@ -200,3 +209,192 @@ def test_conflicting_group_role_mappings_are_merged_and_reported() -> None:
                            group_roles={"9a0f1b7c-0000-4000-8000-000000000001": ("Agent",), "g2": ("Customer",)})
     row = _only(compute_plan(users, zammad_frame(), options), Action.CREATE)
     assert row["payload"]["role_ids"] == [2, 3] and ROLE_MERGE_NOTE in row["reason"]
+
+
+# --- the fast noop path against the per-user rules -------------------------------------------------
+_PEOPLE = ("ann.lee", "bo.kim", "cy.ng", "di.oh", "ed.yu")
+_ROLE_IDS = {"Admin": 1, "Agent": 2, "Customer": 3}
+
+
+def _mail(name: str) -> str:
+    return f"{name}@contoso.example"
+
+
+@st.composite
+def _entra_side(draw: st.DrawFn, name: str) -> dict | None:
+    """One Entra user (or none): enabled or not, changed department/phone, a shared or no email."""
+    if not draw(st.booleans()):
+        return None
+    overrides: dict[str, Any] = {"accountEnabled": draw(st.booleans()),
+                                 "department": draw(st.sampled_from(["IT", "IT", "Sales"])),
+                                 "businessPhones": draw(st.sampled_from([["+1 555 0100"], ["+1 555 0100"], []]))}
+    mail = draw(st.sampled_from(["own", "own", "own", "mixed-case", "shared", "renamed", "none"]))
+    if mail == "mixed-case":
+        overrides["mail"] = _mail(name).title()
+    elif mail == "shared":  # the address of another person (of the pool, so often of a Zammad user too)
+        overrides["mail"] = _mail(draw(st.sampled_from(_PEOPLE)))
+    elif mail == "renamed":
+        overrides["mail"] = _mail(f"{name}.new")
+    elif mail == "none":  # a guest without mail: skipped by the normalizer
+        overrides.update(mail=None, userPrincipalName=f"{name}_partner.example#EXT#@contoso.onmicrosoft.com")
+    return graph_user(name, **overrides)
+
+
+def _zammad_user(name: str, kind: str, email: str, **overrides: Any) -> dict:
+    key = graph_user(name)["id"]
+    given, _, surname = name.partition(".")
+    entra_key = None if kind == "walk-in" else f"other-{key}" if kind == "foreign" else key
+    return zammad_user(0, email, entra_key, profile="other" if kind == "other-profile" else PROFILE,
+                       firstname=given.title(), lastname=surname.title(), **overrides)
+
+
+_EMAILS_IN_ANY_CASE = st.sampled_from([str.lower, str.lower, str.upper, str.title])
+
+
+@st.composite
+def _zammad_side(draw: st.DrawFn, name: str) -> list[dict]:
+    """0–2 Zammad users for one person: synced, walk-in (no entra_key), another Entra object's, another profile's."""
+    given, _, surname = name.partition(".")
+    users = []
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(["synced", "synced", "synced", "walk-in", "foreign", "other-profile"]))
+        email = draw(_EMAILS_IN_ANY_CASE)(_mail(draw(st.sampled_from([name, name, f"{name}.new", f"{name}.old"]))))
+        user = _zammad_user(name, kind, email, department=draw(st.sampled_from(["IT", "IT", "Old"])),
+                            phone=draw(st.sampled_from(["+1 555 0100", "+1 555 0100", ""])),
+                            active=draw(st.booleans()), role_ids=draw(st.sampled_from([(3,), (3,), (2,), (1, 2)])),
+                            login=draw(st.sampled_from([email, email.upper(), f"{given}{surname}"])))
+        if kind != "walk-in" and draw(st.integers(0, 9)) == 0:
+            user["entra_object_type"] = None  # a half-written identity
+        users.append(user)
+    return users
+
+
+_CHANGED_FIELDS = {"department-changed": {"department": "Sales"}, "phone-removed": {"businessPhones": []},
+                   "mobile-added": {"mobilePhone": "+1 555 0199"}, "firstname-changed": {"givenName": "Anna"},
+                   "lastname-changed": {"surname": "Leigh"}}
+_TWISTS = ("zammad-inactive", "disabled-in-entra", "half-written-identity", "other-profile", "shared-email",
+           "no-email", "skipped-with-an-email", "renamed-in-entra", "renamed-in-zammad", "admin", "walk-in-twin",
+           "key-twin", "foreign-twin", *_CHANGED_FIELDS)
+
+
+@st.composite
+def _in_sync(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
+    """A person whose synced Zammad user holds every value (the fast path's case), mostly with one
+    twist that may take them off it: every condition of the fast path is one twist away."""
+    twists = {draw(st.sampled_from(("none",) * 14 + _TWISTS)), draw(st.sampled_from(("none",) * 36 + _TWISTS))}
+    email = draw(_EMAILS_IN_ANY_CASE)(_mail(f"{name}.old" if "renamed-in-zammad" in twists else name))
+    synced = _zammad_user(name, "synced", email, active="zammad-inactive" not in twists,
+                          role_ids=(1, 2) if "admin" in twists else draw(st.sampled_from([(3,), (2,), (2, 3)])),
+                          login=draw(st.sampled_from([email, email.upper(), email.title()])))
+    if "half-written-identity" in twists:
+        synced["entra_object_type"] = None
+    if "other-profile" in twists:
+        synced["entrasync_profile"] = "other"
+    twins = [_zammad_user(name, kind, draw(_EMAILS_IN_ANY_CASE)(_mail(name)))
+             for kind, twist in (("walk-in", "walk-in-twin"), ("synced", "key-twin"), ("foreign", "foreign-twin"))
+             if twist in twists]
+    overrides: dict[str, Any] = {"mail": draw(_EMAILS_IN_ANY_CASE)(_mail(name))}
+    if "disabled-in-entra" in twists:
+        overrides["accountEnabled"] = False
+    if "shared-email" in twists:
+        overrides["mail"] = _mail(draw(st.sampled_from([n for n in _PEOPLE if n != name])))
+    if "renamed-in-entra" in twists:
+        overrides["mail"] = _mail(f"{name}.new")
+    if "no-email" in twists:
+        overrides.update(mail=None, userPrincipalName=f"{name}_partner.example#EXT#@contoso.onmicrosoft.com")
+    for twist in twists & set(_CHANGED_FIELDS):
+        overrides.update(_CHANGED_FIELDS[twist])
+    if "skipped-with-an-email" in twists:  # no normalizer rule does this yet; the plan must still skip
+        overrides["skip_reason"] = "excluded by a rule"
+    return graph_user(name, **overrides), [synced, *twins]
+
+
+@st.composite
+def _known_by_email(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
+    """A person Zammad knows only by email (any case): walk-ins to adopt, or an address another Entra object holds."""
+    holders = draw(st.sampled_from([("walk-in",)] * 4 + [("walk-in", "walk-in"), ("foreign",), ("walk-in", "foreign")]))
+    zammad = [_zammad_user(name, kind, draw(_EMAILS_IN_ANY_CASE)(_mail(name)),
+                           active=draw(st.sampled_from([True, True, False])),
+                           department=draw(st.sampled_from(["IT", "Old"]))) for kind in holders]
+    person = graph_user(name, mail=draw(_EMAILS_IN_ANY_CASE)(_mail(name)),
+                        accountEnabled=draw(st.sampled_from([True, True, False])))
+    return person, zammad
+
+
+@st.composite
+def _planning_inputs(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    group_roles = draw(st.sampled_from([{}, {}, {}, {GROUP: ("Customer",)}, {GROUP: ("Wizard",)}]))
+    people, zammad = [], []
+    for name in _PEOPLE:
+        scenario = draw(st.sampled_from(["in-sync", "in-sync", "in-sync", "known-by-email", "free"]))
+        if scenario == "in-sync":
+            person, theirs = draw(_in_sync(name))
+        elif scenario == "known-by-email":
+            person, theirs = draw(_known_by_email(name))
+        else:
+            person, theirs = draw(_entra_side(name)), draw(_zammad_side(name))
+        people += [person] if person is not None else []
+        zammad += theirs
+    skipped = {p["id"]: p.pop("skip_reason") for p in people if "skip_reason" in p}
+    for position, user in enumerate(draw(st.permutations(zammad))):  # ids in any order of the people
+        user["id"] = 100 + position
+    # Protection lists are often empty: the fast path then checks only the Admin role itself.
+    lists = draw(st.sampled_from([(), (), (), ("ids",), ("logins",), ("emails",), ("ids", "logins", "emails")]))
+    names = st.sets(st.sampled_from(_PEOPLE), min_size=1, max_size=2)
+    options = plan_options(
+        adopt_by_email=draw(st.sampled_from([True, True, False])),
+        protect_admins=draw(st.sampled_from([True, True, False])),
+        protected_ids=frozenset(draw(st.sets(st.integers(100, 100 + len(zammad)), min_size=1, max_size=2))
+                                if "ids" in lists else ()),
+        # settings lower-case the configured lists; Zammad's login and email come in any case
+        protected_logins=frozenset(_mail(n) for n in (draw(names) if "logins" in lists else ())),
+        protected_emails=frozenset(_mail(n) for n in (draw(names) if "emails" in lists else ())),
+        role_ids=draw(st.sampled_from([None, None, _ROLE_IDS])), group_roles=group_roles)
+    users = universal(*people, group_roles=group_roles)
+    for key, reason in skipped.items():
+        users.loc[users["entra_key"] == key, "skip_reason"] = reason
+    return users, zammad_frame(*zammad), options
+
+
+def _per_user_rules(users: pd.DataFrame, zammad: pd.DataFrame, options: Any) -> list[dict]:
+    """The reference: every user through the per-user rules, against an index of every Zammad user.
+
+    No column-wise noop pass, no pre-filtering of the Zammad users compute_plan does for speed:
+    DESIGN.md §2's matching, then ``_decide`` per user, then the leavers.
+    """
+    zammad = zammad[zammad["id"].astype(int) != rules.SYSTEM_USER_ID]
+    records = zammad.to_dict("records")
+    entra = [{**user, "_pos": i} for i, user in enumerate(users.to_dict("records"))]
+    emails = Counter(u["email"] for u in entra if u["email"] and pd.isna(u["skip_reason"]))
+    seen: set[int] = set()
+    rows = rules._decide_all(entra, rules._index(records), emails, seen, options)
+    return [{c: row[c] for c in PLAN_COLUMNS} for row in rows + rules._leavers(records, seen, options)]
+
+
+def _plain(row: dict) -> dict:
+    return {k: None if v is None or v is pd.NA or (isinstance(v, float) and v != v)
+            else int(v) if k == "zammad_id" else v for k, v in row.items()}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_planning_inputs())
+def test_the_fast_noop_path_decides_exactly_like_the_per_user_rules(inputs: tuple) -> None:
+    """compute_plan recognises unchanged users column-wise (``_unchanged``); each of its rows must be
+    what the per-user rules decide for that user: action, zammad_id, changes, payload, reason and
+    the identity columns, in the same order, with the same leavers."""
+    users, zammad, options = inputs
+    note(f"universal users: {users.to_dict('records')}\nzammad users: {zammad.to_dict('records')}\n{options}")
+    fast = len(rules._unchanged(users, zammad[zammad["id"] != rules.SYSTEM_USER_ID], options)[0])
+    event("fast path: none" if not fast else "fast path: some users" if fast < len(users) else "fast path: all")
+    plan = [_plain(row) for row in compute_plan(users, zammad, options).to_dict("records")]
+    reference = [_plain(row) for row in _per_user_rules(users, zammad, options)]
+    for got, want in zip(plan, reference):
+        assert got == want
+    assert len(plan) == len(reference)
+
+
+def test_the_fast_noop_path_is_taken_for_an_unchanged_user() -> None:
+    """Keeps the property above meaningful: the synced, unchanged user never reaches the per-user rules."""
+    noop = rules._unchanged(universal(JANE), zammad_frame(SYNCED), plan_options())[0]
+    assert noop[["action", "entra_key", "email"]].to_dict("records") == \
+        [{"action": "noop", "entra_key": KEY, "email": "jane.doe@contoso.example"}]

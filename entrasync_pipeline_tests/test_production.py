@@ -173,7 +173,7 @@ def test_webserver_and_daemon_on_postgres_run_the_sync(deployment: Deployment, s
     from entrasync_pipeline.audit import AuditFilter, AuditStore
     from entrasync_pipeline.settings import load_settings
 
-    audit = AuditStore(load_settings(deployment.env["ENTRASYNC_CONFIG"]).audit_url(None))
+    audit = AuditStore(load_settings(deployment.env["ENTRASYNC_CONFIG"]).audit_url())
     rows = audit.query(AuditFilter(run_id=run_id))
     audit.close()
     assert len([r for r in rows if r["outcome"] == "done"]) == 55 and audit.engine.dialect.name == "postgresql"
@@ -203,6 +203,14 @@ def _dismiss_welcome(page: Any) -> None:
         pass
 
 
+def _open_browser(pw: Any) -> tuple[Any, Any]:
+    """Debian's Chromium, headless, with nothing that would reach beyond loopback."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+    return browser, browser.new_page(viewport={"width": 1600, "height": 1000})
+
+
 def _browse(deployment: Deployment, run_id: str, tmp_path: Path) -> None:
     """The UI in a real browser: lineage with the five assets and their checks, the run, the counts."""
     _require(CHROMIUM is not None, "Debian's chromium is not installed")
@@ -213,10 +221,7 @@ def _browse(deployment: Deployment, run_id: str, tmp_path: Path) -> None:
     shots = tmp_path / "screenshots"
     shots.mkdir()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        browser, page = _open_browser(pw)
         page.goto(f"{deployment.url}/asset-groups/entrasync", wait_until="networkidle")
         _dismiss_welcome(page)
         for name in ("entra_group_members", "universal_users", "zammad_users", "sync_plan", "zammad_sync"):
@@ -238,3 +243,127 @@ def _browse(deployment: Deployment, run_id: str, tmp_path: Path) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         for shot in shots.iterdir():
             shutil.copy(shot, SCREENSHOTS / shot.name)
+
+
+def _cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", *args], env=deployment.env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _audit_of(deployment: Deployment, run_id: str) -> list[tuple[Any, ...]]:
+    """The run's audit rows without what differs by nature between two runs (ids, times)."""
+    from entrasync_pipeline.audit import AuditFilter, AuditStore
+    from entrasync_pipeline.settings import load_settings
+
+    audit = AuditStore(load_settings(deployment.env["ENTRASYNC_CONFIG"]).audit_url())
+    rows = audit.query(AuditFilter(run_id=run_id))
+    audit.close()
+    return sorted((r["action"], r["outcome"], r["dry_run"], r["entra_key"] or "", r["email"] or "",
+                   json.dumps(r["changes"], sort_keys=True), r["reason"] or "") for r in rows)
+
+
+def test_the_cli_and_the_daemon_run_the_same_sync(deployment: Deployment, sandbox: Sandbox, webhook: Any) -> None:
+    """One path: the same request through the CLI and through a daemon-launched run gives the same
+    plan, audit rows, status and notification; and a CLI sync waits for the daemon's run of the
+    same profile instead of writing beside it."""
+    import dagster as dg
+    from dagster_graphql import DagsterGraphQLClient
+
+    from entrasync_pipeline.runs import outcome_of_run
+
+    config = Path(deployment.env["ENTRASYNC_CONFIG"])
+    settings = yaml.safe_load(config.read_text())
+    settings["profiles"]["sandbox"]["notifications"] = {"urls": [webhook.url]}
+    config.write_text(yaml.safe_dump(settings))
+
+    cli = _cli(deployment, "plan", "--json")
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    by_cli = json.loads(cli.stdout)
+    client = DagsterGraphQLClient("127.0.0.1", port_number=deployment.port)
+    daemon_run = client.submit_job_execution("entrasync_sync_job", repository_location_name=LOCATION,
+                                             run_config={"resources": {"run_options": {"config": {"dry_run": True}}}},
+                                             tags={"dagster/partition": "sandbox"})
+    assert _wait_for_run(deployment, daemon_run) == "SUCCESS"
+    os.environ["DAGSTER_HOME"], saved = deployment.env["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            by_daemon = outcome_of_run(instance, daemon_run).summary()
+            assert instance.get_run_by_id(daemon_run).tags["entrasync/trigger"] == "ui"
+            assert instance.get_run_by_id(by_cli["run_id"]).tags["entrasync/trigger"] == "cli"
+    finally:
+        os.environ.pop("DAGSTER_HOME") if saved is None else os.environ.__setitem__("DAGSTER_HOME", saved)
+    ignored = ("run_id", "trigger", "changes", "plan")  # changes: the daemon's plan is not loaded here
+    assert {k: v for k, v in by_cli.items() if k not in ignored} == {k: v for k, v in by_daemon.items()
+                                                                       if k not in ignored}
+    assert by_cli["status"] == "ok" and by_cli["dry_run"] is True and by_cli["created"] == 54
+    assert _audit_of(deployment, by_cli["run_id"]) == _audit_of(deployment, daemon_run)
+    titles = [m["title"] for m in webhook.received]
+    bodies = [m["message"].split("\nRun: ")[0] for m in webhook.received]
+    assert len(titles) == 2 and titles[0] == titles[1] and bodies[0] == bodies[1]
+
+    # A daemon run holds the profile; a CLI sync started meanwhile waits for it, then finds nothing to do.
+    sandbox.faults("zammad", {"route": "POST /api/v1/users", "latency_ms": [2500, 2500]})  # ~20 s of writes
+    writing = client.submit_job_execution("entrasync_sync_job", repository_location_name=LOCATION,
+                                          tags={"dagster/partition": "sandbox"})
+    deadline = time.monotonic() + 180
+    while sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    waited = _cli(deployment, "sync", "--json")
+    assert _wait_for_run(deployment, writing) == "SUCCESS"
+    assert waited.returncode == 0, waited.stderr[-2000:]
+    assert f"is being synced by run {writing}" in waited.stderr
+    assert json.loads(waited.stdout)["created"] == 0
+    assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 54
+    sandbox.faults("zammad")
+
+    # Six leavers are more than 10 % of the managed users: blocked the same way on both paths.
+    _remove_members(sandbox, 6)
+    blocked_cli = _cli(deployment, "sync", "--json")
+    assert blocked_cli.returncode == 2, blocked_cli.stderr[-2000:]
+    blocked = json.loads(blocked_cli.stdout)
+    assert blocked["status"] == "blocked" and blocked["approve_with"].endswith("--approve-deactivations 6")
+    assert [c["action"] for c in blocked["changes"]][:6] == ["deactivate"] * 6  # deactivations first
+    held = client.submit_job_execution("entrasync_sync_job", repository_location_name=LOCATION,
+                                       tags={"dagster/partition": "sandbox"})
+    assert _wait_for_run(deployment, held) == "FAILURE"
+    os.environ["DAGSTER_HOME"] = deployment.env["DAGSTER_HOME"]
+    try:
+        with dg.DagsterInstance.get() as instance:
+            by_daemon = outcome_of_run(instance, held).summary()
+    finally:
+        os.environ.pop("DAGSTER_HOME") if saved is None else os.environ.__setitem__("DAGSTER_HOME", saved)
+    assert {k: by_daemon[k] for k in ("status", "blocked_reason", "approve_with", "deactivated")} == \
+        {k: blocked[k] for k in ("status", "blocked_reason", "approve_with", "deactivated")}
+    _screenshot(deployment, "/assets/sync_plan?view=checks", "To approve", "blocked.png")
+
+
+def _remove_members(sandbox: Sandbox, count: int) -> None:
+    with sandbox.session() as http:
+        token = sandbox.admin_token()
+        group = sandbox.info["groups"]["Sales"]
+        objects = sandbox.state("graph")["objects"]
+        users = [m for m in sandbox.state("graph")["groups"][group] if objects[m]["@odata.type"].endswith("user")]
+        for member in users[:count]:
+            http.delete(f"{sandbox.info['graph_url']}/v1.0/groups/{group}/members/{member}/$ref",
+                        headers={"Authorization": f"Bearer {token}"}).raise_for_status()
+
+
+def _screenshot(deployment: Deployment, path: str, text: str, name: str) -> None:
+    """One page of the UI in Chromium, kept under docs/images when ENTRASYNC_UPDATE_SCREENSHOTS is set."""
+    _require(CHROMIUM is not None, "Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser, page = _open_browser(pw)
+        page.goto(f"{deployment.url}{path}", wait_until="networkidle")
+        _dismiss_welcome(page)
+        page.get_by_text("sync_plan_safety", exact=True).first.click(timeout=60_000)
+        shot = deployment.home / name
+        try:
+            page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
+        finally:
+            page.screenshot(path=str(shot))
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("ENTRASYNC_UPDATE_SCREENSHOTS"):
+        shutil.copy(shot, SCREENSHOTS / name)

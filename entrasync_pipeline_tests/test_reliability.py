@@ -52,7 +52,7 @@ def _assert_converged(sandbox: Sandbox, env: dict[str, str]) -> None:
 
 
 def _assert_one_final_row_per_attempt(config: Path, environ: dict[str, str]) -> list[dict[str, Any]]:
-    store = AuditStore(load_settings(config).audit_url(environ["DAGSTER_HOME"]))
+    store = AuditStore(load_settings(config).audit_url(environ))
     rows = store.query()
     store.close()
     started = Counter(r["attempt_id"] for r in rows if r["outcome"] == "started")
@@ -63,7 +63,9 @@ def _assert_one_final_row_per_attempt(config: Path, environ: dict[str, str]) -> 
 
 def test_sigkill_during_the_apply_then_a_fresh_run_converges(sandbox: Sandbox, environ: dict[str, str],
                                                               tmp_path: Path) -> None:
-    config = write_config(tmp_path / "entrasync.yaml", sandbox.info, workers=2)
+    """The killed run's lease lapses (ttl_s), the next run takes it, records the killed run's
+    unfinished writes as interrupted (never its own) and converges."""
+    config = write_config(tmp_path / "entrasync.yaml", sandbox.info, workers=2, lock={"ttl_s": 6, "wait_s": 60})
     env = _env(environ, config)
     assert entrasync("zammad-setup", env=env).returncode == 0
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "latency_ms": [120, 150]})
@@ -77,12 +79,15 @@ def test_sigkill_during_the_apply_then_a_fresh_run_converges(sandbox: Sandbox, e
     sandbox.control("DELETE", "zammad", "faults")
     created_before = sum(_zammad_by_key(sandbox).values())
     assert 0 < created_before < 54
+    waited = time.monotonic()
     rerun = entrasync("sync", "--json", env=env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert time.monotonic() - waited < 45  # the lapse (6 s), not the whole wait_s
     _assert_converged(sandbox, env)
     rows = _assert_one_final_row_per_attempt(config, environ)
     interrupted = [r for r in rows if r["outcome"] == "interrupted"]
     assert interrupted, "the killed run's unfinished intents must be recorded as interrupted"
+    assert json.loads(rerun.stdout)["run_id"] not in {r["run_id"] for r in interrupted}
     assert not {r["attempt_id"] for r in interrupted} & {r["attempt_id"] for r in rows if r["outcome"] == "done"}
 
 

@@ -55,7 +55,7 @@ def test_quiet_without_changes_and_one_run_per_change(sandbox: Sandbox, http: An
     fired = _tick(sensor_env, quiet.cursor)
     assert len(fired.run_requests) == 1
     request = fired.run_requests[0]
-    assert request.partition_key == "sandbox" and request.tags["entrasync/trigger"] == "delta"
+    assert request.partition_key == "sandbox" and request.tags["entrasync/trigger"] == "sensor"
     assert request.tags["entrasync/delta"] == "+1 -0"
     again = _tick(sensor_env, fired.cursor)
     assert not again.run_requests
@@ -67,7 +67,7 @@ def test_expired_delta_state_triggers_a_full_sync(sandbox: Sandbox, sensor_env: 
     baseline = _tick(sensor_env, None).cursor
     sandbox.control("POST", "graph", "delta/expire")
     result = _tick(sensor_env, baseline)
-    assert len(result.run_requests) == 1 and result.run_requests[0].tags["entrasync/trigger"] == "delta-reset"
+    assert len(result.run_requests) == 1 and result.run_requests[0].tags["entrasync/trigger"] == "sensor" and result.run_requests[0].tags["entrasync/delta"] == "reset"
     assert json.loads(result.cursor)["sandbox"] != json.loads(baseline)["sandbox"]
 
 
@@ -75,7 +75,7 @@ def test_a_410_reset_triggers_a_full_sync(sandbox: Sandbox, sensor_env: Path) ->
     baseline = _tick(sensor_env, None).cursor
     sandbox.control("POST", "graph", "delta/reset")
     result = _tick(sensor_env, baseline)
-    assert result.run_requests and result.run_requests[0].tags["entrasync/trigger"] == "delta-reset"
+    assert result.run_requests and result.run_requests[0].tags["entrasync/trigger"] == "sensor" and result.run_requests[0].tags["entrasync/delta"] == "reset"
 
 
 def test_faults_keep_the_cursor_and_launch_nothing(sandbox: Sandbox, http: Any, sensor_env: Path) -> None:

@@ -1,4 +1,8 @@
-"""Write the demo's config: two profiles (IT support, sales) syncing into the one sandbox Zammad."""
+"""Write the demo's config: two profiles (IT support, sales) syncing into the one sandbox Zammad.
+
+Usage: demo_config.py SANDBOX_JSON CONFIG_OUT [DAGSTER_URL]; the URL follows DEMO_PORT so that links
+in notifications point at the UI the demo actually serves.
+"""
 
 import json
 import sys
@@ -7,13 +11,14 @@ from pathlib import Path
 import yaml
 
 info = json.loads(Path(sys.argv[1]).read_text())
+dagster_url = sys.argv[3] if len(sys.argv) > 3 else "http://127.0.0.1:3000"
 entra = {"tenant_id": info["tenant_id"], "client_id": info["sync_app"]["client_id"], "credential": "certificate",
          "authority_host": info["graph_url"], "graph_url": info["graph_url"]}
 groups = info["groups"]
 config = {
     "tls": {"ca_bundle": info["ca_bundle"]},
     "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Berlin", "sensor_interval_s": 30},
-    "dagster_url": "http://127.0.0.1:3000",
+    "dagster_url": dagster_url,
     "profiles": {
         "it-support": {
             "entra": entra, "membership": "transitive",

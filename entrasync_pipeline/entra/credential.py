@@ -17,7 +17,7 @@ import requests
 
 from entrasync_pipeline.entra.errors import EntraAuthError, GraphTransportError
 from entrasync_pipeline.settings import EntraCredentialMaterial, EntraSettings
-from entrasync_pipeline.transport import HttpResponse, NoResponse, RetriesExhausted, RetryAfterTooLong, Transport
+from entrasync_pipeline.transport import HttpResponse, NoResponse, Transport
 
 _APPS: dict[tuple[str, str, str], msal.ConfidentialClientApplication] = {}
 _APPS_LOCK = threading.Lock()
@@ -47,10 +47,9 @@ class _MsalHttpClient:
         self._transport = transport
 
     def _send(self, method: str, url: str, route: str, **kwargs: Any) -> _MsalResponse:
+        """The final answer, error statuses included: msal reads the token endpoint's error body itself."""
         try:
             return _MsalResponse(self._transport.send(method, url, route=route, idempotent=True, **kwargs))
-        except (RetriesExhausted, RetryAfterTooLong) as exc:
-            return _MsalResponse(exc.response)
         except NoResponse as exc:
             raise GraphTransportError(method, route, exc.kind, exc.detail) from None
 

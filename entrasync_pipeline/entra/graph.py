@@ -20,7 +20,7 @@ from entrasync_pipeline.entra.errors import (
     GraphTransportError,
 )
 from entrasync_pipeline.settings import EntraSettings
-from entrasync_pipeline.transport import HttpResponse, NoResponse, RetriesExhausted, RetryAfterTooLong, Transport
+from entrasync_pipeline.transport import HttpResponse, NoResponse, Transport
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,6 @@ class GraphClient:
                                                headers=headers)
             except NoResponse as exc:
                 raise GraphTransportError(method, route, exc.kind, exc.detail) from None
-            except (RetriesExhausted, RetryAfterTooLong) as exc:
-                response = exc.response
             if response.status == 401 and attempt == 1:
                 log.info("Graph answered 401 on %s; fetching a new token once", route)
                 self.credential.drop_cached_token()

@@ -13,6 +13,7 @@ import logging
 import secrets
 import signal
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ EXTRA_APPS = {
     "basic_app": ["GroupMember.Read.All", "User.ReadBasic.All"],
     "users_only_app": ["User.Read.All"],
 }
+POLL_INTERVAL_S = 0.1  # how often the main thread looks at the stop flag
+SHUTDOWN_TIMEOUT_S = 5.0  # upper bound on stopping both servers
 
 
 @dataclass
@@ -61,6 +64,7 @@ def _app(name: str, roles: list[str], certificate: bytes | None = None) -> AppRe
 
 def start_sandbox(seed: Seed, state_dir: Path, graph_port: int = 0, zammad_port: int = 0) -> Sandbox:
     state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = state_dir.resolve()  # absolute paths in sandbox.json and the config work from any cwd
     tls = make_server_tls(state_dir)
     client_cert = make_client_certificate(state_dir, "sync-app")
     sync_app = _app("entrasync-sync", SYNC_ROLES, client_cert.certificate_pem)
@@ -101,7 +105,8 @@ def write_state_files(sandbox: Sandbox, config_path: Path | None) -> None:
     }
     if config_path is not None:
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(yaml.safe_dump(sandbox_config(info), sort_keys=False), encoding="utf-8")
+        config = sandbox_config(info, state_dir=sandbox.state_dir)
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         env["ENTRASYNC_CONFIG"] = str(config_path.resolve())
     env_file = sandbox.state_dir / "sandbox.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
@@ -113,9 +118,13 @@ def write_state_files(sandbox: Sandbox, config_path: Path | None) -> None:
     tmp.replace(sandbox.state_dir / "sandbox.json")
 
 
-def sandbox_config(info: dict[str, Any], profile: str = "sandbox") -> dict[str, Any]:
-    """A config with one profile that syncs every group of the seed into the sandbox Zammad."""
-    return {
+def sandbox_config(info: dict[str, Any], profile: str = "sandbox", state_dir: Path | None = None) -> dict[str, Any]:
+    """A config with one profile that syncs every group of the seed into the sandbox Zammad.
+
+    With ``state_dir`` the audit store goes there too, so the config works as is and a sandbox's
+    audit trail never mixes with the one in $DAGSTER_HOME.
+    """
+    config: dict[str, Any] = {
         "tls": {"ca_bundle": info["ca_bundle"]},
         "profiles": {
             profile: {
@@ -131,27 +140,61 @@ def sandbox_config(info: dict[str, Any], profile: str = "sandbox") -> dict[str, 
             }
         },
     }
+    if state_dir is not None:
+        config["audit"] = {"url": f"sqlite:///{state_dir.resolve() / 'audit.db'}"}
+    return config
+
+
+class _StopFlag:
+    """Set by the SIGINT/SIGTERM handler.
+
+    A plain attribute write is all a signal handler may safely do here: ``Event.set()`` from a
+    handler re-enters the Event's non-reentrant lock if the main thread holds it, and deadlocks.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def handler(self, signum: int, _frame: object) -> None:
+        self.signum = signum
 
 
 def serve(seed_name: str, state_dir: Path, config_path: Path | None = None,
           graph_port: int = 0, zammad_port: int = 0, stop: threading.Event | None = None) -> Sandbox:
-    """Run until SIGINT/SIGTERM (or ``stop`` is set); returns the stopped sandbox."""
-    stop = stop or threading.Event()
+    """Run until SIGINT/SIGTERM (or ``stop`` is set); returns the stopped sandbox.
+
+    The main thread polls; shutdown is bounded (``SHUTDOWN_TIMEOUT_S``) and further signals during
+    it are no-ops, so a second Ctrl-C never hangs. ``sandbox.json`` is removed on every exit.
+    """
+    flag = _StopFlag()
     seed = load_seed(seed_name)
     sandbox = start_sandbox(seed, state_dir, graph_port, zammad_port)
-    freeze_heap()
-    write_state_files(sandbox, config_path)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-    log.info("sandbox up: graph %s, zammad %s", sandbox.graph.base_url, sandbox.zammad.base_url)
+    previous: dict[int, Any] = {}
     try:
-        while not stop.wait(0.2):
-            pass
+        # Handlers go in before sandbox.json appears: a caller may signal as soon as it sees the file.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, flag.handler)
+        freeze_heap()
+        write_state_files(sandbox, config_path)
+        log.info("sandbox up: graph %s, zammad %s", sandbox.graph.base_url, sandbox.zammad.base_url)
+        while flag.signum is None and not (stop is not None and stop.is_set()):
+            time.sleep(POLL_INTERVAL_S)
     finally:
-        sandbox.stop()
         (state_dir / "sandbox.json").unlink(missing_ok=True)
+        _stop_bounded(sandbox)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return sandbox
+
+
+def _stop_bounded(sandbox: Sandbox) -> None:
+    """Stop both servers in a daemon thread, waiting at most ``SHUTDOWN_TIMEOUT_S``."""
+    stopper = threading.Thread(target=sandbox.stop, name="sandbox-stop", daemon=True)
+    stopper.start()
+    stopper.join(SHUTDOWN_TIMEOUT_S)
+    if stopper.is_alive():
+        log.warning("sandbox servers did not stop within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_S)
 
 
 def freeze_heap() -> None:

@@ -4,24 +4,41 @@ Pages ``GET /api/v1/users`` until a page comes back empty and never concludes th
 short page, because the server silently caps ``per_page`` (1000 now, 500 on older releases;
 reference/zammad-api.md §1.3). Reads and PUTs are retried by the transport; POSTs are sent once
 (a create is never resent blindly; ``apply`` looks the user up after an ambiguous failure).
+Every non-2xx answer, including a 429/5xx the transport gave up on, becomes a ``ZammadError``
+here and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from entrasync_pipeline.settings import SecretValue, ZammadSettings
-from entrasync_pipeline.transport import (
-    HttpResponse, NoResponse, RetriesExhausted, RetryAfterTooLong, Transport, parse_retry_after,
-)
+from entrasync_pipeline.transport import HttpResponse, NoResponse, Transport, parse_retry_after
 from entrasync_pipeline.zammad.errors import (
     ZammadAuthError, ZammadNotFoundError, ZammadResponseError, ZammadServerError, ZammadTransportError,
     ZammadValidationError,
 )
 
 log = logging.getLogger(__name__)
+
+# The user search pages with ``paginate_with(max: 200, default: 50)`` (reference/zammad-api.md
+# §1.5, §6): 200 is the most one search answer can hold, and a larger value is silently cut to it.
+# It is not ``ZammadSettings.per_page``, which sizes the users *list* (max 1000). An exact-match
+# lookup expects one or two hits, so one page of the maximum is plenty.
+SEARCH_LIMIT = 200
+
+# Zammad's role with full administrator rights is seeded under this exact name (Zammad's
+# db/seeds/roles.rb; the user JSON's ``roles`` shows "Admin", reference §8). GET /roles answers
+# ``permission_ids`` but not permission names, so the name is what identifies it.
+ADMIN_ROLE_NAME = "Admin"
+
+# Zammad orders a user form's fields by ``position``; its own user attributes use 100…1800
+# (db/seeds/object_manager_attributes.rb: login 100, role_ids 1600, active 1800). A new attribute
+# goes this far past the highest existing one, so it never shares a position with Zammad's fields
+# or with one created earlier.
+ATTRIBUTE_POSITION_STEP = 10
 
 ENTRA_ATTRIBUTES: list[dict[str, Any]] = [
     {"name": "entra_key", "display": "Entra object id", "data_type": "input",
@@ -55,8 +72,6 @@ class ZammadClient:
                                            params=params, json_body=body, headers=headers)
         except NoResponse as exc:
             raise ZammadTransportError(method, route, exc.kind, exc.detail, exc.ambiguous) from None
-        except (RetriesExhausted, RetryAfterTooLong) as exc:
-            response = exc.response
         if response.status >= 400:
             raise _zammad_error(method, route, response)
         return response.json() if response.body else None
@@ -82,8 +97,13 @@ class ZammadClient:
             return None
 
     def find_by_attribute(self, field: str, value: str) -> list[dict[str, Any]]:
-        """Exact match on one column via a search ``condition`` (works without Elasticsearch, §1.5)."""
-        body = {"condition": {f"user.{field}": {"operator": "is", "value": value}}, "limit": 200}
+        """Exact match on one column via a search ``condition`` (works without Elasticsearch, §1.5).
+
+        Returns at most ``SEARCH_LIMIT`` users; the hits are filtered again locally because the
+        search engine may match more loosely than the column's exact value. Search never returns
+        user id 1.
+        """
+        body = {"condition": {f"user.{field}": {"operator": "is", "value": value}}, "limit": SEARCH_LIMIT}
         hits = self._request("POST", "/users/search", "/api/v1/users/search", body=body, idempotent=True)
         return [h for h in hits if str(h.get(field) or "") == value]
 
@@ -97,7 +117,20 @@ class ZammadClient:
         return self._request("PUT", f"/users/{int(user_id)}", "/api/v1/users/{id}", body=payload)
 
     def roles(self) -> dict[str, int]:
+        """Role ids by Zammad role name (names are unique in Zammad), from ``GET /api/v1/roles``."""
         return {r["name"]: int(r["id"]) for r in self._request("GET", "/roles", "/api/v1/roles")}
+
+    def admin_role_ids(self) -> frozenset[int]:
+        """The id of Zammad's "Admin" role, read from Zammad instead of assuming the seeded id 1.
+
+        Raises ZammadResponseError when no role has that name (renamed or removed): protecting
+        admins must never silently protect nobody.
+        """
+        ids = frozenset(rid for name, rid in self.roles().items() if name == ADMIN_ROLE_NAME)
+        if not ids:
+            raise ZammadResponseError(200, "GET", "/api/v1/roles", f"no role named {ADMIN_ROLE_NAME!r}; "
+                                      "cannot tell which users are administrators")
+        return ids
 
     # --- object manager ----------------------------------------------------------------------------
     def user_attributes(self) -> dict[str, dict[str, Any]]:
@@ -105,7 +138,13 @@ class ZammadClient:
         return {a["name"]: a for a in items if a.get("object", "User") == "User"}
 
     def create_attribute(self, spec: dict[str, Any]) -> dict[str, Any]:
-        payload = {"object": "User", "active": True, "position": 1600, "editable": True,
+        """Stage a custom User attribute (visible, not editable in forms); ``spec`` may override any key.
+
+        Without a ``position`` in ``spec`` it goes ``ATTRIBUTE_POSITION_STEP`` past the highest
+        existing User attribute, read first, so attributes created in turn keep their order.
+        """
+        position = spec.get("position") or _next_position(self.user_attributes().values())
+        payload = {"object": "User", "active": True, "position": position, "editable": True,
                    "screens": {"view": {"-all-": {"shown": True}}, "edit": {"-all-": {"shown": False, "null": True}},
                                "create": {"-all-": {"shown": False, "null": True}}}, **spec}
         return self._request("POST", "/object_manager_attributes", "/api/v1/object_manager_attributes", body=payload)
@@ -113,6 +152,12 @@ class ZammadClient:
     def execute_migrations(self) -> None:
         self._request("POST", "/object_manager_attributes_execute_migrations",
                       "/api/v1/object_manager_attributes_execute_migrations")
+
+
+def _next_position(attributes: Iterable[dict[str, Any]]) -> int:
+    """One step past the highest ``position`` among ``attributes`` (a step from 0 when none has one)."""
+    positions = [int(a["position"]) for a in attributes if isinstance(a.get("position"), (int, float))]
+    return max(positions, default=0) + ATTRIBUTE_POSITION_STEP
 
 
 def _zammad_error(method: str, route: str, response: HttpResponse) -> ZammadResponseError:

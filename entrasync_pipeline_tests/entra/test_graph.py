@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from entrasync_pipeline.entra.credential import EntraCredential
-from entrasync_pipeline.entra.errors import DeltaResetRequired, EntraAuthError, GraphNotFoundError
+from entrasync_pipeline.entra.errors import DeltaResetRequired, EntraAuthError, GraphNotFoundError, GraphResponseError
 from entrasync_pipeline.entra.graph import GraphClient
 from entrasync_pipeline.settings import EntraSettings, HttpSettings, SecretValue, EntraCredentialMaterial
 from entrasync_pipeline.transport import Transport
@@ -134,3 +134,20 @@ def test_group_delta_baseline_changes_and_reset(sandbox: Sandbox, graph: GraphCl
         graph.group_delta([sales], changed.delta_link)
     full = graph.group_delta([sales], None)
     assert len(full.added[sales]) == 30
+
+
+def test_a_retry_after_beyond_the_bound_is_a_response_error_without_waiting(sandbox: Sandbox,
+                                                                            graph: GraphClient) -> None:
+    sandbox.faults("graph", {"route": MEMBERS, "rate": 1.0, "statuses": [429], "retry_after": 3600})
+    with pytest.raises(GraphResponseError) as info:
+        list(graph.group_members(sandbox.info["groups"]["Sales"], SELECT))
+    assert info.value.status == 429 and not isinstance(info.value, DeltaResetRequired)
+    assert sandbox.stats("graph")["requests"][MEMBERS] == 1
+
+
+def test_a_server_error_that_outlasts_the_retries_is_a_response_error(sandbox: Sandbox, graph: GraphClient) -> None:
+    sandbox.faults("graph", {"route": MEMBERS, "rate": 1.0, "statuses": [503]})
+    with pytest.raises(GraphResponseError) as info:
+        list(graph.group_members(sandbox.info["groups"]["Sales"], SELECT))
+    assert info.value.status == 503
+    assert sandbox.stats("graph")["requests"][MEMBERS] == FAST.max_attempts

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import signal
+import threading
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from entrasync_pipeline.sandbox.seeds import bench_seed, demo_seed, load_seed
+from entrasync_pipeline.sandbox.serve import serve
+from entrasync_pipeline.settings import load_settings
 from entrasync_pipeline_tests.conftest import Sandbox, start_sandbox_process, stop_process
 
 STATE_KEYS = {"tenant_id", "authority", "graph_url", "sync_app", "admin_app", "groups", "zammad_url",
@@ -51,6 +58,50 @@ def test_serve_also_stops_on_sigint(tmp_path: Path) -> None:
     proc, _ = start_sandbox_process(tmp_path / "state")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(5) == 0
+
+
+def test_the_written_config_works_as_is_with_its_audit_store_in_the_state_dir(tmp_path: Path) -> None:
+    state, config = tmp_path / "state", tmp_path / "config.yaml"
+    proc, _ = start_sandbox_process(state, config=config)
+    try:
+        settings = load_settings(config, environ={})
+        assert settings.audit.url == f"sqlite:///{state.resolve() / 'audit.db'}"
+        assert Path(settings.tls.ca_bundle or "").is_absolute()
+    finally:
+        assert stop_process(proc, timeout=5) == 0
+
+
+def test_serve_in_process_stops_when_the_event_is_set(tmp_path: Path) -> None:
+    """In-process callers (off the main thread, so no signal handlers) stop it with ``stop``."""
+    stop = threading.Event()
+    runner = threading.Thread(target=serve, args=("demo", tmp_path), kwargs={"stop": stop}, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "sandbox.json").exists():
+        assert runner.is_alive() and time.monotonic() < deadline
+        time.sleep(0.05)
+    stop.set()
+    runner.join(10)
+    gc.unfreeze()  # serve() froze the heap of this (the test) process
+    assert not runner.is_alive() and not (tmp_path / "sandbox.json").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_second_signal_during_shutdown_does_not_hang(tmp_path: Path, signum: signal.Signals) -> None:
+    """The old handler called Event.set() from a signal handler: a second signal could deadlock."""
+    proc, _ = start_sandbox_process(tmp_path / "state")
+    try:
+        started = time.monotonic()
+        proc.send_signal(signum)
+        time.sleep(0.02)
+        proc.send_signal(signum)
+        proc.wait(10)
+        assert time.monotonic() - started < 10
+        assert not (tmp_path / "state" / "sandbox.json").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 def test_demo_seed_reads_like_a_small_company() -> None:

@@ -1,4 +1,5 @@
-"""ZammadClient against the sandbox: paging to the empty page, typed errors, which writes retry."""
+"""ZammadClient against the sandbox: paging to the empty page, typed errors, which writes retry,
+and values read from Zammad rather than assumed (the Admin role's id, attribute positions)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 
 from entrasync_pipeline.settings import HttpSettings, SecretValue, ZammadSettings
 from entrasync_pipeline.transport import Transport
-from entrasync_pipeline.zammad.client import ZammadClient
+from entrasync_pipeline.zammad.client import ATTRIBUTE_POSITION_STEP, ENTRA_ATTRIBUTES, ZammadClient
 from entrasync_pipeline.zammad.errors import (
-    ZammadAuthError, ZammadServerError, ZammadTransportError, ZammadValidationError,
+    ZammadAuthError, ZammadResponseError, ZammadServerError, ZammadTransportError, ZammadValidationError,
 )
 from entrasync_pipeline_tests.conftest import Sandbox
 
@@ -104,8 +105,6 @@ def test_truncated_json_is_retried_then_reported(sandbox: Sandbox) -> None:
 
 
 def test_find_by_attribute_is_exact(sandbox: Sandbox, zammad: ZammadClient) -> None:
-    from entrasync_pipeline.zammad.client import ENTRA_ATTRIBUTES
-
     for spec in ENTRA_ATTRIBUTES:
         zammad.create_attribute(spec)
     zammad.execute_migrations()
@@ -113,3 +112,25 @@ def test_find_by_attribute_is_exact(sandbox: Sandbox, zammad: ZammadClient) -> N
     zammad.create_user({"email": "b@example.org", "entra_key": "k-10"})
     assert [u["email"] for u in zammad.find_by_attribute("entra_key", "k-1")] == ["a@example.org"]
     assert [u["email"] for u in zammad.find_by_email("A@example.org")] == ["a@example.org"]
+
+
+def test_a_retry_after_beyond_the_bound_is_a_response_error_without_waiting(sandbox: Sandbox,
+                                                                            zammad: ZammadClient) -> None:
+    sandbox.faults("zammad", {"route": "GET /api/v1/users", "rate": 1.0, "statuses": [429], "retry_after": 3600})
+    with pytest.raises(ZammadResponseError) as info:
+        list(zammad.iter_users())
+    assert info.value.status == 429 and info.value.retry_after_s == 3600
+    assert sandbox.stats("zammad")["requests"]["GET /api/v1/users"] == 1
+
+
+def test_the_admin_role_id_comes_from_zammad(zammad: ZammadClient) -> None:
+    assert zammad.admin_role_ids() == frozenset({zammad.roles()["Admin"]})
+
+
+def test_new_attributes_go_after_every_existing_one_in_order(zammad: ZammadClient) -> None:
+    highest = max(a["position"] for a in zammad.user_attributes().values())
+    for spec in ENTRA_ATTRIBUTES:
+        zammad.create_attribute(spec)
+    attributes = zammad.user_attributes()
+    positions = [attributes[spec["name"]]["position"] for spec in ENTRA_ATTRIBUTES]
+    assert positions == [highest + ATTRIBUTE_POSITION_STEP * i for i in (1, 2, 3)]

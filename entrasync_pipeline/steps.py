@@ -1,37 +1,30 @@
-"""One sync profile's steps, shared by the Dagster assets and the CLI (the same code path).
+"""The steps of one profile's sync; each asset of the job calls its step here, and nothing else does.
 
-Each step is a function the corresponding asset calls: read Entra, normalize, read Zammad, plan,
-judge safety, apply, notify. ``run_profile`` chains them in process for ``entrasync plan|sync``.
-Clients are built here from the settings (secrets from the environment via ``settings``).
+Read Entra, normalize, read Zammad, plan, judge safety, record the approval, apply, notify. The
+job (``entrasync_sync_job``) is the only thing that chains them: the CLI, the schedule, the
+sensor and the UI all run that job, so every run has the same steps, checks and audit. The
+clients and stores come from a ``ProfileRuntime``; the decisions come from the pure core.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import uuid
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
 
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
-from entrasync_pipeline.entra.credential import EntraCredential
-from entrasync_pipeline.entra.graph import GraphClient
-from entrasync_pipeline.normalize import (
-    CORE_FIELDS, NormalizeOptions, Rule, normalize_members, skipped_member_types,
-)
-from entrasync_pipeline.notify import Message, Notifier, summary_message
-from entrasync_pipeline.plan import PlanOptions, action_counts, compute_plan
+from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, normalize_members
+from entrasync_pipeline.notify import Message, summary_message
+from entrasync_pipeline.plan import COUNT_NAMES, WRITE_ACTIONS, PlanOptions, compute_plan
+from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.safety import SafetyLimits, SafetyVerdict, evaluate, managed_count
-from entrasync_pipeline.settings import (
-    ProfileSettings, Settings, dagster_home, entra_credential, notification_urls, zammad_token,
-)
-from entrasync_pipeline.transport import Transport
-from entrasync_pipeline.zammad.client import ENTRA_ATTRIBUTES, ZammadClient
+from entrasync_pipeline.settings import ProfileSettings
+from entrasync_pipeline.zammad.client import ADMIN_ROLE_NAME, ENTRA_ATTRIBUTES
 
 log = logging.getLogger(__name__)
 
@@ -57,50 +50,12 @@ def _bulk() -> Iterator[None]:
             gc.enable()
 
 
+class MissingAdminRole(RuntimeError):
+    """Zammad's Admin role is not there (renamed?): protecting admins by role would protect nobody."""
+
+
 class MissingZammadAttributes(RuntimeError):
     """The custom user attributes are missing: writing now would lose entra_key silently."""
-
-
-@dataclass
-class Profile:
-    """A profile's settings and, built lazily, its clients."""
-
-    name: str
-    settings: Settings
-    environ: Mapping[str, str] | None = None
-    _graph: GraphClient | None = field(default=None, repr=False)
-    _zammad: ZammadClient | None = field(default=None, repr=False)
-
-    @property
-    def config(self) -> ProfileSettings:
-        return self.settings.profiles[self.name]
-
-    def graph(self) -> GraphClient:
-        if self._graph is None:
-            transport = Transport(self.settings.http, self.settings.tls.ca_bundle, "graph")
-            material = entra_credential(self.config.entra, self.environ)
-            credential = EntraCredential(self.config.entra, material, transport)
-            self._graph = GraphClient(self.config.entra, credential, transport)
-        return self._graph
-
-    def zammad(self) -> ZammadClient:
-        if self._zammad is None:
-            transport = Transport(self.settings.http, self.settings.tls.ca_bundle, "zammad",
-                                  pool_size=max(16, self.settings.workers * 2))
-            self._zammad = ZammadClient(self.config.zammad, zammad_token(self.config.zammad, self.environ), transport)
-        return self._zammad
-
-    def audit(self) -> AuditStore:
-        return AuditStore(self.settings.audit_url(dagster_home(self.environ)))
-
-    def notifier(self) -> Notifier:
-        return Notifier(notification_urls(self.config.notifications, self.environ))
-
-    def close(self) -> None:
-        for client in (self._graph, self._zammad):
-            if client is not None:
-                client.transport.close()
-        self._graph = self._zammad = None
 
 
 # --- step 1: Entra --------------------------------------------------------------------------------
@@ -108,13 +63,13 @@ Progress = Callable[[str, int, "int | None"], None]  # (phase, done, total or No
 PROGRESS_EVERY = 500
 
 
-def read_entra_members(profile: Profile, progress: Progress | None = None) -> pd.DataFrame:
+def read_entra_members(profile: ProfileRuntime, progress: Progress | None = None) -> pd.DataFrame:
     """Every member of every configured group, one row per (group, member)."""
     config = profile.config
     select = config.graph_select()
     columns = ["group_id", "group_name", "id", "@odata.type", *[c for c in select if c != "id"]]
     values: dict[str, list[Any]] = {c: [] for c in columns}
-    graph = profile.graph()
+    graph = profile.graph
     for group in config.groups:
         count = 0
         with _bulk():
@@ -154,7 +109,7 @@ def universal_users(members: pd.DataFrame, config: ProfileSettings) -> pd.DataFr
 
 
 # --- step 3: Zammad -------------------------------------------------------------------------------
-def read_zammad_users(profile: Profile, progress: Progress | None = None) -> pd.DataFrame:
+def read_zammad_users(profile: ProfileRuntime, progress: Progress | None = None) -> pd.DataFrame:
     """Every Zammad user, collected column by column (a 100,000-user helpdesk stays small in memory)."""
     extra = [f for f in profile.config.mapping if f not in CORE_FIELDS]
     columns = list(dict.fromkeys([*ZAMMAD_COLUMNS, *extra]))
@@ -168,13 +123,13 @@ def read_zammad_users(profile: Profile, progress: Progress | None = None) -> pd.
     return frame.astype({"id": int, "active": bool})
 
 
-def _collect_users(profile: Profile, values: dict[str, list[Any]], progress: Progress | None = None) -> bool:
+def _collect_users(profile: ProfileRuntime, values: dict[str, list[Any]], progress: Progress | None = None) -> bool:
     """Append every user's columns; True when the users carry the custom attributes.
 
     A migrated attribute is a column of every user, so the first user tells.
     """
     has_attributes: bool | None = None
-    for user in profile.zammad().iter_users():
+    for user in profile.zammad.iter_users():
         if has_attributes is None:
             has_attributes = all(a in user for a in REQUIRED_ATTRIBUTES)
         for column, bucket in values.items():
@@ -193,32 +148,42 @@ def require_entra_attributes(zammad: pd.DataFrame) -> None:
 
 
 # --- step 4: plan ---------------------------------------------------------------------------------
-def plan_options(profile: Profile, role_ids: Mapping[str, int] | None) -> PlanOptions:
+def plan_options(profile: ProfileRuntime, role_ids: Mapping[str, int]) -> PlanOptions:
+    """``role_ids``: Zammad's role ids by name, read from Zammad (never assumed)."""
     config = profile.config
     protected = config.protected
+    manages_roles = any(g.roles for g in config.groups)
     return PlanOptions(
         profile=profile.name, fields=tuple(config.mapping),
         adopt_by_email=config.adopt_by_email,
-        protected_ids=frozenset(protected.ids), protected_logins=frozenset(l.lower() for l in protected.logins),
+        protected_ids=frozenset(protected.ids), protected_logins=frozenset(x.lower() for x in protected.logins),
         protected_emails=frozenset(e.lower() for e in protected.emails), protect_admins=protected.admins,
-        admin_role_ids=frozenset({role_ids["Admin"]} if role_ids and "Admin" in role_ids else {1}),
-        role_ids=role_ids, group_roles={g.id: tuple(g.roles) for g in config.groups})
+        admin_role_ids=frozenset(i for name, i in role_ids.items() if name == ADMIN_ROLE_NAME),
+        role_ids=role_ids if manages_roles else None, group_roles={g.id: tuple(g.roles) for g in config.groups})
 
 
-def zammad_roles(profile: Profile) -> dict[str, int] | None:
-    """Role ids by name, only when a group → role mapping is configured."""
-    if not any(g.roles for g in profile.config.groups):
-        return None
-    return profile.zammad().roles()
+def zammad_roles(profile: ProfileRuntime) -> dict[str, int]:
+    """Role ids by name, when the plan needs them (Admin protection or a group → role mapping).
+
+    Without an Admin role, admin protection would silently protect nobody: that stops the plan.
+    """
+    config = profile.config
+    if not config.protected.admins and not any(g.roles for g in config.groups):
+        return {}
+    roles = profile.zammad.roles()
+    if config.protected.admins and ADMIN_ROLE_NAME not in roles:
+        raise MissingAdminRole(f"Zammad has no role named {ADMIN_ROLE_NAME!r} (roles: {', '.join(sorted(roles))}); "
+                               "admins cannot be protected. Set protected.admins: false only if that is intended.")
+    return roles
 
 
-def sync_plan(profile: Profile, users: pd.DataFrame, zammad: pd.DataFrame,
-              role_ids: Mapping[str, int] | None) -> pd.DataFrame:
+def compute_sync_plan(profile: ProfileRuntime, users: pd.DataFrame, zammad: pd.DataFrame) -> pd.DataFrame:
+    options = plan_options(profile, zammad_roles(profile))
     with _bulk():
-        return compute_plan(users, zammad, plan_options(profile, role_ids))
+        return compute_plan(users, zammad, options)
 
 
-def judge(profile: Profile, plan: pd.DataFrame, per_group: Mapping[str, int], zammad: pd.DataFrame,
+def judge(profile: ProfileRuntime, plan: pd.DataFrame, per_group: Mapping[str, int], zammad: pd.DataFrame,
           approved: int) -> SafetyVerdict:
     """``per_group``: user members per configured group, from ``members_per_group``."""
     safety = profile.config.safety
@@ -235,20 +200,22 @@ def record_approval(audit: AuditStore, run_id: str, profile: str, verdict: Safet
                                       f"(plan has {verdict.deactivations})")])
 
 
-def apply(profile: Profile, plan: pd.DataFrame, run_id: str, dry_run: bool, audit: AuditStore,
-          blocked: str | None = None, progress: Callable[[int, int], None] | None = None) -> ApplyResult:
+def apply(profile: ProfileRuntime, plan: pd.DataFrame, run_id: str, dry_run: bool,
+          blocked: str | None = None, progress: Progress | None = None) -> ApplyResult:
+    """Write the plan, or record it as "would" (dry run) or "blocked" rows: one audit row per decision."""
     safety = profile.config.safety
     options = ApplyOptions(run_id=run_id, profile=profile.name, dry_run=dry_run, workers=profile.settings.workers,
                            failure_share=safety.failure_share, failure_min_attempts=safety.failure_min_attempts)
-    return apply_plan(plan, profile.zammad(), audit, options, blocked=blocked, progress=progress)
+    writing = (lambda done, total: progress("writing", done, total)) if progress else None
+    return apply_plan(plan, profile.zammad, profile.audit, options, blocked=blocked, progress=writing)
 
 
-def notify(profile: Profile, plan: pd.DataFrame, result: ApplyResult | None, run_url: str | None,
+def notify(profile: ProfileRuntime, plan: pd.DataFrame, result: ApplyResult | None, run_url: str | None,
            failure: str | None = None) -> Message | None:
     """Send the run's message when the profile wants one for this outcome; never raises."""
     settings = profile.config.notifications
     counts = result.counts if result else empty_counts()
-    wrote = any(counts.get(k, 0) for k in ("created", "updated", "reactivated", "deactivated", "failed"))
+    wrote = any(counts.get(COUNT_NAMES[a], 0) for a in WRITE_ACTIONS) or counts.get("failed", 0)
     wanted = ((failure and settings.on_failure) or (result and result.blocked and settings.on_blocked)
               or (result and wrote and settings.on_changes))
     if not wanted:
@@ -263,55 +230,10 @@ def notify(profile: Profile, plan: pd.DataFrame, result: ApplyResult | None, run
     return message
 
 
-# --- the whole run, in process (CLI) ---------------------------------------------------------------
-@dataclass
-class RunOutcome:
-    profile: str
-    run_id: str
-    plan: pd.DataFrame
-    verdict: SafetyVerdict
-    result: ApplyResult
-    skipped_types: dict[str, int]
-
-    def summary(self) -> dict[str, Any]:
-        counts = self.result.counts
-        return {"profile": self.profile, "run_id": self.run_id, "dry_run": self.result.dry_run,
-                "blocked": bool(self.result.blocked), "blocked_reason": self.result.blocked,
-                "stopped": self.result.stopped, **counts,
-                "plan": action_counts(self.plan), "skipped_member_types": self.skipped_types}
-
-
-def run_profile(profile: Profile, dry_run: bool, approve_deactivations: int = 0, run_id: str | None = None,
-                run_url: str | None = None, progress: Progress | None = None) -> RunOutcome:
-    run_id = run_id or f"cli-{uuid.uuid4()}"
-    audit = profile.audit()
-    plan = pd.DataFrame()
-    try:
-        members = read_entra_members(profile, progress)
-        per_group, skipped_types = members_per_group(members, profile.config), skipped_member_types(members)
-        users = universal_users(members, profile.config)
-        del members  # the largest frame; everything after needs only the users
-        zammad = read_zammad_users(profile, progress)
-        if not dry_run:
-            require_entra_attributes(zammad)
-        plan = sync_plan(profile, users, zammad, zammad_roles(profile))
-        verdict = judge(profile, plan, per_group, zammad, approve_deactivations)
-        record_approval(audit, run_id, profile.name, verdict, dry_run)
-        writing = (lambda done, total: progress("writing", done, total)) if progress else None
-        result = apply(profile, plan, run_id, dry_run, audit, verdict.summary if verdict.blocked else None, writing)
-        notify(profile, plan, result, run_url)
-        return RunOutcome(profile.name, run_id, plan, verdict, result, skipped_types)
-    except Exception as exc:
-        notify(profile, plan, None, run_url, failure=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        audit.close()
-
-
 # --- one-time setup ---------------------------------------------------------------------------------
-def setup_zammad(profile: Profile) -> list[str]:
+def setup_zammad(profile: ProfileRuntime) -> list[str]:
     """Create the custom user attributes and run the migrations; idempotent. Returns what it created."""
-    zammad = profile.zammad()
+    zammad = profile.zammad
     existing = zammad.user_attributes()
     created = []
     for spec in ENTRA_ATTRIBUTES:

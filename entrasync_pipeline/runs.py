@@ -1,0 +1,198 @@
+"""Run the sync job for one profile in this process, and read what any run of it did.
+
+The CLI and ``make bench`` execute ``entrasync_sync_job`` in process on the instance of
+``DAGSTER_HOME`` (so the run, its events, materializations and checks show in the UI like a
+daemon's run). ``outcome_of_run`` reads a finished run back from the instance's event log, the
+same way for a CLI run and for one the daemon launched, so both are reported identically.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from entrasync_pipeline.checks import SYNC_PLAN_SAFETY_CHECK
+from entrasync_pipeline.jobs import SYNC_JOB_NAME
+from entrasync_pipeline.lease import Lease, LeaseOptions
+from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, Action, action_counts, plan_changes
+from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE, TAG_TRIGGER, trigger_of
+from entrasync_pipeline.settings import ConfigError, Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_BLOCKED, EXIT_USAGE = 0, 1, 2, 64
+_STEP_EVENTS = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_FAILURE,
+                dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+
+
+@dataclass
+class RunOutcome:
+    """What one run did, for people (tables) and machines (``--json``)."""
+
+    profile: str
+    run_id: str | None
+    status: str  # ok | failed | blocked
+    dry_run: bool | None
+    counts: dict[str, int]
+    trigger: str | None = None
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    blocked_reason: str | None = None
+    stopped: str | None = None
+    approve_with: str | None = None
+    skipped_member_types: dict[str, int] = field(default_factory=dict)
+    plan: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "blocked":
+            return EXIT_BLOCKED
+        if self.status == "failed" or self.counts.get("failed", 0):
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def summary(self) -> dict[str, Any]:
+        return {"profile": self.profile, "run_id": self.run_id, "status": self.status, "trigger": self.trigger,
+                "dry_run": self.dry_run, "blocked": self.status == "blocked", "blocked_reason": self.blocked_reason,
+                "approve_with": self.approve_with, "stopped": self.stopped, "error": self.error, **self.counts,
+                "plan": action_counts(self.plan) if self.plan is not None else None,
+                "skipped_member_types": self.skipped_member_types, "changes": self.changes}
+
+
+# --- the instance ----------------------------------------------------------------------------------
+@contextmanager
+def cli_instance(environ: Mapping[str, str] | None = None) -> Iterator[dg.DagsterInstance]:
+    """DAGSTER_HOME's instance, or a throwaway one (said once on stderr) when it is unset."""
+    environ = os.environ if environ is None else environ
+    home = environ.get("DAGSTER_HOME")
+    if home:
+        if not Path(home).is_dir():
+            raise ConfigError(f"DAGSTER_HOME={home} is not a directory: create it (mkdir -p) or unset it")
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+        return
+    print("note: DAGSTER_HOME is not set: this run is recorded in a temporary Dagster instance and will not "
+          "show in the Dagster UI", file=sys.stderr)
+    with TemporaryDirectory(prefix="entrasync-dagster-") as tmp, dg.DagsterInstance.ephemeral(tempdir=tmp) as inst:
+        yield inst
+
+
+# --- executing ---------------------------------------------------------------------------------------
+def execute_sync(defs: dg.Definitions, settings: Settings, profile: str, instance: dg.DagsterInstance,
+                 dry_run: bool | None = None, approve_deactivations: int | None = None,
+                 log_level: str = "INFO") -> RunOutcome:
+    """Run the job for ``profile`` in process; None options fall back to run tags, then the file."""
+    explicit = {"dry_run": dry_run, "approve_deactivations": approve_deactivations}
+    run_config = {"resources": {RUN_OPTIONS_RESOURCE: {"config": {k: v for k, v in explicit.items() if v is not None}}},
+                  "loggers": {"console": {"config": {"log_level": log_level}}}}
+    run_id = str(uuid.uuid4())  # chosen here so the lease can be released however the run ends
+    try:
+        result = defs.resolve_job_def(SYNC_JOB_NAME).execute_in_process(
+            instance=instance, partition_key=profile, run_config=run_config, tags={TAG_TRIGGER: "cli"},
+            run_id=run_id, raise_on_error=False)
+    finally:
+        _release_leases(settings, profile, run_id)
+    return outcome_of_run(instance, result.run_id, _plan_of(result))
+
+
+def _plan_of(result: dg.ExecuteInProcessResult) -> pd.DataFrame | None:
+    try:
+        return result.output_for_node("sync_plan")
+    except Exception:  # the run ended before a plan existed
+        return None
+
+
+def _release_leases(settings: Settings, profile: str, run_id: str) -> None:
+    """Whatever way the run ended (failure, block, Ctrl-C), it holds the profile no longer."""
+    from entrasync_pipeline.runtime import ProfileRuntime
+
+    with ProfileRuntime(profile, settings) as runtime:
+        lock = settings.lock
+        Lease(runtime.audit.engine, profile, run_id, LeaseOptions(lock.ttl_s, lock.wait_s)).release()
+
+
+# --- reading a run back ----------------------------------------------------------------------------------
+def outcome_of_run(instance: dg.DagsterInstance, run_id: str, plan: pd.DataFrame | None = None) -> RunOutcome:
+    """What the run did, from the instance: its tags, materializations, checks and failures."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        raise LookupError(f"no run {run_id} in this Dagster instance")
+    metadata: dict[str, dict[str, Any]] = {}
+    checks: dict[str, Any] = {}
+    failures: list[str] = []
+    for entry in instance.all_logs(run_id, of_type=_STEP_EVENTS):
+        if entry.asset_materialization is not None:
+            key = entry.asset_materialization.asset_key.to_user_string()
+            metadata[key] = {k: getattr(v, "value", v) for k, v in entry.asset_materialization.metadata.items()}
+        elif entry.asset_check_evaluation is not None:
+            checks[entry.asset_check_evaluation.check_name] = entry.asset_check_evaluation
+        elif entry.dagster_event is not None and entry.dagster_event.step_failure_data is not None:
+            failures.append(_failure_text(entry.dagster_event.step_failure_data))
+            failed_metadata = _failure_metadata(entry.dagster_event.step_failure_data)
+            if failed_metadata and entry.step_key == "zammad_sync":
+                metadata["zammad_sync"] = failed_metadata
+    safety = checks.get(SYNC_PLAN_SAFETY_CHECK)
+    blocked = safety is not None and not safety.passed
+    status = "blocked" if blocked else ("ok" if run.status == dg.DagsterRunStatus.SUCCESS else "failed")
+    profile = run.tags.get("dagster/partition", "")
+    applied = metadata.get("zammad_sync", {})
+    planned = metadata.get("sync_plan", {})
+    outcome = RunOutcome(
+        profile=profile, run_id=run_id, status=status, trigger=trigger_of(run.tags),
+        dry_run=applied.get("dry_run", planned.get("dry_run")),
+        counts=_counts(applied, planned), plan=plan, changes=plan_changes(plan) if plan is not None else [],
+        skipped_member_types=dict(metadata.get("entra_group_members", {}).get("member_types_skipped") or {}),
+        stopped=applied.get("stopped") or None)
+    if blocked and safety is not None:
+        outcome.blocked_reason = str(getattr(safety.metadata.get("summary"), "value", safety.description))
+        held = int(getattr(safety.metadata.get("deactivations"), "value", 0) or 0)
+        outcome.approve_with = f"entrasync sync --profile {profile} --approve-deactivations {held}"
+    elif status == "failed":
+        outcome.error = "; ".join(dict.fromkeys(failures)) or f"run ended as {run.status.value}"
+    return outcome
+
+
+def _counts(applied: Mapping[str, Any], planned: Mapping[str, Any]) -> dict[str, int]:
+    """The apply's counts; without an apply (blocked, failed early), nothing written: the plan's rest."""
+    if applied:
+        return {k: int(applied.get(k, 0) or 0) for k in COUNT_COLUMNS}
+    counts = dict.fromkeys(COUNT_COLUMNS, 0)
+    for action in (Action.NOOP, Action.SKIP, Action.CONFLICT):
+        counts[COUNT_NAMES[action]] = int(planned.get(action.value, 0) or 0)
+    return counts
+
+
+def _failure_text(data: Any) -> str:
+    """The user-facing cause of a step failure (our exception's message, not Dagster's wrapper)."""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    while error is not None and error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+        error = error.cause
+    if error is None:
+        return "step failed"
+    if error.cls_name == "DagsterExecutionInterruptedError":
+        return ("interrupted (Ctrl-C or a stop request); writes it had started are recorded as 'interrupted' "
+                "by the profile's next run, which re-plans from Zammad's live state")
+    return f"{error.cls_name}: {error.message.split(': ', 1)[-1].strip()}" if error.cls_name else error.message.strip()
+
+
+def _failure_metadata(data: Any) -> dict[str, Any]:
+    if data.user_failure_data is None:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in (data.user_failure_data.metadata or {}).items()}
+
+
+def was_blocked(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether this run's own safety check held the plan (tags would be inherited by re-executions)."""
+    return any(e.asset_check_evaluation is not None and e.asset_check_evaluation.check_name == SYNC_PLAN_SAFETY_CHECK
+               and not e.asset_check_evaluation.passed
+               for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION))
