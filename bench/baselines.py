@@ -22,9 +22,15 @@ def _session(info: dict) -> requests.Session:
 
 
 def _token(session: requests.Session, info: dict) -> str:
-    response = session.post(f"{info['authority']}/oauth2/v2.0/token", data={
-        "client_id": info["sync_app"]["client_id"], "client_secret": info["sync_app"]["client_secret"],
-        "grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default"})
+    response = session.post(
+        f"{info['authority']}/oauth2/v2.0/token",
+        data={
+            "client_id": info["sync_app"]["client_id"],
+            "client_secret": info["sync_app"]["client_secret"],
+            "grant_type": "client_credentials",
+            "scope": "https://graph.microsoft.com/.default",
+        },
+    )
     return response.json()["access_token"]
 
 
@@ -46,8 +52,9 @@ def floor(info: dict, group: str) -> dict:
     zammad, page = 0, 1
     headers = {"Authorization": f"Token token={info['zammad_token']}"}
     while True:
-        batch = session.get(f"{info['zammad_url']}/api/v1/users", params={"page": page, "per_page": 1000},
-                            headers=headers).json()
+        batch = session.get(
+            f"{info['zammad_url']}/api/v1/users", params={"page": page, "per_page": 1000}, headers=headers
+        ).json()
         if not batch:
             break
         zammad += len(batch)
@@ -65,21 +72,33 @@ def naive(info: dict, group: str, limit: int) -> dict:
     t0 = time.perf_counter()
     requests_made = 0
     for user in sample:
-        hits = session.get(f"{info['zammad_url']}/api/v1/users/search", params={"query": user["mail"], "limit": 1},
-                           headers=headers).json()
-        body = {"email": user["mail"], "firstname": user["givenName"], "lastname": user["surname"],
-                "department": user["department"], "entra_key": user["id"], "entra_object_type": "user"}
+        hits = session.get(
+            f"{info['zammad_url']}/api/v1/users/search", params={"query": user["mail"], "limit": 1}, headers=headers
+        ).json()
+        body = {
+            "email": user["mail"],
+            "firstname": user["givenName"],
+            "lastname": user["surname"],
+            "department": user["department"],
+            "entra_key": user["id"],
+            "entra_object_type": "user",
+        }
         if hits:
             session.put(f"{info['zammad_url']}/api/v1/users/{hits[0]['id']}", json=body, headers=headers)
         else:
             session.post(f"{info['zammad_url']}/api/v1/users", json=body, headers=headers)
         requests_made += 2
     per_user = (time.perf_counter() - t0) / max(1, len(sample))
-    return {"sampled_users": len(sample), "total_users": len(users), "read_s": round(read_s, 3),
-            "per_user_s": per_user, "wall_s": round(read_s + per_user * len(users), 3),
-            "requests": requests_made + (len(users) + 998) // 999 + 1,
-            "extrapolated": len(sample) < len(users),
-            "requests_extrapolated": 2 * len(users) + (len(users) + 998) // 999 + 1}
+    return {
+        "sampled_users": len(sample),
+        "total_users": len(users),
+        "read_s": round(read_s, 3),
+        "per_user_s": per_user,
+        "wall_s": round(read_s + per_user * len(users), 3),
+        "requests": requests_made + (len(users) + 998) // 999 + 1,
+        "extrapolated": len(sample) < len(users),
+        "requests_extrapolated": 2 * len(users) + (len(users) + 998) // 999 + 1,
+    }
 
 
 if __name__ == "__main__":

@@ -35,9 +35,22 @@ class SandboxProcess:
         for stale in ("sandbox.json", "audit.db", "audit.db-wal", "audit.db-shm"):
             (self.state / stale).unlink(missing_ok=True)
         self.log = open(self.state / "sandbox.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "entrasync_pipeline.cli", "sandbox", "serve",
-                                      "--seed", seed, "--state-dir", str(self.state)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "entrasync_pipeline.cli",
+                "sandbox",
+                "serve",
+                "--seed",
+                seed,
+                "--state-dir",
+                str(self.state),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 300
         while not (self.state / "sandbox.json").exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -50,8 +63,13 @@ class SandboxProcess:
 
     def control(self, method: str, which: str, action: str, payload: Any = None) -> Any:
         base = self.info["graph_url"] if which == "graph" else self.info["zammad_url"]
-        response = self.session.request(method, f"{base}/_sandbox/{action}", json=payload, timeout=600,
-                                        headers={"X-Sandbox-Key": self.info["control_key"]})
+        response = self.session.request(
+            method,
+            f"{base}/_sandbox/{action}",
+            json=payload,
+            timeout=600,
+            headers={"X-Sandbox-Key": self.info["control_key"]},
+        )
         response.raise_for_status()
         return response.json()
 
@@ -83,15 +101,23 @@ class SandboxProcess:
 def write_config(sandbox: SandboxProcess, workers: int) -> Path:
     info = sandbox.info
     config = {
-        "tls": {"ca_bundle": info["ca_bundle"]}, "workers": workers,
+        "tls": {"ca_bundle": info["ca_bundle"]},
+        "workers": workers,
         "audit": {"url": f"sqlite:///{sandbox.state / 'audit.db'}"},
-        "profiles": {"bench": {
-            "entra": {"tenant_id": info["tenant_id"], "client_id": info["sync_app"]["client_id"],
-                      "credential": "secret", "authority_host": info["graph_url"], "graph_url": info["graph_url"]},
-            "groups": [{"id": info["groups"]["All Staff"], "name": "All Staff"}],
-            "zammad": {"url": info["zammad_url"]},
-            "safety": {"max_deactivations": 100000, "max_deactivation_share": 1.0},
-        }},
+        "profiles": {
+            "bench": {
+                "entra": {
+                    "tenant_id": info["tenant_id"],
+                    "client_id": info["sync_app"]["client_id"],
+                    "credential": "secret",
+                    "authority_host": info["graph_url"],
+                    "graph_url": info["graph_url"],
+                },
+                "groups": [{"id": info["groups"]["All Staff"], "name": "All Staff"}],
+                "zammad": {"url": info["zammad_url"]},
+                "safety": {"max_deactivations": 100000, "max_deactivation_share": 1.0},
+            }
+        },
     }
     path = sandbox.state / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -99,18 +125,30 @@ def write_config(sandbox: SandboxProcess, workers: int) -> Path:
 
 
 def _run_json(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=1800,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=1800, cwd=ROOT
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{args}: {result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure(sandbox: SandboxProcess, workers: int, latency_ms: int, users: int, naive_sample: int | None,
-            extra_faults: list[dict[str, Any]] | None = None, naive_fresh: bool = False) -> dict[str, Any]:
+def measure(
+    sandbox: SandboxProcess,
+    workers: int,
+    latency_ms: int,
+    users: int,
+    naive_sample: int | None,
+    extra_faults: list[dict[str, Any]] | None = None,
+    naive_fresh: bool = False,
+) -> dict[str, Any]:
     config = write_config(sandbox, workers)
-    env = {**os.environ, "ENTRA_CLIENT_SECRET": sandbox.info["sync_app"]["client_secret"],
-           "ZAMMAD_TOKEN": sandbox.info["zammad_token"], "DAGSTER_HOME": str(sandbox.state)}
+    env = {
+        **os.environ,
+        "ENTRA_CLIENT_SECRET": sandbox.info["sync_app"]["client_secret"],
+        "ZAMMAD_TOKEN": sandbox.info["zammad_token"],
+        "DAGSTER_HOME": str(sandbox.state),
+    }
     env.pop("ENTRASYNC_CONFIG", None)
     sandbox.latency(latency_ms, extra_faults)
     sandbox.zero_stats()
@@ -119,44 +157,79 @@ def measure(sandbox: SandboxProcess, workers: int, latency_ms: int, users: int, 
     stats = {w: sandbox.control("GET", w, "stats") for w in ("graph", "zammad")}
     sandbox.latency(latency_ms)
     floor = _run_json(["bench.baselines", "floor", str(sandbox.state / "sandbox.json")], env)
-    result = {"users": users, "latency_ms": latency_ms, "workers": workers, "wall_s": ours["wall_s"],
-              "stages": ours["stages"], "counts": ours["counts"], "requests_total": sum(routes.values()),
-              "requests": routes, "peak_rss_mb": ours["peak_rss_mb"], "floor_wall_s": floor["wall_s"],
-              "retries": ours["retries"], "throttled": ours["throttled"],
-              "early_retries": sum(s["early_retries"] for s in stats.values()),
-              "min_concurrency": ours.get("min_concurrency")}
+    result = {
+        "users": users,
+        "latency_ms": latency_ms,
+        "workers": workers,
+        "wall_s": ours["wall_s"],
+        "stages": ours["stages"],
+        "counts": ours["counts"],
+        "requests_total": sum(routes.values()),
+        "requests": routes,
+        "peak_rss_mb": ours["peak_rss_mb"],
+        "floor_wall_s": floor["wall_s"],
+        "retries": ours["retries"],
+        "throttled": ours["throttled"],
+        "early_retries": sum(s["early_retries"] for s in stats.values()),
+        "min_concurrency": ours.get("min_concurrency"),
+    }
     if naive_sample:
         if naive_fresh:
             sandbox.control("POST", "graph", "reset")
             sandbox.control("POST", "zammad", "reset")
             sandbox.latency(latency_ms)
         naive = _run_json(["bench.baselines", "naive", str(sandbox.state / "sandbox.json"), str(naive_sample)], env)
-        result.update({"naive_wall_s": naive["wall_s"], "naive_requests": naive["requests_extrapolated"],
-                       "naive_sampled_users": naive["sampled_users"], "naive_extrapolated": naive["extrapolated"]})
+        result.update(
+            {
+                "naive_wall_s": naive["wall_s"],
+                "naive_requests": naive["requests_extrapolated"],
+                "naive_sampled_users": naive["sampled_users"],
+                "naive_extrapolated": naive["extrapolated"],
+            }
+        )
     return result
 
 
 def churn(sandbox: SandboxProcess, share: float) -> dict[str, int]:
     """1 % churn through the real Graph write API: new members, changed departments, leavers."""
     info = sandbox.info
-    token = sandbox.session.post(f"{info['authority']}/oauth2/v2.0/token", data={
-        "client_id": info["admin_app"]["client_id"], "client_secret": info["admin_app"]["client_secret"],
-        "grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default"}).json()["access_token"]
+    token = sandbox.session.post(
+        f"{info['authority']}/oauth2/v2.0/token",
+        data={
+            "client_id": info["admin_app"]["client_id"],
+            "client_secret": info["admin_app"]["client_secret"],
+            "grant_type": "client_credentials",
+            "scope": "https://graph.microsoft.com/.default",
+        },
+    ).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     group = info["groups"]["All Staff"]
     members = sandbox.control("GET", "graph", "state")["groups"][group]
     per_kind = max(1, int(len(members) * share / 3))
     base = f"{info['graph_url']}/v1.0"
     for i in range(per_kind):
-        user = sandbox.session.post(f"{base}/users", headers=headers, json={
-            "accountEnabled": True, "displayName": f"New Hire {i}", "mailNickname": f"newhire{i}",
-            "userPrincipalName": f"newhire{i}@bench.example", "mail": f"newhire{i}@bench.example",
-            "givenName": "New", "surname": f"Hire{i}", "passwordProfile": {"password": "x"}}).json()
-        sandbox.session.post(f"{base}/groups/{group}/members/$ref", headers=headers,
-                             json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user['id']}"})
+        user = sandbox.session.post(
+            f"{base}/users",
+            headers=headers,
+            json={
+                "accountEnabled": True,
+                "displayName": f"New Hire {i}",
+                "mailNickname": f"newhire{i}",
+                "userPrincipalName": f"newhire{i}@bench.example",
+                "mail": f"newhire{i}@bench.example",
+                "givenName": "New",
+                "surname": f"Hire{i}",
+                "passwordProfile": {"password": "x"},
+            },
+        ).json()
+        sandbox.session.post(
+            f"{base}/groups/{group}/members/$ref",
+            headers=headers,
+            json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user['id']}"},
+        )
     for user_id in members[:per_kind]:
         sandbox.session.patch(f"{base}/users/{user_id}", headers=headers, json={"department": "Changed"})
-    for user_id in members[per_kind:2 * per_kind]:
+    for user_id in members[per_kind : 2 * per_kind]:
         sandbox.session.delete(f"{base}/groups/{group}/members/{user_id}/$ref", headers=headers)
     return {"new": per_kind, "changed": per_kind, "left": per_kind}
 
@@ -193,8 +266,15 @@ def run_all() -> dict[str, Any]:
 
     throttled = SandboxProcess(f"bench:{scaled(2000)}:0", "throttled_2k")
     try:
-        rule = [{"route": "POST /api/v1/users", "rate": 0.15, "statuses": [429], "retry_after": 0.3,
-                 "punish_early_retry": True}]
+        rule = [
+            {
+                "route": "POST /api/v1/users",
+                "rate": 0.15,
+                "statuses": [429],
+                "retry_after": 0.3,
+                "punish_early_retry": True,
+            }
+        ]
         scenarios["throttled_2k"] = measure(throttled, 8, 5, scaled(2000), naive_sample=None, extra_faults=rule)
     finally:
         throttled.stop()
@@ -215,8 +295,13 @@ def targets(s: dict[str, Any]) -> list[tuple[str, str, bool]]:
     init = s["initial_10k"]
     ideal = init["workers"] / (init["latency_ms"] / 1000)
     throughput = init["counts"]["created"] / init["stages"]["apply"]
-    rows.append((f"initial {init['users']}: throughput ≥ 80 % of {ideal:.0f}/s", f"{throughput:.0f}/s "
-                 f"({throughput / ideal:.0%})", throughput >= 0.8 * ideal))
+    rows.append(
+        (
+            f"initial {init['users']}: throughput ≥ 80 % of {ideal:.0f}/s",
+            f"{throughput:.0f}/s ({throughput / ideal:.0%})",
+            throughput >= 0.8 * ideal,
+        )
+    )
     speedup = init["naive_wall_s"] / init["wall_s"]
     rows.append(("initial 10k: ≥ 12× faster than naive", f"{speedup:.1f}×", speedup >= 12))
     nc10 = s["nochange_10k"]
@@ -225,42 +310,71 @@ def targets(s: dict[str, Any]) -> list[tuple[str, str, bool]]:
     growth = nc100["wall_s"] / nc10["wall_s"]
     rows.append(("10k → 100k no-change wall ratio ≤ 11", f"{growth:.1f}", growth <= 11))
     thr = s["throttled_2k"]
-    rows.append(("throttled creates: no retry before Retry-After", f"{thr['early_retries']} early, "
-                 f"{thr['throttled']} × 429, concurrency down to {thr['min_concurrency']}", thr["early_retries"] == 0))
+    rows.append(
+        (
+            "throttled creates: no retry before Retry-After",
+            f"{thr['early_retries']} early, {thr['throttled']} × 429, concurrency down to {thr['min_concurrency']}",
+            thr["early_retries"] == 0,
+        )
+    )
     return rows
 
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def write_reports(scenarios: dict[str, Any]) -> None:
-    machine = f"{platform.node() or 'host'}: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    results = {"machine": machine, "commit": commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "scale": SCALE, "scenarios": scenarios}
+    machine = (
+        f"{platform.node() or 'host'}: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    results = {
+        "machine": machine,
+        "commit": commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scale": SCALE,
+        "scenarios": scenarios,
+    }
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
-        "# Benchmarks", "",
+        "# Benchmarks",
+        "",
         f"Machine: {machine}. Date: {results['date']}. Commit: `{results['commit']}`. Scale: {SCALE}.",
         "Produced by `make bench` (bench/run.py); raw numbers in bench/results.json. Latency is added by the "
         "sandbox to every request; the floor downloads every Graph and Zammad page and does nothing else; the "
         "naive baseline searches and writes once per user, sequentially (sampled and extrapolated where the "
-        "table says so).", "",
+        "table says so).",
+        "",
         "| scenario | users | latency | workers | wall s | floor s | × floor | naive s | × faster | requests | naive requests | peak RSS MB | stages (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in scenarios.items():
         naive = s.get("naive_wall_s")
-        naive_text = "" if naive is None else f"{naive:.1f}" + (" (extrapolated)" if s.get("naive_extrapolated") else "")
+        naive_text = (
+            "" if naive is None else f"{naive:.1f}" + (" (extrapolated)" if s.get("naive_extrapolated") else "")
+        )
         faster = "" if naive is None else f"{naive / s['wall_s']:.1f}"
         stages = ", ".join(f"{k} {v}" for k, v in s["stages"].items())
-        cells = [name, str(s["users"]), f"{s['latency_ms']} ms", str(s["workers"]), f"{s['wall_s']:.2f}",
-                 f"{s['floor_wall_s']:.2f}", f"{s['wall_s'] / s['floor_wall_s']:.2f}", naive_text, faster,
-                 str(s["requests_total"]), str(s.get("naive_requests", "")), f"{s['peak_rss_mb']:.0f}", stages]
+        cells = [
+            name,
+            str(s["users"]),
+            f"{s['latency_ms']} ms",
+            str(s["workers"]),
+            f"{s['wall_s']:.2f}",
+            f"{s['floor_wall_s']:.2f}",
+            f"{s['wall_s'] / s['floor_wall_s']:.2f}",
+            naive_text,
+            faster,
+            str(s["requests_total"]),
+            str(s.get("naive_requests", "")),
+            f"{s['peak_rss_mb']:.0f}",
+            stages,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets(scenarios)]

@@ -20,8 +20,13 @@ from entrasync_pipeline.runs import cli_instance, execute_sync
 from entrasync_pipeline.settings import load_settings
 
 # The bench's stage names (bench/results.json) for the job's steps.
-STAGES = {"entra_group_members": "graph_read", "universal_users": "normalize", "zammad_users": "zammad_read",
-          "sync_plan": "plan", "zammad_sync": "apply"}
+STAGES = {
+    "entra_group_members": "graph_read",
+    "universal_users": "normalize",
+    "zammad_users": "zammad_read",
+    "sync_plan": "plan",
+    "zammad_sync": "apply",
+}
 
 
 def step_durations(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
@@ -53,12 +58,20 @@ def main(config: str, profile: str = "bench") -> None:
                 metadata["min_concurrency"] = values["min_concurrency"]
     if outcome.status != "ok":
         raise SystemExit(f"run {outcome.run_id} ended {outcome.status}: {outcome.error or outcome.blocked_reason}")
-    print(json.dumps({
-        "wall_s": round(wall, 3), "stages": stages, "counts": outcome.counts, "blocked": outcome.blocked_reason,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "retries": int(metadata.get("http_retries", 0)), "throttled": int(metadata.get("http_throttled", 0)),
-        "min_concurrency": metadata.get("min_concurrency"),
-    }))
+    print(
+        json.dumps(
+            {
+                "wall_s": round(wall, 3),
+                "stages": stages,
+                "counts": outcome.counts,
+                "blocked": outcome.blocked_reason,
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "retries": int(metadata.get("http_retries", 0)),
+                "throttled": int(metadata.get("http_throttled", 0)),
+                "min_concurrency": metadata.get("min_concurrency"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

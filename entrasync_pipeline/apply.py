@@ -27,7 +27,10 @@ from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.normalize import is_missing
 from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, Action, writes_of
 from entrasync_pipeline.zammad.errors import (
-    ZammadError, ZammadResponseError, ZammadTransportError, ZammadValidationError,
+    ZammadError,
+    ZammadResponseError,
+    ZammadTransportError,
+    ZammadValidationError,
 )
 
 log = logging.getLogger(__name__)
@@ -92,10 +95,11 @@ class _Escrow:
         with self._lock:
             self.attempts += 1
             self.failures += int(failed)
-            if (self.reason is None and self.attempts >= self.minimum
-                    and self.failures / self.attempts > self.share):
-                self.reason = (f"apply stopped: {self.failures} of {self.attempts} writes failed "
-                               f"(limit {self.share:.0%} after {self.minimum})")
+            if self.reason is None and self.attempts >= self.minimum and self.failures / self.attempts > self.share:
+                self.reason = (
+                    f"apply stopped: {self.failures} of {self.attempts} writes failed "
+                    f"(limit {self.share:.0%} after {self.minimum})"
+                )
 
 
 class _AdaptiveLimit:
@@ -145,18 +149,40 @@ class _AuditBuffer:
         self.rows = []
 
 
-def _audit_row(plan_row: dict[str, Any], options: ApplyOptions, outcome: str, reason: str | None = None,
-               error: str | None = None, zammad_id: int | None = None) -> AuditRow:
+def _audit_row(
+    plan_row: dict[str, Any],
+    options: ApplyOptions,
+    outcome: str,
+    reason: str | None = None,
+    error: str | None = None,
+    zammad_id: int | None = None,
+) -> AuditRow:
     zid = zammad_id if zammad_id is not None else plan_row.get("zammad_id")
-    return AuditRow(run_id=options.run_id, profile=options.profile, action=plan_row["action"], outcome=outcome,
-                    dry_run=options.dry_run, entra_key=plan_row.get("entra_key"), upn=plan_row.get("upn"),
-                    email=plan_row.get("email"), zammad_id=None if is_missing(zid) else int(zid),
-                    changes=plan_row.get("changes") or {}, reason=reason or plan_row.get("reason"), error=error,
-                    attempt_id=plan_row.get("attempt_id"))
+    return AuditRow(
+        run_id=options.run_id,
+        profile=options.profile,
+        action=plan_row["action"],
+        outcome=outcome,
+        dry_run=options.dry_run,
+        entra_key=plan_row.get("entra_key"),
+        upn=plan_row.get("upn"),
+        email=plan_row.get("email"),
+        zammad_id=None if is_missing(zid) else int(zid),
+        changes=plan_row.get("changes") or {},
+        reason=reason or plan_row.get("reason"),
+        error=error,
+        attempt_id=plan_row.get("attempt_id"),
+    )
 
 
-def apply_plan(plan: pd.DataFrame, writer: ZammadWriter, audit: AuditStore, options: ApplyOptions,
-               blocked: str | None = None, progress: Callable[[int, int], None] | None = None) -> ApplyResult:
+def apply_plan(
+    plan: pd.DataFrame,
+    writer: ZammadWriter,
+    audit: AuditStore,
+    options: ApplyOptions,
+    blocked: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ApplyResult:
     """Write the plan (or record what would be written); returns the counts."""
     counts = empty_counts()
     noop = plan["action"] == Action.NOOP.value if not plan.empty else pd.Series(dtype=bool)
@@ -207,21 +233,38 @@ def _close_interrupted(audit: AuditStore, options: ApplyOptions) -> frozenset[st
     """
     unfinished = audit.unfinished_attempts(options.profile)
     if unfinished:
-        log.warning("%d writes of an earlier run were interrupted; recording them and checking before re-sending",
-                    len(unfinished))
-        audit.record(AuditRow(run_id=r["run_id"], profile=r["profile"], action=r["action"], outcome="interrupted",
-                              entra_key=r["entra_key"], upn=r["upn"], email=r["email"], zammad_id=r["zammad_id"],
-                              changes=r["changes"] or {}, attempt_id=r["attempt_id"],
-                              reason=f"the process stopped before the outcome was recorded; re-planned by "
-                                     f"run {options.run_id}") for r in unfinished)
+        log.warning(
+            "%d writes of an earlier run were interrupted; recording them and checking before re-sending",
+            len(unfinished),
+        )
+        audit.record(
+            AuditRow(
+                run_id=r["run_id"],
+                profile=r["profile"],
+                action=r["action"],
+                outcome="interrupted",
+                entra_key=r["entra_key"],
+                upn=r["upn"],
+                email=r["email"],
+                zammad_id=r["zammad_id"],
+                changes=r["changes"] or {},
+                attempt_id=r["attempt_id"],
+                reason=f"the process stopped before the outcome was recorded; re-planned by run {options.run_id}",
+            )
+            for r in unfinished
+        )
     return frozenset(r["entra_key"] for r in unfinished if r.get("entra_key"))
 
 
 def _log_summary(plan: pd.DataFrame, options: ApplyOptions, blocked: str | None) -> None:
     banner = "DRY RUN: " if options.dry_run else ""
     counts = plan["action"].value_counts().to_dict() if not plan.empty else {}
-    log.info("%schange summary for %s: %s", banner, options.profile,
-             ", ".join(f"{counts.get(a.value, 0)} {a.value}" for a in Action))
+    log.info(
+        "%schange summary for %s: %s",
+        banner,
+        options.profile,
+        ", ".join(f"{counts.get(a.value, 0)} {a.value}" for a in Action),
+    )
     if blocked:
         log.warning("apply blocked for %s: %s", options.profile, blocked)
 
@@ -240,14 +283,22 @@ class _Journal:
             return  # already recorded with a chunk to spare: no lock, no wait
         with self._lock:
             while self.recorded <= index + self.chunk and self.recorded < len(self.rows):
-                batch = self.rows[self.recorded:self.recorded + self.chunk]
+                batch = self.rows[self.recorded : self.recorded + self.chunk]
                 self.store.record(_audit_row(row, self.options, "started") for row in batch)
                 self.recorded += len(batch)
 
 
-def _run_phase(rows: list[dict[str, Any]], writer: ZammadWriter, options: ApplyOptions, escrow: _Escrow,
-               buffer: _AuditBuffer, result: ApplyResult, careful: frozenset[str], limit: _AdaptiveLimit,
-               tick: Callable[[], None]) -> None:
+def _run_phase(
+    rows: list[dict[str, Any]],
+    writer: ZammadWriter,
+    options: ApplyOptions,
+    escrow: _Escrow,
+    buffer: _AuditBuffer,
+    result: ApplyResult,
+    careful: frozenset[str],
+    limit: _AdaptiveLimit,
+    tick: Callable[[], None],
+) -> None:
     """Run one phase with the worker pool; every write is preceded by its recorded intent."""
     if not rows:
         return
@@ -275,15 +326,27 @@ def _run_phase(rows: list[dict[str, Any]], writer: ZammadWriter, options: ApplyO
     buffer.flush()
 
 
-def _finish(row: dict[str, Any], outcome: _Outcome, options: ApplyOptions, escrow: _Escrow,
-            buffer: _AuditBuffer, result: ApplyResult) -> None:
+def _finish(
+    row: dict[str, Any],
+    outcome: _Outcome,
+    options: ApplyOptions,
+    escrow: _Escrow,
+    buffer: _AuditBuffer,
+    result: ApplyResult,
+) -> None:
     failed = outcome.outcome == "failed"
     escrow.note(failed)
     if failed:
         result.counts["failed"] += 1
         if len(result.failures) < 20:
-            result.failures.append({"action": row["action"], "entra_key": row.get("entra_key"),
-                                    "email": row.get("email"), "error": outcome.error})
+            result.failures.append(
+                {
+                    "action": row["action"],
+                    "entra_key": row.get("entra_key"),
+                    "email": row.get("email"),
+                    "error": outcome.error,
+                }
+            )
         log.warning("%s failed for %s: %s", row["action"], row.get("email") or row.get("entra_key"), outcome.error)
     elif outcome.outcome == "done":
         result.counts[COUNT_NAMES[Action(row["action"])]] += 1
@@ -309,8 +372,10 @@ def _limited(limit: _AdaptiveLimit, writer: ZammadWriter, row: dict[str, Any], c
 def _execute(row: dict[str, Any], writer: ZammadWriter, careful: bool = False) -> _Outcome:
     """One action; never raises (per-user isolation). ``careful``: look before creating."""
     handler: Callable[[dict[str, Any], ZammadWriter], _Outcome] = {
-        Action.CREATE.value: _create_carefully if careful else _create, Action.UPDATE.value: _update,
-        Action.REACTIVATE.value: _update, Action.DEACTIVATE.value: _deactivate,
+        Action.CREATE.value: _create_carefully if careful else _create,
+        Action.UPDATE.value: _update,
+        Action.REACTIVATE.value: _update,
+        Action.DEACTIVATE.value: _deactivate,
     }[row["action"]]
     try:
         return handler(row, writer)
@@ -366,9 +431,12 @@ def _create_carefully(row: dict[str, Any], writer: ZammadWriter) -> _Outcome:
 
 def _verify_created(row: dict[str, Any], created: dict[str, Any]) -> _Outcome:
     if created.get("entra_key") != row["entra_key"]:
-        return _Outcome("failed", zammad_id=created.get("id"),
-                        error="Zammad did not store entra_key (custom attribute missing or not migrated?): "
-                              "run 'entrasync zammad-setup'")
+        return _Outcome(
+            "failed",
+            zammad_id=created.get("id"),
+            error="Zammad did not store entra_key (custom attribute missing or not migrated?): "
+            "run 'entrasync zammad-setup'",
+        )
     return _Outcome("done", zammad_id=int(created["id"]))
 
 
@@ -427,4 +495,3 @@ def example_changes(plan: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     if plan.empty or limit <= 0:
         return []
     return writes_of(plan).groupby("action", sort=False).head(max(1, limit // 2)).head(limit).to_dict("records")
-

@@ -7,7 +7,6 @@ checks, so ``zammad_sync`` never runs on an invalid or unsafe plan. Every step t
 writes holds the profile's lease (``lease``): one run per profile, whoever started it.
 """
 
-
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +23,11 @@ from entrasync_pipeline.normalize import skipped_member_types
 from entrasync_pipeline.plan import ROLE_MERGE_NOTE, action_counts, plan_changes
 from entrasync_pipeline.resources import EntrasyncResource, Progress, SyncRunOptions
 from entrasync_pipeline.run_options import (
-    RUN_OPTIONS_RESOURCE, TAG_APPROVE, RunOptions, RunOptionsError, trigger_of,
+    RUN_OPTIONS_RESOURCE,
+    TAG_APPROVE,
+    RunOptions,
+    RunOptionsError,
+    trigger_of,
 )
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.schemas import ENTRA_MEMBERS, ZAMMAD_USERS
@@ -41,9 +44,11 @@ ZammadUsersType = pandera_schema_to_dagster_type(ZAMMAD_USERS)
 # --- wiring helpers ------------------------------------------------------------------------------
 def _run_alive(instance: dg.DagsterInstance) -> Callable[[str], bool | None]:
     """Whether a lease holder's run still runs, as far as this instance knows (None: not its run)."""
+
     def alive(run_id: str) -> bool | None:
         run = instance.get_run_by_id(run_id)
         return None if run is None else not run.is_finished
+
     return alive
 
 
@@ -65,16 +70,23 @@ def _options(context: dg.AssetExecutionContext, run_options: SyncRunOptions, run
         options = run_options.resolve(context.run.tags, runtime.settings)
     except RunOptionsError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    context.log.info("run of %s (trigger %s): dry_run=%s (from %s), approved deactivations=%d (from %s)",
-                     runtime.name, trigger_of(context.run.tags), options.dry_run, options.dry_run_from,
-                     options.approve_deactivations, options.approval_from)
+    context.log.info(
+        "run of %s (trigger %s): dry_run=%s (from %s), approved deactivations=%d (from %s)",
+        runtime.name,
+        trigger_of(context.run.tags),
+        options.dry_run,
+        options.dry_run_from,
+        options.approve_deactivations,
+        options.approval_from,
+    )
     return options
 
 
 def _column_schema(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> dg.TableSchema:
     described = {name: column.description or "" for name, column in schema.columns.items()}
-    return dg.TableSchema(columns=[dg.TableColumn(str(c), str(frame[c].dtype), description=described.get(c, ""))
-                                   for c in frame.columns])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(str(c), str(frame[c].dtype), description=described.get(c, "")) for c in frame.columns]
+    )
 
 
 def _cell(value: Any) -> str:
@@ -91,18 +103,28 @@ def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def _preview(plan: pd.DataFrame) -> str:
     """Deactivations first, then the other decisions, each with the fields it changes."""
-    rows = [{**c, "fields": ", ".join(f"{k}: {v['before']} → {v['after']}" for k, v in c["fields"].items()
-                                      if k not in ("entra_object_type", "entrasync_profile"))}
-            for c in plan_changes(plan, limit=PREVIEW_ROWS)]
+    rows = [
+        {
+            **c,
+            "fields": ", ".join(
+                f"{k}: {v['before']} → {v['after']}"
+                for k, v in c["fields"].items()
+                if k not in ("entra_object_type", "entrasync_profile")
+            ),
+        }
+        for c in plan_changes(plan, limit=PREVIEW_ROWS)
+    ]
     return _md_table(rows, ["action", "email", "zammad_id", "fields", "reason"])
 
 
 def _how_to_approve(profile: str, deactivations: int) -> str:
     """The approval in Dagster terms: the run tag or the launchpad config, for this partition."""
-    return (f"To approve, launch entrasync_sync_job for partition {profile} again with the run tag "
-            f"{TAG_APPROVE}={deactivations}, or with the launchpad config resources: {{{RUN_OPTIONS_RESOURCE}: "
-            f"{{config: {{approve_deactivations: {deactivations}}}}}}} (from a shell: entrasync sync --profile "
-            f"{profile} --approve-deactivations {deactivations}).")
+    return (
+        f"To approve, launch entrasync_sync_job for partition {profile} again with the run tag "
+        f"{TAG_APPROVE}={deactivations}, or with the launchpad config resources: {{{RUN_OPTIONS_RESOURCE}: "
+        f"{{config: {{approve_deactivations: {deactivations}}}}}}} (from a shell: entrasync sync --profile "
+        f"{profile} --approve-deactivations {deactivations})."
+    )
 
 
 def _run_url(context: dg.AssetExecutionContext, runtime: ProfileRuntime) -> str | None:
@@ -112,22 +134,26 @@ def _run_url(context: dg.AssetExecutionContext, runtime: ProfileRuntime) -> str 
 
 def _apply_metadata(result: ApplyResult, plan: pd.DataFrame, run_id: str) -> dict[str, Any]:
     metadata: dict[str, Any] = {k: dg.MetadataValue.int(v) for k, v in result.counts.items()}
-    metadata.update({
-        "dry_run": dg.MetadataValue.bool(result.dry_run),
-        "blocked": dg.MetadataValue.bool(bool(result.blocked)),
-        "stopped": result.stopped or "",
-        "audit": f"entrasync audit --run {run_id}",
-        "examples": dg.MetadataValue.md(_preview(plan)),
-        "min_concurrency": dg.MetadataValue.int(result.min_concurrency or 0),
-    })
+    metadata.update(
+        {
+            "dry_run": dg.MetadataValue.bool(result.dry_run),
+            "blocked": dg.MetadataValue.bool(bool(result.blocked)),
+            "stopped": result.stopped or "",
+            "audit": f"entrasync audit --run {run_id}",
+            "examples": dg.MetadataValue.md(_preview(plan)),
+            "min_concurrency": dg.MetadataValue.int(result.min_concurrency or 0),
+        }
+    )
     return metadata
 
 
 def _http_metadata(runtime: ProfileRuntime, client: str) -> dict[str, Any]:
     """Retries and throttling the step met: how hard the service pushed back."""
     transport = (runtime.graph if client == "graph" else runtime.zammad).transport
-    return {"http_retries": dg.MetadataValue.int(transport.retries),
-            "http_throttled": dg.MetadataValue.int(transport.throttled)}
+    return {
+        "http_retries": dg.MetadataValue.int(transport.retries),
+        "http_throttled": dg.MetadataValue.int(transport.throttled),
+    }
 
 
 # --- the assets ----------------------------------------------------------------------------------
@@ -135,83 +161,136 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     """The five assets, partitioned by sync profile."""
 
     @dg.asset(
-        group_name=GROUP, partitions_def=partitions, owners=OWNERS, kinds={"microsoft", "pandas"},
-        dagster_type=EntraMembersType, retry_policy=READ_RETRY, code_version="1",
+        group_name=GROUP,
+        partitions_def=partitions,
+        owners=OWNERS,
+        kinds={"microsoft", "pandas"},
+        dagster_type=EntraMembersType,
+        retry_policy=READ_RETRY,
+        code_version="1",
         description="Raw snapshot of the configured Entra groups: one row per (group, member) with its "
-                    "@odata.type and the Graph properties the mapping selects; every page read.",
+        "@odata.type and the Graph properties the mapping selects; every page read.",
     )
-    def entra_group_members(context: dg.AssetExecutionContext, entrasync: EntrasyncResource,
-                            progress: dg.ResourceParam[Progress]) -> dg.Output[pd.DataFrame]:
+    def entra_group_members(
+        context: dg.AssetExecutionContext, entrasync: EntrasyncResource, progress: dg.ResourceParam[Progress]
+    ) -> dg.Output[pd.DataFrame]:
         with _held(context, entrasync) as (runtime, _):
             members = steps.read_entra_members(runtime, progress)
             per_group = steps.members_per_group(members, runtime.config)
             http = _http_metadata(runtime, "graph")
         context.log.info("read %d member rows from %d groups: %s", len(members), len(per_group), per_group)
-        return dg.Output(members, metadata={
-            "dagster/row_count": len(members),
-            "dagster/column_schema": _column_schema(ENTRA_MEMBERS, members),
-            "users_per_group": dg.MetadataValue.json(per_group),
-            "member_types_skipped": dg.MetadataValue.json(skipped_member_types(members)),
-            **http,
-        })
+        return dg.Output(
+            members,
+            metadata={
+                "dagster/row_count": len(members),
+                "dagster/column_schema": _column_schema(ENTRA_MEMBERS, members),
+                "users_per_group": dg.MetadataValue.json(per_group),
+                "member_types_skipped": dg.MetadataValue.json(skipped_member_types(members)),
+                **http,
+            },
+        )
 
     @dg.asset(
-        group_name=GROUP, partitions_def=partitions, owners=OWNERS, kinds={"pandas"}, code_version="1",
-        check_specs=[dg.AssetCheckSpec(checks.UNIVERSAL_USERS_CHECK, asset="universal_users", blocking=True,
-                                       description="pandera schema of the universal users")],
+        group_name=GROUP,
+        partitions_def=partitions,
+        owners=OWNERS,
+        kinds={"pandas"},
+        code_version="1",
+        check_specs=[
+            dg.AssetCheckSpec(
+                checks.UNIVERSAL_USERS_CHECK,
+                asset="universal_users",
+                blocking=True,
+                description="pandera schema of the universal users",
+            )
+        ],
         description="One row per Entra user in scope, normalized into the form Zammad stores (email, names, "
-                    "phones, department, mapped extras, entra_key, roles, source groups, skip_reason).",
+        "phones, department, mapped extras, entra_key, roles, source groups, skip_reason).",
     )
-    def universal_users(context: dg.AssetExecutionContext, entrasync: EntrasyncResource,
-                        entra_group_members: pd.DataFrame) -> Iterator[Any]:
+    def universal_users(
+        context: dg.AssetExecutionContext, entrasync: EntrasyncResource, entra_group_members: pd.DataFrame
+    ) -> Iterator[Any]:
         settings = entrasync.settings()
         users = steps.universal_users(entra_group_members, settings.profiles[context.partition_key])
         skipped = users[users["skip_reason"].notna()]
         if len(skipped):
             context.log.warning("%d users skipped: %s", len(skipped), skipped["skip_reason"].value_counts().to_dict())
-        yield dg.Output(users, metadata={
-            "dagster/row_count": len(users),
-            "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(str(c), str(users[c].dtype))
-                                                              for c in users.columns]),
-            "skipped": len(skipped),
-            "skip_reasons": dg.MetadataValue.md(_md_table(skipped.head(20).to_dict("records"),
-                                                          ["entra_key", "upn", "skip_reason"])),
-        })
+        yield dg.Output(
+            users,
+            metadata={
+                "dagster/row_count": len(users),
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(str(c), str(users[c].dtype)) for c in users.columns]
+                ),
+                "skipped": len(skipped),
+                "skip_reasons": dg.MetadataValue.md(
+                    _md_table(skipped.head(20).to_dict("records"), ["entra_key", "upn", "skip_reason"])
+                ),
+            },
+        )
         yield checks.universal_users_result(users)
 
     @dg.asset(
-        group_name=GROUP, partitions_def=partitions, owners=OWNERS, kinds={"pandas"},
-        dagster_type=ZammadUsersType, retry_policy=READ_RETRY, code_version="1",
+        group_name=GROUP,
+        partitions_def=partitions,
+        owners=OWNERS,
+        kinds={"pandas"},
+        dagster_type=ZammadUsersType,
+        retry_policy=READ_RETRY,
+        code_version="1",
         description="Snapshot of every Zammad user (system and inactive users included), every page.",
     )
-    def zammad_users(context: dg.AssetExecutionContext, entrasync: EntrasyncResource,
-                     progress: dg.ResourceParam[Progress]) -> dg.Output[pd.DataFrame]:
+    def zammad_users(
+        context: dg.AssetExecutionContext, entrasync: EntrasyncResource, progress: dg.ResourceParam[Progress]
+    ) -> dg.Output[pd.DataFrame]:
         with _held(context, entrasync) as (runtime, _):
             users = steps.read_zammad_users(runtime, progress)
             http = _http_metadata(runtime, "zammad")
         keyed = int((users["entra_key"].fillna("") != "").sum()) if not users.empty else 0
         context.log.info("read %d Zammad users (%d carry an entra_key)", len(users), keyed)
-        return dg.Output(users, metadata={
-            "dagster/row_count": len(users),
-            "dagster/column_schema": _column_schema(ZAMMAD_USERS, users),
-            "with_entra_key": keyed,
-            "inactive": int((~users["active"]).sum()) if not users.empty else 0,
-            "has_entra_attributes": bool(users.attrs.get("has_entra_attributes", False)),
-            **http,
-        })
+        return dg.Output(
+            users,
+            metadata={
+                "dagster/row_count": len(users),
+                "dagster/column_schema": _column_schema(ZAMMAD_USERS, users),
+                "with_entra_key": keyed,
+                "inactive": int((~users["active"]).sum()) if not users.empty else 0,
+                "has_entra_attributes": bool(users.attrs.get("has_entra_attributes", False)),
+                **http,
+            },
+        )
 
     @dg.asset(
-        group_name=GROUP, partitions_def=partitions, owners=OWNERS, kinds={"pandas"}, code_version="1",
-        check_specs=[dg.AssetCheckSpec(checks.SYNC_PLAN_SCHEMA_CHECK, asset="sync_plan", blocking=True,
-                                       description="pandera schema of the plan"),
-                     dg.AssetCheckSpec(checks.SYNC_PLAN_SAFETY_CHECK, asset="sync_plan", blocking=True,
-                                       description="empty-read guard and deactivation threshold")],
+        group_name=GROUP,
+        partitions_def=partitions,
+        owners=OWNERS,
+        kinds={"pandas"},
+        code_version="1",
+        check_specs=[
+            dg.AssetCheckSpec(
+                checks.SYNC_PLAN_SCHEMA_CHECK,
+                asset="sync_plan",
+                blocking=True,
+                description="pandera schema of the plan",
+            ),
+            dg.AssetCheckSpec(
+                checks.SYNC_PLAN_SAFETY_CHECK,
+                asset="sync_plan",
+                blocking=True,
+                description="empty-read guard and deactivation threshold",
+            ),
+        ],
         description="One row per decision (create, update, reactivate, deactivate, noop, skip, conflict) with "
-                    "the changed fields before → after. Blocked plans stay visible here.",
+        "the changed fields before → after. Blocked plans stay visible here.",
     )
-    def sync_plan(context: dg.AssetExecutionContext, entrasync: EntrasyncResource, run_options: SyncRunOptions,
-                  entra_group_members: pd.DataFrame, universal_users: pd.DataFrame,
-                  zammad_users: pd.DataFrame) -> Iterator[Any]:
+    def sync_plan(
+        context: dg.AssetExecutionContext,
+        entrasync: EntrasyncResource,
+        run_options: SyncRunOptions,
+        entra_group_members: pd.DataFrame,
+        universal_users: pd.DataFrame,
+        zammad_users: pd.DataFrame,
+    ) -> Iterator[Any]:
         with _held(context, entrasync) as (runtime, lease):
             options = _options(context, run_options, runtime)
             if not options.dry_run:
@@ -227,26 +306,39 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 lease.release_on_exit = True  # zammad_sync will not run
         counts = action_counts(plan)
         context.log.info("plan: %s", counts)
-        yield dg.Output(plan, metadata={
-            "dagster/row_count": len(plan),
-            **{a: dg.MetadataValue.int(n) for a, n in counts.items()},
-            "role_mapping_conflicts": int(plan["reason"].fillna("").str.contains(ROLE_MERGE_NOTE).sum())
-            if not plan.empty else 0,
-            "preview": dg.MetadataValue.md(_preview(plan)),
-            "dry_run": dg.MetadataValue.bool(options.dry_run),
-            "safety": verdict.summary,
-        })
+        yield dg.Output(
+            plan,
+            metadata={
+                "dagster/row_count": len(plan),
+                **{a: dg.MetadataValue.int(n) for a, n in counts.items()},
+                "role_mapping_conflicts": int(plan["reason"].fillna("").str.contains(ROLE_MERGE_NOTE).sum())
+                if not plan.empty
+                else 0,
+                "preview": dg.MetadataValue.md(_preview(plan)),
+                "dry_run": dg.MetadataValue.bool(options.dry_run),
+                "safety": verdict.summary,
+            },
+        )
         yield checks.sync_plan_schema_result(plan)
         yield checks.sync_plan_safety_result(verdict, _how_to_approve(runtime.name, verdict.deactivations))
 
     @dg.asset(
-        group_name=GROUP, partitions_def=partitions, owners=OWNERS, kinds={"zammad"}, code_version="1",
+        group_name=GROUP,
+        partitions_def=partitions,
+        owners=OWNERS,
+        kinds={"zammad"},
+        code_version="1",
         pool="zammad",
         description="Zammad's users brought to the plan: the writes, one audit row each. Holds metadata only "
-                    "(counts, dry_run, failures, where the audit is).",
+        "(counts, dry_run, failures, where the audit is).",
     )
-    def zammad_sync(context: dg.AssetExecutionContext, entrasync: EntrasyncResource, run_options: SyncRunOptions,
-                    progress: dg.ResourceParam[Progress], sync_plan: pd.DataFrame) -> dg.MaterializeResult:
+    def zammad_sync(
+        context: dg.AssetExecutionContext,
+        entrasync: EntrasyncResource,
+        run_options: SyncRunOptions,
+        progress: dg.ResourceParam[Progress],
+        sync_plan: pd.DataFrame,
+    ) -> dg.MaterializeResult:
         # The blocking checks on sync_plan passed, or this step would not run.
         with _held(context, entrasync) as (runtime, lease):
             lease.release_on_exit = True  # the run's last step
@@ -262,4 +354,3 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         return dg.MaterializeResult(metadata=metadata)
 
     return [entra_group_members, universal_users, zammad_users, sync_plan, zammad_sync]
-

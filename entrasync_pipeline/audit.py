@@ -18,16 +18,32 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, event, insert,
-    or_, select, text,
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from entrasync_pipeline.settings import SecretValue
 
 metadata = MetaData()
 audit_log = Table(
-    "entrasync_audit_log", metadata,
+    "entrasync_audit_log",
+    metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("run_id", String(64), nullable=False, index=True),
     Column("profile", String(64), nullable=False),
@@ -104,7 +120,7 @@ class AuditStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock = threading.Lock()
-        metadata.create_all(self.engine)
+        create_tables(metadata, self.engine)
         self._install_triggers()
 
     def _install_triggers(self) -> None:
@@ -127,10 +143,16 @@ class AuditStore:
     def unfinished_attempts(self, profile: str) -> list[dict[str, Any]]:
         """Intents ("started") of this profile that never got a final row: the process died."""
         final = audit_log.alias("final")
-        finished = select(final.c.seq).where(final.c.attempt_id == audit_log.c.attempt_id,
-                                             final.c.outcome != "started").exists()
-        stmt = (select(audit_log).where(audit_log.c.profile == profile, audit_log.c.outcome == "started", ~finished)
-                .order_by(audit_log.c.seq))
+        finished = (
+            select(final.c.seq)
+            .where(final.c.attempt_id == audit_log.c.attempt_id, final.c.outcome != "started")
+            .exists()
+        )
+        stmt = (
+            select(audit_log)
+            .where(audit_log.c.profile == profile, audit_log.c.outcome == "started", ~finished)
+            .order_by(audit_log.c.seq)
+        )
         with self.engine.connect() as conn:
             return [_from_db(dict(r._mapping)) for r in conn.execute(stmt)]
 
@@ -148,8 +170,11 @@ class AuditStore:
             stmt = stmt.where(audit_log.c.action == filters.action)
         if filters.user:
             needle = filters.user.lower()
-            conditions = [audit_log.c.entra_key == filters.user, audit_log.c.email == needle,
-                          audit_log.c.upn == filters.user]
+            conditions = [
+                audit_log.c.entra_key == filters.user,
+                audit_log.c.email == needle,
+                audit_log.c.upn == filters.user,
+            ]
             if filters.user.isdigit():
                 conditions.append(audit_log.c.zammad_id == int(filters.user))
             stmt = stmt.where(or_(*conditions))
@@ -157,6 +182,15 @@ class AuditStore:
             stmt = stmt.limit(filters.limit)
         with self.engine.connect() as conn:
             return [_from_db(dict(r._mapping)) for r in conn.execute(stmt)]
+
+
+def create_tables(tables: MetaData, engine: Engine) -> None:
+    """Create missing tables; two processes doing it at the same moment (a first run) is not an error."""
+    try:
+        tables.create_all(engine)
+    except (OperationalError, ProgrammingError):
+        if not all(inspect(engine).has_table(name) for name in tables.tables):
+            raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -180,14 +214,32 @@ def _from_db(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-EXPORT_COLUMNS = ("seq", "ts", "run_id", "profile", "action", "outcome", "dry_run", "entra_key", "upn", "email",
-                  "zammad_id", "changes", "reason", "error", "attempt_id")
+EXPORT_COLUMNS = (
+    "seq",
+    "ts",
+    "run_id",
+    "profile",
+    "action",
+    "outcome",
+    "dry_run",
+    "entra_key",
+    "upn",
+    "email",
+    "zammad_id",
+    "changes",
+    "reason",
+    "error",
+    "attempt_id",
+)
 
 
 def spreadsheet_safe(value: Any) -> str:
     """Neutralise cells a spreadsheet would evaluate as a formula."""
-    text_value = "" if value is None else (json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list))
-                                           else str(value))
+    text_value = (
+        ""
+        if value is None
+        else (json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value))
+    )
     return "'" + text_value if text_value.startswith(_FORMULA_START) else text_value
 
 
@@ -201,5 +253,6 @@ def export_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def export_json(rows: Sequence[dict[str, Any]]) -> str:
-    return json.dumps([{c: row.get(c) for c in EXPORT_COLUMNS} for row in rows], ensure_ascii=False, indent=2,
-                      default=str)
+    return json.dumps(
+        [{c: row.get(c) for c in EXPORT_COLUMNS} for row in rows], ensure_ascii=False, indent=2, default=str
+    )

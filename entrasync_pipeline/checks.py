@@ -4,7 +4,6 @@ Results are built here and yielded by the assets that own them, so a failing che
 value (the plan stays visible) while keeping ``zammad_sync`` from running.
 """
 
-
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
@@ -23,10 +22,16 @@ def _schema_result(asset: str, name: str, schema: pa.DataFrameSchema, frame: pd.
     except pa.errors.SchemaErrors as exc:
         failures = exc.failure_cases
         sample = failures.head(10)[["column", "check", "failure_case"]].astype(str)
-        table = "\n".join(["| column | check | failure |", "|---|---|---|"] +
-                          [f"| {r.column} | {r.check} | {r.failure_case[:60]} |" for r in sample.itertuples()])
-        return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=False,
-                                   metadata={"failures": len(failures), "sample": dg.MetadataValue.md(table)})
+        table = "\n".join(
+            ["| column | check | failure |", "|---|---|---|"]
+            + [f"| {r.column} | {r.check} | {r.failure_case[:60]} |" for r in sample.itertuples()]
+        )
+        return dg.AssetCheckResult(
+            asset_key=asset,
+            check_name=name,
+            passed=False,
+            metadata={"failures": len(failures), "sample": dg.MetadataValue.md(table)},
+        )
     return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=True, metadata={"rows": len(frame)})
 
 
@@ -46,11 +51,20 @@ def sync_plan_safety_result(verdict: SafetyVerdict, how_to_approve: str | None =
     """
     reasons = "\n".join(f"- {r}" for r in verdict.reasons) or "_within limits_"
     description = verdict.summary
-    metadata: dict[str, object] = {"deactivations": verdict.deactivations, "managed_users": verdict.managed,
-                                   "approved": verdict.approved, "reasons": dg.MetadataValue.md(reasons),
-                                   "summary": dg.MetadataValue.text(verdict.summary)}
+    metadata: dict[str, object] = {
+        "deactivations": verdict.deactivations,
+        "managed_users": verdict.managed,
+        "approved": verdict.approved,
+        "reasons": dg.MetadataValue.md(reasons),
+        "summary": dg.MetadataValue.text(verdict.summary),
+    }
     if verdict.blocked and how_to_approve:
         description = f"Held: {verdict.deactivations} deactivations. {verdict.summary}. {how_to_approve}"
         metadata["how_to_approve"] = dg.MetadataValue.text(how_to_approve)
-    return dg.AssetCheckResult(asset_key="sync_plan", check_name=SYNC_PLAN_SAFETY_CHECK, passed=not verdict.blocked,
-                               description=description, metadata=metadata)
+    return dg.AssetCheckResult(
+        asset_key="sync_plan",
+        check_name=SYNC_PLAN_SAFETY_CHECK,
+        passed=not verdict.blocked,
+        description=description,
+        metadata=metadata,
+    )

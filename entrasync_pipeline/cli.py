@@ -22,8 +22,11 @@ EXIT_USAGE = 64
 _UsageError = typer.BadParameter.__mro__[1]
 _UsageError.exit_code = EXIT_USAGE
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Keep Zammad's users in sync with Microsoft Entra ID group membership.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Keep Zammad's users in sync with Microsoft Entra ID group membership.",
+)
 sandbox_app = typer.Typer(no_args_is_help=True, help="Loopback emulators of Entra, Graph and Zammad.")
 app.add_typer(sandbox_app, name="sandbox")
 
@@ -36,20 +39,23 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
-                                           help="Print the version and exit."),
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
 ) -> None:
     # Runs log through Dagster's console logger; plain logging shows the rest (warnings, or all with -v).
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not verbose:  # Dagster's notes about its own beta APIs are for us, not for admins
         warnings.filterwarnings("ignore", module="dagster")
         warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
 
 
-CONFIG_OPTION = typer.Option(None, "--config", "-c", envvar="ENTRASYNC_CONFIG",
-                             help="The YAML config (or $ENTRASYNC_CONFIG).")
+CONFIG_OPTION = typer.Option(
+    None, "--config", "-c", envvar="ENTRASYNC_CONFIG", help="The YAML config (or $ENTRASYNC_CONFIG)."
+)
 PROFILE_OPTION = typer.Option(None, "--profile", "-p", help="One profile; default: the only one, or all in turn.")
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 
@@ -76,13 +82,14 @@ def _profiles(settings: "Settings", name: Optional[str]) -> list[str]:
         raise typer.Exit(1) from None
 
 
-def _run(config: Optional[Path], profile: Optional[str], as_json: bool, dry_run: Optional[bool],
-         approve: Optional[int]) -> None:
+def _run(
+    config: Optional[Path], profile: Optional[str], as_json: bool, dry_run: Optional[bool], approve: Optional[int]
+) -> None:
     """Run the Dagster job once per profile; the exit code is the worst run's."""
     from entrasync_pipeline import report
     from entrasync_pipeline.definitions import build_definitions
     from entrasync_pipeline.runs import cli_instance, execute_sync
-    from entrasync_pipeline.settings import ConfigError, CONFIG_ENV
+    from entrasync_pipeline.settings import CONFIG_ENV, ConfigError
 
     settings = _settings(config)
     names = _profiles(settings, profile)
@@ -93,10 +100,12 @@ def _run(config: Optional[Path], profile: Optional[str], as_json: bool, dry_run:
         with cli_instance() as instance:
             for name in names:
                 with report.progress(name, enabled=not as_json) as on_progress:
-                    defs = build_definitions(list(settings.profiles), settings.schedule, config_path,
-                                             progress=on_progress or _no_progress)
-                    outcome = execute_sync(defs, settings, name, instance, dry_run, approve,
-                                           log_level="DEBUG" if _verbose() else "INFO")
+                    defs = build_definitions(
+                        list(settings.profiles), settings.schedule, config_path, progress=on_progress or _no_progress
+                    )
+                    outcome = execute_sync(
+                        defs, settings, name, instance, dry_run, approve, log_level="DEBUG" if _verbose() else "INFO"
+                    )
                 summary = outcome.summary()
                 exit_code = max(exit_code, outcome.exit_code)
                 summaries.append(summary)
@@ -120,8 +129,9 @@ def _verbose() -> bool:
 
 
 @app.command("plan")
-def plan_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] = PROFILE_OPTION,
-                 as_json: bool = JSON_OPTION) -> None:
+def plan_command(
+    config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] = PROFILE_OPTION, as_json: bool = JSON_OPTION
+) -> None:
     """Dry run: read Entra and Zammad, plan, check, audit as "would", write nothing.
 
     Runs the Dagster job (a run on $DAGSTER_HOME's instance, shown in the UI).
@@ -133,14 +143,21 @@ def plan_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] 
 
 
 @app.command("sync")
-def sync_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] = PROFILE_OPTION,
-                 as_json: bool = JSON_OPTION,
-                 approve_deactivations: Optional[int] = typer.Option(
-                     None, min=0, help="Let up to N deactivations through a safety threshold that blocked them "
-                                       "(recorded in the audit)."),
-                 dry_run: Optional[bool] = typer.Option(None, "--dry-run/--no-dry-run",
-                                                        help="Compute and show, write nothing (overrides the "
-                                                             "config file's dry_run either way).")) -> None:
+def sync_command(
+    config: Optional[Path] = CONFIG_OPTION,
+    profile: Optional[str] = PROFILE_OPTION,
+    as_json: bool = JSON_OPTION,
+    approve_deactivations: Optional[int] = typer.Option(
+        None,
+        min=0,
+        help="Let up to N deactivations through a safety threshold that blocked them (recorded in the audit).",
+    ),
+    dry_run: Optional[bool] = typer.Option(
+        None,
+        "--dry-run/--no-dry-run",
+        help="Compute and show, write nothing (overrides the config file's dry_run either way).",
+    ),
+) -> None:
     """Sync Zammad with Entra by running the Dagster job in process (a run on $DAGSTER_HOME's instance).
 
     Exit 0 ok, 1 failure, 2 blocked by a safety rule, 64 usage error.
@@ -167,19 +184,24 @@ def zammad_setup_command(config: Optional[Path] = CONFIG_OPTION, profile: Option
         except Exception as exc:
             typer.echo(f"error: {name}: {exc}", err=True)
             raise typer.Exit(1) from None
-        typer.echo(f"{name}: " + (f"created {', '.join(created)} and ran the migrations" if created
-                                  else "attributes already present"))
+        typer.echo(
+            f"{name}: "
+            + (f"created {', '.join(created)} and ran the migrations" if created else "attributes already present")
+        )
 
 
 @app.command("audit")
-def audit_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] = PROFILE_OPTION,
-                  run: Optional[str] = typer.Option(None, "--run", help="Only this run id."),
-                  since: Optional[str] = typer.Option(None, help="ISO date/time (UTC if no zone), e.g. 2026-11-01."),
-                  until: Optional[str] = typer.Option(None, help="ISO date/time, exclusive."),
-                  user: Optional[str] = typer.Option(None, help="entra_key, email, UPN or Zammad id."),
-                  action: Optional[str] = typer.Option(None, help="create, update, reactivate, deactivate, skip, ..."),
-                  fmt: str = typer.Option("table", "--format", help="table, csv or json."),
-                  limit: Optional[int] = typer.Option(None, help="At most this many rows.")) -> None:
+def audit_command(
+    config: Optional[Path] = CONFIG_OPTION,
+    profile: Optional[str] = PROFILE_OPTION,
+    run: Optional[str] = typer.Option(None, "--run", help="Only this run id."),
+    since: Optional[str] = typer.Option(None, help="ISO date/time (UTC if no zone), e.g. 2026-11-01."),
+    until: Optional[str] = typer.Option(None, help="ISO date/time, exclusive."),
+    user: Optional[str] = typer.Option(None, help="entra_key, email, UPN or Zammad id."),
+    action: Optional[str] = typer.Option(None, help="create, update, reactivate, deactivate, skip, ..."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    limit: Optional[int] = typer.Option(None, help="At most this many rows."),
+) -> None:
     """Show or export the audit trail (CSV is safe against spreadsheet formula injection).
 
     Example: entrasync audit --config entrasync.yaml --since 2026-11-01 --action deactivate --format csv
@@ -192,8 +214,15 @@ def audit_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str]
         raise typer.BadParameter("is table, csv or json", param_hint="--format")
     settings = _settings(config)
     try:
-        filters = AuditFilter(run_id=run, since=report.parse_time(since), until=report.parse_time(until),
-                              user=user, action=action, profile=profile, limit=limit)
+        filters = AuditFilter(
+            run_id=run,
+            since=report.parse_time(since),
+            until=report.parse_time(until),
+            user=user,
+            action=action,
+            profile=profile,
+            limit=limit,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:

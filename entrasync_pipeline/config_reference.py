@@ -58,12 +58,22 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         annotation = field.annotation
         nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
         args = typing.get_args(annotation)
-        if typing.get_origin(annotation) is dict and args and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+        if (
+            typing.get_origin(annotation) is dict
+            and args
+            and isinstance(args[1], type)
+            and issubclass(args[1], BaseModel)
+        ):
             child = "<profile>" if name == "profiles" else "<field>"
             rows.append(f"| `{path}` | map | {_default(field)} | {field.description or ''} |")
             rows += _rows(args[1], f"{path}.{child}.")
             continue
-        if typing.get_origin(annotation) is list and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        if (
+            typing.get_origin(annotation) is list
+            and args
+            and isinstance(args[0], type)
+            and issubclass(args[0], BaseModel)
+        ):
             rows.append(f"| `{path}` | list | {_default(field)} | {field.description or ''} |")
             rows += _rows(args[0], f"{path}[].")
             continue

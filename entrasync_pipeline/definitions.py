@@ -16,9 +16,12 @@ from entrasync_pipeline.sensors import build_delta_sensor, build_failure_sensor
 from entrasync_pipeline.settings import ScheduleSettings, configured_profile_names, schedule_settings
 
 
-def build_definitions(profiles: list[str], schedule: ScheduleSettings,
-                      config_path: str | dg.EnvVar = dg.EnvVar("ENTRASYNC_CONFIG"),
-                      progress: Progress = no_progress) -> dg.Definitions:
+def build_definitions(
+    profiles: list[str],
+    schedule: ScheduleSettings,
+    config_path: str | dg.EnvVar = dg.EnvVar("ENTRASYNC_CONFIG"),
+    progress: Progress = no_progress,
+) -> dg.Definitions:
     partitions = dg.StaticPartitionsDefinition(profiles)
     job = build_sync_job(partitions)
     return dg.Definitions(
@@ -26,9 +29,11 @@ def build_definitions(profiles: list[str], schedule: ScheduleSettings,
         jobs=[job],
         schedules=[build_sync_schedule(job, schedule, profiles)],
         sensors=[build_delta_sensor(job, schedule, profiles), build_failure_sensor(job)],
-        resources={"entrasync": EntrasyncResource(config_path=config_path),
-                   RUN_OPTIONS_RESOURCE: SyncRunOptions(),
-                   "progress": progress_resource(progress)},
+        resources={
+            "entrasync": EntrasyncResource(config_path=config_path),
+            RUN_OPTIONS_RESOURCE: SyncRunOptions(),
+            "progress": progress_resource(progress),
+        },
     )
 
 

@@ -1,6 +1,7 @@
 """The one job: all five assets of a profile (jobs select by group, so a new asset joins it)."""
 
 import dagster as dg
+
 # define_asset_job returns this; dagster does not export the name at top level.
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition as JobTarget
 

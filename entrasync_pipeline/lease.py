@@ -26,15 +26,29 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+
+from entrasync_pipeline.audit import create_tables
 
 log = logging.getLogger(__name__)
 
 lease_metadata = MetaData()
 lease_table = Table(
-    "entrasync_lease", lease_metadata,
+    "entrasync_lease",
+    lease_metadata,
     Column("profile", String(64), primary_key=True),
     Column("run_id", String(64), nullable=False),
     Column("host", String(255), nullable=False),
@@ -52,8 +66,10 @@ class ProfileBusy(RuntimeError):
 
     def __init__(self, profile: str, holder: dict[str, Any], waited_s: float) -> None:
         since = _utc(holder["since"]).strftime("%Y-%m-%d %H:%M:%S UTC")
-        super().__init__(f"profile {profile} is being synced by run {holder['run_id']} (host {holder['host']}, "
-                         f"pid {holder['pid']}, since {since}); waited {waited_s:.0f}s")
+        super().__init__(
+            f"profile {profile} is being synced by run {holder['run_id']} (host {holder['host']}, "
+            f"pid {holder['pid']}, since {since}); waited {waited_s:.0f}s"
+        )
         self.holder = holder
 
 
@@ -67,12 +83,13 @@ class LeaseOptions:
 class Lease:
     """The lease of one profile, taken for one run id (re-entrant for that run id)."""
 
-    def __init__(self, engine: Engine, profile: str, run_id: str, options: LeaseOptions,
-                 alive: Alive = lambda _run: None) -> None:
+    def __init__(
+        self, engine: Engine, profile: str, run_id: str, options: LeaseOptions, alive: Alive = lambda _run: None
+    ) -> None:
         self.engine, self.profile, self.run_id, self.options, self.alive = engine, profile, run_id, options, alive
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.lost = False
-        lease_metadata.create_all(engine)
+        create_tables(lease_metadata, engine)
 
     # --- acquire / renew / release ------------------------------------------------------------
     def acquire(self) -> None:
@@ -87,27 +104,36 @@ class Lease:
             if waited >= self.options.wait_s:
                 raise ProfileBusy(self.profile, holder, waited)
             if not announced:
-                log.warning("profile %s is being synced by run %s (host %s); waiting up to %.0fs",
-                            self.profile, holder["run_id"], holder["host"], self.options.wait_s)
+                log.warning(
+                    "profile %s is being synced by run %s (host %s); waiting up to %.0fs",
+                    self.profile,
+                    holder["run_id"],
+                    holder["host"],
+                    self.options.wait_s,
+                )
                 announced = True
             time.sleep(min(self.options.poll_s, max(0.0, self.options.wait_s - waited)))
 
     def renew(self) -> bool:
         """Push the expiry out; False when the lease is no longer ours (it lapsed and was taken)."""
         with self.engine.begin() as conn:
-            done = conn.execute(update(lease_table)
-                                .where(lease_table.c.profile == self.profile, lease_table.c.run_id == self.run_id)
-                                .values(expires=self._expiry())).rowcount
+            done = conn.execute(
+                update(lease_table)
+                .where(lease_table.c.profile == self.profile, lease_table.c.run_id == self.run_id)
+                .values(expires=self._expiry())
+            ).rowcount
         if not done and not self.lost:
             self.lost = True
-            log.error("run %s lost the lease of profile %s (it lapsed and another run took it)",
-                      self.run_id, self.profile)
+            log.error(
+                "run %s lost the lease of profile %s (it lapsed and another run took it)", self.run_id, self.profile
+            )
         return bool(done)
 
     def release(self) -> None:
         with self.engine.begin() as conn:
-            conn.execute(delete(lease_table).where(lease_table.c.profile == self.profile,
-                                                   lease_table.c.run_id == self.run_id))
+            conn.execute(
+                delete(lease_table).where(lease_table.c.profile == self.profile, lease_table.c.run_id == self.run_id)
+            )
 
     def holder(self) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -151,14 +177,25 @@ class Lease:
         if holder["run_id"] != self.run_id and not self._free(holder):
             return holder
         with self.engine.begin() as conn:
-            taken = conn.execute(update(lease_table).where(
-                lease_table.c.profile == self.profile, lease_table.c.run_id == holder["run_id"],
-                lease_table.c.expires == holder["expires"]).values(**self._values(keep_since=holder))).rowcount
+            taken = conn.execute(
+                update(lease_table)
+                .where(
+                    lease_table.c.profile == self.profile,
+                    lease_table.c.run_id == holder["run_id"],
+                    lease_table.c.expires == holder["expires"],
+                )
+                .values(**self._values(keep_since=holder))
+            ).rowcount
         if not taken:
             return self.holder() or holder  # somebody else won the race; judge again next round
         if holder["run_id"] != self.run_id:
-            log.warning("took over the lease of profile %s from run %s (host %s): %s", self.profile,
-                        holder["run_id"], holder["host"], self._why_free(holder))
+            log.warning(
+                "took over the lease of profile %s from run %s (host %s): %s",
+                self.profile,
+                holder["run_id"],
+                holder["host"],
+                self._why_free(holder),
+            )
         return None
 
     def _free(self, holder: dict[str, Any]) -> bool:
@@ -170,8 +207,13 @@ class Lease:
     def _values(self, keep_since: dict[str, Any] | None = None) -> dict[str, Any]:
         same_run = keep_since is not None and keep_since["run_id"] == self.run_id
         since = keep_since["since"] if same_run else _now()
-        return {"run_id": self.run_id, "host": self.host[:255], "pid": self.pid, "since": since,
-                "expires": self._expiry()}
+        return {
+            "run_id": self.run_id,
+            "host": self.host[:255],
+            "pid": self.pid,
+            "since": since,
+            "expires": self._expiry(),
+        }
 
     def _expiry(self) -> datetime:
         return _now() + timedelta(seconds=self.options.ttl_s)

@@ -20,20 +20,45 @@ USER_TYPE = "#microsoft.graph.user"
 CORE_FIELDS = ("email", "firstname", "lastname", "phone", "mobile", "department")
 # Column limits of Zammad's users table; longer values are truncated on save (§2.7), except
 # editable object-manager inputs (department), which are refused past maxlength, so we cut first.
-FIELD_LIMITS = {"login": 255, "firstname": 100, "lastname": 100, "email": 255, "phone": 100, "mobile": 100,
-                "fax": 100, "department": 200, "street": 120, "zip": 100, "city": 100, "country": 100,
-                "address": 500, "note": 5000, "web": 100}
+FIELD_LIMITS = {
+    "login": 255,
+    "firstname": 100,
+    "lastname": 100,
+    "email": 255,
+    "phone": 100,
+    "mobile": 100,
+    "fax": 100,
+    "department": 200,
+    "street": 120,
+    "zip": 100,
+    "city": 100,
+    "country": 100,
+    "address": 500,
+    "note": 5000,
+    "web": 100,
+}
 EMAIL_MAX = 250  # Zammad's validator accepts 3..250 characters (§2.2)
-_EMAIL = re.compile(r"^[^\s@<>(),;:\"\[\]\\]+@[A-Za-z0-9\u00a1-\uffff](?:[A-Za-z0-9\u00a1-\uffff-]*[A-Za-z0-9\u00a1-\uffff])?"
-                    r"(?:\.[A-Za-z0-9\u00a1-\uffff](?:[A-Za-z0-9\u00a1-\uffff-]*[A-Za-z0-9\u00a1-\uffff])?)+$")
+_EMAIL = re.compile(
+    r"^[^\s@<>(),;:\"\[\]\\]+@[A-Za-z0-9\u00a1-\uffff](?:[A-Za-z0-9\u00a1-\uffff-]*[A-Za-z0-9\u00a1-\uffff])?"
+    r"(?:\.[A-Za-z0-9\u00a1-\uffff](?:[A-Za-z0-9\u00a1-\uffff-]*[A-Za-z0-9\u00a1-\uffff])?)+$"
+)
 _URL_SCHEME = re.compile(r"^(?:https?|ftp)://", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 
 LIMITED_REASON = "Graph returned no properties for this user (is User.Read.All granted?)"
 NO_EMAIL_REASON = "no usable email (mail, otherMails, non-guest userPrincipalName)"
 NO_IDENTIFIER_REASON = "no name, phone or email: Zammad needs one identifier"
-UNIVERSAL_COLUMNS = ("entra_key", "entra_object_type", "upn", "display_name", *CORE_FIELDS,
-                     "active", "roles", "source_groups", "skip_reason")
+UNIVERSAL_COLUMNS = (
+    "entra_key",
+    "entra_object_type",
+    "upn",
+    "display_name",
+    *CORE_FIELDS,
+    "active",
+    "roles",
+    "source_groups",
+    "skip_reason",
+)
 
 
 @dataclass(frozen=True)
@@ -144,7 +169,7 @@ def _check_name(first: str | None, last: str | None, email: str | None) -> tuple
     first = " ".join(_URL_SCHEME.sub("", t) for t in (first or "").strip().split(" ")).strip()
     last = " ".join(_URL_SCHEME.sub("", t) for t in (last or "").strip().split(" ")).strip()
     if first and last:
-        return first[:FIELD_LIMITS["firstname"]], last[:FIELD_LIMITS["lastname"]]
+        return first[: FIELD_LIMITS["firstname"]], last[: FIELD_LIMITS["lastname"]]
     if first or last:
         first, last = _split_single_name(first or last)
     elif email and "." in email.split("@", 1)[0]:
@@ -152,7 +177,7 @@ def _check_name(first: str | None, last: str | None, email: str | None) -> tuple
     else:
         return "", ""
     first, last = _capitalise(first), _capitalise(last)
-    return first[:FIELD_LIMITS["firstname"]], last[:FIELD_LIMITS["lastname"]]
+    return first[: FIELD_LIMITS["firstname"]], last[: FIELD_LIMITS["lastname"]]
 
 
 def zammad_value(field: str, value: str | None) -> str | None:
@@ -171,9 +196,14 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
     itself runs the column-wise ``normalize_members``, and a property test
     (``test_the_column_wise_normalizer_equals_the_per_user_rules``) keeps the two identical.
     """
-    out: dict[str, Any] = {"entra_key": str(record.get("id") or ""), "entra_object_type": "user",
-                           "upn": record.get("userPrincipalName"), "display_name": record.get("displayName"),
-                           "active": record.get("accountEnabled") is not False, "skip_reason": None}
+    out: dict[str, Any] = {
+        "entra_key": str(record.get("id") or ""),
+        "entra_object_type": "user",
+        "upn": record.get("userPrincipalName"),
+        "display_name": record.get("displayName"),
+        "active": record.get("accountEnabled") is not False,
+        "skip_reason": None,
+    }
     if _is_limited(record):
         out["skip_reason"] = LIMITED_REASON
     email_rule = options.mapping.get("email", Rule(("mail", "otherMails", "userPrincipalName")))
@@ -239,8 +269,10 @@ def _values(frame: pd.DataFrame, column: str) -> list[Any]:
     """A column as plain values: NaN → None, other scalars → str, strings and lists as they are."""
     if column not in frame.columns:
         return [None] * len(frame)
-    return [v if (c := v.__class__) is str or c is list else
-            (None if v is None or (c is float and v != v) else str(v)) for v in frame[column].tolist()]
+    return [
+        v if (c := v.__class__) is str or c is list else (None if v is None or (c is float and v != v) else str(v))
+        for v in frame[column].tolist()
+    ]
 
 
 def _first_text(items: list[Any]) -> str | None:
@@ -253,8 +285,9 @@ def _transform_values(values: list[Any], transforms: Iterable[str]) -> list[str 
         if name == "first":
             values = [_first_text(v) if v.__class__ is list else v for v in values]
         elif name == "join":
-            values = [", ".join(str(x).strip() for x in v if str(x).strip()) if v.__class__ is list else v
-                      for v in values]
+            values = [
+                ", ".join(str(x).strip() for x in v if str(x).strip()) if v.__class__ is list else v for v in values
+            ]
         elif name == "strip":
             values = [v.strip() if v.__class__ is str else v for v in values]
         elif name == "lower":
@@ -263,9 +296,12 @@ def _transform_values(values: list[Any], transforms: Iterable[str]) -> list[str 
             values = [v.upper() if v.__class__ is str else v for v in values]
         elif name == "collapse_spaces":
             # ASCII, printable, no double space: \s+ can only match single spaces, so nothing changes.
-            values = [_SPACES.sub(" ", v) if v.__class__ is str and not (v.isascii() and v.isprintable()
-                                                                          and "  " not in v) else v
-                      for v in values]
+            values = [
+                _SPACES.sub(" ", v)
+                if v.__class__ is str and not (v.isascii() and v.isprintable() and "  " not in v)
+                else v
+                for v in values
+            ]
     return [next((str(x) for x in v if str(x).strip()), None) if v.__class__ is list else v for v in values]
 
 
@@ -299,8 +335,10 @@ def _limited_mask(frame: pd.DataFrame) -> list[bool]:
         limited = [True] * len(frame)
     for column in props:
         values = frame[column].tolist()
-        limited = [lim and (v is None or (v.__class__ is float and v != v) or (v.__class__ is list and not v))
-                   for lim, v in zip(limited, values)]
+        limited = [
+            lim and (v is None or (v.__class__ is float and v != v) or (v.__class__ is list and not v))
+            for lim, v in zip(limited, values)
+        ]
     return limited
 
 
@@ -308,11 +346,14 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
     n = len(frame)
     ids = frame["id"].tolist()
     out: dict[str, list[Any]] = {
-        "entra_key": [str(v or "") for v in ids], "entra_object_type": ["user"] * n,
+        "entra_key": [str(v or "") for v in ids],
+        "entra_object_type": ["user"] * n,
         "upn": frame["userPrincipalName"].tolist() if "userPrincipalName" in frame.columns else [None] * n,
         "display_name": frame["displayName"].tolist() if "displayName" in frame.columns else [None] * n,
-        "active": [v is not False for v in (frame["accountEnabled"].tolist() if "accountEnabled" in frame.columns
-                                            else [None] * n)],
+        "active": [
+            v is not False
+            for v in (frame["accountEnabled"].tolist() if "accountEnabled" in frame.columns else [None] * n)
+        ],
     }
     reasons: list[str | None] = [LIMITED_REASON if lim else None for lim in _limited_mask(frame)]
     email_rule = options.mapping.get("email", Rule(("mail", "otherMails", "userPrincipalName")))
@@ -339,7 +380,7 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
         if first and last and "://" not in first and "://" not in last:
             first, last = first.strip(), last.strip()
             if first and last:
-                names.append((first[:FIELD_LIMITS["firstname"]], last[:FIELD_LIMITS["lastname"]]))
+                names.append((first[: FIELD_LIMITS["firstname"]], last[: FIELD_LIMITS["lastname"]]))
                 continue
         names.append(zammad_names(first, last, email))
     out["firstname"] = [f for f, _ in names]

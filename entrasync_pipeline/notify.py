@@ -38,9 +38,15 @@ def _clean(value: Any, limit: int = 120) -> str:
     return text[:limit]
 
 
-def summary_message(profile: str, counts: Mapping[str, int], examples: Sequence[Mapping[str, Any]],
-                    run_url: str | None, dry_run: bool, blocked_reason: str | None = None,
-                    failure: str | None = None) -> Message:
+def summary_message(
+    profile: str,
+    counts: Mapping[str, int],
+    examples: Sequence[Mapping[str, Any]],
+    run_url: str | None,
+    dry_run: bool,
+    blocked_reason: str | None = None,
+    failure: str | None = None,
+) -> Message:
     prefix = "[DRY RUN] " if dry_run else ""
     if failure:
         title, kind = f"{prefix}entrasync {profile}: sync failed", "failure"
@@ -74,11 +80,17 @@ class Notifier:
         for url in self._urls:
             if not notifier.add(url.reveal()):
                 log.warning("notification target %s is not a valid apprise URL; skipped", url)
-        kind = {"info": apprise.NotifyType.INFO, "warning": apprise.NotifyType.WARNING,
-                "failure": apprise.NotifyType.FAILURE}[message.kind]
+        kind = {
+            "info": apprise.NotifyType.INFO,
+            "warning": apprise.NotifyType.WARNING,
+            "failure": apprise.NotifyType.FAILURE,
+        }[message.kind]
         try:
-            ok = bool(notifier.notify(title=message.title, body=message.body, notify_type=kind,
-                                      body_format=apprise.NotifyFormat.TEXT))
+            ok = bool(
+                notifier.notify(
+                    title=message.title, body=message.body, notify_type=kind, body_format=apprise.NotifyFormat.TEXT
+                )
+            )
         except Exception as exc:  # a notification must never fail the sync
             log.warning("sending the notification failed: %s", type(exc).__name__)
             return False

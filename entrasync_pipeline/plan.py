@@ -40,9 +40,14 @@ _NOTHING: dict[str, Any] = {}  # shared by every noop row; never mutated
 WRITE_ACTIONS = (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.DEACTIVATE)
 # What a run reports per action (CLI, JSON, metadata, notifications): one name each, defined here.
 COUNT_NAMES: dict[Action, str] = {
-    Action.CREATE: "created", Action.UPDATE: "updated", Action.REACTIVATE: "reactivated",
-    Action.DEACTIVATE: "deactivated", Action.NOOP: "unchanged", Action.SKIP: "skipped",
-    Action.CONFLICT: "conflicts"}
+    Action.CREATE: "created",
+    Action.UPDATE: "updated",
+    Action.REACTIVATE: "reactivated",
+    Action.DEACTIVATE: "deactivated",
+    Action.NOOP: "unchanged",
+    Action.SKIP: "skipped",
+    Action.CONFLICT: "conflicts",
+}
 COUNT_COLUMNS = (*COUNT_NAMES.values(), "failed")
 # People read the destructive decisions first (previews, tables, JSON "changes").
 REVIEW_ORDER = (Action.DEACTIVATE, Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.CONFLICT, Action.SKIP)
@@ -85,9 +90,14 @@ def _index(zammad: list[dict[str, Any]]) -> _Index:
     return index
 
 
-def _row(action: Action, user: Mapping[str, Any] | None = None, zammad: Mapping[str, Any] | None = None,
-         reason: str | None = None, changes: dict[str, list[Any]] | None = None,
-         payload: dict[str, Any] | None = None) -> dict[str, Any]:
+def _row(
+    action: Action,
+    user: Mapping[str, Any] | None = None,
+    zammad: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+    changes: dict[str, list[Any]] | None = None,
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "action": action.value,
         "entra_key": (user or {}).get("entra_key") or _text((zammad or {}).get("entra_key")) or None,
@@ -185,8 +195,14 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
             return _row(Action.CONFLICT, user, zammad, f"managed by profile {owner!r}")
     if not user["active"]:
         if zammad is not None and _text(zammad.get("entra_key")) and owner == options.profile and zammad.get("active"):
-            return _row(Action.DEACTIVATE, user, zammad, "account disabled in Entra (accountEnabled false)",
-                        {"active": [True, False]}, {"active": False})
+            return _row(
+                Action.DEACTIVATE,
+                user,
+                zammad,
+                "account disabled in Entra (accountEnabled false)",
+                {"active": [True, False]},
+                {"active": False},
+            )
         return _row(Action.SKIP, user, zammad, "account disabled in Entra")
     desired, problem = _desired(user, options)
     if problem:
@@ -194,14 +210,14 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
     note = _role_note(user, options)
     if zammad is None:
         payload = {k: v for k, v in desired.items() if v not in ("", None)}
-        return _row(Action.CREATE, user, None, "new member" + note, {k: [None, v] for k, v in payload.items()},
-                    payload)
+        return _row(Action.CREATE, user, None, "new member" + note, {k: [None, v] for k, v in payload.items()}, payload)
     changes = _diff(zammad, desired)
     adopted = not _text(zammad.get("entra_key"))
     if not zammad.get("active"):
         changes["active"] = [False, True]
-        return _row(Action.REACTIVATE, user, zammad, "member again" + note, changes,
-                    {k: v[1] for k, v in changes.items()})
+        return _row(
+            Action.REACTIVATE, user, zammad, "member again" + note, changes, {k: v[1] for k, v in changes.items()}
+        )
     if changes:
         reason = ("adopted by email" if adopted else "attributes changed") + note
         return _row(Action.UPDATE, user, zammad, reason, changes, {k: v[1] for k, v in changes.items()})
@@ -243,24 +259,38 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
     email_counts = Counter(synced.value_counts().to_dict()) if len(rest) else Counter()
     seen: set[int] = set(unchanged_ids)
     rows = _decide_all(users, index, email_counts, seen, options)
-    candidates = zammad[((z_keys != "") & (_text_column(zammad, "entrasync_profile") == options.profile)
-                         & zammad["active"].astype(bool) & ~zammad["id"].astype(int).isin(seen)).to_numpy()] \
-        if len(zammad) else zammad
+    candidates = (
+        zammad[
+            (
+                (z_keys != "")
+                & (_text_column(zammad, "entrasync_profile") == options.profile)
+                & zammad["active"].astype(bool)
+                & ~zammad["id"].astype(int).isin(seen)
+            ).to_numpy()
+        ]
+        if len(zammad)
+        else zammad
+    )
     leavers = _leavers(candidates.to_dict("records"), seen, options)
     decided = pd.DataFrame(rows + leavers, columns=["_pos", *PLAN_COLUMNS])
     if not len(decided):
         return unchanged.drop(columns="_pos").astype({"zammad_id": "Int64"})
     if not len(unchanged):
-        return decided.sort_values("_pos", kind="stable").drop(columns="_pos").reset_index(drop=True) \
+        return (
+            decided.sort_values("_pos", kind="stable")
+            .drop(columns="_pos")
+            .reset_index(drop=True)
             .astype({"zammad_id": "Int64"})
+        )
     with warnings.catch_warnings():  # all-NA columns of one side keep the other side's dtype: as meant
         warnings.simplefilter("ignore", FutureWarning)
         plan = pd.concat([unchanged, decided], ignore_index=True).sort_values("_pos", kind="stable")
     return plan.drop(columns="_pos").reset_index(drop=True).astype({"zammad_id": "Int64"})
 
 
-def _decide_all(users: list[dict[str, Any]], index: _Index, emails: Counter[str], seen: set[int],
-                options: PlanOptions) -> list[dict[str, Any]]:
+def _decide_all(
+    users: list[dict[str, Any]], index: _Index, emails: Counter[str], seen: set[int], options: PlanOptions
+) -> list[dict[str, Any]]:
     rows = []
     for user in users:
         position = user.get("_pos", 0)
@@ -305,10 +335,14 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
     u = {c: universal[c].tolist() for c in ("entra_key", "email", "upn", "active", "roles", "skip_reason")}
     u["_pos"] = list(range(len(universal)))
     u_fields = [universal[f].tolist() if f in universal.columns else [None] * len(universal) for f in options.fields]
-    z = {c: (zammad[c].tolist() if c in zammad.columns else [None] * len(zammad))
-         for c in ("id", "login", "email", "active", "role_ids", "entra_key", "entra_object_type", "entrasync_profile")}
-    z_fields = [z["email"] if f == "email" else (zammad[f].tolist() if f in zammad.columns else [None] * len(zammad))
-                for f in options.fields]
+    z = {
+        c: (zammad[c].tolist() if c in zammad.columns else [None] * len(zammad))
+        for c in ("id", "login", "email", "active", "role_ids", "entra_key", "entra_object_type", "entrasync_profile")
+    }
+    z_fields = [
+        z["email"] if f == "email" else (zammad[f].tolist() if f in zammad.columns else [None] * len(zammad))
+        for f in options.fields
+    ]
     where: dict[str, int] = {}
     duplicated: set[str] = set()
     for j, key in enumerate(z["entra_key"]):
@@ -326,14 +360,21 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
     for i, key in enumerate(u["entra_key"]):
         j = where.get(key)
         reason = u["skip_reason"][i]
-        if (j is None or key in duplicated or not (reason is None or reason != reason) or not u["active"][i]
-                or emails[u["email"][i]] != 1 or (manage_roles and u["roles"][i])):
+        if (
+            j is None
+            or key in duplicated
+            or not (reason is None or reason != reason)
+            or not u["active"][i]
+            or emails[u["email"][i]] != 1
+            or (manage_roles and u["roles"][i])
+        ):
             continue
         if not z_active[j] or z_owner[j] != profile or z_type[j] != "user":
             continue
         roles = z_roles[j]
-        if (options.protect_admins and roles.__class__ in (tuple, list) and any(r in admins for r in roles)) \
-                or (listed and _protected_at(z, j, options)):
+        if (options.protect_admins and roles.__class__ in (tuple, list) and any(r in admins for r in roles)) or (
+            listed and _protected_at(z, j, options)
+        ):
             continue
         for at, (desired, current) in enumerate(zip(u_fields, z_fields)):
             want, have = desired[i], current[j]
@@ -345,13 +386,19 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
                 break
         else:
             kept.append((i, j))
-    rows = pd.DataFrame({
-        "_pos": [u["_pos"][i] for i, _ in kept], "action": Action.NOOP.value,
-        "entra_key": [u["entra_key"][i] for i, _ in kept],
-        "zammad_id": pd.array([int(z["id"][j]) for _, j in kept], dtype="Int64"),
-        "email": [u["email"][i] for i, _ in kept], "upn": [u["upn"][i] for i, _ in kept],
-        "changes": [_NOTHING] * len(kept), "payload": [_NOTHING] * len(kept), "reason": None,
-    })
+    rows = pd.DataFrame(
+        {
+            "_pos": [u["_pos"][i] for i, _ in kept],
+            "action": Action.NOOP.value,
+            "entra_key": [u["entra_key"][i] for i, _ in kept],
+            "zammad_id": pd.array([int(z["id"][j]) for _, j in kept], dtype="Int64"),
+            "email": [u["email"][i] for i, _ in kept],
+            "upn": [u["upn"][i] for i, _ in kept],
+            "changes": [_NOTHING] * len(kept),
+            "payload": [_NOTHING] * len(kept),
+            "reason": None,
+        }
+    )
     return rows, {int(z["id"][j]) for _, j in kept}
 
 
@@ -376,8 +423,16 @@ def _leavers(zammad_users: list[dict[str, Any]], seen: set[int], options: PlanOp
         if protected:
             rows.append(_row(Action.SKIP, None, zammad_user, f"{protected}; left the groups"))
             continue
-        rows.append(_row(Action.DEACTIVATE, None, zammad_user, "no longer a member of the configured groups",
-                         {"active": [True, False]}, {"active": False}))
+        rows.append(
+            _row(
+                Action.DEACTIVATE,
+                None,
+                zammad_user,
+                "no longer a member of the configured groups",
+                {"active": [True, False]},
+                {"active": False},
+            )
+        )
     return rows
 
 
@@ -408,13 +463,19 @@ def plan_changes(plan: pd.DataFrame, limit: int | None = None) -> list[dict[str,
             rows = rows.head(limit)
         for row in rows.to_dict("records"):
             zammad_id = row.get("zammad_id")
-            entries.append({
-                "action": action.value, "entra_key": row.get("entra_key") or None,
-                "zammad_id": None if is_missing(zammad_id) else int(zammad_id),
-                "email": row.get("email") or None,
-                "fields": {name: {"before": _plain(change[0]), "after": _plain(change[1])}
-                           for name, change in (row.get("changes") or {}).items()},
-                "reason": row.get("reason") or None})
+            entries.append(
+                {
+                    "action": action.value,
+                    "entra_key": row.get("entra_key") or None,
+                    "zammad_id": None if is_missing(zammad_id) else int(zammad_id),
+                    "email": row.get("email") or None,
+                    "fields": {
+                        name: {"before": _plain(change[0]), "after": _plain(change[1])}
+                        for name, change in (row.get("changes") or {}).items()
+                    },
+                    "reason": row.get("reason") or None,
+                }
+            )
     return entries
 
 

@@ -10,12 +10,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from entrasync_pipeline.audit import export_csv, export_json
 from entrasync_pipeline.plan import COUNT_COLUMNS
+
 # Pipes and logs get wide lines instead of folded cells; a terminal keeps its own width.
 _console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
@@ -27,8 +28,14 @@ def progress(profile: str, enabled: bool) -> Iterator[Callable[[str, int, int | 
         yield None
         return
     console = Console(stderr=True)
-    with Progress(TextColumn(f"[bold]{escape(profile)}[/bold] {{task.description}}"), BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bars:
+    with Progress(
+        TextColumn(f"[bold]{escape(profile)}[/bold] {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bars:
         tasks: dict[str, Any] = {}
 
         def update(phase: str, done: int, total: int | None) -> None:
@@ -41,8 +48,16 @@ def progress(profile: str, enabled: bool) -> Iterator[Callable[[str, int, int | 
 
 def failure_summary(profile: str, error: str) -> dict[str, Any]:
     """A profile that failed before its run started (bad config, unreachable audit store)."""
-    return {"profile": profile, "run_id": None, "status": "failed", "dry_run": None, "blocked": False,
-            "error": error, **dict.fromkeys(COUNT_COLUMNS, 0), "changes": []}
+    return {
+        "profile": profile,
+        "run_id": None,
+        "status": "failed",
+        "dry_run": None,
+        "blocked": False,
+        "error": error,
+        **dict.fromkeys(COUNT_COLUMNS, 0),
+        "changes": [],
+    }
 
 
 def to_json(payload: Any) -> str:
@@ -70,7 +85,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         kinds = ", ".join(f"{n} {k}" for k, n in summary["skipped_member_types"].items())
         _console.print(f"non-user members ignored: {escape(kinds)}")
     if summary.get("run_id"):
-        _console.print(f"run id: {escape(str(summary['run_id']))} (entrasync audit --run {escape(str(summary['run_id']))})")
+        _console.print(
+            f"run id: {escape(str(summary['run_id']))} (entrasync audit --run {escape(str(summary['run_id']))})"
+        )
 
 
 def print_plan(changes: Sequence[dict[str, Any]], per_action: int = 5) -> None:
@@ -86,11 +103,27 @@ def print_plan(changes: Sequence[dict[str, Any]], per_action: int = 5) -> None:
         shown[entry["action"]] = shown.get(entry["action"], 0) + 1
         if shown[entry["action"]] > per_action:
             continue
-        fields = "" if entry["action"] == "create" else ", ".join(
-            f"{k}: {v['before']!r} → {v['after']!r}" for k, v in entry["fields"].items()
-            if k not in ("entra_object_type", "entrasync_profile"))
-        table.add_row(*(escape(str(x)) for x in (entry["action"], entry["email"] or entry["entra_key"],
-                                                  entry["zammad_id"] or "", fields[:200], entry["reason"] or "")))
+        fields = (
+            ""
+            if entry["action"] == "create"
+            else ", ".join(
+                f"{k}: {v['before']!r} → {v['after']!r}"
+                for k, v in entry["fields"].items()
+                if k not in ("entra_object_type", "entrasync_profile")
+            )
+        )
+        table.add_row(
+            *(
+                escape(str(x))
+                for x in (
+                    entry["action"],
+                    entry["email"] or entry["entra_key"],
+                    entry["zammad_id"] or "",
+                    fields[:200],
+                    entry["reason"] or "",
+                )
+            )
+        )
     _console.print(table)
 
 
@@ -112,6 +145,10 @@ def print_audit(rows: Sequence[dict[str, Any]], fmt: str) -> None:
     for column in ("ts", "run_id", "action", "outcome", "email", "zammad_id", "reason", "error"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(escape("" if row.get(c) is None else str(row.get(c))) for c in
-                        ("ts", "run_id", "action", "outcome", "email", "zammad_id", "reason", "error")))
+        table.add_row(
+            *(
+                escape("" if row.get(c) is None else str(row.get(c)))
+                for c in ("ts", "run_id", "action", "outcome", "email", "zammad_id", "reason", "error")
+            )
+        )
     _console.print(table)

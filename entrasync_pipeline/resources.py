@@ -43,11 +43,17 @@ class EntrasyncResource(dg.ConfigurableResource):
 class SyncRunOptions(dg.ConfigurableResource):
     """Per-run options; empty fields fall back to the run's tags, then to the config file."""
 
-    dry_run: Optional[bool] = Field(None, description="true: compute, check and audit as 'would', write nothing. "
-                                                      "Empty: run tag entrasync/dry-run, else the config file.")
+    dry_run: Optional[bool] = Field(
+        None,
+        description="true: compute, check and audit as 'would', write nothing. "
+        "Empty: run tag entrasync/dry-run, else the config file.",
+    )
     approve_deactivations: Optional[int] = Field(
-        None, ge=0, description="Let up to this many deactivations through a safety threshold that blocked "
-                                "them (audited). Empty: run tag entrasync/approve-deactivations, else none.")
+        None,
+        ge=0,
+        description="Let up to this many deactivations through a safety threshold that blocked "
+        "them (audited). Empty: run tag entrasync/approve-deactivations, else none.",
+    )
 
     def resolve(self, tags: Mapping[str, str], settings: Settings) -> RunOptions:
         return resolve_run_options(self.dry_run, self.approve_deactivations, tags, settings.dry_run)

@@ -58,8 +58,9 @@ def parse_flag(value: str, source: str) -> bool:
     raise RunOptionsError(f"{source}: expected true or false, got {value!r}")
 
 
-def resolve_run_options(dry_run: bool | None, approve_deactivations: int | None,
-                        tags: Mapping[str, str], file_dry_run: bool) -> RunOptions:
+def resolve_run_options(
+    dry_run: bool | None, approve_deactivations: int | None, tags: Mapping[str, str], file_dry_run: bool
+) -> RunOptions:
     """The run's options by the precedence above; raises RunOptionsError for a meaningless value."""
     if dry_run is not None:
         dry, dry_from = bool(dry_run), "run config"

@@ -8,9 +8,10 @@ same way for a CLI run and for one the daemon launched, so both are reported ide
 
 from __future__ import annotations
 
+import fcntl
 import os
-import uuid
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,8 +30,11 @@ from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE, TAG_TRIGGER, tr
 from entrasync_pipeline.settings import ConfigError, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED, EXIT_USAGE = 0, 1, 2, 64
-_STEP_EVENTS = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_FAILURE,
-                dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+_STEP_EVENTS = {
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+}
 
 
 @dataclass
@@ -60,11 +64,22 @@ class RunOutcome:
         return EXIT_OK
 
     def summary(self) -> dict[str, Any]:
-        return {"profile": self.profile, "run_id": self.run_id, "status": self.status, "trigger": self.trigger,
-                "dry_run": self.dry_run, "blocked": self.status == "blocked", "blocked_reason": self.blocked_reason,
-                "approve_with": self.approve_with, "stopped": self.stopped, "error": self.error, **self.counts,
-                "plan": action_counts(self.plan) if self.plan is not None else None,
-                "skipped_member_types": self.skipped_member_types, "changes": self.changes}
+        return {
+            "profile": self.profile,
+            "run_id": self.run_id,
+            "status": self.status,
+            "trigger": self.trigger,
+            "dry_run": self.dry_run,
+            "blocked": self.status == "blocked",
+            "blocked_reason": self.blocked_reason,
+            "approve_with": self.approve_with,
+            "stopped": self.stopped,
+            "error": self.error,
+            **self.counts,
+            "plan": action_counts(self.plan) if self.plan is not None else None,
+            "skipped_member_types": self.skipped_member_types,
+            "changes": self.changes,
+        }
 
 
 # --- the instance ----------------------------------------------------------------------------------
@@ -76,28 +91,58 @@ def cli_instance(environ: Mapping[str, str] | None = None) -> Iterator[dg.Dagste
     if home:
         if not Path(home).is_dir():
             raise ConfigError(f"DAGSTER_HOME={home} is not a directory: create it (mkdir -p) or unset it")
-        with dg.DagsterInstance.get() as instance:
+        with _first_use_lock(Path(home)):
+            instance = dg.DagsterInstance.get()
+        with instance:
             yield instance
         return
-    print("note: DAGSTER_HOME is not set: this run is recorded in a temporary Dagster instance and will not "
-          "show in the Dagster UI", file=sys.stderr)
+    print(
+        "note: DAGSTER_HOME is not set: this run is recorded in a temporary Dagster instance and will not "
+        "show in the Dagster UI",
+        file=sys.stderr,
+    )
     with TemporaryDirectory(prefix="entrasync-dagster-") as tmp, dg.DagsterInstance.ephemeral(tempdir=tmp) as inst:
         yield inst
 
 
+@contextmanager
+def _first_use_lock(home: Path) -> Iterator[None]:
+    """Open the instance under a file lock: on a new DAGSTER_HOME, opening it creates its SQLite
+    tables, and two CLI runs doing that at the same moment would collide ("table already exists")."""
+    with open(home / ".entrasync-instance.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 # --- executing ---------------------------------------------------------------------------------------
-def execute_sync(defs: dg.Definitions, settings: Settings, profile: str, instance: dg.DagsterInstance,
-                 dry_run: bool | None = None, approve_deactivations: int | None = None,
-                 log_level: str = "INFO") -> RunOutcome:
+def execute_sync(
+    defs: dg.Definitions,
+    settings: Settings,
+    profile: str,
+    instance: dg.DagsterInstance,
+    dry_run: bool | None = None,
+    approve_deactivations: int | None = None,
+    log_level: str = "INFO",
+) -> RunOutcome:
     """Run the job for ``profile`` in process; None options fall back to run tags, then the file."""
     explicit = {"dry_run": dry_run, "approve_deactivations": approve_deactivations}
-    run_config = {"resources": {RUN_OPTIONS_RESOURCE: {"config": {k: v for k, v in explicit.items() if v is not None}}},
-                  "loggers": {"console": {"config": {"log_level": log_level}}}}
+    run_config = {
+        "resources": {RUN_OPTIONS_RESOURCE: {"config": {k: v for k, v in explicit.items() if v is not None}}},
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
     run_id = str(uuid.uuid4())  # chosen here so the lease can be released however the run ends
     try:
         result = defs.resolve_job_def(SYNC_JOB_NAME).execute_in_process(
-            instance=instance, partition_key=profile, run_config=run_config, tags={TAG_TRIGGER: "cli"},
-            run_id=run_id, raise_on_error=False)
+            instance=instance,
+            partition_key=profile,
+            run_config=run_config,
+            tags={TAG_TRIGGER: "cli"},
+            run_id=run_id,
+            raise_on_error=False,
+        )
     finally:
         _release_leases(settings, profile, run_id)
     return outcome_of_run(instance, result.run_id, _plan_of(result))
@@ -146,11 +191,17 @@ def outcome_of_run(instance: dg.DagsterInstance, run_id: str, plan: pd.DataFrame
     applied = metadata.get("zammad_sync", {})
     planned = metadata.get("sync_plan", {})
     outcome = RunOutcome(
-        profile=profile, run_id=run_id, status=status, trigger=trigger_of(run.tags),
+        profile=profile,
+        run_id=run_id,
+        status=status,
+        trigger=trigger_of(run.tags),
         dry_run=applied.get("dry_run", planned.get("dry_run")),
-        counts=_counts(applied, planned), plan=plan, changes=plan_changes(plan) if plan is not None else [],
+        counts=_counts(applied, planned),
+        plan=plan,
+        changes=plan_changes(plan) if plan is not None else [],
         skipped_member_types=dict(metadata.get("entra_group_members", {}).get("member_types_skipped") or {}),
-        stopped=applied.get("stopped") or None)
+        stopped=applied.get("stopped") or None,
+    )
     if blocked and safety is not None:
         outcome.blocked_reason = str(getattr(safety.metadata.get("summary"), "value", safety.description))
         held = int(getattr(safety.metadata.get("deactivations"), "value", 0) or 0)
@@ -180,8 +231,10 @@ def _failure_text(data: Any) -> str:
     if error is None:
         return "step failed"
     if error.cls_name == "DagsterExecutionInterruptedError":
-        return ("interrupted (Ctrl-C or a stop request); writes it had started are recorded as 'interrupted' "
-                "by the profile's next run, which re-plans from Zammad's live state")
+        return (
+            "interrupted (Ctrl-C or a stop request); writes it had started are recorded as 'interrupted' "
+            "by the profile's next run, which re-plans from Zammad's live state"
+        )
     return f"{error.cls_name}: {error.message.split(': ', 1)[-1].strip()}" if error.cls_name else error.message.strip()
 
 
@@ -193,6 +246,9 @@ def _failure_metadata(data: Any) -> dict[str, Any]:
 
 def was_blocked(instance: dg.DagsterInstance, run_id: str) -> bool:
     """Whether this run's own safety check held the plan (tags would be inherited by re-executions)."""
-    return any(e.asset_check_evaluation is not None and e.asset_check_evaluation.check_name == SYNC_PLAN_SAFETY_CHECK
-               and not e.asset_check_evaluation.passed
-               for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION))
+    return any(
+        e.asset_check_evaluation is not None
+        and e.asset_check_evaluation.check_name == SYNC_PLAN_SAFETY_CHECK
+        and not e.asset_check_evaluation.passed
+        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    )

@@ -16,7 +16,11 @@ from entrasync_pipeline.entra.graph import GraphClient
 from entrasync_pipeline.lease import Alive, Lease, LeaseOptions
 from entrasync_pipeline.notify import Notifier
 from entrasync_pipeline.settings import (
-    ProfileSettings, Settings, entra_credential, notification_urls, zammad_token,
+    ProfileSettings,
+    Settings,
+    entra_credential,
+    notification_urls,
+    zammad_token,
 )
 from entrasync_pipeline.transport import Transport
 from entrasync_pipeline.zammad.client import ZammadClient
@@ -34,8 +38,9 @@ class ProfileRuntime:
     def __enter__(self) -> "ProfileRuntime":
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.close()
 
     @property
@@ -47,17 +52,18 @@ class ProfileRuntime:
         if self._graph is None:
             transport = Transport(self.settings.http, self.settings.tls.ca_bundle, "graph")
             material = entra_credential(self.config.entra, self.environ)
-            self._graph = GraphClient(self.config.entra, EntraCredential(self.config.entra, material, transport),
-                                      transport)
+            self._graph = GraphClient(
+                self.config.entra, EntraCredential(self.config.entra, material, transport), transport
+            )
         return self._graph
 
     @property
     def zammad(self) -> ZammadClient:
         if self._zammad is None:
-            transport = Transport(self.settings.http, self.settings.tls.ca_bundle, "zammad",
-                                  pool_size=max(16, self.settings.workers * 2))
-            self._zammad = ZammadClient(self.config.zammad, zammad_token(self.config.zammad, self.environ),
-                                        transport)
+            transport = Transport(
+                self.settings.http, self.settings.tls.ca_bundle, "zammad", pool_size=max(16, self.settings.workers * 2)
+            )
+            self._zammad = ZammadClient(self.config.zammad, zammad_token(self.config.zammad, self.environ), transport)
         return self._zammad
 
     @property

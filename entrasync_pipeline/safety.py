@@ -45,14 +45,14 @@ def managed_count(zammad: pd.DataFrame, profile: str) -> int:
     return int((keyed & (owner == profile) & zammad["active"].astype(bool)).sum())
 
 
-def evaluate(plan: pd.DataFrame, managed: int, members_per_group: Mapping[str, int],
-             limits: SafetyLimits, approved: int = 0) -> SafetyVerdict:
+def evaluate(
+    plan: pd.DataFrame, managed: int, members_per_group: Mapping[str, int], limits: SafetyLimits, approved: int = 0
+) -> SafetyVerdict:
     """Decide whether the plan's deactivations may be written."""
     deactivations = int((plan["action"] == Action.DEACTIVATE.value).sum()) if not plan.empty else 0
     reasons: list[str] = []
     if managed and members_per_group and sum(members_per_group.values()) == 0:
-        reasons.append(f"Entra returned no members while {managed} managed Zammad users exist "
-                       "(failed or empty read?)")
+        reasons.append(f"Entra returned no members while {managed} managed Zammad users exist (failed or empty read?)")
     empty = sorted(g for g, n in members_per_group.items() if n == 0)
     if managed and empty and deactivations and not reasons and approved < deactivations:
         reasons.append(f"group(s) {', '.join(empty)} returned no members; refusing to deactivate on that read")
@@ -61,7 +61,12 @@ def evaluate(plan: pd.DataFrame, managed: int, members_per_group: Mapping[str, i
     over_share = managed > 0 and deactivations > max(share_limit, 1)
     if (over_count or over_share) and approved < deactivations:
         limit = f"at most {limits.max_deactivations} or {limits.max_deactivation_share:.0%} of {managed} managed users"
-        reasons.append(f"{deactivations} deactivations exceed the threshold ({limit})"
-                       + (f"; the approval for {approved} does not cover them" if approved else
-                          f"; they need an approval for {deactivations}"))
+        reasons.append(
+            f"{deactivations} deactivations exceed the threshold ({limit})"
+            + (
+                f"; the approval for {approved} does not cover them"
+                if approved
+                else f"; they need an approval for {deactivations}"
+            )
+        )
     return SafetyVerdict(bool(reasons), deactivations, managed, approved, reasons)

@@ -15,8 +15,12 @@ ENTRA_MEMBERS = pa.DataFrameSchema(
         "group_id": pa.Column(str, nullable=False, description="Object id of the configured group"),
         "group_name": pa.Column(str, nullable=True, description="Label of the group from the config"),
         "id": pa.Column(str, nullable=False, description="Object id of the member"),
-        "@odata.type": pa.Column(str, pa.Check.str_startswith("#microsoft.graph."), nullable=False,
-                                 description="Member type; only #microsoft.graph.user is synced"),
+        "@odata.type": pa.Column(
+            str,
+            pa.Check.str_startswith("#microsoft.graph."),
+            nullable=False,
+            description="Member type; only #microsoft.graph.user is synced",
+        ),
     },
     unique=["group_id", "id"],
     strict=False,
@@ -39,9 +43,14 @@ UNIVERSAL_USERS = pa.DataFrameSchema(
         "source_groups": pa.Column(object, description="Configured groups the user came through"),
         "skip_reason": pa.Column(str, nullable=True, description="Why the user is not synced"),
     },
-    checks=[pa.Check(lambda df: (df["skip_reason"].notna() | (df["email"] != "") | (df["firstname"] != "")
-                                 | (df["lastname"] != "")).all(),
-                     name="synced_users_have_an_identifier")],
+    checks=[
+        pa.Check(
+            lambda df: (
+                df["skip_reason"].notna() | (df["email"] != "") | (df["firstname"] != "") | (df["lastname"] != "")
+            ).all(),
+            name="synced_users_have_an_identifier",
+        )
+    ],
     strict=False,
     name="UniversalUsers",
     description="One row per Entra user in scope, in the form Zammad stores it",
@@ -73,14 +82,26 @@ SYNC_PLAN = pa.DataFrameSchema(
         "reason": pa.Column(str, nullable=True),
     },
     checks=[
-        pa.Check(lambda df: df.loc[df["action"] == "create", "zammad_id"].isna().all(),
-                 name="creates_have_no_zammad_id"),
-        pa.Check(lambda df: df.loc[df["action"].isin(["update", "reactivate", "deactivate"]), "zammad_id"].notna().all(),
-                 name="writes_name_their_zammad_user"),
-        pa.Check(lambda df: not df.loc[df["action"].isin(["update", "reactivate", "deactivate"]), "zammad_id"]
-                 .dropna().duplicated().any(), name="one_write_per_zammad_user"),
-        pa.Check(lambda df: not df.loc[df["action"] == "create", "entra_key"].duplicated().any(),
-                 name="one_create_per_entra_user"),
+        pa.Check(
+            lambda df: df.loc[df["action"] == "create", "zammad_id"].isna().all(), name="creates_have_no_zammad_id"
+        ),
+        pa.Check(
+            lambda df: df.loc[df["action"].isin(["update", "reactivate", "deactivate"]), "zammad_id"].notna().all(),
+            name="writes_name_their_zammad_user",
+        ),
+        pa.Check(
+            lambda df: (
+                not df.loc[df["action"].isin(["update", "reactivate", "deactivate"]), "zammad_id"]
+                .dropna()
+                .duplicated()
+                .any()
+            ),
+            name="one_write_per_zammad_user",
+        ),
+        pa.Check(
+            lambda df: not df.loc[df["action"] == "create", "entra_key"].duplicated().any(),
+            name="one_create_per_entra_user",
+        ),
     ],
     strict=True,
     name="SyncPlan",

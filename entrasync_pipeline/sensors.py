@@ -8,7 +8,6 @@ reconciles by set difference. The run key is derived from the new deltaLink, so 
 tick never launches twice. Errors keep the old cursor: the next tick tries again.
 """
 
-
 import hashlib
 import json
 import logging
@@ -45,24 +44,35 @@ def _tick(profile: ProfileRuntime, link: str | None) -> tuple[str, dg.RunRequest
         round_ = graph.group_delta(groups, link)
     except DeltaResetRequired as exc:
         baseline = graph.group_delta_latest(groups)
-        request = dg.RunRequest(run_key=_key(profile.name, baseline), partition_key=profile.name,
-                                tags={TAG_TRIGGER: "sensor", TAG_DELTA: "reset"})
+        request = dg.RunRequest(
+            run_key=_key(profile.name, baseline),
+            partition_key=profile.name,
+            tags={TAG_TRIGGER: "sensor", TAG_DELTA: "reset"},
+        )
         return baseline, request, f"delta state reset by Graph ({exc.code or exc.status}); full sync requested"
     if not round_.changed:
         return round_.delta_link, None, "no membership change"
     added = sum(len(v) for v in round_.added.values())
     removed = sum(len(v) for v in round_.removed.values())
-    request = dg.RunRequest(run_key=_key(profile.name, round_.delta_link), partition_key=profile.name,
-                            tags={TAG_TRIGGER: "sensor", TAG_DELTA: f"+{added} -{removed}"})
+    request = dg.RunRequest(
+        run_key=_key(profile.name, round_.delta_link),
+        partition_key=profile.name,
+        tags={TAG_TRIGGER: "sensor", TAG_DELTA: f"+{added} -{removed}"},
+    )
     return round_.delta_link, request, f"{added} added, {removed} removed"
 
 
-def build_delta_sensor(job: JobTarget, schedule: ScheduleSettings,
-                       profiles: list[str]) -> dg.SensorDefinition:
-    @dg.sensor(name="entrasync_membership_delta", job=job, minimum_interval_seconds=schedule.sensor_interval_s,
-               default_status=dg.DefaultSensorStatus.STOPPED,
-               description="Polls Graph group delta and syncs a profile when its groups' membership changed.")
-    def entrasync_membership_delta(context: dg.SensorEvaluationContext, entrasync: EntrasyncResource) -> dg.SensorResult:
+def build_delta_sensor(job: JobTarget, schedule: ScheduleSettings, profiles: list[str]) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="entrasync_membership_delta",
+        job=job,
+        minimum_interval_seconds=schedule.sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Polls Graph group delta and syncs a profile when its groups' membership changed.",
+    )
+    def entrasync_membership_delta(
+        context: dg.SensorEvaluationContext, entrasync: EntrasyncResource
+    ) -> dg.SensorResult:
         cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         try:
             settings = entrasync.settings()
@@ -89,9 +99,12 @@ def build_delta_sensor(job: JobTarget, schedule: ScheduleSettings,
 
 
 def build_failure_sensor(job: JobTarget) -> dg.SensorDefinition:
-    @dg.run_failure_sensor(name="entrasync_failure_notifications", monitored_jobs=[job],
-                           default_status=dg.DefaultSensorStatus.RUNNING,
-                           description="Tells the profile's notification targets when a sync run failed.")
+    @dg.run_failure_sensor(
+        name="entrasync_failure_notifications",
+        monitored_jobs=[job],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Tells the profile's notification targets when a sync run failed.",
+    )
     def entrasync_failure_notifications(context: dg.RunFailureSensorContext, entrasync: EntrasyncResource) -> None:
         run = context.dagster_run
         profile_name = run.tags.get("dagster/partition")

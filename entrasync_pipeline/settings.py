@@ -34,11 +34,15 @@ class _Model(BaseModel):
 class FieldRule(_Model):
     """One target Zammad field: the first non-empty source attribute (after transforms) or a constant."""
 
-    source: list[str] = Field(default_factory=list, alias="from",
-                              description="Graph user attributes tried in order; the first non-empty wins.")
+    source: list[str] = Field(
+        default_factory=list,
+        alias="from",
+        description="Graph user attributes tried in order; the first non-empty wins.",
+    )
     constant: str | None = Field(None, description="A fixed value instead of a source attribute.")
-    transforms: list[str] = Field(default_factory=lambda: ["strip"],
-                                  description=f"Applied in order to each candidate: {', '.join(TRANSFORMS)}.")
+    transforms: list[str] = Field(
+        default_factory=lambda: ["strip"], description=f"Applied in order to each candidate: {', '.join(TRANSFORMS)}."
+    )
     default: str | None = Field(None, description="Used when no source has a value (null otherwise).")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -61,8 +65,9 @@ class FieldRule(_Model):
 def default_mapping() -> dict[str, FieldRule]:
     """Zammad field ← Graph attributes; email and names also follow the fixed rules of DESIGN.md §2."""
     return {
-        "email": FieldRule(**{"from": ["mail", "otherMails", "userPrincipalName"],
-                              "transforms": ["first", "strip", "lower"]}),
+        "email": FieldRule(
+            **{"from": ["mail", "otherMails", "userPrincipalName"], "transforms": ["first", "strip", "lower"]}
+        ),
         "firstname": FieldRule(**{"from": ["givenName"], "transforms": ["strip", "collapse_spaces"]}),
         "lastname": FieldRule(**{"from": ["surname"], "transforms": ["strip", "collapse_spaces"]}),
         "phone": FieldRule(**{"from": ["businessPhones"], "transforms": ["first", "strip"]}),
@@ -75,14 +80,18 @@ class EntraSettings(_Model):
     tenant_id: str = Field(description="Directory (tenant) id of the Entra tenant. Never 'common'.")
     client_id: str = Field(description="Application (client) id of the app registration.")
     credential: Literal["certificate", "secret"] = Field(
-        "certificate", description="Certificate credentials are recommended; a secret also works.")
+        "certificate", description="Certificate credentials are recommended; a secret also works."
+    )
     client_secret_env: str = Field("ENTRA_CLIENT_SECRET", description="Env var holding the client secret.")
     certificate_env: str = Field("ENTRA_CLIENT_CERTIFICATE", description="Env var: path of the PEM certificate.")
     private_key_env: str = Field("ENTRA_CLIENT_KEY", description="Env var: path of the PEM private key.")
-    authority_host: str = Field("https://login.microsoftonline.com",
-                                description="Token authority host (sovereign clouds: e.g. https://login.microsoftonline.us).")
-    graph_url: str = Field("https://graph.microsoft.com",
-                           description="Microsoft Graph base URL (e.g. https://graph.microsoft.us).")
+    authority_host: str = Field(
+        "https://login.microsoftonline.com",
+        description="Token authority host (sovereign clouds: e.g. https://login.microsoftonline.us).",
+    )
+    graph_url: str = Field(
+        "https://graph.microsoft.com", description="Microsoft Graph base URL (e.g. https://graph.microsoft.us)."
+    )
 
     @field_validator("tenant_id")
     @classmethod
@@ -110,8 +119,9 @@ class EntraSettings(_Model):
 class GroupSettings(_Model):
     id: str = Field(description="Object id of the Entra group.")
     name: str | None = Field(None, description="A label for logs and the UI; the id is what counts.")
-    roles: list[str] = Field(default_factory=list,
-                             description="Zammad role names for members of this group (empty: no role management).")
+    roles: list[str] = Field(
+        default_factory=list, description="Zammad role names for members of this group (empty: no role management)."
+    )
 
     @field_validator("id")
     @classmethod
@@ -143,16 +153,19 @@ class ProtectedSettings(_Model):
 
 class SafetySettings(_Model):
     max_deactivations: int = Field(25, ge=0, description="Block the apply above this many deactivations per run.")
-    max_deactivation_share: float = Field(0.10, ge=0, le=1,
-                                          description="Block above this share of managed users deactivated per run.")
+    max_deactivation_share: float = Field(
+        0.10, ge=0, le=1, description="Block above this share of managed users deactivated per run."
+    )
     failure_share: float = Field(0.40, ge=0, le=1, description="Stop the apply when this share of writes failed ...")
     failure_min_attempts: int = Field(20, ge=1, description="... after at least this many attempts (escrow).")
 
 
 class NotificationSettings(_Model):
-    urls: list[str] = Field(default_factory=list,
-                            description="apprise URLs (msteams://, slack://, mailto://, json://...). "
-                                        "A value '${VAR}' is read from the environment.")
+    urls: list[str] = Field(
+        default_factory=list,
+        description="apprise URLs (msteams://, slack://, mailto://, json://...). "
+        "A value '${VAR}' is read from the environment.",
+    )
     on_changes: bool = Field(True, description="Notify after a run that wrote changes.")
     on_failure: bool = Field(True, description="Notify when a run fails.")
     on_blocked: bool = Field(True, description="Notify when a safety rule blocks the apply.")
@@ -164,8 +177,9 @@ class ProfileSettings(_Model):
     groups: list[GroupSettings] = Field(min_length=1, description="The Entra groups whose members are synced.")
     membership: Literal["direct", "transitive"] = Field("direct", description="Direct members or nested too.")
     zammad: ZammadSettings
-    mapping: dict[str, FieldRule] = Field(default_factory=default_mapping,
-                                          description="Zammad field ← Graph attributes; replaces the default mapping.")
+    mapping: dict[str, FieldRule] = Field(
+        default_factory=default_mapping, description="Zammad field ← Graph attributes; replaces the default mapping."
+    )
     adopt_by_email: bool = Field(True, description="Link existing Zammad users without entra_key by email.")
     sync_users_without_email: bool = Field(False, description="Create users that have no usable email.")
     protected: ProtectedSettings = Field(default_factory=ProtectedSettings)
@@ -181,15 +195,27 @@ class ProfileSettings(_Model):
 
     def graph_select(self) -> list[str]:
         """Exactly the Graph properties the mapping and the fixed rules need (reference §2)."""
-        fixed = ["id", "displayName", "givenName", "surname", "mail", "otherMails",
-                 "userPrincipalName", "accountEnabled", "userType"]
+        fixed = [
+            "id",
+            "displayName",
+            "givenName",
+            "surname",
+            "mail",
+            "otherMails",
+            "userPrincipalName",
+            "accountEnabled",
+            "userType",
+        ]
         sources = [s for rule in self.mapping.values() for s in rule.source]
         return list(dict.fromkeys(fixed + sources))
 
 
 class TlsSettings(_Model):
-    ca_bundle: str | None = Field(None, description="PEM CA bundle for Graph, the token endpoint and Zammad "
-                                                    "(private CAs). Verification is never switched off.")
+    ca_bundle: str | None = Field(
+        None,
+        description="PEM CA bundle for Graph, the token endpoint and Zammad "
+        "(private CAs). Verification is never switched off.",
+    )
 
 
 class HttpSettings(_Model):
@@ -208,18 +234,26 @@ class ScheduleSettings(_Model):
 
 
 class AuditSettings(_Model):
-    url: str | None = Field(None, description="SQLAlchemy URL of the audit store, e.g. postgresql+psycopg2://"
-                                              "entrasync:${ENTRASYNC_AUDIT_PASSWORD}@db/entrasync_audit "
-                                              "(${VAR} is read from the environment). Default: "
-                                              "sqlite:///$DAGSTER_HOME/entrasync-audit.db; with neither, "
-                                              "every command refuses to run.")
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the audit store, e.g. postgresql+psycopg2://"
+        "entrasync:${ENTRASYNC_AUDIT_PASSWORD}@db/entrasync_audit "
+        "(${VAR} is read from the environment). Default: "
+        "sqlite:///$DAGSTER_HOME/entrasync-audit.db; with neither, "
+        "every command refuses to run.",
+    )
 
 
 class LockSettings(_Model):
-    wait_s: float = Field(300.0, ge=0, description="How long a run waits for another run of the same profile "
-                                                  "(CLI, schedule, sensor, UI, another host) before it fails.")
-    ttl_s: float = Field(120.0, ge=5, description="A run renews its hold every third of this; a crashed "
-                                                  "holder's hold lapses after it.")
+    wait_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long a run waits for another run of the same profile "
+        "(CLI, schedule, sensor, UI, another host) before it fails.",
+    )
+    ttl_s: float = Field(
+        120.0, ge=5, description="A run renews its hold every third of this; a crashed holder's hold lapses after it."
+    )
 
 
 class Settings(_Model):
@@ -261,9 +295,11 @@ class Settings(_Model):
             return SecretValue(expand_env(self.audit.url, environ, "audit.url"), "audit.url")
         home = environ.get("DAGSTER_HOME")
         if not home:
-            raise ConfigError("no audit store: set audit.url in the config (e.g. postgresql+psycopg2://user:"
-                              "${ENTRASYNC_AUDIT_PASSWORD}@host/db) or DAGSTER_HOME (the audit then lives in "
-                              "$DAGSTER_HOME/entrasync-audit.db)")
+            raise ConfigError(
+                "no audit store: set audit.url in the config (e.g. postgresql+psycopg2://user:"
+                "${ENTRASYNC_AUDIT_PASSWORD}@host/db) or DAGSTER_HOME (the audit then lives in "
+                "$DAGSTER_HOME/entrasync-audit.db)"
+            )
         return SecretValue(f"sqlite:///{Path(home).resolve() / 'entrasync-audit.db'}", "audit store")
 
 
@@ -350,10 +386,13 @@ def entra_credential(entra: EntraSettings, environ: Mapping[str, str] | None = N
         certificate = Path(cert_path).read_text(encoding="ascii")
         key = Path(key_path).read_text(encoding="ascii")
     except OSError as exc:
-        raise ConfigError(f"cannot read the Entra certificate or key ({exc.strerror}); "
-                          f"check {entra.certificate_env} and {entra.private_key_env}") from None
-    return EntraCredentialMaterial("certificate", certificate_pem=certificate,
-                                   private_key=SecretValue(key, entra.private_key_env))
+        raise ConfigError(
+            f"cannot read the Entra certificate or key ({exc.strerror}); "
+            f"check {entra.certificate_env} and {entra.private_key_env}"
+        ) from None
+    return EntraCredentialMaterial(
+        "certificate", certificate_pem=certificate, private_key=SecretValue(key, entra.private_key_env)
+    )
 
 
 def zammad_token(zammad: ZammadSettings, environ: Mapping[str, str] | None = None) -> SecretValue:
@@ -372,8 +411,9 @@ def expand_env(text: str, environ: Mapping[str, str], purpose: str) -> str:
 def notification_urls(settings: NotificationSettings, environ: Mapping[str, str] | None = None) -> list[SecretValue]:
     """apprise URLs with ``${VAR}`` resolved; kept secret because URLs embed webhook keys."""
     environ = os.environ if environ is None else environ
-    return [SecretValue(expand_env(raw.strip(), environ, "notification URL"), "notification URL")
-            for raw in settings.urls]
+    return [
+        SecretValue(expand_env(raw.strip(), environ, "notification URL"), "notification URL") for raw in settings.urls
+    ]
 
 
 def schedule_settings(environ: Mapping[str, str] | None = None) -> ScheduleSettings:

@@ -28,8 +28,21 @@ from entrasync_pipeline.zammad.client import ADMIN_ROLE_NAME, ENTRA_ATTRIBUTES
 
 log = logging.getLogger(__name__)
 
-ZAMMAD_COLUMNS = ("id", "login", "email", "firstname", "lastname", "phone", "mobile", "department", "active",
-                  "role_ids", "entra_key", "entra_object_type", "entrasync_profile")
+ZAMMAD_COLUMNS = (
+    "id",
+    "login",
+    "email",
+    "firstname",
+    "lastname",
+    "phone",
+    "mobile",
+    "department",
+    "active",
+    "role_ids",
+    "entra_key",
+    "entra_object_type",
+    "entrasync_profile",
+)
 REQUIRED_ATTRIBUTES = ("entra_key", "entra_object_type", "entrasync_profile")
 
 
@@ -97,8 +110,10 @@ def members_per_group(members: pd.DataFrame, profile: ProfileSettings) -> dict[s
 
 # --- step 2: normalize ----------------------------------------------------------------------------
 def normalize_options(config: ProfileSettings) -> NormalizeOptions:
-    mapping = {target: Rule(tuple(rule.source), rule.constant, tuple(rule.transforms), rule.default)
-               for target, rule in config.mapping.items()}
+    mapping = {
+        target: Rule(tuple(rule.source), rule.constant, tuple(rule.transforms), rule.default)
+        for target, rule in config.mapping.items()
+    }
     roles = {g.id: tuple(g.roles) for g in config.groups}
     return NormalizeOptions(mapping, roles, config.sync_users_without_email)
 
@@ -144,7 +159,8 @@ def require_entra_attributes(zammad: pd.DataFrame) -> None:
         raise MissingZammadAttributes(
             "Zammad users have no entra_key/entra_object_type/entrasync_profile attributes: run "
             "'entrasync zammad-setup --config ...' once (needs a token with admin.object) and retry. "
-            "Without them Zammad silently drops entra_key and every run would create duplicates.")
+            "Without them Zammad silently drops entra_key and every run would create duplicates."
+        )
 
 
 # --- step 4: plan ---------------------------------------------------------------------------------
@@ -154,12 +170,17 @@ def plan_options(profile: ProfileRuntime, role_ids: Mapping[str, int]) -> PlanOp
     protected = config.protected
     manages_roles = any(g.roles for g in config.groups)
     return PlanOptions(
-        profile=profile.name, fields=tuple(config.mapping),
+        profile=profile.name,
+        fields=tuple(config.mapping),
         adopt_by_email=config.adopt_by_email,
-        protected_ids=frozenset(protected.ids), protected_logins=frozenset(x.lower() for x in protected.logins),
-        protected_emails=frozenset(e.lower() for e in protected.emails), protect_admins=protected.admins,
+        protected_ids=frozenset(protected.ids),
+        protected_logins=frozenset(x.lower() for x in protected.logins),
+        protected_emails=frozenset(e.lower() for e in protected.emails),
+        protect_admins=protected.admins,
         admin_role_ids=frozenset(i for name, i in role_ids.items() if name == ADMIN_ROLE_NAME),
-        role_ids=role_ids if manages_roles else None, group_roles={g.id: tuple(g.roles) for g in config.groups})
+        role_ids=role_ids if manages_roles else None,
+        group_roles={g.id: tuple(g.roles) for g in config.groups},
+    )
 
 
 def zammad_roles(profile: ProfileRuntime) -> dict[str, int]:
@@ -172,8 +193,10 @@ def zammad_roles(profile: ProfileRuntime) -> dict[str, int]:
         return {}
     roles = profile.zammad.roles()
     if config.protected.admins and ADMIN_ROLE_NAME not in roles:
-        raise MissingAdminRole(f"Zammad has no role named {ADMIN_ROLE_NAME!r} (roles: {', '.join(sorted(roles))}); "
-                               "admins cannot be protected. Set protected.admins: false only if that is intended.")
+        raise MissingAdminRole(
+            f"Zammad has no role named {ADMIN_ROLE_NAME!r} (roles: {', '.join(sorted(roles))}); "
+            "admins cannot be protected. Set protected.admins: false only if that is intended."
+        )
     return roles
 
 
@@ -183,8 +206,9 @@ def compute_sync_plan(profile: ProfileRuntime, users: pd.DataFrame, zammad: pd.D
         return compute_plan(users, zammad, options)
 
 
-def judge(profile: ProfileRuntime, plan: pd.DataFrame, per_group: Mapping[str, int], zammad: pd.DataFrame,
-          approved: int) -> SafetyVerdict:
+def judge(
+    profile: ProfileRuntime, plan: pd.DataFrame, per_group: Mapping[str, int], zammad: pd.DataFrame, approved: int
+) -> SafetyVerdict:
     """``per_group``: user members per configured group, from ``members_per_group``."""
     safety = profile.config.safety
     limits = SafetyLimits(safety.max_deactivations, safety.max_deactivation_share)
@@ -195,34 +219,69 @@ def judge(profile: ProfileRuntime, plan: pd.DataFrame, per_group: Mapping[str, i
 def record_approval(audit: AuditStore, run_id: str, profile: str, verdict: SafetyVerdict, dry_run: bool) -> None:
     """An operator's approval is part of the audit trail, whether or not it was needed."""
     if verdict.approved:
-        audit.record([AuditRow(run_id, profile, "approval", "info", dry_run,
-                               reason=f"deactivations approved: up to {verdict.approved} "
-                                      f"(plan has {verdict.deactivations})")])
+        audit.record(
+            [
+                AuditRow(
+                    run_id,
+                    profile,
+                    "approval",
+                    "info",
+                    dry_run,
+                    reason=f"deactivations approved: up to {verdict.approved} (plan has {verdict.deactivations})",
+                )
+            ]
+        )
 
 
-def apply(profile: ProfileRuntime, plan: pd.DataFrame, run_id: str, dry_run: bool,
-          blocked: str | None = None, progress: Progress | None = None) -> ApplyResult:
+def apply(
+    profile: ProfileRuntime,
+    plan: pd.DataFrame,
+    run_id: str,
+    dry_run: bool,
+    blocked: str | None = None,
+    progress: Progress | None = None,
+) -> ApplyResult:
     """Write the plan, or record it as "would" (dry run) or "blocked" rows: one audit row per decision."""
     safety = profile.config.safety
-    options = ApplyOptions(run_id=run_id, profile=profile.name, dry_run=dry_run, workers=profile.settings.workers,
-                           failure_share=safety.failure_share, failure_min_attempts=safety.failure_min_attempts)
+    options = ApplyOptions(
+        run_id=run_id,
+        profile=profile.name,
+        dry_run=dry_run,
+        workers=profile.settings.workers,
+        failure_share=safety.failure_share,
+        failure_min_attempts=safety.failure_min_attempts,
+    )
     writing = (lambda done, total: progress("writing", done, total)) if progress else None
     return apply_plan(plan, profile.zammad, profile.audit, options, blocked=blocked, progress=writing)
 
 
-def notify(profile: ProfileRuntime, plan: pd.DataFrame, result: ApplyResult | None, run_url: str | None,
-           failure: str | None = None) -> Message | None:
+def notify(
+    profile: ProfileRuntime,
+    plan: pd.DataFrame,
+    result: ApplyResult | None,
+    run_url: str | None,
+    failure: str | None = None,
+) -> Message | None:
     """Send the run's message when the profile wants one for this outcome; never raises."""
     settings = profile.config.notifications
     counts = result.counts if result else empty_counts()
     wrote = any(counts.get(COUNT_NAMES[a], 0) for a in WRITE_ACTIONS) or counts.get("failed", 0)
-    wanted = ((failure and settings.on_failure) or (result and result.blocked and settings.on_blocked)
-              or (result and wrote and settings.on_changes))
+    wanted = (
+        (failure and settings.on_failure)
+        or (result and result.blocked and settings.on_blocked)
+        or (result and wrote and settings.on_changes)
+    )
     if not wanted:
         return None
-    message = summary_message(profile.name, counts, example_changes(plan, settings.max_examples), run_url,
-                              bool(result and result.dry_run), result.blocked if result else None,
-                              failure or (result.stopped if result else None))
+    message = summary_message(
+        profile.name,
+        counts,
+        example_changes(plan, settings.max_examples),
+        run_url,
+        bool(result and result.dry_run),
+        result.blocked if result else None,
+        failure or (result.stopped if result else None),
+    )
     try:
         profile.notifier().send(message)
     except Exception as exc:  # configuration errors of notifications never fail the sync

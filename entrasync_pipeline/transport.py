@@ -93,8 +93,15 @@ class _Retry(Exception):
     server asked to wait longer than ``max_retry_after_s``.
     """
 
-    def __init__(self, wait_s: float | None, reason: str, response: HttpResponse | None = None,
-                 no_response: NoResponse | None = None, refused: bool = False, final: bool = False) -> None:
+    def __init__(
+        self,
+        wait_s: float | None,
+        reason: str,
+        response: HttpResponse | None = None,
+        no_response: NoResponse | None = None,
+        refused: bool = False,
+        final: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.wait_s, self.reason, self.response, self.no_response = wait_s, reason, response, no_response
         self.refused, self.final = refused, final
@@ -103,8 +110,14 @@ class _Retry(Exception):
 class Transport:
     """A verified, pooled HTTPS session with the retry policy; one per client."""
 
-    def __init__(self, http: HttpSettings, ca_bundle: str | None, name: str, pool_size: int = 16,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        http: HttpSettings,
+        ca_bundle: str | None,
+        name: str,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.http, self.name = http, name
         self.session = requests.Session()
         self.session.verify = ca_bundle or True
@@ -127,9 +140,19 @@ class Transport:
     def close(self) -> None:
         self.session.close()
 
-    def send(self, method: str, url: str, *, route: str, idempotent: bool,
-             params: dict[str, Any] | None = None, json_body: Any = None, data: Any = None,
-             headers: dict[str, str] | None = None, expect_json: bool = True) -> HttpResponse:
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        route: str,
+        idempotent: bool,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        expect_json: bool = True,
+    ) -> HttpResponse:
         """Send with retries; returns the final response, whatever its status.
 
         An idempotent request is retried on every retryable outcome. Any other request (a create)
@@ -140,10 +163,14 @@ class Transport:
         ``max_retry_after_s``; the caller turns it into its own error. Raises ``NoResponse`` when
         no complete response arrived on the last attempt.
         """
-        retrying = Retrying(stop=stop_after_attempt(self.http.max_attempts), wait=self._wait,
-                            retry=retry_if_exception(lambda e: isinstance(e, _Retry) and not e.final
-                                                     and (idempotent or e.refused)),
-                            reraise=True, sleep=self._sleep, before_sleep=self._before_sleep(method, route))
+        retrying = Retrying(
+            stop=stop_after_attempt(self.http.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, _Retry) and not e.final and (idempotent or e.refused)),
+            reraise=True,
+            sleep=self._sleep,
+            before_sleep=self._before_sleep(method, route),
+        )
         attempts = 0
         try:
             for attempt in retrying:
@@ -163,40 +190,83 @@ class Transport:
         assert last.response is not None
         status = last.response.status
         if last.final:
-            log.warning("%s %s %s: HTTP %d asks to wait %.0fs, longer than max_retry_after_s=%.0fs; not waiting",
-                        self.name, method, route, status, last.wait_s or 0.0, self.http.max_retry_after_s)
+            log.warning(
+                "%s %s %s: HTTP %d asks to wait %.0fs, longer than max_retry_after_s=%.0fs; not waiting",
+                self.name,
+                method,
+                route,
+                status,
+                last.wait_s or 0.0,
+                self.http.max_retry_after_s,
+            )
         elif not idempotent and not last.refused:
-            log.info("%s %s %s: HTTP %d on a non-idempotent request; not resent (the server may have acted)",
-                     self.name, method, route, status)
+            log.info(
+                "%s %s %s: HTTP %d on a non-idempotent request; not resent (the server may have acted)",
+                self.name,
+                method,
+                route,
+                status,
+            )
         else:
-            log.warning("%s %s %s: still HTTP %d after %d attempts; giving up", self.name, method, route,
-                        status, attempts)
+            log.warning(
+                "%s %s %s: still HTTP %d after %d attempts; giving up", self.name, method, route, status, attempts
+            )
 
-    def _attempt(self, method: str, url: str, route: str, params: dict[str, Any] | None, json_body: Any,
-                 data: Any, headers: dict[str, str] | None, expect_json: bool) -> HttpResponse:
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        route: str,
+        params: dict[str, Any] | None,
+        json_body: Any,
+        data: Any,
+        headers: dict[str, str] | None,
+        expect_json: bool,
+    ) -> HttpResponse:
         started = time.monotonic()
         try:
-            raw = self.session.request(method, url, params=params, json=json_body, data=data, headers=headers,
-                                       timeout=(self.http.connect_timeout_s, self.http.read_timeout_s))
+            raw = self.session.request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                data=data,
+                headers=headers,
+                timeout=(self.http.connect_timeout_s, self.http.read_timeout_s),
+            )
             body = raw.content
         except requests.exceptions.SSLError as exc:
             raise NoResponse("tls", _describe(exc), ambiguous=False) from None
         except requests.exceptions.ConnectTimeout as exc:
-            raise _Retry(None, "connect timeout", no_response=NoResponse("connect-timeout", _describe(exc), False),
-                         refused=True) from None
+            raise _Retry(
+                None, "connect timeout", no_response=NoResponse("connect-timeout", _describe(exc), False), refused=True
+            ) from None
         except requests.exceptions.ConnectionError as exc:
             refused = _refused(exc)
-            raise _Retry(None, "connection error", no_response=NoResponse("connection", _describe(exc), not refused),
-                         refused=refused) from None
+            raise _Retry(
+                None,
+                "connection error",
+                no_response=NoResponse("connection", _describe(exc), not refused),
+                refused=refused,
+            ) from None
         except requests.exceptions.Timeout as exc:
             raise _Retry(None, "read timeout", no_response=NoResponse("read-timeout", _describe(exc), True)) from None
         except requests.exceptions.ChunkedEncodingError as exc:
-            raise _Retry(None, "incomplete body",
-                         no_response=NoResponse("incomplete-body", _describe(exc), True)) from None
-        response = HttpResponse(raw.status_code, {k.lower(): v for k, v in raw.headers.items()}, body,
-                                time.monotonic() - started)
-        log.debug("%s %s %s -> %s in %.0f ms (request-id %s)", self.name, method, route, response.status,
-                  response.elapsed_s * 1000, response.headers.get("request-id") or response.headers.get("x-request-id"))
+            raise _Retry(
+                None, "incomplete body", no_response=NoResponse("incomplete-body", _describe(exc), True)
+            ) from None
+        response = HttpResponse(
+            raw.status_code, {k.lower(): v for k, v in raw.headers.items()}, body, time.monotonic() - started
+        )
+        log.debug(
+            "%s %s %s -> %s in %.0f ms (request-id %s)",
+            self.name,
+            method,
+            route,
+            response.status,
+            response.elapsed_s * 1000,
+            response.headers.get("request-id") or response.headers.get("x-request-id"),
+        )
         if response.status in RETRY_STATUSES:
             wait = parse_retry_after(response.headers.get("retry-after"))
             if response.status == 429:
@@ -210,8 +280,12 @@ class Transport:
             try:
                 response.json()
             except ValueError:
-                unreadable = NoResponse("unreadable-body", f"HTTP {response.status} with a body that is not "
-                                        f"valid JSON ({response.content_type or 'no content type'})", True)
+                unreadable = NoResponse(
+                    "unreadable-body",
+                    f"HTTP {response.status} with a body that is not "
+                    f"valid JSON ({response.content_type or 'no content type'})",
+                    True,
+                )
                 raise _Retry(None, "unreadable body", no_response=unreadable) from None
         return response
 
@@ -229,9 +303,16 @@ class Transport:
             with self._lock:
                 self.retries += 1
             error = state.outcome.exception() if state.outcome else None
-            log.info("%s %s %s: %s, retry %d in %.2fs", self.name, method, route,
-                     getattr(error, "reason", error), state.attempt_number,
-                     state.next_action.sleep if state.next_action else 0.0)
+            log.info(
+                "%s %s %s: %s, retry %d in %.2fs",
+                self.name,
+                method,
+                route,
+                getattr(error, "reason", error),
+                state.attempt_number,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+
         return note
 
 

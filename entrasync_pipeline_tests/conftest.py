@@ -32,13 +32,23 @@ for _var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy
     os.environ.pop(_var, None)
 
 
-def start_sandbox_process(state_dir: Path, seed: str = "demo", config: Path | None = None,
-                          timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+def start_sandbox_process(
+    state_dir: Path, seed: str = "demo", config: Path | None = None, timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     """Start ``entrasync sandbox serve`` and wait for its state file."""
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "sandbox.json").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "entrasync_pipeline.cli", "sandbox", "serve", "--seed", seed,
-           "--state-dir", str(state_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "entrasync_pipeline.cli",
+        "sandbox",
+        "serve",
+        "--seed",
+        seed,
+        "--state-dir",
+        str(state_dir),
+    ]
     if config is not None:
         cmd += ["--write-config", str(config)]
     log = open(state_dir / "sandbox.log", "wb")  # noqa: SIM115 - closed with the process
@@ -82,8 +92,13 @@ class Sandbox:
 
     def control(self, method: str, which: str, action: str, payload: Any = None) -> Any:
         with self.session() as s:
-            response = s.request(method, f"{self._server(which)}/_sandbox/{action}", json=payload,
-                                 headers={"X-Sandbox-Key": self.info["control_key"]}, timeout=30)
+            response = s.request(
+                method,
+                f"{self._server(which)}/_sandbox/{action}",
+                json=payload,
+                headers={"X-Sandbox-Key": self.info["control_key"]},
+                timeout=30,
+            )
         response.raise_for_status()
         return response.json()
 
@@ -109,9 +124,16 @@ class Sandbox:
 
     def graph_token(self, client_id: str, client_secret: str) -> str:
         with self.session() as s:
-            response = s.post(f"{self.info['authority']}/oauth2/v2.0/token", timeout=30, data={
-                "client_id": client_id, "client_secret": client_secret,
-                "grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default"})
+            response = s.post(
+                f"{self.info['authority']}/oauth2/v2.0/token",
+                timeout=30,
+                data={
+                    "client_id": client_id,
+                    "client_secret": client_secret,
+                    "grant_type": "client_credentials",
+                    "scope": "https://graph.microsoft.com/.default",
+                },
+            )
         response.raise_for_status()
         return response.json()["access_token"]
 
@@ -123,6 +145,7 @@ class Sandbox:
 
     def env(self) -> dict[str, str]:
         from entrasync_pipeline.sandbox.serve import read_env_file
+
         return read_env_file(self.state_dir / "sandbox.env")
 
 
@@ -241,8 +264,10 @@ class _Smtp:
 
     @property
     def url(self) -> str:
-        return (f"mailto://127.0.0.1:{self.port}?from=entrasync@helpdesk.example"
-                f"&to=it-admins@helpdesk.example&mode=insecure")
+        return (
+            f"mailto://127.0.0.1:{self.port}?from=entrasync@helpdesk.example"
+            f"&to=it-admins@helpdesk.example&mode=insecure"
+        )
 
 
 @pytest.fixture

@@ -17,10 +17,25 @@ from entrasync_pipeline_tests.conftest import Sandbox
 
 def _create_row(n: int, **payload: object) -> dict:
     key = f"00000000-0000-4000-8000-{n:012d}"
-    body = {"email": f"user{n}@contoso.example", "firstname": "User", "lastname": str(n), "entra_key": key,
-            "entra_object_type": "user", "entrasync_profile": "sandbox", **payload}
-    return {"action": "create", "entra_key": key, "zammad_id": None, "email": body["email"], "upn": body["email"],
-            "changes": {k: [None, v] for k, v in body.items()}, "payload": body, "reason": "new member"}
+    body = {
+        "email": f"user{n}@contoso.example",
+        "firstname": "User",
+        "lastname": str(n),
+        "entra_key": key,
+        "entra_object_type": "user",
+        "entrasync_profile": "sandbox",
+        **payload,
+    }
+    return {
+        "action": "create",
+        "entra_key": key,
+        "zammad_id": None,
+        "email": body["email"],
+        "upn": body["email"],
+        "changes": {k: [None, v] for k, v in body.items()},
+        "payload": body,
+        "reason": "new member",
+    }
 
 
 def _plan(*rows: dict) -> pd.DataFrame:
@@ -58,8 +73,9 @@ def test_one_bad_record_never_stops_the_others(ready_profile: ProfileRuntime, au
     assert "longer than the allowed length 64" in next(r["error"] for r in failed if r["outcome"] == "failed")
 
 
-def test_a_create_whose_answer_was_lost_is_confirmed_not_duplicated(sandbox: Sandbox, ready_profile: ProfileRuntime,
-                                                                      audit: AuditStore) -> None:
+def test_a_create_whose_answer_was_lost_is_confirmed_not_duplicated(
+    sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore
+) -> None:
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 1.0, "truncate": True})
     result = apply_plan(_plan(_create_row(1)), ready_profile.zammad, audit, _options())
     assert result.counts["created"] == 1 and result.failed == 0
@@ -70,7 +86,8 @@ def test_a_create_whose_answer_was_lost_is_confirmed_not_duplicated(sandbox: San
 
 
 def test_a_create_that_failed_before_reaching_zammad_is_sent_again_after_a_lookup(
-        sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore) -> None:
+    sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore
+) -> None:
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 0.5, "statuses": [503]}, seed=1)
     result = apply_plan(_plan(*[_create_row(i) for i in range(6)]), ready_profile.zammad, audit, _options())
     emails = [u["email"] for u in sandbox.state("zammad")["users"]]
@@ -78,12 +95,22 @@ def test_a_create_that_failed_before_reaching_zammad_is_sent_again_after_a_looku
     assert result.counts["created"] + result.failed == 6 and result.counts["created"] >= 4
 
 
-def test_a_stale_plan_does_not_undo_newer_state(sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore) -> None:
+def test_a_stale_plan_does_not_undo_newer_state(
+    sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore
+) -> None:
     zammad = ready_profile.zammad
     user = zammad.create_user({"email": "stale@contoso.example", "entra_key": "kk", "entrasync_profile": "sandbox"})
     zammad.update_user(user["id"], {"active": False})
-    deactivate = {"action": "deactivate", "entra_key": "kk", "zammad_id": user["id"], "email": user["email"],
-                  "upn": None, "changes": {"active": [True, False]}, "payload": {"active": False}, "reason": "left"}
+    deactivate = {
+        "action": "deactivate",
+        "entra_key": "kk",
+        "zammad_id": user["id"],
+        "email": user["email"],
+        "upn": None,
+        "changes": {"active": [True, False]},
+        "payload": {"active": False},
+        "reason": "left",
+    }
     relinked = {**deactivate, "action": "update", "entra_key": "another", "payload": {"department": "X"}}
     result = apply_plan(_plan(deactivate), zammad, audit, _options())
     assert result.counts["deactivated"] == 1 and _final(audit)[-1]["reason"] == "already inactive"
@@ -94,15 +121,24 @@ def test_a_stale_plan_does_not_undo_newer_state(sandbox: Sandbox, ready_profile:
 def test_creates_and_updates_run_before_deactivations(ready_profile: ProfileRuntime, audit: AuditStore) -> None:
     zammad = ready_profile.zammad
     leaver = zammad.create_user({"email": "leaver@contoso.example", "entra_key": "lk", "entrasync_profile": "sandbox"})
-    deactivate = {"action": "deactivate", "entra_key": "lk", "zammad_id": leaver["id"], "email": leaver["email"],
-                  "upn": None, "changes": {"active": [True, False]}, "payload": {"active": False}, "reason": "left"}
+    deactivate = {
+        "action": "deactivate",
+        "entra_key": "lk",
+        "zammad_id": leaver["id"],
+        "email": leaver["email"],
+        "upn": None,
+        "changes": {"active": [True, False]},
+        "payload": {"active": False},
+        "reason": "left",
+    }
     apply_plan(_plan(deactivate, _create_row(1), _create_row(2)), zammad, audit, _options(workers=1))
     actions = [r["action"] for r in _final(audit)]
     assert actions == ["create", "create", "deactivate"]
 
 
-def test_escrow_stops_the_apply_when_too_many_writes_fail(sandbox: Sandbox, ready_profile: ProfileRuntime,
-                                                            audit: AuditStore) -> None:
+def test_escrow_stops_the_apply_when_too_many_writes_fail(
+    sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore
+) -> None:
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 1.0, "statuses": [500]})
     rows = [_create_row(i) for i in range(60)]
     result = apply_plan(_plan(*rows), ready_profile.zammad, audit, _options(failure_min_attempts=20, workers=2))
@@ -111,7 +147,9 @@ def test_escrow_stops_the_apply_when_too_many_writes_fail(sandbox: Sandbox, read
     assert {r["outcome"] for r in _final(audit)} == {"failed", "skipped"}
 
 
-def test_dry_run_writes_nothing_and_records_would(sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore) -> None:
+def test_dry_run_writes_nothing_and_records_would(
+    sandbox: Sandbox, ready_profile: ProfileRuntime, audit: AuditStore
+) -> None:
     before = sandbox.stats("zammad")["total"]
     result = apply_plan(_plan(_create_row(1), _create_row(2)), ready_profile.zammad, audit, _options(dry_run=True))
     assert result.counts["created"] == 2 and result.dry_run
@@ -126,6 +164,5 @@ def test_a_missing_attribute_stops_before_any_write(profile: ProfileRuntime) -> 
 
 
 def test_every_chunk_is_applied(ready_profile: ProfileRuntime, audit: AuditStore) -> None:
-    result = apply_plan(_plan(*[_create_row(i) for i in range(75)]), ready_profile.zammad, audit,
-                        _options(workers=2))
+    result = apply_plan(_plan(*[_create_row(i) for i in range(75)]), ready_profile.zammad, audit, _options(workers=2))
     assert result.counts["created"] == 75 and len(_final(audit)) == 75

@@ -9,7 +9,7 @@ import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -53,8 +53,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore
 
 
 def _row(**kw: object) -> AuditRow:
-    base = {"run_id": "r1", "profile": "p", "action": "create", "outcome": "done", "entra_key": "k1",
-            "upn": "a@x.example", "email": "a@x.example", "zammad_id": 7, "changes": {"email": [None, "a@x.example"]}}
+    base = {
+        "run_id": "r1",
+        "profile": "p",
+        "action": "create",
+        "outcome": "done",
+        "entra_key": "k1",
+        "upn": "a@x.example",
+        "email": "a@x.example",
+        "zammad_id": 7,
+        "changes": {"email": [None, "a@x.example"]},
+    }
     base.update(kw)
     return AuditRow(**base)  # type: ignore[arg-type]
 
@@ -79,8 +88,19 @@ def test_the_log_is_append_only(store: AuditStore) -> None:
 
 def test_filters_by_run_time_user_and_action(store: AuditStore) -> None:
     now = datetime.now(timezone.utc)
-    store.record([_row(), _row(run_id="r2", action="deactivate", entra_key="k2", email="b@x.example", zammad_id=8,
-                               ts=now - timedelta(days=3))])
+    store.record(
+        [
+            _row(),
+            _row(
+                run_id="r2",
+                action="deactivate",
+                entra_key="k2",
+                email="b@x.example",
+                zammad_id=8,
+                ts=now - timedelta(days=3),
+            ),
+        ]
+    )
     assert [r["run_id"] for r in store.query(AuditFilter(run_id="r2"))] == ["r2"]
     assert [r["run_id"] for r in store.query(AuditFilter(since=now - timedelta(days=1)))] == ["r1"]
     assert [r["run_id"] for r in store.query(AuditFilter(until=now - timedelta(days=1)))] == ["r2"]
@@ -91,8 +111,9 @@ def test_filters_by_run_time_user_and_action(store: AuditStore) -> None:
 
 
 def test_csv_export_neutralises_spreadsheet_formulas(store: AuditStore) -> None:
-    store.record([_row(email="=HYPERLINK(\"http://evil\")@x.example", reason="+cmd|' /C calc'!A0",
-                       upn="@SUM(1+1)", error="-2+3")])
+    store.record(
+        [_row(email='=HYPERLINK("http://evil")@x.example', reason="+cmd|' /C calc'!A0", upn="@SUM(1+1)", error="-2+3")]
+    )
     parsed = list(csv.DictReader(io.StringIO(export_csv(store.query()))))
     assert parsed[0]["email"].startswith("'=") and parsed[0]["reason"].startswith("'+")
     assert parsed[0]["upn"].startswith("'@") and parsed[0]["error"].startswith("'-")
@@ -102,17 +123,30 @@ def test_csv_export_neutralises_spreadsheet_formulas(store: AuditStore) -> None:
 def test_the_default_location_is_under_dagster_home(tmp_path: Path) -> None:
     from entrasync_pipeline.settings import parse_settings
 
-    settings = parse_settings({"profiles": {"p": {"entra": {"tenant_id": str(uuid.uuid4()), "client_id": "c"},
-                                                  "groups": [{"id": str(uuid.uuid4())}],
-                                                  "zammad": {"url": "https://z.example"}}}})
-    assert settings.audit_url({"DAGSTER_HOME": str(tmp_path)}).reveal() == f"sqlite:///{tmp_path / 'entrasync-audit.db'}"
+    settings = parse_settings(
+        {
+            "profiles": {
+                "p": {
+                    "entra": {"tenant_id": str(uuid.uuid4()), "client_id": "c"},
+                    "groups": [{"id": str(uuid.uuid4())}],
+                    "zammad": {"url": "https://z.example"},
+                }
+            }
+        }
+    )
+    assert (
+        settings.audit_url({"DAGSTER_HOME": str(tmp_path)}).reveal() == f"sqlite:///{tmp_path / 'entrasync-audit.db'}"
+    )
 
 
 def _settings_with_audit(url: str | None) -> Any:
     from entrasync_pipeline.settings import parse_settings
 
-    profile = {"entra": {"tenant_id": str(uuid.uuid4()), "client_id": "c"}, "groups": [{"id": str(uuid.uuid4())}],
-               "zammad": {"url": "https://z.example"}}
+    profile = {
+        "entra": {"tenant_id": str(uuid.uuid4()), "client_id": "c"},
+        "groups": [{"id": str(uuid.uuid4())}],
+        "zammad": {"url": "https://z.example"},
+    }
     return parse_settings({"profiles": {"p": profile}, "audit": {"url": url}})
 
 

@@ -19,8 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 def entrasync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=180, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "entrasync_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=180,
+        cwd=REPO,
+    )
 
 
 @pytest.fixture
@@ -53,10 +59,26 @@ def test_setup_plan_sync_and_audit(cli_env: dict[str, str], sandbox: Sandbox) ->
     sync = entrasync("sync", "--json", env=cli_env)
     assert sync.returncode == 0, sync.stderr
     result = json.loads(sync.stdout)
-    assert {k: result[k] for k in ("created", "updated", "deactivated", "failed", "blocked")} == \
-        {"created": 54, "updated": 1, "deactivated": 0, "failed": 0, "blocked": False}
-    assert set(result) >= {"run_id", "dry_run", "blocked", "created", "updated", "deactivated", "reactivated",
-                           "unchanged", "skipped", "conflicts", "failed"}
+    assert {k: result[k] for k in ("created", "updated", "deactivated", "failed", "blocked")} == {
+        "created": 54,
+        "updated": 1,
+        "deactivated": 0,
+        "failed": 0,
+        "blocked": False,
+    }
+    assert set(result) >= {
+        "run_id",
+        "dry_run",
+        "blocked",
+        "created",
+        "updated",
+        "deactivated",
+        "reactivated",
+        "unchanged",
+        "skipped",
+        "conflicts",
+        "failed",
+    }
     assert all(isinstance(result[k], int) for k in ("created", "updated", "unchanged", "skipped", "conflicts"))
 
     again = json.loads(entrasync("sync", "--json", env=cli_env).stdout)
@@ -78,17 +100,23 @@ def test_setup_plan_sync_and_audit(cli_env: dict[str, str], sandbox: Sandbox) ->
     assert table.returncode == 0 and "anna.schmidt" in table.stdout
 
 
-def test_a_blocked_sync_exits_2_and_approval_lets_it_through(cli_env: dict[str, str], sandbox: Sandbox,
-                                                             tmp_path: Path, http) -> None:
+def test_a_blocked_sync_exits_2_and_approval_lets_it_through(
+    cli_env: dict[str, str], sandbox: Sandbox, tmp_path: Path, http
+) -> None:
     assert entrasync("zammad-setup", env=cli_env).returncode == 0
     assert entrasync("sync", env=cli_env).returncode == 0
     token = sandbox.admin_token()
     sales = sandbox.info["groups"]["Sales"]
-    members = [m for m in sandbox.state("graph")["groups"][sales]
-               if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
+    members = [
+        m
+        for m in sandbox.state("graph")["groups"][sales]
+        if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")
+    ]
     for member in members[:6]:
-        http.delete(f"{sandbox.info['graph_url']}/v1.0/groups/{sales}/members/{member}/$ref",
-                    headers={"Authorization": f"Bearer {token}"})
+        http.delete(
+            f"{sandbox.info['graph_url']}/v1.0/groups/{sales}/members/{member}/$ref",
+            headers={"Authorization": f"Bearer {token}"},
+        )
     blocked = entrasync("sync", "--json", env=cli_env)
     assert blocked.returncode == 2
     assert json.loads(blocked.stdout)["blocked"] is True and "approve-deactivations 6" in blocked.stdout
@@ -113,8 +141,11 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 def test_multi_profile_json_is_a_list(sandbox: Sandbox, environ: dict[str, str], tmp_path: Path) -> None:
     groups = sandbox.info["groups"]
-    config = write_config(tmp_path / "two.yaml", sandbox.info, {
-        "it": {"groups": [{"id": groups["IT Support"]}]}, "sales": {"groups": [{"id": groups["Sales"]}]}})
+    config = write_config(
+        tmp_path / "two.yaml",
+        sandbox.info,
+        {"it": {"groups": [{"id": groups["IT Support"]}]}, "sales": {"groups": [{"id": groups["Sales"]}]}},
+    )
     env = {**environ, "ENTRASYNC_CONFIG": str(config)}
     assert entrasync("zammad-setup", "--profile", "it", env=env).returncode == 0
     runs = json.loads(entrasync("plan", "--json", env=env).stdout)
@@ -125,8 +156,9 @@ def test_multi_profile_json_is_a_list(sandbox: Sandbox, environ: dict[str, str],
 
 def test_the_config_reference_is_current() -> None:
     generated = entrasync("config-reference").stdout
-    assert (REPO / "docs" / "configuration.md").read_text() == generated, \
+    assert (REPO / "docs" / "configuration.md").read_text() == generated, (
         "docs/configuration.md is stale: run 'entrasync config-reference > docs/configuration.md'"
+    )
 
 
 def test_progress_shows_on_a_terminal_only(cli_env: dict[str, str]) -> None:
@@ -134,10 +166,20 @@ def test_progress_shows_on_a_terminal_only(cli_env: dict[str, str]) -> None:
 
     assert entrasync("zammad-setup", env=cli_env).returncode == 0
     primary, secondary = pty.openpty()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **cli_env,
-           "COLUMNS": "120", "TERM": "xterm"}
-    proc = subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", "sync"], stdout=subprocess.PIPE,
-                          stderr=secondary, env=env, timeout=180, cwd=REPO)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))},
+        **cli_env,
+        "COLUMNS": "120",
+        "TERM": "xterm",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "entrasync_pipeline.cli", "sync"],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=env,
+        timeout=180,
+        cwd=REPO,
+    )
     os.close(secondary)
     chunks = []
     while True:
@@ -155,9 +197,16 @@ def test_progress_shows_on_a_terminal_only(cli_env: dict[str, str]) -> None:
 
 
 # --- one orchestration path ------------------------------------------------------------------------
-@pytest.mark.parametrize("args", [["sync", "--approve-deactivations", "-1"], ["sync", "--approve-deactivations", "six"],
-                                  ["sync", "--bogus"], ["audit", "--format", "xml"]],
-                         ids=["negative-approval", "non-numeric-approval", "unknown-flag", "unknown-format"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sync", "--approve-deactivations", "-1"],
+        ["sync", "--approve-deactivations", "six"],
+        ["sync", "--bogus"],
+        ["audit", "--format", "xml"],
+    ],
+    ids=["negative-approval", "non-numeric-approval", "unknown-flag", "unknown-format"],
+)
 def test_usage_errors_exit_64_so_that_2_means_only_blocked(args: list[str], cli_env: dict[str, str]) -> None:
     result = entrasync(*args, env=cli_env)
     assert result.returncode == 64, result.stderr
@@ -202,15 +251,21 @@ def test_no_dry_run_overrides_a_dry_run_config_file(sandbox: Sandbox, environ: d
 
 
 def test_without_an_audit_store_nothing_runs_and_nothing_lands_in_the_current_directory(
-        sandbox: Sandbox, environ: dict[str, str], tmp_path: Path) -> None:
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "noaudit.yaml", sandbox.info, audit={})
     env = {k: v for k, v in {**environ, "ENTRASYNC_CONFIG": str(config)}.items() if k != "DAGSTER_HOME"}
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     for command in (["audit"], ["plan"], ["sync"]):
-        result = subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", *command], capture_output=True,
-                                text=True, env={**{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}, **env},
-                                cwd=cwd, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "entrasync_pipeline.cli", *command],
+            capture_output=True,
+            text=True,
+            env={**{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}, **env},
+            cwd=cwd,
+            timeout=120,
+        )
         assert result.returncode == 1 and "audit.url" in result.stderr and "DAGSTER_HOME" in result.stderr, command
     assert list(cwd.iterdir()) == []
 
@@ -229,9 +284,17 @@ def test_two_syncs_of_one_profile_at_once_run_one_after_the_other(cli_env: dict[
     assert entrasync("zammad-setup", env=cli_env).returncode == 0
     sandbox.faults("zammad", {"route": "*", "latency_ms": [20, 20]})  # a first run long enough to overlap
     full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **cli_env}
-    procs = [subprocess.Popen([sys.executable, "-m", "entrasync_pipeline.cli", "sync", "--json"], cwd=REPO,
-                              env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "entrasync_pipeline.cli", "sync", "--json"],
+            cwd=REPO,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-800:] for o in outputs]
     results = [json.loads(o[0]) for o in outputs]
@@ -242,8 +305,9 @@ def test_two_syncs_of_one_profile_at_once_run_one_after_the_other(cli_env: dict[
     assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 54
 
 
-def test_a_second_sync_gives_up_after_the_wait_naming_the_holder(sandbox: Sandbox, environ: dict[str, str],
-                                                                 tmp_path: Path) -> None:
+def test_a_second_sync_gives_up_after_the_wait_naming_the_holder(
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path
+) -> None:
     from entrasync_pipeline.lease import Lease, LeaseOptions
     from entrasync_pipeline.runtime import ProfileRuntime
     from entrasync_pipeline.settings import load_settings
@@ -256,3 +320,36 @@ def test_a_second_sync_gives_up_after_the_wait_naming_the_holder(sandbox: Sandbo
     assert result.returncode == 1
     assert "profile sandbox is being synced by run run-on-another-host" in json.loads(result.stdout)["error"]
     assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0
+
+
+def test_ctrl_c_ends_the_run_frees_the_profile_and_the_next_run_converges(
+    cli_env: dict[str, str], sandbox: Sandbox
+) -> None:
+    import signal
+    import time
+
+    assert entrasync("zammad-setup", env=cli_env).returncode == 0
+    sandbox.faults("zammad", {"route": "POST /api/v1/users", "latency_ms": [300, 300]})
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **cli_env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "entrasync_pipeline.cli", "sync", "--json"],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "interrupted" in json.loads(out)["error"]
+    sandbox.faults("zammad")
+    started = time.monotonic()
+    again = entrasync("sync", "--json", env=cli_env)
+    assert again.returncode == 0 and time.monotonic() - started < 60  # the profile was free at once
+    rows = _final_rows_per_attempt(cli_env)
+    assert {r["run_id"] for r in rows if r["outcome"] == "interrupted"} == {json.loads(out)["run_id"]}
+    keyed = [u["entra_key"] for u in sandbox.state("zammad")["users"] if u.get("entra_key")]
+    assert len(keyed) == len(set(keyed)) == 55

@@ -103,11 +103,22 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     assert (REPO / ".venv" / "bin" / "entrasync").exists(), "make venv first: the demo uses .venv's entrasync"
     port = _free_port()
     log = tmp_path / "demo.out"
-    env = {**_clean_env(), "DEMO_PORT": str(port), "DEMO_STATE": str(tmp_path / "demo-state"),
-           "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    env = {
+        **_clean_env(),
+        "DEMO_PORT": str(port),
+        "DEMO_STATE": str(tmp_path / "demo-state"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
     with log.open("wb") as out:
-        proc = subprocess.Popen(["bash", str(REPO / "scripts" / "demo.sh")], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", str(REPO / "scripts" / "demo.sh")],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     running = Demo(proc, tmp_path / "demo-state", tmp_path / "dagster_home", port, log, {proc.pid})
     try:
         yield running
@@ -151,14 +162,18 @@ def test_ctrl_c_even_twice_stops_everything_and_the_printed_commands_work(demo: 
     _wait_for_ui(demo)
     output = demo.output()
     assert f"http://127.0.0.1:{demo.port}" in output
-    secrets = [value for key, value in (line.split("=", 1) for line in (demo.state / "sandbox.env").read_text()
-               .splitlines()) if key in ("ENTRA_CLIENT_SECRET", "ZAMMAD_TOKEN")]
+    secrets = [
+        value
+        for key, value in (line.split("=", 1) for line in (demo.state / "sandbox.env").read_text().splitlines())
+        if key in ("ENTRA_CLIENT_SECRET", "ZAMMAD_TOKEN")
+    ]
     assert len(secrets) == 2 and not any(s in output for s in secrets), "the demo printed a secret"
-    commands = [line[line.index(" . ") + 1:] for line in output.splitlines() if " && " in line]
+    commands = [line[line.index(" . ") + 1 :] for line in output.splitlines() if " && " in line]
     assert len(commands) == 3, output
     for command in commands:  # pasted into a fresh shell elsewhere, while the sandbox still runs
-        pasted = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=_clean_env(), capture_output=True,
-                                text=True, timeout=120)
+        pasted = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=120
+        )
         assert pasted.returncode == 0, f"{command}\n{pasted.stdout}\n{pasted.stderr}"
     kinds = " ".join(p.cmdline for p in demo.ours())
     for kind in ("sandbox serve", "dagster dev", "dagster_webserver", "dagster._daemon"):
@@ -171,10 +186,12 @@ def test_ctrl_c_even_twice_stops_everything_and_the_printed_commands_work(demo: 
     _assert_nothing_left(demo)
 
 
-@pytest.mark.parametrize(("signals", "code"), [((signal.SIGINT,), 130), ((signal.SIGTERM, signal.SIGTERM), 143)],
-                         ids=["ctrl-c", "sigterm-twice"])
-def test_signals_during_the_first_sync_stop_it_and_the_sandbox(demo: Demo, signals: tuple[int, ...],
-                                                               code: int) -> None:
+@pytest.mark.parametrize(
+    ("signals", "code"),
+    [((signal.SIGINT,), 130), ((signal.SIGTERM, signal.SIGTERM), 143)],
+    ids=["ctrl-c", "sigterm-twice"],
+)
+def test_signals_during_the_first_sync_stop_it_and_the_sandbox(demo: Demo, signals: tuple[int, ...], code: int) -> None:
     deadline = time.monotonic() + 60
     while "==> first sync" not in demo.output():
         assert demo.proc.poll() is None and time.monotonic() < deadline, demo.output()[-3000:]

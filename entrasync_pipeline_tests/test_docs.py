@@ -54,8 +54,11 @@ def _product_docs() -> dict[str, str]:
 
 
 def test_the_product_docs_never_point_outside_the_repository() -> None:
-    offenders = {name for name, text in _product_docs().items()
-                 if "../shared" in text or "shared/DESIGN.md" in text or "shared/STYLE.md" in text}
+    offenders = {
+        name
+        for name, text in _product_docs().items()
+        if "../shared" in text or "shared/DESIGN.md" in text or "shared/STYLE.md" in text
+    }
     assert not offenders, sorted(offenders)
 
 
@@ -88,8 +91,11 @@ def test_no_shell_tricks_load_the_environment_file() -> None:
 
 
 def test_the_environment_file_example_is_plain_key_value_lines() -> None:
-    lines = [line for line in (REPO / "deploy" / "entrasync.env.example").read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        line
+        for line in (REPO / "deploy" / "entrasync.env.example").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     keys = [line.split("=", 1)[0] for line in lines]
     assert all(re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", line) for line in lines), lines
     assert {"ENTRASYNC_CONFIG", "DAGSTER_HOME", "ENTRASYNC_AUDIT_PASSWORD", "ZAMMAD_TOKEN"} <= set(keys)
@@ -116,7 +122,18 @@ def test_the_changelog_has_an_unreleased_section_and_the_first_release() -> None
 
 def test_the_architecture_names_the_five_assets_and_the_checks() -> None:
     text = (REPO / "docs" / "architecture.md").read_text()
-    for name in ("entra_group_members", "universal_users", "zammad_users", "sync_plan", "zammad_sync",
-                 "universal_users_schema", "sync_plan_schema", "sync_plan_safety", "entrasync_sync_job",
-                 "entrasync_daily_sync", "entrasync_membership_delta", "entrasync_lease"):
+    for name in (
+        "entra_group_members",
+        "universal_users",
+        "zammad_users",
+        "sync_plan",
+        "zammad_sync",
+        "universal_users_schema",
+        "sync_plan_schema",
+        "sync_plan_safety",
+        "entrasync_sync_job",
+        "entrasync_daily_sync",
+        "entrasync_membership_delta",
+        "entrasync_lease",
+    ):
         assert f"`{name}`" in text, name

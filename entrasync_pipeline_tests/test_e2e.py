@@ -31,23 +31,38 @@ class Admin:
         self.base = f"{sandbox.info['graph_url']}/v1.0"
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(method, f"{self.base}{path}", json=body,
-                                     headers={"Authorization": f"Bearer {self.token}"})
+        response = self.http.request(
+            method, f"{self.base}{path}", json=body, headers={"Authorization": f"Bearer {self.token}"}
+        )
         assert response.status_code < 300, response.text
         return response.json() if response.content else None
 
     def hire(self, alias: str, group: str, department: str = "IT Support") -> str:
-        user = self._call("POST", "/users", {
-            "accountEnabled": True, "displayName": alias.replace(".", " ").title(), "mailNickname": alias,
-            "userPrincipalName": f"{alias}@contoso.example", "mail": f"{alias}@contoso.example",
-            "givenName": alias.split(".")[0].title(), "surname": alias.split(".")[1].title(),
-            "department": department, "businessPhones": ["+49 30 1234"], "passwordProfile": {"password": "x"}})
+        user = self._call(
+            "POST",
+            "/users",
+            {
+                "accountEnabled": True,
+                "displayName": alias.replace(".", " ").title(),
+                "mailNickname": alias,
+                "userPrincipalName": f"{alias}@contoso.example",
+                "mail": f"{alias}@contoso.example",
+                "givenName": alias.split(".")[0].title(),
+                "surname": alias.split(".")[1].title(),
+                "department": department,
+                "businessPhones": ["+49 30 1234"],
+                "passwordProfile": {"password": "x"},
+            },
+        )
         self.add(group, user["id"])
         return user["id"]
 
     def add(self, group: str, user_id: str) -> None:
-        self._call("POST", f"/groups/{group}/members/$ref",
-                   {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"})
+        self._call(
+            "POST",
+            f"/groups/{group}/members/$ref",
+            {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"},
+        )
 
     def remove(self, group: str, user_id: str) -> None:
         self._call("DELETE", f"/groups/{group}/members/{user_id}/$ref")
@@ -64,11 +79,17 @@ class Runner:
         self.defs = build_definitions(profiles, ScheduleSettings(), config_path=str(config))
         self.instance = instance
 
-    def run(self, profile: str = "sandbox", tags: dict[str, str] | None = None,
-            run_config: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
+    def run(
+        self, profile: str = "sandbox", tags: dict[str, str] | None = None, run_config: dict[str, Any] | None = None
+    ) -> dg.ExecuteInProcessResult:
         job = self.defs.resolve_job_def("entrasync_sync_job")
-        return job.execute_in_process(instance=self.instance, partition_key=profile, tags=tags or {},
-                                      run_config=run_config or {}, raise_on_error=False)
+        return job.execute_in_process(
+            instance=self.instance,
+            partition_key=profile,
+            tags=tags or {},
+            run_config=run_config or {},
+            raise_on_error=False,
+        )
 
     def counts(self, result: dg.ExecuteInProcessResult) -> dict[str, Any]:
         materialization = result.asset_materializations_for_node("zammad_sync")[0]
@@ -95,8 +116,7 @@ def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dic
 
 def _it_support_config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> Path:
     groups = [{"id": sandbox.info["groups"]["IT Support"], "name": "IT Support"}]
-    return write_config(tmp_path / "entrasync.yaml", sandbox.info,
-                        {"sandbox": {"groups": groups, **extra}})
+    return write_config(tmp_path / "entrasync.yaml", sandbox.info, {"sandbox": {"groups": groups, **extra}})
 
 
 def _setup(config: Path, environ: dict[str, str]) -> None:
@@ -107,8 +127,9 @@ def _setup(config: Path, environ: dict[str, str]) -> None:
         setup_zammad(runtime)
 
 
-def test_the_promised_example(sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str],
-                              instance: Any, webhook: Any, smtp: Any) -> None:
+def test_the_promised_example(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any, webhook: Any, smtp: Any
+) -> None:
     config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url, smtp.url]})
     _setup(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
@@ -118,8 +139,14 @@ def test_the_promised_example(sandbox: Sandbox, admin: Admin, tmp_path: Path, da
 
     group = sandbox.info["groups"]["IT Support"]
     objects = sandbox.state("graph")["objects"]
-    people = [m for m in admin.members(group) if objects[m]["@odata.type"] == "#microsoft.graph.user"
-              and objects[m].get("accountEnabled") and objects[m].get("mail") and "#EXT#" not in objects[m]["userPrincipalName"]]
+    people = [
+        m
+        for m in admin.members(group)
+        if objects[m]["@odata.type"] == "#microsoft.graph.user"
+        and objects[m].get("accountEnabled")
+        and objects[m].get("mail")
+        and "#EXT#" not in objects[m]["userPrincipalName"]
+    ]
     hires = [admin.hire(f"new.hire{i}", group) for i in range(3)]
     for user_id in people[:5]:
         admin.patch(user_id, department="Service Desk")
@@ -128,8 +155,11 @@ def test_the_promised_example(sandbox: Sandbox, admin: Admin, tmp_path: Path, da
 
     schedule = runner.defs.resolve_schedule_def("entrasync_daily_sync")
     at_two = dt.datetime(2026, 11, 27, 2, 0, tzinfo=dt.timezone.utc)
-    requests = schedule.evaluate_tick(dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=at_two, repository_def=runner.defs.get_repository_def())).run_requests
+    requests = schedule.evaluate_tick(
+        dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=at_two, repository_def=runner.defs.get_repository_def()
+        )
+    ).run_requests
     assert [r.partition_key for r in requests] == ["sandbox"]
     result = runner.run(requests[0].partition_key, tags=requests[0].tags)
     assert result.success
@@ -155,8 +185,9 @@ def test_the_promised_example(sandbox: Sandbox, admin: Admin, tmp_path: Path, da
     assert len(smtp.messages) == 1 and b"3 created" in smtp.messages[0].content
 
 
-def test_a_second_run_writes_nothing(sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str],
-                                      instance: Any) -> None:
+def test_a_second_run_writes_nothing(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
     config = _it_support_config(sandbox, tmp_path)
     _setup(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
@@ -174,12 +205,15 @@ def _synced(sandbox: Sandbox, tmp_path: Path, env: dict[str, str], instance: Any
     _setup(config, env)
     runner = Runner(config, ["sandbox"], instance)
     assert runner.run().success
-    anna = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("mail") == "anna.schmidt@contoso.example")
+    anna = next(
+        i for i, o in sandbox.state("graph")["objects"].items() if o.get("mail") == "anna.schmidt@contoso.example"
+    )
     return runner, anna
 
 
-def test_a_leaver_who_returns_is_reactivated_not_duplicated(sandbox: Sandbox, admin: Admin, tmp_path: Path,
-                                                             dagster_env: dict[str, str], instance: Any) -> None:
+def test_a_leaver_who_returns_is_reactivated_not_duplicated(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
     runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
     group = sandbox.info["groups"]["IT Support"]
     admin.remove(group, anna)
@@ -190,21 +224,27 @@ def test_a_leaver_who_returns_is_reactivated_not_duplicated(sandbox: Sandbox, ad
     assert len(annas) == 1 and annas[0]["active"] is True
 
 
-def test_a_renamed_user_keeps_the_same_zammad_user(sandbox: Sandbox, admin: Admin, tmp_path: Path,
-                                                    dagster_env: dict[str, str], instance: Any) -> None:
+def test_a_renamed_user_keeps_the_same_zammad_user(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
     runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
     before = next(u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == anna)
-    admin.patch(anna, mail="anna.berger@contoso.example", userPrincipalName="anna.berger@contoso.example",
-                surname="Berger")
+    admin.patch(
+        anna, mail="anna.berger@contoso.example", userPrincipalName="anna.berger@contoso.example", surname="Berger"
+    )
     assert runner.counts(runner.run())["updated"] == 1
     after = next(u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == anna)
     assert after["id"] == before["id"]
-    assert (after["email"], after["lastname"], after["login"]) == ("anna.berger@contoso.example", "Berger",
-                                                                    "anna.berger@contoso.example")
+    assert (after["email"], after["lastname"], after["login"]) == (
+        "anna.berger@contoso.example",
+        "Berger",
+        "anna.berger@contoso.example",
+    )
 
 
-def test_the_lena_adoption_and_the_demo_quirks(sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str],
-                                               instance: Any) -> None:
+def test_the_lena_adoption_and_the_demo_quirks(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
     config = write_config(tmp_path / "entrasync.yaml", sandbox.info)
     _setup(config, dagster_env)
     result = Runner(config, ["sandbox"], instance).run()
@@ -219,8 +259,9 @@ def test_the_lena_adoption_and_the_demo_quirks(sandbox: Sandbox, tmp_path: Path,
     assert plan["skip"].value == 2 and plan["conflict"].value == 0
 
 
-def test_mass_deactivation_is_blocked_until_approved(sandbox: Sandbox, admin: Admin, tmp_path: Path,
-                                                     dagster_env: dict[str, str], instance: Any, webhook: Any) -> None:
+def test_mass_deactivation_is_blocked_until_approved(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any, webhook: Any
+) -> None:
     config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
     _setup(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
@@ -243,24 +284,32 @@ def test_mass_deactivation_is_blocked_until_approved(sandbox: Sandbox, admin: Ad
     assert approved.success and runner.counts(approved)["deactivated"] == 6
 
 
-def test_dry_run_from_run_config_writes_nothing(sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str],
-                                                instance: Any) -> None:
+def test_dry_run_from_run_config_writes_nothing(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
     config = _it_support_config(sandbox, tmp_path)
     _setup(config, dagster_env)
     before = sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0)
-    result = Runner(config, ["sandbox"], instance).run(run_config={"resources": {"run_options": {"config": {"dry_run": True}}}})
+    result = Runner(config, ["sandbox"], instance).run(
+        run_config={"resources": {"run_options": {"config": {"dry_run": True}}}}
+    )
     counts = Runner.counts(None, result)  # type: ignore[arg-type]
     assert counts["dry_run"] is True and counts["created"] == 20
     assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == before
 
 
-def test_two_profiles_on_one_zammad_never_touch_each_others_users(sandbox: Sandbox, admin: Admin, tmp_path: Path,
-                                                                   dagster_env: dict[str, str], instance: Any) -> None:
+def test_two_profiles_on_one_zammad_never_touch_each_others_users(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
     groups = sandbox.info["groups"]
-    config = write_config(tmp_path / "entrasync.yaml", sandbox.info, {
-        "it": {"groups": [{"id": groups["IT Support"], "name": "IT Support"}]},
-        "sales": {"groups": [{"id": groups["Sales"], "name": "Sales"}]},
-    })
+    config = write_config(
+        tmp_path / "entrasync.yaml",
+        sandbox.info,
+        {
+            "it": {"groups": [{"id": groups["IT Support"], "name": "IT Support"}]},
+            "sales": {"groups": [{"id": groups["Sales"], "name": "Sales"}]},
+        },
+    )
     from entrasync_pipeline.runtime import ProfileRuntime
     from entrasync_pipeline.steps import setup_zammad
 
@@ -271,7 +320,11 @@ def test_two_profiles_on_one_zammad_never_touch_each_others_users(sandbox: Sandb
     owners = {u["entrasync_profile"] for u in sandbox.state("zammad")["users"] if u.get("entra_key")}
     assert owners == {"it", "sales"}
     # Sales members leave Sales: only the sales profile may deactivate them; the IT profile never does.
-    sales_people = [m for m in admin.members(groups["Sales"]) if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
+    sales_people = [
+        m
+        for m in admin.members(groups["Sales"])
+        if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")
+    ]
     for user_id in sales_people[:2]:
         admin.remove(groups["Sales"], user_id)
     assert runner.counts(runner.run("it"))["deactivated"] == 0
@@ -290,15 +343,18 @@ def _evaluate_failure_sensor(runner: Runner, config: Path, result: dg.ExecuteInP
 
     failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
     context = dg.build_run_status_sensor_context(
-        sensor_name="entrasync_failure_notifications", dagster_instance=runner.instance,
-        dagster_run=result.dagster_run, dagster_event=failure,
-        resources={"entrasync": EntrasyncResource(config_path=str(config))}).for_run_failure()
+        sensor_name="entrasync_failure_notifications",
+        dagster_instance=runner.instance,
+        dagster_run=result.dagster_run,
+        dagster_event=failure,
+        resources={"entrasync": EntrasyncResource(config_path=str(config))},
+    ).for_run_failure()
     runner.defs.resolve_sensor_def("entrasync_failure_notifications")(context)
 
 
 def test_a_blocked_run_says_how_to_approve_in_dagster_terms_and_is_announced_once(
-        sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any,
-        webhook: Any) -> None:
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any, webhook: Any
+) -> None:
     config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
     _setup(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
@@ -319,8 +375,9 @@ def test_a_blocked_run_says_how_to_approve_in_dagster_terms_and_is_announced_onc
     assert [m["title"] for m in webhook.received] == ["[DRY RUN] entrasync sandbox: blocked by a safety rule"]
 
 
-def test_an_approval_given_in_a_dry_run_is_audited_as_a_dry_run(sandbox: Sandbox, admin: Admin, tmp_path: Path,
-                                                                dagster_env: dict[str, str], instance: Any) -> None:
+def test_an_approval_given_in_a_dry_run_is_audited_as_a_dry_run(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
     config = _it_support_config(sandbox, tmp_path)
     _setup(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
@@ -329,8 +386,10 @@ def test_an_approval_given_in_a_dry_run_is_audited_as_a_dry_run(sandbox: Sandbox
     users = [m for m in admin.members(group) if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
     for user_id in users[:6]:
         admin.remove(group, user_id)
-    result = runner.run(tags={"entrasync/approve-deactivations": "6"},
-                        run_config={"resources": {"run_options": {"config": {"dry_run": True}}}})
+    result = runner.run(
+        tags={"entrasync/approve-deactivations": "6"},
+        run_config={"resources": {"run_options": {"config": {"dry_run": True}}}},
+    )
     assert result.success and runner.counts(result)["deactivated"] == 6 and runner.counts(result)["dry_run"] is True
     audit = AuditStore(load_settings(config).audit_url(dagster_env))
     approvals = audit.query(AuditFilter(run_id=result.run_id, action="approval"))
@@ -339,9 +398,9 @@ def test_an_approval_given_in_a_dry_run_is_audited_as_a_dry_run(sandbox: Sandbox
     assert all(u["active"] for u in sandbox.state("zammad")["users"] if u.get("entra_key") in users[:6])
 
 
-def test_a_failed_run_is_announced_by_the_failure_sensor(sandbox: Sandbox, tmp_path: Path,
-                                                         dagster_env: dict[str, str], instance: Any,
-                                                         webhook: Any) -> None:
+def test_a_failed_run_is_announced_by_the_failure_sensor(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any, webhook: Any
+) -> None:
     config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
     runner = Runner(config, ["sandbox"], instance)
     failed = runner.run()  # zammad-setup never ran: the plan refuses to write without entra_key

@@ -8,12 +8,36 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "entrasync_pipeline"
 CORE = ["normalize.py", "plan.py", "safety.py", "schemas.py", "run_options.py"]
-SHELL = ["entra", "zammad", "transport.py", "apply.py", "audit.py", "lease.py", "notify.py", "runtime.py",
-         "steps.py", "settings.py"]
-CORE_FORBIDDEN = ("requests", "msal", "dagster", "os", "time", "datetime", "sqlalchemy", "apprise",
-                  "entrasync_pipeline.entra", "entrasync_pipeline.zammad", "entrasync_pipeline.transport",
-                  "entrasync_pipeline.steps", "entrasync_pipeline.runtime", "entrasync_pipeline.settings",
-                  "entrasync_pipeline.lease", "entrasync_pipeline.audit")
+SHELL = [
+    "entra",
+    "zammad",
+    "transport.py",
+    "apply.py",
+    "audit.py",
+    "lease.py",
+    "notify.py",
+    "runtime.py",
+    "steps.py",
+    "settings.py",
+]
+CORE_FORBIDDEN = (
+    "requests",
+    "msal",
+    "dagster",
+    "os",
+    "time",
+    "datetime",
+    "sqlalchemy",
+    "apprise",
+    "entrasync_pipeline.entra",
+    "entrasync_pipeline.zammad",
+    "entrasync_pipeline.transport",
+    "entrasync_pipeline.steps",
+    "entrasync_pipeline.runtime",
+    "entrasync_pipeline.settings",
+    "entrasync_pipeline.lease",
+    "entrasync_pipeline.audit",
+)
 
 
 def _imports(path: Path) -> set[str]:
@@ -35,8 +59,12 @@ def _files(entries: list[str]) -> list[Path]:
 
 
 def _violations(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
-    return [f"{f.relative_to(PACKAGE)} imports {name}" for f in files for name in _imports(f)
-            if any(name == bad or name.startswith(bad + ".") for bad in forbidden)]
+    return [
+        f"{f.relative_to(PACKAGE)} imports {name}"
+        for f in files
+        for name in _imports(f)
+        if any(name == bad or name.startswith(bad + ".") for bad in forbidden)
+    ]
 
 
 def test_the_core_is_pure() -> None:
@@ -48,7 +76,14 @@ def test_the_io_shell_does_not_import_dagster() -> None:
 
 
 def test_the_sandbox_imports_neither_client() -> None:
-    forbidden = ("entrasync_pipeline.entra", "entrasync_pipeline.zammad", "entrasync_pipeline.transport",
-                 "entrasync_pipeline.steps", "entrasync_pipeline.runtime", "entrasync_pipeline.apply", "entrasync_pipeline.normalize",
-                 "entrasync_pipeline.plan")
+    forbidden = (
+        "entrasync_pipeline.entra",
+        "entrasync_pipeline.zammad",
+        "entrasync_pipeline.transport",
+        "entrasync_pipeline.steps",
+        "entrasync_pipeline.runtime",
+        "entrasync_pipeline.apply",
+        "entrasync_pipeline.normalize",
+        "entrasync_pipeline.plan",
+    )
     assert _violations(_files(["sandbox"]), forbidden) == []

@@ -82,17 +82,25 @@ def test_held_renews_in_the_background_and_releases_when_the_block_fails(store: 
 
 def test_two_runs_racing_for_a_free_lease_never_both_win(store: AuditStore) -> None:  # noqa: F811
     winners: list[str] = []
+    errors: list[BaseException] = []
     barrier = threading.Barrier(6)
+    _lease(store, "setup")  # the table exists before the race, as after any earlier run
 
     def race(run_id: str) -> None:
-        engine = sa.create_engine(store.engine.url.render_as_string(hide_password=False))
-        lease = Lease(engine, "helpdesk", run_id, LeaseOptions(ttl_s=30, wait_s=0))
-        barrier.wait()
+        engine = sa.create_engine(
+            store.engine.url.render_as_string(hide_password=False),
+            connect_args={"timeout": 30} if store.engine.dialect.name == "sqlite" else {},
+        )
         try:
+            lease = Lease(engine, "helpdesk", run_id, LeaseOptions(ttl_s=30, wait_s=0))
+            barrier.wait(timeout=30)
             lease.acquire()
             winners.append(run_id)
         except ProfileBusy:
             pass
+        except BaseException as exc:  # reported below, never a hang
+            errors.append(exc)
+            barrier.abort()
         finally:
             engine.dispose()
 
@@ -101,4 +109,4 @@ def test_two_runs_racing_for_a_free_lease_never_both_win(store: AuditStore) -> N
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(winners) == 1
+    assert not errors and len(winners) == 1

@@ -14,46 +14,81 @@ from entrasync_pipeline.normalize import normalize_user, skipped_member_types, v
 from entrasync_pipeline_tests.factories import graph_user, members_frame, normalize_options, universal
 
 
-@pytest.mark.parametrize("overrides, email, skip", [
-    ({}, "jane.doe@contoso.example", None),
-    ({"mail": "  Jane.DOE@Contoso.Example "}, "jane.doe@contoso.example", None),
-    ({"mail": None, "otherMails": ["", "private@mailbox.example"]}, "private@mailbox.example", None),
-    ({"mail": None, "otherMails": []}, "jane.doe@contoso.example", None),
-    ({"mail": None, "otherMails": [], "userPrincipalName": "jane_partner.example#EXT#@contoso.onmicrosoft.com"},
-     "", "no usable email"),
-    ({"mail": "guest@partner.example", "userPrincipalName": "guest_partner.example#EXT#@contoso.onmicrosoft.com"},
-     "guest@partner.example", None),
-    ({"mail": "not an email"}, "", "invalid email"),
-    ({"mail": "a@b"}, "", "invalid email"),
-    ({"mail": "x" * 250 + "@contoso.example"}, "", "invalid email"),
-], ids=["mail", "strip-lower", "other-mails", "upn-fallback", "ext-guest-no-mail", "ext-guest-with-mail",
-        "invalid", "no-domain-dot", "too-long"])
+@pytest.mark.parametrize(
+    "overrides, email, skip",
+    [
+        ({}, "jane.doe@contoso.example", None),
+        ({"mail": "  Jane.DOE@Contoso.Example "}, "jane.doe@contoso.example", None),
+        ({"mail": None, "otherMails": ["", "private@mailbox.example"]}, "private@mailbox.example", None),
+        ({"mail": None, "otherMails": []}, "jane.doe@contoso.example", None),
+        (
+            {"mail": None, "otherMails": [], "userPrincipalName": "jane_partner.example#EXT#@contoso.onmicrosoft.com"},
+            "",
+            "no usable email",
+        ),
+        (
+            {
+                "mail": "guest@partner.example",
+                "userPrincipalName": "guest_partner.example#EXT#@contoso.onmicrosoft.com",
+            },
+            "guest@partner.example",
+            None,
+        ),
+        ({"mail": "not an email"}, "", "invalid email"),
+        ({"mail": "a@b"}, "", "invalid email"),
+        ({"mail": "x" * 250 + "@contoso.example"}, "", "invalid email"),
+    ],
+    ids=[
+        "mail",
+        "strip-lower",
+        "other-mails",
+        "upn-fallback",
+        "ext-guest-no-mail",
+        "ext-guest-with-mail",
+        "invalid",
+        "no-domain-dot",
+        "too-long",
+    ],
+)
 def test_email_rules(overrides: dict, email: str, skip: str | None) -> None:
     row = normalize_user(graph_user(**overrides), normalize_options())
     assert row["email"] == email
     assert (row["skip_reason"] or "").startswith(skip) if skip else row["skip_reason"] is None
 
 
-@pytest.mark.parametrize("overrides, names", [
-    ({}, ("Jane", "Doe")),
-    ({"givenName": "  Zoë ", "surname": " Łukasiewicz  "}, ("Zoë", "Łukasiewicz")),
-    ({"givenName": None, "surname": None, "displayName": "Dana  Displayname"}, ("Dana", "Displayname")),
-    ({"givenName": None, "surname": None, "displayName": "Smith, John"}, ("John", "Smith")),
-    ({"givenName": "cher", "surname": None}, ("Cher", "")),
-    ({"givenName": None, "surname": "van der Berg"}, ("Van", "der Berg")),
-    ({"givenName": "A" * 150, "surname": "B"}, ("A" * 100, "B")),
-    ({"givenName": None, "surname": None, "displayName": None}, ("Jane", "Doe")),
-], ids=["given-surname", "diacritics-whitespace", "from-displayname", "displayname-last-comma-first",
-        "single-lowercase-capitalised", "lone-lastname-split-like-zammad", "truncated-to-100",
-        "from-email-local-part"])
+@pytest.mark.parametrize(
+    "overrides, names",
+    [
+        ({}, ("Jane", "Doe")),
+        ({"givenName": "  Zoë ", "surname": " Łukasiewicz  "}, ("Zoë", "Łukasiewicz")),
+        ({"givenName": None, "surname": None, "displayName": "Dana  Displayname"}, ("Dana", "Displayname")),
+        ({"givenName": None, "surname": None, "displayName": "Smith, John"}, ("John", "Smith")),
+        ({"givenName": "cher", "surname": None}, ("Cher", "")),
+        ({"givenName": None, "surname": "van der Berg"}, ("Van", "der Berg")),
+        ({"givenName": "A" * 150, "surname": "B"}, ("A" * 100, "B")),
+        ({"givenName": None, "surname": None, "displayName": None}, ("Jane", "Doe")),
+    ],
+    ids=[
+        "given-surname",
+        "diacritics-whitespace",
+        "from-displayname",
+        "displayname-last-comma-first",
+        "single-lowercase-capitalised",
+        "lone-lastname-split-like-zammad",
+        "truncated-to-100",
+        "from-email-local-part",
+    ],
+)
 def test_names_are_what_zammad_stores(overrides: dict, names: tuple[str, str]) -> None:
     row = normalize_user(graph_user(**overrides), normalize_options())
     assert (row["firstname"], row["lastname"]) == names
 
 
 def test_fields_follow_the_mapping_and_column_limits() -> None:
-    row = normalize_user(graph_user(businessPhones=["+49 30 1", "+49 30 2"], mobilePhone=" 0170 ",
-                                    department="D" * 250), normalize_options())
+    row = normalize_user(
+        graph_user(businessPhones=["+49 30 1", "+49 30 2"], mobilePhone=" 0170 ", department="D" * 250),
+        normalize_options(),
+    )
     assert row["phone"] == "+49 30 1" and row["mobile"] == "0170" and len(row["department"]) == 200
 
 
@@ -61,8 +96,11 @@ def test_a_constant_and_a_custom_target_come_from_configuration() -> None:
     from entrasync_pipeline.normalize import Rule
 
     options = normalize_options()
-    mapping = {**options.mapping, "note": Rule(constant="synced from Entra"),
-               "department": Rule(("department", "companyName"), transforms=("strip", "upper"))}
+    mapping = {
+        **options.mapping,
+        "note": Rule(constant="synced from Entra"),
+        "department": Rule(("department", "companyName"), transforms=("strip", "upper")),
+    }
     row = normalize_user(graph_user(department=None, companyName=" contoso "), normalize_options(mapping=mapping))
     assert row["note"] == "synced from Entra" and row["department"] == "CONTOSO"
 
@@ -73,9 +111,21 @@ def test_disabled_accounts_are_inactive_not_skipped() -> None:
 
 
 def test_limited_information_members_are_skipped_with_the_reason() -> None:
-    limited = {"@odata.type": "#microsoft.graph.user", "id": "x", "displayName": None, "givenName": None,
-               "surname": None, "mail": None, "otherMails": [], "userPrincipalName": None, "accountEnabled": None,
-               "userType": None, "businessPhones": [], "mobilePhone": None, "department": None}
+    limited = {
+        "@odata.type": "#microsoft.graph.user",
+        "id": "x",
+        "displayName": None,
+        "givenName": None,
+        "surname": None,
+        "mail": None,
+        "otherMails": [],
+        "userPrincipalName": None,
+        "accountEnabled": None,
+        "userType": None,
+        "businessPhones": [],
+        "mobilePhone": None,
+        "department": None,
+    }
     row = normalize_user(limited, normalize_options())
     assert "User.Read.All" in row["skip_reason"]
 
@@ -111,14 +161,23 @@ def test_zammad_names_mirror_check_name() -> None:
 # --- properties ------------------------------------------------------------------------------------
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
 _maybe = st.one_of(st.none(), _text)
-_graph_users = st.fixed_dictionaries({
-    "@odata.type": st.just("#microsoft.graph.user"), "id": st.uuids().map(str),
-    "displayName": _maybe, "givenName": _maybe, "surname": _maybe,
-    "mail": st.one_of(st.none(), _text, st.emails()), "otherMails": st.lists(st.one_of(_text, st.emails()), max_size=3),
-    "userPrincipalName": st.one_of(_text, st.emails(), st.just("a_b.example#EXT#@t.onmicrosoft.com")),
-    "accountEnabled": st.one_of(st.none(), st.booleans()), "userType": st.sampled_from(["Member", "Guest", None]),
-    "businessPhones": st.lists(_text, max_size=2), "mobilePhone": _maybe, "department": _maybe,
-})
+_graph_users = st.fixed_dictionaries(
+    {
+        "@odata.type": st.just("#microsoft.graph.user"),
+        "id": st.uuids().map(str),
+        "displayName": _maybe,
+        "givenName": _maybe,
+        "surname": _maybe,
+        "mail": st.one_of(st.none(), _text, st.emails()),
+        "otherMails": st.lists(st.one_of(_text, st.emails()), max_size=3),
+        "userPrincipalName": st.one_of(_text, st.emails(), st.just("a_b.example#EXT#@t.onmicrosoft.com")),
+        "accountEnabled": st.one_of(st.none(), st.booleans()),
+        "userType": st.sampled_from(["Member", "Guest", None]),
+        "businessPhones": st.lists(_text, max_size=2),
+        "mobilePhone": _maybe,
+        "department": _maybe,
+    }
+)
 
 
 @settings(max_examples=1500, deadline=None)

@@ -212,35 +212,20 @@ def test_conflicting_group_role_mappings_are_merged_and_reported() -> None:
 
 
 # --- the fast noop path against the per-user rules -------------------------------------------------
-_PEOPLE = ("ann.lee", "bo.kim", "cy.ng", "di.oh", "ed.yu")
+_PEOPLE = ("ann.lee", "bo.kim", "cy.ng", "di.oh", "ed.yu", "fay.li")
 _ROLE_IDS = {"Admin": 1, "Agent": 2, "Customer": 3}
+_ANY_CASE = st.sampled_from([str.lower, str.lower, str.upper, str.title])
+_PROTECTIONS = ("protected-by-id", "protected-by-login", "protected-by-email")
+_SOMETIMES_PROTECTED = st.sampled_from([()] * 6 + [(p,) for p in _PROTECTIONS])
 
 
 def _mail(name: str) -> str:
     return f"{name}@contoso.example"
 
 
-@st.composite
-def _entra_side(draw: st.DrawFn, name: str) -> dict | None:
-    """One Entra user (or none): enabled or not, changed department/phone, a shared or no email."""
-    if not draw(st.booleans()):
-        return None
-    overrides: dict[str, Any] = {"accountEnabled": draw(st.booleans()),
-                                 "department": draw(st.sampled_from(["IT", "IT", "Sales"])),
-                                 "businessPhones": draw(st.sampled_from([["+1 555 0100"], ["+1 555 0100"], []]))}
-    mail = draw(st.sampled_from(["own", "own", "own", "mixed-case", "shared", "renamed", "none"]))
-    if mail == "mixed-case":
-        overrides["mail"] = _mail(name).title()
-    elif mail == "shared":  # the address of another person (of the pool, so often of a Zammad user too)
-        overrides["mail"] = _mail(draw(st.sampled_from(_PEOPLE)))
-    elif mail == "renamed":
-        overrides["mail"] = _mail(f"{name}.new")
-    elif mail == "none":  # a guest without mail: skipped by the normalizer
-        overrides.update(mail=None, userPrincipalName=f"{name}_partner.example#EXT#@contoso.onmicrosoft.com")
-    return graph_user(name, **overrides)
-
-
 def _zammad_user(name: str, kind: str, email: str, **overrides: Any) -> dict:
+    """kind: synced (this person's entra_key), walk-in (no entra_key), foreign (another Entra object's),
+    other-profile (this person's entra_key, managed by another profile)."""
     key = graph_user(name)["id"]
     given, _, surname = name.partition(".")
     entra_key = None if kind == "walk-in" else f"other-{key}" if kind == "foreign" else key
@@ -248,52 +233,31 @@ def _zammad_user(name: str, kind: str, email: str, **overrides: Any) -> dict:
                        firstname=given.title(), lastname=surname.title(), **overrides)
 
 
-_EMAILS_IN_ANY_CASE = st.sampled_from([str.lower, str.lower, str.upper, str.title])
-
-
-@st.composite
-def _zammad_side(draw: st.DrawFn, name: str) -> list[dict]:
-    """0–2 Zammad users for one person: synced, walk-in (no entra_key), another Entra object's, another profile's."""
-    given, _, surname = name.partition(".")
-    users = []
-    for _ in range(draw(st.integers(0, 2))):
-        kind = draw(st.sampled_from(["synced", "synced", "synced", "walk-in", "foreign", "other-profile"]))
-        email = draw(_EMAILS_IN_ANY_CASE)(_mail(draw(st.sampled_from([name, name, f"{name}.new", f"{name}.old"]))))
-        user = _zammad_user(name, kind, email, department=draw(st.sampled_from(["IT", "IT", "Old"])),
-                            phone=draw(st.sampled_from(["+1 555 0100", "+1 555 0100", ""])),
-                            active=draw(st.booleans()), role_ids=draw(st.sampled_from([(3,), (3,), (2,), (1, 2)])),
-                            login=draw(st.sampled_from([email, email.upper(), f"{given}{surname}"])))
-        if kind != "walk-in" and draw(st.integers(0, 9)) == 0:
-            user["entra_object_type"] = None  # a half-written identity
-        users.append(user)
-    return users
-
-
-_CHANGED_FIELDS = {"department-changed": {"department": "Sales"}, "phone-removed": {"businessPhones": []},
-                   "mobile-added": {"mobilePhone": "+1 555 0199"}, "firstname-changed": {"givenName": "Anna"},
-                   "lastname-changed": {"surname": "Leigh"}}
+_FIELD_CHANGES = {"department-changed": {"department": "Sales"}, "phone-removed": {"businessPhones": []},
+                  "mobile-added": {"mobilePhone": "+1 555 0199"}, "firstname-changed": {"givenName": "Anna"},
+                  "lastname-changed": {"surname": "Leigh"}}
 _TWISTS = ("zammad-inactive", "disabled-in-entra", "half-written-identity", "other-profile", "shared-email",
-           "no-email", "skipped-with-an-email", "renamed-in-entra", "renamed-in-zammad", "admin", "walk-in-twin",
-           "key-twin", "foreign-twin", *_CHANGED_FIELDS)
+           "no-email", "skipped-with-an-email", "renamed-in-entra", "renamed-in-zammad", "admin",
+           "walk-in-twin", "key-twin", "foreign-twin", *_PROTECTIONS, *_FIELD_CHANGES)
 
 
 @st.composite
 def _in_sync(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
     """A person whose synced Zammad user holds every value (the fast path's case), mostly with one
     twist that may take them off it: every condition of the fast path is one twist away."""
-    twists = {draw(st.sampled_from(("none",) * 14 + _TWISTS)), draw(st.sampled_from(("none",) * 36 + _TWISTS))}
-    email = draw(_EMAILS_IN_ANY_CASE)(_mail(f"{name}.old" if "renamed-in-zammad" in twists else name))
-    synced = _zammad_user(name, "synced", email, active="zammad-inactive" not in twists,
+    twists = {draw(st.sampled_from(("none",) * 7 + _TWISTS)), draw(st.sampled_from(("none",) * 42 + _TWISTS))}
+    email = draw(_ANY_CASE)(_mail(f"{name}.old" if "renamed-in-zammad" in twists else name))
+    synced = _zammad_user(name, "other-profile" if "other-profile" in twists else "synced", email,
+                          active="zammad-inactive" not in twists,
                           role_ids=(1, 2) if "admin" in twists else draw(st.sampled_from([(3,), (2,), (2, 3)])),
-                          login=draw(st.sampled_from([email, email.upper(), email.title()])))
+                          login=draw(st.sampled_from([email, email.upper(), email.title()])),
+                          protected=tuple(twists & set(_PROTECTIONS)))
     if "half-written-identity" in twists:
         synced["entra_object_type"] = None
-    if "other-profile" in twists:
-        synced["entrasync_profile"] = "other"
-    twins = [_zammad_user(name, kind, draw(_EMAILS_IN_ANY_CASE)(_mail(name)))
+    twins = [_zammad_user(name, kind, draw(_ANY_CASE)(_mail(name)), protected=())
              for kind, twist in (("walk-in", "walk-in-twin"), ("synced", "key-twin"), ("foreign", "foreign-twin"))
              if twist in twists]
-    overrides: dict[str, Any] = {"mail": draw(_EMAILS_IN_ANY_CASE)(_mail(name))}
+    overrides: dict[str, Any] = {"mail": draw(_ANY_CASE)(_mail(name))}
     if "disabled-in-entra" in twists:
         overrides["accountEnabled"] = False
     if "shared-email" in twists:
@@ -302,8 +266,8 @@ def _in_sync(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
         overrides["mail"] = _mail(f"{name}.new")
     if "no-email" in twists:
         overrides.update(mail=None, userPrincipalName=f"{name}_partner.example#EXT#@contoso.onmicrosoft.com")
-    for twist in twists & set(_CHANGED_FIELDS):
-        overrides.update(_CHANGED_FIELDS[twist])
+    for twist in twists & set(_FIELD_CHANGES):
+        overrides.update(_FIELD_CHANGES[twist])
     if "skipped-with-an-email" in twists:  # no normalizer rule does this yet; the plan must still skip
         overrides["skip_reason"] = "excluded by a rule"
     return graph_user(name, **overrides), [synced, *twins]
@@ -313,43 +277,66 @@ def _in_sync(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
 def _known_by_email(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
     """A person Zammad knows only by email (any case): walk-ins to adopt, or an address another Entra object holds."""
     holders = draw(st.sampled_from([("walk-in",)] * 4 + [("walk-in", "walk-in"), ("foreign",), ("walk-in", "foreign")]))
-    zammad = [_zammad_user(name, kind, draw(_EMAILS_IN_ANY_CASE)(_mail(name)),
-                           active=draw(st.sampled_from([True, True, False])),
-                           department=draw(st.sampled_from(["IT", "Old"]))) for kind in holders]
-    person = graph_user(name, mail=draw(_EMAILS_IN_ANY_CASE)(_mail(name)),
-                        accountEnabled=draw(st.sampled_from([True, True, False])))
+    zammad = [_zammad_user(name, kind, draw(_ANY_CASE)(_mail(name)), active=draw(st.sampled_from([True, True, False])),
+                           department=draw(st.sampled_from(["IT", "Old"])), protected=draw(_SOMETIMES_PROTECTED))
+              for kind in holders]
+    person = graph_user(name, mail=draw(_ANY_CASE)(_mail(name)), accountEnabled=draw(st.sampled_from([True, True, False])))
+    return person, zammad
+
+
+@st.composite
+def _anything(draw: st.DrawFn, name: str) -> tuple[dict | None, list[dict]]:
+    """Whatever may be: no Entra user (a leaver) or one with other values; 0–2 Zammad users of any kind."""
+    person = None
+    if draw(st.booleans()):
+        mail = draw(st.sampled_from([_mail(name), _mail(name).title(), _mail(draw(st.sampled_from(_PEOPLE))),
+                                     _mail(f"{name}.new"), None]))
+        person = graph_user(name, accountEnabled=draw(st.booleans()), mail=mail,
+                            department=draw(st.sampled_from(["IT", "IT", "Sales"])),
+                            businessPhones=draw(st.sampled_from([["+1 555 0100"], ["+1 555 0100"], []])),
+                            **({} if mail else {"userPrincipalName": f"{name}_partner.example#EXT#@x.onmicrosoft.com"}))
+    given, _, surname = name.partition(".")
+    zammad = []
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(["synced", "synced", "synced", "walk-in", "foreign", "other-profile"]))
+        email = draw(_ANY_CASE)(_mail(draw(st.sampled_from([name, name, f"{name}.new", f"{name}.old"]))))
+        user = _zammad_user(name, kind, email, department=draw(st.sampled_from(["IT", "IT", "Old"])),
+                            phone=draw(st.sampled_from(["+1 555 0100", "+1 555 0100", ""])),
+                            active=draw(st.booleans()), role_ids=draw(st.sampled_from([(3,), (3,), (2,), (1, 2)])),
+                            login=draw(st.sampled_from([email, email.upper(), f"{given}{surname}"])),
+                            protected=draw(_SOMETIMES_PROTECTED))
+        if kind != "walk-in" and draw(st.integers(0, 9)) == 0:
+            user["entra_object_type"] = None  # a half-written identity
+        zammad.append(user)
     return person, zammad
 
 
 @st.composite
 def _planning_inputs(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-    group_roles = draw(st.sampled_from([{}, {}, {}, {GROUP: ("Customer",)}, {GROUP: ("Wizard",)}]))
+    """Universal users, Zammad users and options: every person of the pool in one of three situations."""
+    situations = {"in-sync": _in_sync, "known-by-email": _known_by_email, "anything": _anything}
     people, zammad = [], []
     for name in _PEOPLE:
-        scenario = draw(st.sampled_from(["in-sync", "in-sync", "in-sync", "known-by-email", "free"]))
-        if scenario == "in-sync":
-            person, theirs = draw(_in_sync(name))
-        elif scenario == "known-by-email":
-            person, theirs = draw(_known_by_email(name))
-        else:
-            person, theirs = draw(_entra_side(name)), draw(_zammad_side(name))
+        person, theirs = draw(situations[draw(st.sampled_from(["in-sync"] * 4 + ["known-by-email", "anything"]))](name))
         people += [person] if person is not None else []
         zammad += theirs
-    skipped = {p["id"]: p.pop("skip_reason") for p in people if "skip_reason" in p}
     for position, user in enumerate(draw(st.permutations(zammad))):  # ids in any order of the people
         user["id"] = 100 + position
-    # Protection lists are often empty: the fast path then checks only the Admin role itself.
-    lists = draw(st.sampled_from([(), (), (), ("ids",), ("logins",), ("emails",), ("ids", "logins", "emails")]))
-    names = st.sets(st.sampled_from(_PEOPLE), min_size=1, max_size=2)
+    # The configured lists are lower-cased by the settings; Zammad's login and email come in any case.
+    protected: dict[str, set] = {how: set() for how in _PROTECTIONS}
+    for user in zammad:
+        for how in user.pop("protected"):
+            protected[how].add(user["id"] if how == "protected-by-id" else
+                               user["login" if how == "protected-by-login" else "email"].lower())
+    group_roles = draw(st.sampled_from([{}, {}, {}, {GROUP: ("Customer",)}, {GROUP: ("Wizard",)}]))
     options = plan_options(
         adopt_by_email=draw(st.sampled_from([True, True, False])),
         protect_admins=draw(st.sampled_from([True, True, False])),
-        protected_ids=frozenset(draw(st.sets(st.integers(100, 100 + len(zammad)), min_size=1, max_size=2))
-                                if "ids" in lists else ()),
-        # settings lower-case the configured lists; Zammad's login and email come in any case
-        protected_logins=frozenset(_mail(n) for n in (draw(names) if "logins" in lists else ())),
-        protected_emails=frozenset(_mail(n) for n in (draw(names) if "emails" in lists else ())),
+        protected_ids=frozenset(protected["protected-by-id"]),
+        protected_logins=frozenset(protected["protected-by-login"]),
+        protected_emails=frozenset(protected["protected-by-email"]),
         role_ids=draw(st.sampled_from([None, None, _ROLE_IDS])), group_roles=group_roles)
+    skipped = {p["id"]: p.pop("skip_reason") for p in people if "skip_reason" in p}
     users = universal(*people, group_roles=group_roles)
     for key, reason in skipped.items():
         users.loc[users["entra_key"] == key, "skip_reason"] = reason

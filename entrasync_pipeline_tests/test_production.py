@@ -69,11 +69,22 @@ class Deployment:
         self.logs = {n: open(home / f"{n}.log", "wb") for n in ("webserver", "daemon")}  # noqa: SIM115
         bin_dir = Path(sys.executable).parent
         self.procs = [
-            subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
-                              "-w", "workspace.yaml"], cwd=REPO, env=env, stdout=self.logs["webserver"],
-                             stderr=subprocess.STDOUT, start_new_session=True),
-            subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
-                             stdout=self.logs["daemon"], stderr=subprocess.STDOUT, start_new_session=True),
+            subprocess.Popen(
+                [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", "workspace.yaml"],
+                cwd=REPO,
+                env=env,
+                stdout=self.logs["webserver"],
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ),
+            subprocess.Popen(
+                [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                cwd=REPO,
+                env=env,
+                stdout=self.logs["daemon"],
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ),
         ]
         self.home = home
         deadline = time.monotonic() + 180
@@ -122,12 +133,19 @@ def deployment(sandbox: Sandbox, environ: dict[str, str], tmp_path: Path, pg_url
     instance = yaml.safe_load((REPO / "dagster.yaml").read_text())
     instance["storage"] = {"postgres": {"postgres_url": pg_url}}
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
-    config = write_config(tmp_path / "entrasync.yaml", sandbox.info,
-                          audit={"url": pg_url})
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **environ,
-           "ENTRASYNC_CONFIG": str(config)}
-    setup = subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", "zammad-setup"], env=env,
-                           capture_output=True, text=True, timeout=120)
+    config = write_config(tmp_path / "entrasync.yaml", sandbox.info, audit={"url": pg_url})
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))},
+        **environ,
+        "ENTRASYNC_CONFIG": str(config),
+    }
+    setup = subprocess.run(
+        [sys.executable, "-m", "entrasync_pipeline.cli", "zammad-setup"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert setup.returncode == 0, setup.stderr
     running = Deployment(home, env)
     yield running
@@ -145,17 +163,23 @@ def _wait_for_run(deployment: Deployment, run_id: str, timeout: float = 240) -> 
     raise AssertionError(f"run {run_id} did not finish: {(deployment.home / 'daemon.log').read_text()[-2000:]}")
 
 
-def test_webserver_and_daemon_on_postgres_run_the_sync(deployment: Deployment, sandbox: Sandbox, tmp_path: Path) -> None:
+def test_webserver_and_daemon_on_postgres_run_the_sync(
+    deployment: Deployment, sandbox: Sandbox, tmp_path: Path
+) -> None:
     from dagster_graphql import DagsterGraphQLClient
 
     client = DagsterGraphQLClient("127.0.0.1", port_number=deployment.port)
-    run_id = client.submit_job_execution("entrasync_sync_job", repository_location_name=LOCATION,
-                                         tags={"dagster/partition": "sandbox"})
+    run_id = client.submit_job_execution(
+        "entrasync_sync_job", repository_location_name=LOCATION, tags={"dagster/partition": "sandbox"}
+    )
     assert _wait_for_run(deployment, run_id) == "SUCCESS"
 
-    events = deployment.graphql("""query($id: ID!) { runOrError(runId: $id) { ... on Run {
+    events = deployment.graphql(
+        """query($id: ID!) { runOrError(runId: $id) { ... on Run {
         assetMaterializations { assetKey { path } metadataEntries { label ... on IntMetadataEntry { intValue } } }
-        assetCheckEvaluations: stepStats { stepKey status } } } }""", {"id": run_id})["runOrError"]
+        assetCheckEvaluations: stepStats { stepKey status } } } }""",
+        {"id": run_id},
+    )["runOrError"]
     materialized = {m["assetKey"]["path"][0]: m for m in events["assetMaterializations"]}
     assert set(materialized) == {"entra_group_members", "universal_users", "zammad_users", "sync_plan", "zammad_sync"}
     counts = {e["label"]: e.get("intValue") for e in materialized["zammad_sync"]["metadataEntries"]}
@@ -165,10 +189,16 @@ def test_webserver_and_daemon_on_postgres_run_the_sync(deployment: Deployment, s
     checks = deployment.graphql("""query { assetNodes(assetKeys: [{path: ["sync_plan"]}, {path: ["universal_users"]}]) {
         assetKey { path } assetChecksOrError { ... on AssetChecks { checks { name blocking
         executionForLatestMaterialization { evaluation { success } } } } } } }""")["assetNodes"]
-    evaluated = {c["name"]: (c["blocking"], c["executionForLatestMaterialization"]["evaluation"]["success"])
-                 for node in checks for c in node["assetChecksOrError"]["checks"]}
-    assert evaluated == {"sync_plan_schema": (True, True), "sync_plan_safety": (True, True),
-                         "universal_users_schema": (True, True)}
+    evaluated = {
+        c["name"]: (c["blocking"], c["executionForLatestMaterialization"]["evaluation"]["success"])
+        for node in checks
+        for c in node["assetChecksOrError"]["checks"]
+    }
+    assert evaluated == {
+        "sync_plan_schema": (True, True),
+        "sync_plan_safety": (True, True),
+        "universal_users_schema": (True, True),
+    }
 
     from entrasync_pipeline.audit import AuditFilter, AuditStore
     from entrasync_pipeline.settings import load_settings
@@ -178,16 +208,20 @@ def test_webserver_and_daemon_on_postgres_run_the_sync(deployment: Deployment, s
     audit.close()
     assert len([r for r in rows if r["outcome"] == "done"]) == 55 and audit.engine.dialect.name == "postgresql"
 
-    automation = deployment.graphql("""query($r: RepositorySelector!) {
+    automation = deployment.graphql(
+        """query($r: RepositorySelector!) {
         schedulesOrError(repositorySelector: $r) { ... on Schedules { results { name cronSchedule } } }
         sensorsOrError(repositorySelector: $r) { ... on Sensors { results { name sensorState { status } } } } }""",
-                                    {"r": REPO_SELECTOR})
+        {"r": REPO_SELECTOR},
+    )
     assert [s["name"] for s in automation["schedulesOrError"]["results"]] == ["entrasync_daily_sync"]
     sensors = {s["name"]: s["sensorState"]["status"] for s in automation["sensorsOrError"]["results"]}
     assert sensors["entrasync_membership_delta"] == "STOPPED"
-    started = deployment.graphql("""mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+    started = deployment.graphql(
+        """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
         ... on Sensor { sensorState { status } } } }""",
-                                 {"s": {**REPO_SELECTOR, "sensorName": "entrasync_membership_delta"}})
+        {"s": {**REPO_SELECTOR, "sensorName": "entrasync_membership_delta"}},
+    )
     assert started["startSensor"]["sensorState"]["status"] == "RUNNING"
 
     _browse(deployment, run_id, tmp_path)
@@ -205,9 +239,19 @@ def _dismiss_welcome(page: Any) -> None:
 
 def _open_browser(pw: Any) -> tuple[Any, Any]:
     """Debian's Chromium, headless, with nothing that would reach beyond loopback."""
-    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"])
+    browser = pw.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
     return browser, browser.new_page(viewport={"width": 1600, "height": 1000})
 
 
@@ -246,8 +290,14 @@ def _browse(deployment: Deployment, run_id: str, tmp_path: Path) -> None:
 
 
 def _cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "entrasync_pipeline.cli", *args], env=deployment.env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "entrasync_pipeline.cli", *args],
+        env=deployment.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _audit_of(deployment: Deployment, run_id: str) -> list[tuple[Any, ...]]:
@@ -258,8 +308,18 @@ def _audit_of(deployment: Deployment, run_id: str) -> list[tuple[Any, ...]]:
     audit = AuditStore(load_settings(deployment.env["ENTRASYNC_CONFIG"]).audit_url())
     rows = audit.query(AuditFilter(run_id=run_id))
     audit.close()
-    return sorted((r["action"], r["outcome"], r["dry_run"], r["entra_key"] or "", r["email"] or "",
-                   json.dumps(r["changes"], sort_keys=True), r["reason"] or "") for r in rows)
+    return sorted(
+        (
+            r["action"],
+            r["outcome"],
+            r["dry_run"],
+            r["entra_key"] or "",
+            r["email"] or "",
+            json.dumps(r["changes"], sort_keys=True),
+            r["reason"] or "",
+        )
+        for r in rows
+    )
 
 
 def test_the_cli_and_the_daemon_run_the_same_sync(deployment: Deployment, sandbox: Sandbox, webhook: Any) -> None:
@@ -280,9 +340,12 @@ def test_the_cli_and_the_daemon_run_the_same_sync(deployment: Deployment, sandbo
     assert cli.returncode == 0, cli.stderr[-2000:]
     by_cli = json.loads(cli.stdout)
     client = DagsterGraphQLClient("127.0.0.1", port_number=deployment.port)
-    daemon_run = client.submit_job_execution("entrasync_sync_job", repository_location_name=LOCATION,
-                                             run_config={"resources": {"run_options": {"config": {"dry_run": True}}}},
-                                             tags={"dagster/partition": "sandbox"})
+    daemon_run = client.submit_job_execution(
+        "entrasync_sync_job",
+        repository_location_name=LOCATION,
+        run_config={"resources": {"run_options": {"config": {"dry_run": True}}}},
+        tags={"dagster/partition": "sandbox"},
+    )
     assert _wait_for_run(deployment, daemon_run) == "SUCCESS"
     os.environ["DAGSTER_HOME"], saved = deployment.env["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
     try:
@@ -293,8 +356,9 @@ def test_the_cli_and_the_daemon_run_the_same_sync(deployment: Deployment, sandbo
     finally:
         os.environ.pop("DAGSTER_HOME") if saved is None else os.environ.__setitem__("DAGSTER_HOME", saved)
     ignored = ("run_id", "trigger", "changes", "plan")  # changes: the daemon's plan is not loaded here
-    assert {k: v for k, v in by_cli.items() if k not in ignored} == {k: v for k, v in by_daemon.items()
-                                                                       if k not in ignored}
+    assert {k: v for k, v in by_cli.items() if k not in ignored} == {
+        k: v for k, v in by_daemon.items() if k not in ignored
+    }
     assert by_cli["status"] == "ok" and by_cli["dry_run"] is True and by_cli["created"] == 54
     assert _audit_of(deployment, by_cli["run_id"]) == _audit_of(deployment, daemon_run)
     titles = [m["title"] for m in webhook.received]
@@ -303,8 +367,9 @@ def test_the_cli_and_the_daemon_run_the_same_sync(deployment: Deployment, sandbo
 
     # A daemon run holds the profile; a CLI sync started meanwhile waits for it, then finds nothing to do.
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "latency_ms": [2500, 2500]})  # ~20 s of writes
-    writing = client.submit_job_execution("entrasync_sync_job", repository_location_name=LOCATION,
-                                          tags={"dagster/partition": "sandbox"})
+    writing = client.submit_job_execution(
+        "entrasync_sync_job", repository_location_name=LOCATION, tags={"dagster/partition": "sandbox"}
+    )
     deadline = time.monotonic() + 180
     while sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -323,8 +388,9 @@ def test_the_cli_and_the_daemon_run_the_same_sync(deployment: Deployment, sandbo
     blocked = json.loads(blocked_cli.stdout)
     assert blocked["status"] == "blocked" and blocked["approve_with"].endswith("--approve-deactivations 6")
     assert [c["action"] for c in blocked["changes"]][:6] == ["deactivate"] * 6  # deactivations first
-    held = client.submit_job_execution("entrasync_sync_job", repository_location_name=LOCATION,
-                                       tags={"dagster/partition": "sandbox"})
+    held = client.submit_job_execution(
+        "entrasync_sync_job", repository_location_name=LOCATION, tags={"dagster/partition": "sandbox"}
+    )
     assert _wait_for_run(deployment, held) == "FAILURE"
     os.environ["DAGSTER_HOME"] = deployment.env["DAGSTER_HOME"]
     try:
@@ -332,8 +398,9 @@ def test_the_cli_and_the_daemon_run_the_same_sync(deployment: Deployment, sandbo
             by_daemon = outcome_of_run(instance, held).summary()
     finally:
         os.environ.pop("DAGSTER_HOME") if saved is None else os.environ.__setitem__("DAGSTER_HOME", saved)
-    assert {k: by_daemon[k] for k in ("status", "blocked_reason", "approve_with", "deactivated")} == \
-        {k: blocked[k] for k in ("status", "blocked_reason", "approve_with", "deactivated")}
+    assert {k: by_daemon[k] for k in ("status", "blocked_reason", "approve_with", "deactivated")} == {
+        k: blocked[k] for k in ("status", "blocked_reason", "approve_with", "deactivated")
+    }
     _screenshot(deployment, "/assets/sync_plan?view=checks", "To approve", "blocked.png")
 
 
@@ -344,8 +411,10 @@ def _remove_members(sandbox: Sandbox, count: int) -> None:
         objects = sandbox.state("graph")["objects"]
         users = [m for m in sandbox.state("graph")["groups"][group] if objects[m]["@odata.type"].endswith("user")]
         for member in users[:count]:
-            http.delete(f"{sandbox.info['graph_url']}/v1.0/groups/{group}/members/{member}/$ref",
-                        headers={"Authorization": f"Bearer {token}"}).raise_for_status()
+            http.delete(
+                f"{sandbox.info['graph_url']}/v1.0/groups/{group}/members/{member}/$ref",
+                headers={"Authorization": f"Bearer {token}"},
+            ).raise_for_status()
 
 
 def _screenshot(deployment: Deployment, path: str, text: str, name: str) -> None:

@@ -26,8 +26,7 @@ from entrasync_pipeline_tests.factories import write_config
 from entrasync_pipeline_tests.test_cli import entrasync
 
 ALL_FAULTS = [
-    {"route": "*", "rate": 0.3, "statuses": [429, 500, 502, 503, 504], "retry_after": 0.2,
-     "punish_early_retry": True},
+    {"route": "*", "rate": 0.3, "statuses": [429, 500, 502, 503, 504], "retry_after": 0.2, "punish_early_retry": True},
 ]
 
 
@@ -61,16 +60,21 @@ def _assert_one_final_row_per_attempt(config: Path, environ: dict[str, str]) -> 
     return rows
 
 
-def test_sigkill_during_the_apply_then_a_fresh_run_converges(sandbox: Sandbox, environ: dict[str, str],
-                                                              tmp_path: Path) -> None:
+def test_sigkill_during_the_apply_then_a_fresh_run_converges(
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path
+) -> None:
     """The killed run's lease lapses (ttl_s), the next run takes it, records the killed run's
     unfinished writes as interrupted (never its own) and converges."""
     config = write_config(tmp_path / "entrasync.yaml", sandbox.info, workers=2, lock={"ttl_s": 6, "wait_s": 60})
     env = _env(environ, config)
     assert entrasync("zammad-setup", env=env).returncode == 0
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "latency_ms": [120, 150]})
-    proc = subprocess.Popen([sys.executable, "-m", "entrasync_pipeline.cli", "sync"], env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "entrasync_pipeline.cli", "sync"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) < 12 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -97,8 +101,9 @@ def _reexecutable_job() -> dg.JobDefinition:
     return defs.resolve_job_def("entrasync_sync_job")
 
 
-def test_dagster_reexecution_from_failure_converges(sandbox: Sandbox, environ: dict[str, str], tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dagster_reexecution_from_failure_converges(
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = write_config(tmp_path / "entrasync.yaml", sandbox.info, workers=2)
     env = _env(environ, config)
     for key, value in env.items():
@@ -107,22 +112,29 @@ def test_dagster_reexecution_from_failure_converges(sandbox: Sandbox, environ: d
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 0.7, "statuses": [500]}, seed=4)
     job = dg.reconstructable(_reexecutable_job)
     with dg.instance_for_test() as instance:
-        with dg.execute_job(job, instance=instance, tags={"dagster/partition": "sandbox"},
-                            raise_on_error=False) as first:
+        with dg.execute_job(
+            job, instance=instance, tags={"dagster/partition": "sandbox"}, raise_on_error=False
+        ) as first:
             assert not first.success  # the escrow rule stopped the apply
             run_id = first.run_id
         sandbox.control("DELETE", "zammad", "faults")
         options = dg.ReexecutionOptions.from_failure(run_id, instance)
-        with dg.execute_job(job, instance=instance, reexecution_options=options, raise_on_error=False,
-                            tags={"dagster/partition": "sandbox"}) as second:
+        with dg.execute_job(
+            job,
+            instance=instance,
+            reexecution_options=options,
+            raise_on_error=False,
+            tags={"dagster/partition": "sandbox"},
+        ) as second:
             assert second.success
             steps = {e.step_key for e in second.all_events if e.event_type_value == "STEP_SUCCESS"}
             assert steps == {"zammad_sync"}  # the stored (older) plan is re-applied, revalidated live
     _assert_converged(sandbox, env)
 
 
-def test_a_30_percent_fault_rate_on_every_route_converges(sandbox: Sandbox, environ: dict[str, str],
-                                                           tmp_path: Path) -> None:
+def test_a_30_percent_fault_rate_on_every_route_converges(
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "entrasync.yaml", sandbox.info, workers=4)
     env = _env(environ, config)
     assert entrasync("zammad-setup", env=env).returncode == 0
@@ -141,11 +153,19 @@ def test_a_30_percent_fault_rate_on_every_route_converges(sandbox: Sandbox, envi
     _assert_converged(sandbox, env)
 
 
-@pytest.mark.parametrize("fault", [{"reset": True}, {"truncate": True}, {"html": True, "statuses": [502, 504]},
-                                   {"latency_ms": [0, 30], "statuses": [503], "retry_after": "http-date"}],
-                         ids=["resets", "truncated-json", "proxy-html", "http-date"])
-def test_each_kind_of_fault_is_survived(sandbox: Sandbox, environ: dict[str, str], tmp_path: Path,
-                                        fault: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"reset": True},
+        {"truncate": True},
+        {"html": True, "statuses": [502, 504]},
+        {"latency_ms": [0, 30], "statuses": [503], "retry_after": "http-date"},
+    ],
+    ids=["resets", "truncated-json", "proxy-html", "http-date"],
+)
+def test_each_kind_of_fault_is_survived(
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path, fault: dict[str, Any]
+) -> None:
     config = write_config(tmp_path / "entrasync.yaml", sandbox.info)
     env = _env(environ, config)
     assert entrasync("zammad-setup", env=env).returncode == 0
@@ -168,7 +188,7 @@ HOSTILE = {
     "emoji": {"givenName": "Émoji 🎉", "surname": "Ünicode 👩‍💻"},
     "html": {"givenName": "<script>alert(1)</script>", "surname": "<b>bold</b>"},
     "sql": {"givenName": "Robert'); DROP TABLE users;--", "surname": "Tables"},
-    "formula": {"givenName": "=HYPERLINK(\"http://evil.example\",\"x\")", "surname": "+SUM(1)"},
+    "formula": {"givenName": '=HYPERLINK("http://evil.example","x")', "surname": "+SUM(1)"},
     "long": {"givenName": "L" * 300, "surname": "M" * 300, "department": "D" * 400, "mobilePhone": "9" * 300},
     "nulls": {"givenName": None, "surname": None, "displayName": None, "businessPhones": [], "department": None},
     "invalid-email": {"mail": "not an email", "userPrincipalName": "also not"},
@@ -187,9 +207,18 @@ def hostile_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbo
     group = next(g for g in seed.groups if g["displayName"] == "Sales")
     for name, overrides in HOSTILE.items():
         alias = name.replace("-", ".")
-        user = {"id": seed_id("hostile", name), "displayName": f"Hostile {name}", "givenName": "H", "surname": name,
-                "mail": f"{alias}@contoso.example", "userPrincipalName": f"{alias}@contoso.example",
-                "otherMails": [], "businessPhones": ["+1 555"], "accountEnabled": True, **overrides}
+        user = {
+            "id": seed_id("hostile", name),
+            "displayName": f"Hostile {name}",
+            "givenName": "H",
+            "surname": name,
+            "mail": f"{alias}@contoso.example",
+            "userPrincipalName": f"{alias}@contoso.example",
+            "otherMails": [],
+            "businessPhones": ["+1 555"],
+            "accountEnabled": True,
+            **overrides,
+        }
         seed.users.append(user)
         group["members"].append(user["id"])
     group["members"].append(seed.users[0]["id"])  # duplicate membership across groups
@@ -206,16 +235,20 @@ def hostile_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbo
     stop_process(proc)
 
 
-def test_hostile_input_never_crashes_and_every_bad_record_is_audited(hostile_sandbox: Sandbox, tmp_path: Path,
-                                                                      webhook: Any) -> None:
+def test_hostile_input_never_crashes_and_every_bad_record_is_audited(
+    hostile_sandbox: Sandbox, tmp_path: Path, webhook: Any
+) -> None:
     sandbox = hostile_sandbox
     sandbox.reset()
     home = tmp_path / "home"
     home.mkdir()
     environ = {**sandbox.env(), "DAGSTER_HOME": str(home)}
     groups = [{"id": sandbox.info["groups"]["Sales"], "name": "Sales"}]
-    config = write_config(tmp_path / "entrasync.yaml", sandbox.info,
-                          {"sandbox": {"groups": groups, "notifications": {"urls": [webhook.url]}}})
+    config = write_config(
+        tmp_path / "entrasync.yaml",
+        sandbox.info,
+        {"sandbox": {"groups": groups, "notifications": {"urls": [webhook.url]}}},
+    )
     env = _env(environ, config)
     assert entrasync("zammad-setup", env=env).returncode == 0
     result = entrasync("sync", "--json", env=env)
@@ -244,16 +277,29 @@ def test_hostile_input_never_crashes_and_every_bad_record_is_audited(hostile_san
 
 
 # --- secrets ----------------------------------------------------------------------------------------
-def test_secrets_never_appear_in_any_output(sandbox: Sandbox, environ: dict[str, str], tmp_path: Path,
-                                            webhook: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_never_appear_in_any_output(
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path, webhook: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hook_secret = "hook-password-4711"
     hook_url = webhook.url.replace("json://", f"json://alerts:{hook_secret}@")
     info = sandbox.info
-    secret_config = write_config(tmp_path / "secret.yaml", info, {"sandbox": {
-        "groups": [{"id": g} for g in info["groups"].values()],
-        "entra": {"tenant_id": info["tenant_id"], "client_id": info["sync_app"]["client_id"], "credential": "secret",
-                  "authority_host": info["graph_url"], "graph_url": info["graph_url"]},
-        "notifications": {"urls": [hook_url]}}})
+    secret_config = write_config(
+        tmp_path / "secret.yaml",
+        info,
+        {
+            "sandbox": {
+                "groups": [{"id": g} for g in info["groups"].values()],
+                "entra": {
+                    "tenant_id": info["tenant_id"],
+                    "client_id": info["sync_app"]["client_id"],
+                    "credential": "secret",
+                    "authority_host": info["graph_url"],
+                    "graph_url": info["graph_url"],
+                },
+                "notifications": {"urls": [hook_url]},
+            }
+        },
+    )
     env = _env(environ, secret_config)
     secrets = {
         "client secret": info["sync_app"]["client_secret"],
@@ -264,8 +310,11 @@ def test_secrets_never_appear_in_any_output(sandbox: Sandbox, environ: dict[str,
     outputs = [entrasync("-v", "zammad-setup", env=env)]
     for which in ("graph", "zammad"):
         sandbox.faults(which, {"route": "*", "rate": 0.2, "statuses": [429, 500, 503], "retry_after": 0.1}, seed=5)
-    outputs += [entrasync("-v", "sync", "--json", env=env), entrasync("-v", "sync", env=env),
-                entrasync("-v", "plan", "--json", env=env)]
+    outputs += [
+        entrasync("-v", "sync", "--json", env=env),
+        entrasync("-v", "sync", env=env),
+        entrasync("-v", "plan", "--json", env=env),
+    ]
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 1.0, "statuses": [500]})
     text = "\n".join(o.stdout + o.stderr for o in outputs)
     text += entrasync("audit", "--format", "json", env=env).stdout
@@ -280,7 +329,8 @@ def test_secrets_never_appear_in_any_output(sandbox: Sandbox, environ: dict[str,
     defs = build_definitions(["sandbox"], ScheduleSettings(), config_path=str(cert_config))
     with dg.instance_for_test() as instance:
         run = defs.resolve_job_def("entrasync_sync_job").execute_in_process(
-            instance=instance, partition_key="sandbox", raise_on_error=False)
+            instance=instance, partition_key="sandbox", raise_on_error=False
+        )
         text += "\n".join(str(record) for record in instance.all_logs(run.run_id))
     assert "zammad_sync" in text and "created" in text
     leaked = [name for name, value in secrets.items() if value and value in text]

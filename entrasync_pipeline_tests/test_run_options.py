@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from entrasync_pipeline.run_options import (
-    TAG_APPROVE, TAG_DRY_RUN, TAG_TRIGGER, RunOptionsError, resolve_run_options, trigger_of,
+    TAG_APPROVE,
+    TAG_DRY_RUN,
+    TAG_TRIGGER,
+    RunOptionsError,
+    resolve_run_options,
+    trigger_of,
 )
 
 CASES = [
@@ -20,17 +25,34 @@ CASES = [
     pytest.param(False, None, {TAG_DRY_RUN: "true"}, True, (False, 0, "run config", "none"), id="flag-beats-tag"),
     pytest.param(None, 6, {}, False, (False, 6, "config file", "run config"), id="approval-flag"),
     pytest.param(None, None, {TAG_APPROVE: "6"}, False, (False, 6, "config file", "run tag"), id="approval-tag"),
-    pytest.param(None, 2, {TAG_APPROVE: "9"}, False, (False, 2, "config file", "run config"),
-                 id="approval-flag-beats-tag-even-when-smaller"),
-    pytest.param(None, 0, {TAG_APPROVE: "9"}, False, (False, 0, "config file", "run config"),
-                 id="explicit-zero-approval-beats-tag"),
+    pytest.param(
+        None,
+        2,
+        {TAG_APPROVE: "9"},
+        False,
+        (False, 2, "config file", "run config"),
+        id="approval-flag-beats-tag-even-when-smaller",
+    ),
+    pytest.param(
+        None,
+        0,
+        {TAG_APPROVE: "9"},
+        False,
+        (False, 0, "config file", "run config"),
+        id="explicit-zero-approval-beats-tag",
+    ),
     pytest.param(None, None, {TAG_APPROVE: " "}, False, (False, 0, "config file", "none"), id="empty-tag-is-unset"),
 ]
 
 
 @pytest.mark.parametrize(("dry_run", "approve", "tags", "file_dry_run", "expected"), CASES)
-def test_precedence(dry_run: bool | None, approve: int | None, tags: dict[str, str], file_dry_run: bool,
-                    expected: tuple[bool, int, str, str]) -> None:
+def test_precedence(
+    dry_run: bool | None,
+    approve: int | None,
+    tags: dict[str, str],
+    file_dry_run: bool,
+    expected: tuple[bool, int, str, str],
+) -> None:
     options = resolve_run_options(dry_run, approve, tags, file_dry_run)
     assert (options.dry_run, options.approve_deactivations, options.dry_run_from, options.approval_from) == expected
 
@@ -54,21 +76,34 @@ def test_a_dry_run_tag_that_is_not_a_boolean_is_refused() -> None:
         resolve_run_options(None, None, {TAG_DRY_RUN: "maybe"}, False)
 
 
-@pytest.mark.parametrize(("tags", "trigger"), [({TAG_TRIGGER: "cli"}, "cli"), ({TAG_TRIGGER: "schedule"}, "schedule"),
-                                               ({TAG_TRIGGER: "sensor"}, "sensor"), ({}, "ui"),
-                                               ({TAG_TRIGGER: "bogus"}, "ui")])
+@pytest.mark.parametrize(
+    ("tags", "trigger"),
+    [
+        ({TAG_TRIGGER: "cli"}, "cli"),
+        ({TAG_TRIGGER: "schedule"}, "schedule"),
+        ({TAG_TRIGGER: "sensor"}, "sensor"),
+        ({}, "ui"),
+        ({TAG_TRIGGER: "bogus"}, "ui"),
+    ],
+)
 def test_the_trigger_of_a_run(tags: dict[str, str], trigger: str) -> None:
     assert trigger_of(tags) == trigger
 
 
-@pytest.mark.parametrize(("tags", "expected"), [
-    pytest.param({TAG_TRIGGER: "cli"}, None, id="cli-run-keeps-its-tag"),
-    pytest.param({}, "ui", id="launchpad-run-gets-ui"),
-    pytest.param({TAG_TRIGGER: "cli", "dagster/parent_run_id": "r1"}, "ui", id="re-execution-in-the-ui"),
-    pytest.param({TAG_TRIGGER: "ui", "dagster/parent_run_id": "r1"}, None, id="re-execution-already-ui"),
-    pytest.param({TAG_TRIGGER: "schedule", "dagster/parent_run_id": "r1", "dagster/retry_number": "1"}, None,
-                 id="daemon-retry-keeps-trigger"),
-])
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        pytest.param({TAG_TRIGGER: "cli"}, None, id="cli-run-keeps-its-tag"),
+        pytest.param({}, "ui", id="launchpad-run-gets-ui"),
+        pytest.param({TAG_TRIGGER: "cli", "dagster/parent_run_id": "r1"}, "ui", id="re-execution-in-the-ui"),
+        pytest.param({TAG_TRIGGER: "ui", "dagster/parent_run_id": "r1"}, None, id="re-execution-already-ui"),
+        pytest.param(
+            {TAG_TRIGGER: "schedule", "dagster/parent_run_id": "r1", "dagster/retry_number": "1"},
+            None,
+            id="daemon-retry-keeps-trigger",
+        ),
+    ],
+)
 def test_the_trigger_a_starting_run_gets(tags: dict[str, str], expected: str | None) -> None:
     from entrasync_pipeline.run_options import trigger_for_new_run
 

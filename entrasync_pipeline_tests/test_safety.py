@@ -20,9 +20,17 @@ def test_within_limits_passes() -> None:
     assert not evaluate(_plan(2, 50), managed=50, members_per_group={"IT": 50}, limits=LIMITS).blocked
 
 
-@pytest.mark.parametrize("deactivations, managed, blocked", [
-    (6, 1000, True), (5, 1000, False), (3, 10, True), (2, 10, False), (1, 3, False),
-], ids=["count-over", "count-at-limit", "share-over", "share-at-limit", "single-leaver-small-tenant"])
+@pytest.mark.parametrize(
+    "deactivations, managed, blocked",
+    [
+        (6, 1000, True),
+        (5, 1000, False),
+        (3, 10, True),
+        (2, 10, False),
+        (1, 3, False),
+    ],
+    ids=["count-over", "count-at-limit", "share-over", "share-at-limit", "single-leaver-small-tenant"],
+)
 def test_thresholds(deactivations: int, managed: int, blocked: bool) -> None:
     verdict = evaluate(_plan(deactivations), managed, {"IT": managed}, LIMITS)
     assert verdict.blocked is blocked
@@ -46,8 +54,13 @@ def test_approval_for_n_never_authorizes_more_than_n() -> None:
 
 
 def test_managed_count_is_this_profiles_active_keyed_users() -> None:
-    zammad = pd.DataFrame({"entra_key": ["a", "b", None, "d", "e"], "entrasync_profile": ["p", "p", "p", "q", "p"],
-                           "active": [True, False, True, True, True]})
+    zammad = pd.DataFrame(
+        {
+            "entra_key": ["a", "b", None, "d", "e"],
+            "entrasync_profile": ["p", "p", "p", "q", "p"],
+            "active": [True, False, True, True, True],
+        }
+    )
     assert managed_count(zammad, "p") == 2
 
 

@@ -19,8 +19,11 @@ from entrasync_pipeline_tests.factories import write_config
 def sensor_env(sandbox: Sandbox, tmp_path: Path, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
-    return write_config(tmp_path / "entrasync.yaml", sandbox.info,
-                        {"sandbox": {"groups": [{"id": sandbox.info["groups"]["Sales"], "name": "Sales"}]}})
+    return write_config(
+        tmp_path / "entrasync.yaml",
+        sandbox.info,
+        {"sandbox": {"groups": [{"id": sandbox.info["groups"]["Sales"], "name": "Sales"}]}},
+    )
 
 
 def _tick(config: Path, cursor: str | None) -> dg.SensorResult:
@@ -28,16 +31,21 @@ def _tick(config: Path, cursor: str | None) -> dg.SensorResult:
     sensor = defs.resolve_sensor_def("entrasync_membership_delta")
     from entrasync_pipeline.resources import EntrasyncResource
 
-    with dg.build_sensor_context(cursor=cursor, resources={"entrasync": EntrasyncResource(config_path=str(config))},
-                                 repository_def=defs.get_repository_def()) as context:
+    with dg.build_sensor_context(
+        cursor=cursor,
+        resources={"entrasync": EntrasyncResource(config_path=str(config))},
+        repository_def=defs.get_repository_def(),
+    ) as context:
         return sensor(context)
 
 
 def _add_finance_user(sandbox: Sandbox, http: Any) -> str:
     finance = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("department") == "Finance")
-    http.post(f"{sandbox.info['graph_url']}/v1.0/groups/{sandbox.info['groups']['Sales']}/members/$ref",
-              headers={"Authorization": f"Bearer {sandbox.admin_token()}"},
-              json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance}"})
+    http.post(
+        f"{sandbox.info['graph_url']}/v1.0/groups/{sandbox.info['groups']['Sales']}/members/$ref",
+        headers={"Authorization": f"Bearer {sandbox.admin_token()}"},
+        json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance}"},
+    )
     return finance
 
 
@@ -67,7 +75,11 @@ def test_expired_delta_state_triggers_a_full_sync(sandbox: Sandbox, sensor_env: 
     baseline = _tick(sensor_env, None).cursor
     sandbox.control("POST", "graph", "delta/expire")
     result = _tick(sensor_env, baseline)
-    assert len(result.run_requests) == 1 and result.run_requests[0].tags["entrasync/trigger"] == "sensor" and result.run_requests[0].tags["entrasync/delta"] == "reset"
+    assert (
+        len(result.run_requests) == 1
+        and result.run_requests[0].tags["entrasync/trigger"] == "sensor"
+        and result.run_requests[0].tags["entrasync/delta"] == "reset"
+    )
     assert json.loads(result.cursor)["sandbox"] != json.loads(baseline)["sandbox"]
 
 
@@ -75,7 +87,11 @@ def test_a_410_reset_triggers_a_full_sync(sandbox: Sandbox, sensor_env: Path) ->
     baseline = _tick(sensor_env, None).cursor
     sandbox.control("POST", "graph", "delta/reset")
     result = _tick(sensor_env, baseline)
-    assert result.run_requests and result.run_requests[0].tags["entrasync/trigger"] == "sensor" and result.run_requests[0].tags["entrasync/delta"] == "reset"
+    assert (
+        result.run_requests
+        and result.run_requests[0].tags["entrasync/trigger"] == "sensor"
+        and result.run_requests[0].tags["entrasync/delta"] == "reset"
+    )
 
 
 def test_faults_keep_the_cursor_and_launch_nothing(sandbox: Sandbox, http: Any, sensor_env: Path) -> None:

@@ -8,7 +8,12 @@ import pytest
 import yaml
 
 from entrasync_pipeline.settings import (
-    ConfigError, entra_credential, load_settings, notification_urls, parse_settings, zammad_token,
+    ConfigError,
+    entra_credential,
+    load_settings,
+    notification_urls,
+    parse_settings,
+    zammad_token,
 )
 
 TENANT = "00000000-0000-0000-0000-000000000001"
@@ -16,8 +21,11 @@ GROUP = "00000000-0000-0000-0000-0000000000aa"
 
 
 def _config(**profile: object) -> dict:
-    base = {"entra": {"tenant_id": TENANT, "client_id": "app"}, "groups": [{"id": GROUP}],
-            "zammad": {"url": "https://helpdesk.example.com"}}
+    base = {
+        "entra": {"tenant_id": TENANT, "client_id": "app"},
+        "groups": [{"id": GROUP}],
+        "zammad": {"url": "https://helpdesk.example.com"},
+    }
     base.update(profile)
     return {"profiles": {"main": base}}
 
@@ -29,20 +37,42 @@ def test_a_minimal_config_gets_safe_defaults() -> None:
     assert profile.adopt_by_email and profile.protected.admins and profile.membership == "direct"
     assert settings.schedule.cron == "0 2 * * *" and settings.workers == 8 and not settings.dry_run
     assert set(profile.mapping) == {"email", "firstname", "lastname", "phone", "mobile", "department"}
-    assert set(profile.graph_select()) >= {"id", "mail", "otherMails", "userPrincipalName", "accountEnabled",
-                                           "businessPhones", "mobilePhone", "department"}
+    assert set(profile.graph_select()) >= {
+        "id",
+        "mail",
+        "otherMails",
+        "userPrincipalName",
+        "accountEnabled",
+        "businessPhones",
+        "mobilePhone",
+        "department",
+    }
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"entra": {"tenant_id": "common", "client_id": "app"}}, "profiles.main.entra.tenant_id"),
-    ({"groups": [{"id": "IT Support"}]}, "profiles.main.groups.0.id"),
-    ({"zammad": {"url": "helpdesk.example.com"}}, "profiles.main.zammad.url"),
-    ({"mapping": {"phone": {"from": ["businessPhones"], "transforms": ["shout"]}}}, "profiles.main.mapping"),
-    ({"membership": "nested"}, "profiles.main.membership"),
-    ({"colour": "blue"}, "profiles.main.colour"),
-    ({"entra": {"tenant_id": TENANT, "client_id": "app", "graph_url": "http://graph"}}, "profiles.main.entra.graph_url"),
-], ids=["tenant-not-guid", "group-not-id", "zammad-url", "unknown-transform", "membership", "unknown-key",
-        "graph-not-https"])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"entra": {"tenant_id": "common", "client_id": "app"}}, "profiles.main.entra.tenant_id"),
+        ({"groups": [{"id": "IT Support"}]}, "profiles.main.groups.0.id"),
+        ({"zammad": {"url": "helpdesk.example.com"}}, "profiles.main.zammad.url"),
+        ({"mapping": {"phone": {"from": ["businessPhones"], "transforms": ["shout"]}}}, "profiles.main.mapping"),
+        ({"membership": "nested"}, "profiles.main.membership"),
+        ({"colour": "blue"}, "profiles.main.colour"),
+        (
+            {"entra": {"tenant_id": TENANT, "client_id": "app", "graph_url": "http://graph"}},
+            "profiles.main.entra.graph_url",
+        ),
+    ],
+    ids=[
+        "tenant-not-guid",
+        "group-not-id",
+        "zammad-url",
+        "unknown-transform",
+        "membership",
+        "unknown-key",
+        "graph-not-https",
+    ],
+)
 def test_errors_name_the_key(change: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_settings(_config(**change))
@@ -70,8 +100,11 @@ def test_several_profiles_need_a_choice() -> None:
 
 
 def test_secrets_come_from_the_named_environment_variables(tmp_path: Path) -> None:
-    settings = parse_settings(_config(entra={"tenant_id": TENANT, "client_id": "app", "credential": "secret",
-                                              "client_secret_env": "MY_SECRET"}))
+    settings = parse_settings(
+        _config(
+            entra={"tenant_id": TENANT, "client_id": "app", "credential": "secret", "client_secret_env": "MY_SECRET"}
+        )
+    )
     profile = settings.profiles["main"]
     with pytest.raises(ConfigError, match="MY_SECRET is not set"):
         entra_credential(profile.entra, environ={})
@@ -88,8 +121,13 @@ def test_certificate_paths_are_read_and_reported_clearly(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="ENTRA_CLIENT_CERTIFICATE"):
         entra_credential(entra, environ={"ENTRA_CLIENT_KEY": "x"})
     with pytest.raises(ConfigError, match="cannot read the Entra certificate"):
-        entra_credential(entra, environ={"ENTRA_CLIENT_CERTIFICATE": str(tmp_path / "no.pem"),
-                                         "ENTRA_CLIENT_KEY": str(tmp_path / "no.key")})
+        entra_credential(
+            entra,
+            environ={
+                "ENTRA_CLIENT_CERTIFICATE": str(tmp_path / "no.pem"),
+                "ENTRA_CLIENT_KEY": str(tmp_path / "no.key"),
+            },
+        )
 
 
 def test_notification_urls_may_come_from_the_environment() -> None:
@@ -101,8 +139,14 @@ def test_notification_urls_may_come_from_the_environment() -> None:
 def test_the_sandbox_config_is_a_valid_config(tmp_path: Path) -> None:
     from entrasync_pipeline.sandbox.serve import sandbox_config
 
-    info = {"ca_bundle": "/x/ca.pem", "tenant_id": TENANT, "sync_app": {"client_id": "app"},
-            "graph_url": "https://127.0.0.1:1", "zammad_url": "https://127.0.0.1:2", "groups": {"IT": GROUP}}
+    info = {
+        "ca_bundle": "/x/ca.pem",
+        "tenant_id": TENANT,
+        "sync_app": {"client_id": "app"},
+        "graph_url": "https://127.0.0.1:1",
+        "zammad_url": "https://127.0.0.1:2",
+        "groups": {"IT": GROUP},
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(sandbox_config(info)))
     assert load_settings(path).profiles["sandbox"].groups[0].id == GROUP

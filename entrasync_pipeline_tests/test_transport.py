@@ -22,8 +22,7 @@ import pytest
 from entrasync_pipeline.settings import HttpSettings
 from entrasync_pipeline.transport import NoResponse, Transport
 
-HTTP = HttpSettings(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05, connect_timeout_s=2.0,
-                    read_timeout_s=0.5)
+HTTP = HttpSettings(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05, connect_timeout_s=2.0, read_timeout_s=0.5)
 
 Behaviour = Callable[[socket.socket], None]
 
@@ -37,8 +36,9 @@ def _read_request(conn: socket.socket) -> bytes:
             return data
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
     while len(body) < length:
         body += conn.recv(65536)
     return head
@@ -84,7 +84,7 @@ def _reset_before_answering(conn: socket.socket) -> None:
 
 
 def _reset_mid_body(conn: socket.socket) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"val")
+    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"val')
     time.sleep(0.2)  # the client has read the head and waits for the rest
     _reset(conn)
 
@@ -96,8 +96,12 @@ def _never_answer(conn: socket.socket) -> None:
 def _answer(status: str, headers: str = "") -> Behaviour:
     def answer(conn: socket.socket) -> None:
         body = b'{"error":"busy"}'
-        conn.sendall(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                     f"Connection: close\r\n{headers}\r\n".encode() + body)
+        conn.sendall(
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n{headers}\r\n".encode()
+            + body
+        )
+
     return answer
 
 
@@ -110,6 +114,7 @@ def transport() -> Iterator[Transport]:
 
 # --- no response: refused is safe to resend, everything after the request was written is ambiguous ---
 
+
 def test_a_refused_connection_is_not_ambiguous_and_even_a_create_is_resent(transport: Transport) -> None:
     # Bound but not listening: the port is ours, and the kernel refuses every connection to it.
     with socket.socket() as closed_port:
@@ -121,13 +126,18 @@ def test_a_refused_connection_is_not_ambiguous_and_even_a_create_is_resent(trans
     assert transport.retries == HTTP.max_attempts - 1
 
 
-@pytest.mark.parametrize(("behaviour", "kind"), [
-    (_reset_before_answering, "connection"),
-    (_reset_mid_body, "incomplete-body"),
-    (_never_answer, "read-timeout"),
-], ids=["reset-before-answer", "reset-mid-body", "read-timeout"])
+@pytest.mark.parametrize(
+    ("behaviour", "kind"),
+    [
+        (_reset_before_answering, "connection"),
+        (_reset_mid_body, "incomplete-body"),
+        (_never_answer, "read-timeout"),
+    ],
+    ids=["reset-before-answer", "reset-mid-body", "read-timeout"],
+)
 def test_a_failure_after_the_request_was_written_is_ambiguous_and_a_create_is_not_resent(
-        transport: Transport, behaviour: Behaviour, kind: str) -> None:
+    transport: Transport, behaviour: Behaviour, kind: str
+) -> None:
     with _server(behaviour) as (url, seen), pytest.raises(NoResponse) as info:
         transport.send("POST", f"{url}/users", route="/users", idempotent=False, json_body={"email": "a@example.org"})
     assert info.value.kind == kind and info.value.ambiguous is True
@@ -142,8 +152,10 @@ def test_a_read_is_retried_after_a_reset(transport: Transport) -> None:
 
 # --- a retryable status the transport gives up on comes back as the final response -------------------------
 
-def test_a_status_still_retryable_after_the_last_attempt_is_returned(transport: Transport,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+
+def test_a_status_still_retryable_after_the_last_attempt_is_returned(
+    transport: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
     with _server(_answer("503 Service Unavailable")) as (url, seen), caplog.at_level(logging.INFO):
         response = transport.send("GET", f"{url}/users", route="/users", idempotent=True)
     assert response.status == 503 and response.json() == {"error": "busy"}
@@ -152,10 +164,13 @@ def test_a_status_still_retryable_after_the_last_attempt_is_returned(transport: 
     assert len(giving_up) == 1 and giving_up[0].levelno == logging.WARNING
 
 
-def test_a_retry_after_beyond_the_bound_is_returned_without_waiting(transport: Transport,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    with _server(_answer("429 Too Many Requests", "Retry-After: 3600\r\n")) as (url, seen), \
-            caplog.at_level(logging.INFO):
+def test_a_retry_after_beyond_the_bound_is_returned_without_waiting(
+    transport: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        _server(_answer("429 Too Many Requests", "Retry-After: 3600\r\n")) as (url, seen),
+        caplog.at_level(logging.INFO),
+    ):
         started = time.monotonic()
         response = transport.send("GET", f"{url}/users", route="/users", idempotent=True)
     assert response.status == 429 and response.headers["retry-after"] == "3600"

@@ -12,8 +12,13 @@ import yaml
 
 info = json.loads(Path(sys.argv[1]).read_text())
 dagster_url = sys.argv[3] if len(sys.argv) > 3 else "http://127.0.0.1:3000"
-entra = {"tenant_id": info["tenant_id"], "client_id": info["sync_app"]["client_id"], "credential": "certificate",
-         "authority_host": info["graph_url"], "graph_url": info["graph_url"]}
+entra = {
+    "tenant_id": info["tenant_id"],
+    "client_id": info["sync_app"]["client_id"],
+    "credential": "certificate",
+    "authority_host": info["graph_url"],
+    "graph_url": info["graph_url"],
+}
 groups = info["groups"]
 config = {
     "tls": {"ca_bundle": info["ca_bundle"]},
@@ -21,7 +26,8 @@ config = {
     "dagster_url": dagster_url,
     "profiles": {
         "it-support": {
-            "entra": entra, "membership": "transitive",
+            "entra": entra,
+            "membership": "transitive",
             "groups": [{"id": groups["IT Support"], "name": "IT Support"}],
             "zammad": {"url": info["zammad_url"]},
             "protected": {"emails": ["agent@helpdesk.example"]},
@@ -31,10 +37,15 @@ config = {
             "groups": [{"id": groups["Sales"], "name": "Sales"}],
             "zammad": {"url": info["zammad_url"]},
             "mapping": {
-                "email": {"from": ["mail", "otherMails", "userPrincipalName"], "transforms": ["first", "strip", "lower"]},
-                "firstname": {"from": ["givenName"]}, "lastname": {"from": ["surname"]},
+                "email": {
+                    "from": ["mail", "otherMails", "userPrincipalName"],
+                    "transforms": ["first", "strip", "lower"],
+                },
+                "firstname": {"from": ["givenName"]},
+                "lastname": {"from": ["surname"]},
                 "phone": {"from": ["businessPhones"], "transforms": ["first", "strip"]},
-                "mobile": {"from": ["mobilePhone"]}, "department": {"from": ["department"]},
+                "mobile": {"from": ["mobilePhone"]},
+                "department": {"from": ["department"]},
                 "note": {"from": ["jobTitle"], "transforms": ["strip"]},
             },
         },

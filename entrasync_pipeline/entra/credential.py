@@ -95,13 +95,18 @@ class EntraCredential:
             credential = {"private_key": m.private_key.reveal(), "public_certificate": m.certificate_pem}
         try:
             return msal.ConfidentialClientApplication(
-                self.entra.client_id, client_credential=credential, authority=self.entra.authority,
-                instance_discovery=False, http_client=self._http)
+                self.entra.client_id,
+                client_credential=credential,
+                authority=self.entra.authority,
+                instance_discovery=False,
+                http_client=self._http,
+            )
         except ValueError as exc:
             raise EntraAuthError("invalid_authority", f"{self.entra.authority}: {exc}") from None
         except requests.exceptions.RequestException as exc:
-            raise GraphTransportError("GET", "/{tenant}/v2.0/.well-known/openid-configuration",
-                                      "connection", type(exc).__name__) from None
+            raise GraphTransportError(
+                "GET", "/{tenant}/v2.0/.well-known/openid-configuration", "connection", type(exc).__name__
+            ) from None
         except msal.exceptions.MsalServiceError as exc:
             raise EntraAuthError("discovery_failed", str(exc)[:200]) from None
 
@@ -110,14 +115,14 @@ class EntraCredential:
         try:
             result = self._app().acquire_token_for_client([self.entra.scope])
         except requests.exceptions.RequestException as exc:
-            raise GraphTransportError("POST", "/{tenant}/oauth2/v2.0/token", "connection",
-                                      type(exc).__name__) from None
+            raise GraphTransportError("POST", "/{tenant}/oauth2/v2.0/token", "connection", type(exc).__name__) from None
         except msal.exceptions.MsalServiceError as exc:
             # msal raises for 5xx and replays the answer for Retry-After seconds (reference §5.1).
             raise EntraAuthError("service_error", str(exc)[:200]) from None
         if "access_token" not in result:
-            raise EntraAuthError(str(result.get("error")), str(result.get("error_description", ""))[:500],
-                                 result.get("correlation_id"))
+            raise EntraAuthError(
+                str(result.get("error")), str(result.get("error_description", ""))[:500], result.get("correlation_id")
+            )
         return str(result["access_token"])
 
     def drop_cached_token(self) -> None:

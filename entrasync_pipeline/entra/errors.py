@@ -27,8 +27,7 @@ class GraphTransportError(GraphError):
 
 
 class GraphResponseError(GraphError):
-    def __init__(self, status: int, method: str, route: str, code: str, message: str,
-                 request_id: str | None) -> None:
+    def __init__(self, status: int, method: str, route: str, code: str, message: str, request_id: str | None) -> None:
         super().__init__(f"{method} {route}: HTTP {status} {code}: {message} (request-id {request_id})")
         self.status, self.method, self.route = status, method, route
         self.code, self.message, self.request_id = code, message, request_id

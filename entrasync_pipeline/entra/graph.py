@@ -16,7 +16,10 @@ from urllib.parse import quote
 
 from entrasync_pipeline.entra.credential import EntraCredential
 from entrasync_pipeline.entra.errors import (
-    DeltaResetRequired, GraphAuthorizationError, GraphNotFoundError, GraphResponseError,
+    DeltaResetRequired,
+    GraphAuthorizationError,
+    GraphNotFoundError,
+    GraphResponseError,
     GraphTransportError,
 )
 from entrasync_pipeline.settings import EntraSettings
@@ -58,8 +61,9 @@ class GraphClient:
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {self.credential.token()}", "Accept": "application/json"}
             try:
-                response = self.transport.send(method, url, route=route, idempotent=True, params=params,
-                                               headers=headers)
+                response = self.transport.send(
+                    method, url, route=route, idempotent=True, params=params, headers=headers
+                )
             except NoResponse as exc:
                 raise GraphTransportError(method, route, exc.kind, exc.detail) from None
             if response.status == 401 and attempt == 1:
@@ -90,8 +94,9 @@ class GraphClient:
     def user(self, user_id: str, select: list[str]) -> dict[str, Any] | None:
         """One user, or None when it does not exist (deleted since)."""
         try:
-            return self._request("GET", f"{self.base}/users/{quote(user_id)}", "/v1.0/users/{id}",
-                                 {"$select": ",".join(select)})
+            return self._request(
+                "GET", f"{self.base}/users/{quote(user_id)}", "/v1.0/users/{id}", {"$select": ",".join(select)}
+            )
         except GraphNotFoundError:
             return None
 
@@ -121,14 +126,16 @@ class GraphClient:
 
     def group_delta_latest(self, group_ids: list[str]) -> str:
         """A deltaLink for "from now on" without downloading the current state (§3.1)."""
-        body = self._request("GET", f"{self.base}/groups/delta", "/v1.0/groups/delta",
-                             _delta_latest_params(group_ids))
+        body = self._request("GET", f"{self.base}/groups/delta", "/v1.0/groups/delta", _delta_latest_params(group_ids))
         return str(body["@odata.deltaLink"])
 
 
 def _delta_latest_params(group_ids: list[str]) -> dict[str, str]:
-    return {"$filter": " or ".join(f"id eq '{g}'" for g in group_ids[:50]), "$select": "members",
-            "$deltatoken": "latest"}
+    return {
+        "$filter": " or ".join(f"id eq '{g}'" for g in group_ids[:50]),
+        "$select": "members",
+        "$deltatoken": "latest",
+    }
 
 
 def _graph_error(method: str, route: str, response: HttpResponse) -> GraphResponseError:

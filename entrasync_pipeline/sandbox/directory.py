@@ -15,30 +15,83 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 USER_DEFAULT_PROPERTIES = (
-    "businessPhones", "displayName", "givenName", "id", "jobTitle", "mail", "mobilePhone",
-    "officeLocation", "preferredLanguage", "surname", "userPrincipalName",
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "id",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
 )
 USER_SELECT_ONLY_PROPERTIES = (
-    "accountEnabled", "city", "companyName", "country", "createdDateTime", "deletedDateTime",
-    "department", "employeeId", "employeeType", "externalUserState", "faxNumber", "mailNickname",
-    "onPremisesSamAccountName", "onPremisesSyncEnabled", "otherMails", "postalCode",
-    "proxyAddresses", "state", "streetAddress", "usageLocation", "userType",
+    "accountEnabled",
+    "city",
+    "companyName",
+    "country",
+    "createdDateTime",
+    "deletedDateTime",
+    "department",
+    "employeeId",
+    "employeeType",
+    "externalUserState",
+    "faxNumber",
+    "mailNickname",
+    "onPremisesSamAccountName",
+    "onPremisesSyncEnabled",
+    "otherMails",
+    "postalCode",
+    "proxyAddresses",
+    "state",
+    "streetAddress",
+    "usageLocation",
+    "userType",
 )
 USER_BASIC_PROPERTIES = ("displayName", "givenName", "id", "mail", "surname", "userPrincipalName")
 COLLECTION_PROPERTIES = frozenset({"businessPhones", "otherMails", "proxyAddresses", "groupTypes"})
 
 TYPE_PROPERTIES: dict[str, tuple[str, ...]] = {
     "user": USER_DEFAULT_PROPERTIES + USER_SELECT_ONLY_PROPERTIES,
-    "group": ("id", "displayName", "description", "mail", "mailNickname", "mailEnabled",
-              "securityEnabled", "groupTypes", "createdDateTime"),
-    "device": ("id", "displayName", "deviceId", "accountEnabled", "operatingSystem",
-               "operatingSystemVersion", "createdDateTime"),
+    "group": (
+        "id",
+        "displayName",
+        "description",
+        "mail",
+        "mailNickname",
+        "mailEnabled",
+        "securityEnabled",
+        "groupTypes",
+        "createdDateTime",
+    ),
+    "device": (
+        "id",
+        "displayName",
+        "deviceId",
+        "accountEnabled",
+        "operatingSystem",
+        "operatingSystemVersion",
+        "createdDateTime",
+    ),
     "servicePrincipal": ("id", "displayName", "appId", "accountEnabled", "servicePrincipalType"),
-    "orgContact": ("id", "displayName", "mail", "givenName", "surname", "companyName",
-                   "department", "jobTitle", "mobilePhone", "businessPhones"),
+    "orgContact": (
+        "id",
+        "displayName",
+        "mail",
+        "givenName",
+        "surname",
+        "companyName",
+        "department",
+        "jobTitle",
+        "mobilePhone",
+        "businessPhones",
+    ),
 }
 DEFAULT_PROPERTIES: dict[str, tuple[str, ...]] = {
-    **TYPE_PROPERTIES, "user": USER_DEFAULT_PROPERTIES,
+    **TYPE_PROPERTIES,
+    "user": USER_DEFAULT_PROPERTIES,
 }
 ALL_PROPERTIES = frozenset(p for props in TYPE_PROPERTIES.values() for p in props)
 # Graph v1.0 known issue: service principals are not listed as group members
@@ -188,11 +241,7 @@ def project(obj: dict[str, Any], kind: str, select: list[str] | None, access: st
     for prop in props:
         if prop not in allowed:
             continue
-        visible = (
-            access == "full"
-            or prop == "id"
-            or (access == "basic" and prop in USER_BASIC_PROPERTIES)
-        )
+        visible = access == "full" or prop == "id" or (access == "basic" and prop in USER_BASIC_PROPERTIES)
         out[prop] = copy.deepcopy(obj.get(prop, _empty(prop))) if visible else _empty(prop)
     out.setdefault("id", obj["id"])
     return out

@@ -166,6 +166,4 @@ class FaultEngine:
         headers = {"Retry-After": header} if header else {}
         if header:
             self._windows[identity] = (not_before, rule)
-        return FaultDecision(
-            latency_s=latency, action="status", status=status, headers=headers, early_retry=early
-        )
+        return FaultDecision(latency_s=latency, action="status", status=status, headers=headers, early_retry=early)

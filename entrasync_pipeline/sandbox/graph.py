@@ -27,36 +27,58 @@ from urllib.parse import parse_qsl, quote, urlencode
 import jwt
 
 from entrasync_pipeline.sandbox.directory import (
-    ALL_PROPERTIES, HIDDEN_IN_V1_MEMBERS, TYPE_PROPERTIES, USER_DEFAULT_PROPERTIES, Directory,
-    odata_type, project,
+    ALL_PROPERTIES,
+    HIDDEN_IN_V1_MEMBERS,
+    TYPE_PROPERTIES,
+    USER_DEFAULT_PROPERTIES,
+    Directory,
+    odata_type,
+    project,
 )
 from entrasync_pipeline.sandbox.httpd import Request, Response, Route, json_response
 from entrasync_pipeline.sandbox.seeds import Seed
 from entrasync_pipeline.sandbox.token_endpoint import (
-    AppRegistration, TokenEndpoint, TokenIssuer, entra_error,
+    AppRegistration,
+    TokenEndpoint,
+    TokenIssuer,
+    entra_error,
 )
 
-ODATA_JSON = ("application/json;odata.metadata=minimal;odata.streaming=true;"
-              "IEEE754Compatible=false;charset=utf-8")
+ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 MAX_TOP = 999
 DEFAULT_TOKEN_LIFETIME_S = 3599
 DEFAULT_TOP = 100
 DELTA_MEMBERS_PER_PAGE = 500
 DELTA_GROUPS_PER_PAGE = 20
 
-READ_MEMBERS = {"GroupMember.Read.All", "Group.Read.All", "GroupMember.ReadWrite.All",
-                "Group.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
+READ_MEMBERS = {
+    "GroupMember.Read.All",
+    "Group.Read.All",
+    "GroupMember.ReadWrite.All",
+    "Group.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+}
 READ_USERS = {"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
 READ_USERS_BASIC = {"User.ReadBasic.All"}
 READ_DIRECTORY = {"Directory.Read.All", "Directory.ReadWrite.All"}
 WRITE_USERS = {"User.ReadWrite.All", "Directory.ReadWrite.All"}
 WRITE_MEMBERS = {"GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"}
 CASTS = {f"microsoft.graph.{kind}": kind for kind in TYPE_PROPERTIES}
-FAULT_CODES = {429: "TooManyRequests", 500: "generalException", 502: "BadGateway",
-               503: "serviceNotAvailable", 504: "GatewayTimeout"}
-FAULT_MESSAGES = {429: "Please retry again later.", 500: "General exception while processing.",
-                  502: "Bad Gateway.", 503: "The service is temporarily unavailable.",
-                  504: "Gateway Timeout."}
+FAULT_CODES = {
+    429: "TooManyRequests",
+    500: "generalException",
+    502: "BadGateway",
+    503: "serviceNotAvailable",
+    504: "GatewayTimeout",
+}
+FAULT_MESSAGES = {
+    429: "Please retry again later.",
+    500: "General exception while processing.",
+    502: "Bad Gateway.",
+    503: "The service is temporarily unavailable.",
+    504: "Gateway Timeout.",
+}
 
 
 class GraphError(Exception):
@@ -106,8 +128,7 @@ class GraphApp:
             Route("GET", "/v1.0/groups/{id}/members/{segment}/$count", self._graph(self.list_members)),
             Route("GET", "/v1.0/groups/{id}/transitiveMembers", self._graph(self.list_members)),
             Route("GET", "/v1.0/groups/{id}/transitiveMembers/{segment}", self._graph(self.list_members)),
-            Route("GET", "/v1.0/groups/{id}/transitiveMembers/{segment}/$count",
-                  self._graph(self.list_members)),
+            Route("GET", "/v1.0/groups/{id}/transitiveMembers/{segment}/$count", self._graph(self.list_members)),
             Route("POST", "/v1.0/groups/{id}/members/$ref", self._graph(self.add_member)),
             Route("DELETE", "/v1.0/groups/{id}/members/{member}/$ref", self._graph(self.remove_member)),
             Route("GET", "/v1.0/groups/{id}", self._graph(self.get_group)),
@@ -124,8 +145,7 @@ class GraphApp:
             return {
                 "tenant_id": self.tenant_id,
                 "apps": [a.public_dict() for a in self.apps.values()],
-                "objects": {oid: {"@odata.type": odata_type(d.kinds[oid]), **obj}
-                            for oid, obj in d.objects.items()},
+                "objects": {oid: {"@odata.type": odata_type(d.kinds[oid]), **obj} for oid, obj in d.objects.items()},
                 "groups": {gid: list(members) for gid, members in d.members.items()},
                 "version": d.version,
                 "token_lifetime_s": self.issuer.lifetime_s,
@@ -152,22 +172,34 @@ class GraphApp:
     def fault_response(self, request: Request, status: int, headers: dict[str, str]) -> Response:
         if "/oauth2/" in request.path or "/.well-known/" in request.path:
             error = "temporarily_unavailable" if status in (429, 503) else "server_error"
-            return entra_error(status, error, 50196 if status == 429 else 90033,
-                               "The server is temporarily unable to service the request.", headers)
+            return entra_error(
+                status,
+                error,
+                50196 if status == 429 else 90033,
+                "The server is temporarily unable to service the request.",
+                headers,
+            )
         extra = {"code": str(status), "message": "Please retry after", "status": str(status)} if status == 429 else {}
-        return self._error(request, status, FAULT_CODES.get(status, "generalException"),
-                           FAULT_MESSAGES.get(status, "Error."), headers, extra)
+        return self._error(
+            request,
+            status,
+            FAULT_CODES.get(status, "generalException"),
+            FAULT_MESSAGES.get(status, "Error."),
+            headers,
+            extra,
+        )
 
     def html_error(self, status: int) -> Response:
-        body = (f"<html><head><title>{status} Service Unavailable</title></head><body>"
-                f"<center><h1>{status}</h1></center><hr><center>Microsoft-Azure-Application-Gateway/v2"
-                "</center></body></html>").encode()
+        body = (
+            f"<html><head><title>{status} Service Unavailable</title></head><body>"
+            f"<center><h1>{status}</h1></center><hr><center>Microsoft-Azure-Application-Gateway/v2"
+            "</center></body></html>"
+        ).encode()
         return Response(status, body, {"Content-Type": "text/html"})
 
     def not_found(self, request: Request) -> Response:
         segment = request.path.rstrip("/").rsplit("/", 1)[-1]
-        return self._error(request, 400, "BadRequest",
-                           f"Resource not found for the segment '{segment}'.")
+        return self._error(request, 400, "BadRequest", f"Resource not found for the segment '{segment}'.")
 
     # --- plumbing ------------------------------------------------------------------------------
     def _graph(self, handler: Any) -> Any:
@@ -177,6 +209,7 @@ class GraphApp:
                 return handler(request)
             except GraphError as exc:
                 return self._error(request, exc.status, exc.code, exc.message, exc.headers)
+
         return wrapped
 
     def _headers(self, request: Request, request_id: str) -> dict[str, str]:
@@ -184,8 +217,7 @@ class GraphApp:
         return {
             "request-id": request_id,
             "client-request-id": client_request_id,
-            "x-ms-ags-diagnostic": json.dumps({"ServerInfo": {"DataCenter": "Sandbox",
-                                                              "Slice": "E", "Ring": "0"}}),
+            "x-ms-ags-diagnostic": json.dumps({"ServerInfo": {"DataCenter": "Sandbox", "Slice": "E", "Ring": "0"}}),
             "Strict-Transport-Security": "max-age=31536000",
             "Cache-Control": "no-cache",
         }
@@ -196,17 +228,29 @@ class GraphApp:
             return Response(status, b"", headers)
         return json_response(status, payload, headers, content_type=ODATA_JSON)
 
-    def _error(self, request: Request, status: int, code: str, message: str,
-               headers: dict[str, str] | None = None, inner_extra: dict[str, str] | None = None) -> Response:
+    def _error(
+        self,
+        request: Request,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        inner_extra: dict[str, str] | None = None,
+    ) -> Response:
         request_id = str(uuid.uuid4())
         base = self._headers(request, request_id)
-        inner = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
-                 "request-id": request_id, "client-request-id": base["client-request-id"],
-                 **(inner_extra or {})}
+        inner = {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+            "request-id": request_id,
+            "client-request-id": base["client-request-id"],
+            **(inner_extra or {}),
+        }
         if status == 401:
-            base["WWW-Authenticate"] = ('Bearer realm="", authorization_uri='
-                                        '"https://login.microsoftonline.com/common/oauth2/authorize", '
-                                        'client_id="00000003-0000-0000-c000-000000000000"')
+            base["WWW-Authenticate"] = (
+                'Bearer realm="", authorization_uri='
+                '"https://login.microsoftonline.com/common/oauth2/authorize", '
+                'client_id="00000003-0000-0000-c000-000000000000"'
+            )
         body = {"error": {"code": code, "message": message, "innerError": inner}}
         return json_response(status, body, {**base, **(headers or {})}, content_type=ODATA_JSON)
 
@@ -218,25 +262,27 @@ class GraphApp:
         try:
             claims = self.issuer.verify(token)
         except jwt.ExpiredSignatureError:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "Access token has expired or is not yet valid.") from None
+            raise GraphError(
+                401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid."
+            ) from None
         except jwt.DecodeError:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "CompactToken parsing failed with error code: 80049217") from None
+            raise GraphError(
+                401, "InvalidAuthenticationToken", "CompactToken parsing failed with error code: 80049217"
+            ) from None
         except jwt.InvalidTokenError:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "Access token validation failure.") from None
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.") from None
         return set(claims.get("roles") or [])
 
     def _require(self, roles: set[str], allowed: set[str]) -> None:
         if not roles & allowed:
-            raise GraphError(403, "Authorization_RequestDenied",
-                             "Insufficient privileges to complete the operation.")
+            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 
     def _not_found(self, object_id: str) -> GraphError:
-        return GraphError(404, "Request_ResourceNotFound",
-                          f"Resource '{object_id}' does not exist or one of its queried "
-                          "reference-property objects are not present.")
+        return GraphError(
+            404,
+            "Request_ResourceNotFound",
+            f"Resource '{object_id}' does not exist or one of its queried reference-property objects are not present.",
+        )
 
     def _user_access(self, roles: set[str]) -> str:
         if roles & READ_USERS:
@@ -260,9 +306,11 @@ class GraphApp:
         known = TYPE_PROPERTIES["user"] if on_type == "user" else ALL_PROPERTIES
         for prop in props:
             if prop not in known and prop != "members":
-                raise GraphError(400, "Request_BadRequest",
-                                 f"Could not find a property named '{prop}' on type "
-                                 f"'microsoft.graph.{on_type}'.")
+                raise GraphError(
+                    400,
+                    "Request_BadRequest",
+                    f"Could not find a property named '{prop}' on type 'microsoft.graph.{on_type}'.",
+                )
         return props
 
     @staticmethod
@@ -271,8 +319,9 @@ class GraphApp:
         if raw is None:
             return DEFAULT_TOP
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_TOP:
-            raise GraphError(400, "Request_BadRequest",
-                             f"Invalid page size specified: '{raw}'. Must be between 1 and 999 inclusive.")
+            raise GraphError(
+                400, "Request_BadRequest", f"Invalid page size specified: '{raw}'. Must be between 1 and 999 inclusive."
+            )
         return int(raw)
 
     def _skip_token(self, offset: int) -> str:
@@ -288,12 +337,14 @@ class GraphApp:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             body, mac = raw[:10], raw[10:]
             if body[:4] != b"DSpt" or not hmac.compare_digest(
-                    mac, hmac.new(self._page_key, body, hashlib.sha256).digest()[:10]):
+                mac, hmac.new(self._page_key, body, hashlib.sha256).digest()[:10]
+            ):
                 raise ValueError
             return int.from_bytes(body[4:], "big")
         except ValueError:
-            raise GraphError(400, "Request_BadRequest",
-                             "Invalid skip token: the $skiptoken value is not valid.") from None
+            raise GraphError(
+                400, "Request_BadRequest", "Invalid skip token: the $skiptoken value is not valid."
+            ) from None
 
     def _next_link(self, request: Request, offset: int) -> str:
         params = [(k, v) for k, v in _query_pairs(request.raw_query) if k != "$skiptoken"]
@@ -304,13 +355,17 @@ class GraphApp:
     def _check_advanced(request: Request) -> bool:
         eventual = request.header("ConsistencyLevel").lower() == "eventual"
         if "$search" in request.query and not eventual:
-            raise GraphError(400, "Request_UnsupportedQuery",
-                             "Request with $search query parameter only works through MSGraph with a "
-                             "special request header: 'ConsistencyLevel: eventual'")
+            raise GraphError(
+                400,
+                "Request_UnsupportedQuery",
+                "Request with $search query parameter only works through MSGraph with a "
+                "special request header: 'ConsistencyLevel: eventual'",
+            )
         for option in ("$filter", "$orderby", "$expand"):
             if option in request.query:
-                raise GraphError(400, "Request_UnsupportedQuery",
-                                 f"The sandbox does not emulate {option} on this resource.")
+                raise GraphError(
+                    400, "Request_UnsupportedQuery", f"The sandbox does not emulate {option} on this resource."
+                )
         return eventual
 
     # --- reads -----------------------------------------------------------------------------------
@@ -325,8 +380,7 @@ class GraphApp:
         counting = request.path.endswith("/$count") or segment == "$count"
         cast = None if segment in (None, "$count") else segment
         if cast is not None and cast not in CASTS:
-            raise GraphError(400, "Request_UnsupportedQuery",
-                             f"The type '{cast}' is not a member type of a group.")
+            raise GraphError(400, "Request_UnsupportedQuery", f"The type '{cast}' is not a member type of a group.")
         eventual = self._check_advanced(request)
         kind_filter = CASTS.get(cast) if cast else None
         ids = self._listed_members(group_id, transitive, kind_filter)
@@ -346,8 +400,11 @@ class GraphApp:
             key = (group_id, transitive, kind, d.version)
             cached = self._member_cache.get(key)
             if cached is None:
-                cached = [i for i in d.member_ids(group_id, transitive)
-                          if d.kinds.get(i) not in HIDDEN_IN_V1_MEMBERS and (kind is None or d.kinds.get(i) == kind)]
+                cached = [
+                    i
+                    for i in d.member_ids(group_id, transitive)
+                    if d.kinds.get(i) not in HIDDEN_IN_V1_MEMBERS and (kind is None or d.kinds.get(i) == kind)
+                ]
                 self._member_cache = {k: v for k, v in self._member_cache.items() if k[3] == d.version}
                 self._member_cache[key] = cached
             return cached
@@ -367,16 +424,27 @@ class GraphApp:
         props = f"({','.join(select)})" if select else ""
         return f"{self.base_url}/v1.0/$metadata#{entity}{props}"
 
-    def _page(self, request: Request, ids: list[str], select: list[str] | None, roles: set[str],
-              context: str, cost: int, eventual: bool = False, typed: bool = True) -> Response:
+    def _page(
+        self,
+        request: Request,
+        ids: list[str],
+        select: list[str] | None,
+        roles: set[str],
+        context: str,
+        cost: int,
+        eventual: bool = False,
+        typed: bool = True,
+    ) -> Response:
         """One page of directory objects; ``typed=False`` for entity sets that omit ``@odata.type``."""
         top, offset = self._top(request), self._offset(request)
         user_access = self._user_access(roles)
         d = self.directory
         with d.lock:
-            items = [project(d.objects[i], d.kinds[i], select,
-                             self._access_for(d.kinds[i], roles, user_access))
-                     for i in ids[offset: offset + top] if i in d.objects]
+            items = [
+                project(d.objects[i], d.kinds[i], select, self._access_for(d.kinds[i], roles, user_access))
+                for i in ids[offset : offset + top]
+                if i in d.objects
+            ]
         if not typed:
             for item in items:
                 item.pop("@odata.type", None)
@@ -434,8 +502,7 @@ class GraphApp:
         self._require(roles, READ_MEMBERS)
         for option in ("$top", "$expand", "$orderby"):
             if option in request.query:
-                raise GraphError(400, "Request_UnsupportedQuery",
-                                 f"{option} is not supported on delta queries.")
+                raise GraphError(400, "Request_UnsupportedQuery", f"{option} is not supported on delta queries.")
         if "$skiptoken" in request.query:
             return self._delta_next_page(request)
         token = request.query.get("$deltatoken")
@@ -443,11 +510,14 @@ class GraphApp:
             if self.force_delta_reset:
                 self.force_delta_reset = False
                 location = f"{request.base_url}{request.path}?$deltatoken="
-                raise GraphError(410, "resyncRequired",
-                                 "Resync required. Replace any local items with the server's version "
-                                 "(including deletes) if you're sure that the service was up to date "
-                                 "with your local changes when you last synced.",
-                                 {"Location": location})
+                raise GraphError(
+                    410,
+                    "resyncRequired",
+                    "Resync required. Replace any local items with the server's version "
+                    "(including deletes) if you're sure that the service was up to date "
+                    "with your local changes when you last synced.",
+                    {"Location": location},
+                )
             if token == "latest":
                 state = self._delta_query(request)
                 return self._delta_respond(request, [], state)
@@ -463,14 +533,20 @@ class GraphApp:
             group_ids = re.findall(r"id\s+eq\s+'([^']+)'", raw_filter)
             rest = re.sub(r"id\s+eq\s+'[^']+'|\s+or\s+", "", raw_filter).strip()
             if not group_ids or rest:
-                raise GraphError(400, "Request_UnsupportedQuery",
-                                 "Only 'id eq' filters joined with 'or' are supported on delta.")
+                raise GraphError(
+                    400, "Request_UnsupportedQuery", "Only 'id eq' filters joined with 'or' are supported on delta."
+                )
             if len(group_ids) > 50:
-                raise GraphError(400, "Request_UnsupportedQuery",
-                                 "The number of filtered objects exceeds the maximum of 50.")
+                raise GraphError(
+                    400, "Request_UnsupportedQuery", "The number of filtered objects exceeds the maximum of 50."
+                )
         select = [p.strip() for p in request.query.get("$select", "").split(",") if p.strip()]
-        return {"groups": group_ids, "select": select, "version": self.directory.version,
-                "generation": self.delta_generation}
+        return {
+            "groups": group_ids,
+            "select": select,
+            "version": self.directory.version,
+            "generation": self.delta_generation,
+        }
 
     def _encode_delta(self, state: dict[str, Any]) -> str:
         raw = json.dumps(state, separators=(",", ":")).encode()
@@ -487,9 +563,12 @@ class GraphApp:
         except ValueError:
             state = None
         if state is None or state.get("generation") != self.delta_generation:
-            raise GraphError(400, "syncStateNotFound",
-                             "The sync state generation is not found. The delta token is expired and "
-                             "data must be synchronized again.")
+            raise GraphError(
+                400,
+                "syncStateNotFound",
+                "The sync state generation is not found. The delta token is expired and "
+                "data must be synchronized again.",
+            )
         return state
 
     def _delta_groups(self, state: dict[str, Any]) -> list[str]:
@@ -511,8 +590,11 @@ class GraphApp:
         d = self.directory
         with d.lock:
             for group_id in self._delta_groups(state):
-                members = [{"@odata.type": odata_type(d.kinds[m]), "id": m}
-                           for m in d.member_ids(group_id, transitive=False)] if tracks_members else []
+                members = (
+                    [{"@odata.type": odata_type(d.kinds[m]), "id": m} for m in d.member_ids(group_id, transitive=False)]
+                    if tracks_members
+                    else []
+                )
                 out.append((self._group_item(group_id, state["select"]), members))
         return out
 
@@ -534,8 +616,9 @@ class GraphApp:
                 out.append((self._group_item(group_id, state["select"]), members))
         return out
 
-    def _delta_respond(self, request: Request, groups: list[tuple[dict[str, Any], list[dict[str, Any]]]],
-                       state: dict[str, Any]) -> Response:
+    def _delta_respond(
+        self, request: Request, groups: list[tuple[dict[str, Any], list[dict[str, Any]]]], state: dict[str, Any]
+    ) -> Response:
         pages = _split_delta_pages(groups)
         new_state = {**state, "version": self.directory.version}
         delta_link = f"{request.base_url}/v1.0/groups/delta?$deltatoken={self._encode_delta(new_state)}"
@@ -558,9 +641,12 @@ class GraphApp:
         with self._delta_lock:
             pages = self._delta_pages.pop(key, None)
         if not pages:
-            raise GraphError(400, "syncStateNotFound",
-                             "The sync state generation is not found. The delta token is expired and "
-                             "data must be synchronized again.")
+            raise GraphError(
+                400,
+                "syncStateNotFound",
+                "The sync state generation is not found. The delta token is expired and "
+                "data must be synchronized again.",
+            )
         page, rest = pages[0], pages[1:]
         if rest:
             new_key = secrets.token_urlsafe(24)
@@ -573,23 +659,30 @@ class GraphApp:
     def create_user(self, request: Request) -> Response:
         self._require(self._roles(request), WRITE_USERS)
         body = _json_body(request)
-        missing = [k for k in ("accountEnabled", "displayName", "mailNickname", "userPrincipalName",
-                               "passwordProfile") if k not in body]
+        missing = [
+            k
+            for k in ("accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile")
+            if k not in body
+        ]
         if missing:
-            raise GraphError(400, "Request_BadRequest",
-                             f"Property '{missing[0]}' is required when creating the user.")
+            raise GraphError(400, "Request_BadRequest", f"Property '{missing[0]}' is required when creating the user.")
         unknown = [k for k in body if k not in TYPE_PROPERTIES["user"] and k != "passwordProfile"]
         if unknown:
-            raise GraphError(400, "Request_BadRequest",
-                             f"Property '{unknown[0]}' does not exist on type 'microsoft.graph.user'.")
+            raise GraphError(
+                400, "Request_BadRequest", f"Property '{unknown[0]}' does not exist on type 'microsoft.graph.user'."
+            )
         upn = str(body["userPrincipalName"]).lower()
         d = self.directory
         with d.lock:
-            if any(k == "user" and str(d.objects[i].get("userPrincipalName", "")).lower() == upn
-                   for i, k in d.kinds.items()):
-                raise GraphError(400, "Request_BadRequest",
-                                 "Another object with the same value for property userPrincipalName "
-                                 "already exists.")
+            if any(
+                k == "user" and str(d.objects[i].get("userPrincipalName", "")).lower() == upn
+                for i, k in d.kinds.items()
+            ):
+                raise GraphError(
+                    400,
+                    "Request_BadRequest",
+                    "Another object with the same value for property userPrincipalName already exists.",
+                )
             record = {k: v for k, v in body.items() if k != "passwordProfile"}
             record.setdefault("id", str(uuid.uuid4()))
             record.setdefault("userType", "Member")
@@ -607,9 +700,11 @@ class GraphApp:
         body = _json_body(request)
         unknown = [k for k in body if k not in TYPE_PROPERTIES["user"] or k == "id"]
         if unknown:
-            raise GraphError(400, "Request_BadRequest",
-                             f"Property '{unknown[0]}' does not exist on type 'microsoft.graph.user' "
-                             "or is read-only.")
+            raise GraphError(
+                400,
+                "Request_BadRequest",
+                f"Property '{unknown[0]}' does not exist on type 'microsoft.graph.user' or is read-only.",
+            )
         self.directory.update_object(user_id, body)
         return self._ok(request, None, 204)
 
@@ -631,9 +726,11 @@ class GraphApp:
         if not ref or self.directory.kind(member_id) is None:
             raise self._not_found(member_id or ref)
         if not self.directory.add_member(group_id, member_id):
-            raise GraphError(400, "Request_BadRequest",
-                             "One or more added object references already exist for the following "
-                             f"modified properties: 'members'.")
+            raise GraphError(
+                400,
+                "Request_BadRequest",
+                "One or more added object references already exist for the following modified properties: 'members'.",
+            )
         return self._ok(request, None, 204)
 
     def remove_member(self, request: Request) -> Response:
@@ -663,8 +760,9 @@ def _split_delta_pages(groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]
     pages: list[list[dict[str, Any]]] = [[]]
     budget = DELTA_MEMBERS_PER_PAGE
     for item, members in groups:
-        chunks = [members[i:i + DELTA_MEMBERS_PER_PAGE]
-                  for i in range(0, len(members), DELTA_MEMBERS_PER_PAGE)] or [[]]
+        chunks = [members[i : i + DELTA_MEMBERS_PER_PAGE] for i in range(0, len(members), DELTA_MEMBERS_PER_PAGE)] or [
+            []
+        ]
         for chunk in chunks:
             if len(pages[-1]) >= DELTA_GROUPS_PER_PAGE or (chunk and len(chunk) > budget):
                 pages.append([])
@@ -702,4 +800,3 @@ def _query_pairs(raw_query: str) -> list[tuple[str, str]]:
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-

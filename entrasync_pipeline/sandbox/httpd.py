@@ -68,8 +68,12 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def json_response(status: int, payload: Any, headers: dict[str, str] | None = None,
-                  content_type: str = "application/json; charset=utf-8") -> Response:
+def json_response(
+    status: int,
+    payload: Any,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json; charset=utf-8",
+) -> Response:
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return Response(status, body, {"Content-Type": content_type, **(headers or {})})
 
@@ -85,9 +89,7 @@ class Route:
 
     def compile(self) -> re.Pattern[str]:
         parts = re.split(r"(\{[a-z_]+\})", self.template)
-        regex = "".join(
-            f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in parts
-        )
+        regex = "".join(f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in parts)
         return re.compile(f"^{regex}$", re.IGNORECASE)
 
 
@@ -127,8 +129,14 @@ class Router:
 class SandboxServer:
     """One emulator on 127.0.0.1 with TLS, its counters, its faults and its control API."""
 
-    def __init__(self, app: SandboxApp, control_key: str, ssl_context: ssl.SSLContext | None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: SandboxApp,
+        control_key: str,
+        ssl_context: ssl.SSLContext | None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.app = app
         self.control_key = control_key
         self.faults = FaultEngine()
@@ -147,8 +155,10 @@ class SandboxServer:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-            name=f"sandbox-{self.app.name}", daemon=True,
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"sandbox-{self.app.name}",
+            daemon=True,
         )
         self._thread.start()
 
@@ -204,15 +214,14 @@ class SandboxServer:
         try:
             response = route.handler(request)
         except Exception:  # an emulator bug must show up as a 500, never kill the server
-            log.exception("sandbox %s handler failed for %s %s", self.app.name, request.method,
-                          request.path)
+            log.exception("sandbox %s handler failed for %s %s", self.app.name, request.method, request.path)
             response = self.app.fault_response(request, 500, {})
         return response, decision
 
     def _control(self, request: Request) -> Response:
         if request.header("X-Sandbox-Key") != self.control_key:
             return json_response(401, {"error": "X-Sandbox-Key header missing or wrong"})
-        action = (request.method, request.path[len(CONTROL_PREFIX):].rstrip("/"))
+        action = (request.method, request.path[len(CONTROL_PREFIX) :].rstrip("/"))
         if action == ("POST", "/reset"):
             self.app.reset()
             self.faults.clear()
@@ -252,8 +261,9 @@ class _ThreadingServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], ssl_context: ssl.SSLContext | None
+    ) -> None:
         self._ssl_context = ssl_context
         super().__init__(address, handler)
 

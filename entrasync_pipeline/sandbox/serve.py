@@ -57,9 +57,13 @@ class Sandbox:
 
 
 def _app(name: str, roles: list[str], certificate: bytes | None = None) -> AppRegistration:
-    return AppRegistration(name=name, client_id=str(uuid.uuid4()),
-                           client_secret=secrets.token_urlsafe(30).replace("-", "~")[:40],
-                           roles=roles, certificate_pem=certificate)
+    return AppRegistration(
+        name=name,
+        client_id=str(uuid.uuid4()),
+        client_secret=secrets.token_urlsafe(30).replace("-", "~")[:40],
+        roles=roles,
+        certificate_pem=certificate,
+    )
 
 
 def start_sandbox(seed: Seed, state_dir: Path, graph_port: int = 0, zammad_port: int = 0) -> Sandbox:
@@ -82,9 +86,12 @@ def start_sandbox(seed: Seed, state_dir: Path, graph_port: int = 0, zammad_port:
         "tenant_id": seed.tenant_id,
         "authority": f"{graph.base_url}/{seed.tenant_id}",
         "graph_url": graph.base_url,
-        "sync_app": {"client_id": sync_app.client_id, "client_secret": sync_app.client_secret,
-                     "certificate_path": str(client_cert.certificate_path),
-                     "private_key_path": str(client_cert.private_key_path)},
+        "sync_app": {
+            "client_id": sync_app.client_id,
+            "client_secret": sync_app.client_secret,
+            "certificate_path": str(client_cert.certificate_path),
+            "private_key_path": str(client_cert.private_key_path),
+        },
         "admin_app": {"client_id": admin_app.client_id, "client_secret": admin_app.client_secret},
         "groups": seed.group_ids(),
         "zammad_url": zammad.base_url,
@@ -159,8 +166,14 @@ class _StopFlag:
         self.signum = signum
 
 
-def serve(seed_name: str, state_dir: Path, config_path: Path | None = None,
-          graph_port: int = 0, zammad_port: int = 0, stop: threading.Event | None = None) -> Sandbox:
+def serve(
+    seed_name: str,
+    state_dir: Path,
+    config_path: Path | None = None,
+    graph_port: int = 0,
+    zammad_port: int = 0,
+    stop: threading.Event | None = None,
+) -> Sandbox:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); returns the stopped sandbox.
 
     The main thread polls; shutdown is bounded (``SHUTDOWN_TIMEOUT_S``) and further signals during
@@ -215,4 +228,3 @@ def read_env_file(path: Path) -> dict[str, str]:
             key, value = line.split("=", 1)
             env[key.strip()] = value.strip()
     return env
-

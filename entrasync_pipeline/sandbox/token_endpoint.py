@@ -43,8 +43,13 @@ class AppRegistration:
     certificate_pem: bytes | None = None
 
     def public_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "client_id": self.client_id, "client_secret": self.client_secret,
-                "roles": self.roles, "has_certificate": self.certificate_pem is not None}
+        return {
+            "name": self.name,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "roles": self.roles,
+            "has_certificate": self.certificate_pem is not None,
+        }
 
 
 class TokenIssuer:
@@ -67,11 +72,21 @@ class TokenIssuer:
     def issue(self, app: AppRegistration, audience: str) -> tuple[str, int]:
         now = int(time.time())
         claims = {
-            "aud": audience, "iss": f"https://sts.windows.net/{self.tenant_id}/", "iat": now,
-            "nbf": now, "exp": now + self.lifetime_s, "appid": app.client_id, "appidacr": "1",
-            "idp": f"https://sts.windows.net/{self.tenant_id}/", "idtyp": "app",
-            "oid": app.service_principal_id, "sub": app.service_principal_id,
-            "roles": list(app.roles), "tid": self.tenant_id, "uti": uuid.uuid4().hex, "ver": "1.0",
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{self.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.lifetime_s,
+            "appid": app.client_id,
+            "appidacr": "1",
+            "idp": f"https://sts.windows.net/{self.tenant_id}/",
+            "idtyp": "app",
+            "oid": app.service_principal_id,
+            "sub": app.service_principal_id,
+            "roles": list(app.roles),
+            "tid": self.tenant_id,
+            "uti": uuid.uuid4().hex,
+            "ver": "1.0",
         }
         token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid, "x5t": self.kid})
         return token, self.lifetime_s
@@ -80,8 +95,9 @@ class TokenIssuer:
         """Return the claims; raises jwt.ExpiredSignatureError or jwt.InvalidTokenError."""
         claims = self._verified.get(token)
         if claims is None:
-            claims = jwt.decode(token, self._key.public_key(), algorithms=["RS256"],
-                                options={"verify_aud": False, "verify_exp": False})
+            claims = jwt.decode(
+                token, self._key.public_key(), algorithms=["RS256"], options={"verify_aud": False, "verify_exp": False}
+            )
             if len(self._verified) > 10_000:
                 self._verified.clear()
             self._verified[token] = claims
@@ -93,12 +109,19 @@ class TokenIssuer:
 
     def jwks(self) -> dict[str, Any]:
         numbers = self._key.public_key().public_numbers()
-        return {"keys": [{
-            "kty": "RSA", "use": "sig", "kid": self.kid, "x5t": self.kid,
-            "n": _b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-            "e": _b64(numbers.e.to_bytes(3, "big")),
-            "issuer": f"https://login.microsoftonline.com/{self.tenant_id}/v2.0",
-        }]}
+        return {
+            "keys": [
+                {
+                    "kty": "RSA",
+                    "use": "sig",
+                    "kid": self.kid,
+                    "x5t": self.kid,
+                    "n": _b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+                    "e": _b64(numbers.e.to_bytes(3, "big")),
+                    "issuer": f"https://login.microsoftonline.com/{self.tenant_id}/v2.0",
+                }
+            ]
+        }
 
 
 def _b64(raw: bytes) -> str:
@@ -116,14 +139,17 @@ class TokenEndpoint:
     def discovery(self, request: Request) -> Response:
         tenant = request.params["tenant"]
         if tenant != self.tenant_id:
-            return entra_error(400, "invalid_tenant", 90002,
-                               f"Tenant '{tenant}' not found. Check to make sure you have the correct "
-                               "tenant ID and are signing into the correct cloud.")
+            return entra_error(
+                400,
+                "invalid_tenant",
+                90002,
+                f"Tenant '{tenant}' not found. Check to make sure you have the correct "
+                "tenant ID and are signing into the correct cloud.",
+            )
         base = f"{request.base_url}/{tenant}"
         doc = {
             "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
-                                                      "client_secret_basic"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
             "jwks_uri": f"{base}/discovery/v2.0/keys",
             "response_modes_supported": ["query", "fragment", "form_post"],
             "subject_types_supported": ["pairwise"],
@@ -155,67 +181,105 @@ class TokenEndpoint:
         tenant = request.params["tenant"]
         form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
         if tenant != self.tenant_id:
-            return entra_error(400, "invalid_request", 90002,
-                               f"Tenant '{tenant}' not found. Check to make sure you have the correct "
-                               "tenant ID and are signing into the correct cloud.")
+            return entra_error(
+                400,
+                "invalid_request",
+                90002,
+                f"Tenant '{tenant}' not found. Check to make sure you have the correct "
+                "tenant ID and are signing into the correct cloud.",
+            )
         if form.get("grant_type") != "client_credentials":
-            return entra_error(400, "unsupported_grant_type", 70003,
-                               "The app requested an unsupported grant type "
-                               f"'{form.get('grant_type', '')}'.")
+            return entra_error(
+                400,
+                "unsupported_grant_type",
+                70003,
+                f"The app requested an unsupported grant type '{form.get('grant_type', '')}'.",
+            )
         app = self.apps.get(form.get("client_id", ""))
         if app is None:
-            return entra_error(400, "unauthorized_client", 700016,
-                               f"Application with identifier '{form.get('client_id', '')}' was not "
-                               f"found in the directory '{tenant}'. This can happen if the "
-                               "application has not been installed by the administrator of the "
-                               "tenant or consented to by any user in the tenant.")
+            return entra_error(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{form.get('client_id', '')}' was not "
+                f"found in the directory '{tenant}'. This can happen if the "
+                "application has not been installed by the administrator of the "
+                "tenant or consented to by any user in the tenant.",
+            )
         problem = self._authenticate(app, form, f"{request.base_url}/{tenant}/oauth2/v2.0/token")
         if problem is not None:
             return problem
         audience = self._audience(form.get("scope", ""), request.base_url)
         if audience is None:
-            return entra_error(400, "invalid_scope", 70011,
-                               "The provided request must include a 'scope' input parameter. The "
-                               "provided value for the input parameter 'scope' is not valid. The scope "
-                               f"{form.get('scope', '')} is not valid. The scope format is invalid. "
-                               "Scope must be in a valid URI form <https://example/scope> or a valid "
-                               "Guid <guid/scope>.")
+            return entra_error(
+                400,
+                "invalid_scope",
+                70011,
+                "The provided request must include a 'scope' input parameter. The "
+                "provided value for the input parameter 'scope' is not valid. The scope "
+                f"{form.get('scope', '')} is not valid. The scope format is invalid. "
+                "Scope must be in a valid URI form <https://example/scope> or a valid "
+                "Guid <guid/scope>.",
+            )
         access_token, lifetime = self.issuer.issue(app, audience)
-        body = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
-                "access_token": access_token}
+        body = {
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": access_token,
+        }
         return json_response(200, body, NO_STORE)
 
     def _authenticate(self, app: AppRegistration, form: dict[str, str], endpoint: str) -> Response | None:
         if "client_secret" in form:
             if hmac.compare_digest(form["client_secret"], app.client_secret):
                 return None
-            return entra_error(401, "invalid_client", 7000215,
-                               "Invalid client secret provided. Ensure the secret being sent in the "
-                               "request is the client secret value, not the client secret ID, for a "
-                               f"secret added to app '{app.client_id}'.")
+            return entra_error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the "
+                "request is the client secret value, not the client secret ID, for a "
+                f"secret added to app '{app.client_id}'.",
+            )
         assertion = form.get("client_assertion")
         if assertion and form.get("client_assertion_type") == (
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"):
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ):
             return self._check_assertion(app, assertion, endpoint)
-        return entra_error(401, "invalid_client", 7000216,
-                           "'client_assertion', 'client_secret' or 'request' is required for the "
-                           "'client_credentials' grant type.")
+        return entra_error(
+            401,
+            "invalid_client",
+            7000216,
+            "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+        )
 
     def _check_assertion(self, app: AppRegistration, assertion: str, endpoint: str) -> Response | None:
         if app.certificate_pem is None:
-            return entra_error(401, "invalid_client", 700027,
-                               f"The certificate with identifier used to sign the client assertion is "
-                               f"not registered on application. [Reason - The key was not found.]")
+            return entra_error(
+                401,
+                "invalid_client",
+                700027,
+                "The certificate with identifier used to sign the client assertion is "
+                "not registered on application. [Reason - The key was not found.]",
+            )
         cert = x509.load_pem_x509_certificate(app.certificate_pem)
         try:
-            claims = jwt.decode(assertion, cert.public_key(), algorithms=["RS256", "PS256"],
-                                audience=endpoint, options={"require": ["exp", "aud", "iss", "sub"]})
+            claims = jwt.decode(
+                assertion,
+                cert.public_key(),
+                algorithms=["RS256", "PS256"],
+                audience=endpoint,
+                options={"require": ["exp", "aud", "iss", "sub"]},
+            )
         except jwt.InvalidTokenError as exc:
-            return entra_error(401, "invalid_client", 700027,
-                               f"Client assertion failed signature validation. [Reason - {exc}]")
+            return entra_error(
+                401, "invalid_client", 700027, f"Client assertion failed signature validation. [Reason - {exc}]"
+            )
         if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
-            return entra_error(401, "invalid_client", 700023,
-                               "Client assertion audience claim does not match Realm issuer.")
+            return entra_error(
+                401, "invalid_client", 700023, "Client assertion audience claim does not match Realm issuer."
+            )
         return None
 
     @staticmethod
@@ -230,15 +294,16 @@ class TokenEndpoint:
         return None
 
 
-def entra_error(status: int, error: str, code: int, description: str,
-                headers: dict[str, str] | None = None) -> Response:
+def entra_error(
+    status: int, error: str, code: int, description: str, headers: dict[str, str] | None = None
+) -> Response:
     """An Entra error body with the six keys real responses carry."""
     trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
     body = {
         "error": error,
         "error_description": f"AADSTS{code}: {description} Trace ID: {trace_id} "
-                             f"Correlation ID: {correlation_id} Timestamp: {stamp}",
+        f"Correlation ID: {correlation_id} Timestamp: {stamp}",
         "error_codes": [code],
         "timestamp": stamp,
         "trace_id": trace_id,

@@ -20,7 +20,12 @@ from typing import Any
 from entrasync_pipeline.sandbox.httpd import Request, Response, Route, json_response
 from entrasync_pipeline.sandbox.seeds import Seed
 from entrasync_pipeline.sandbox.zammad_store import (
-    ORGANIZATIONS, ROLES, Token, ZammadRuleError, ZammadStore, has_permission,
+    ORGANIZATIONS,
+    ROLES,
+    Token,
+    ZammadRuleError,
+    ZammadStore,
+    has_permission,
 )
 
 LIST_DEFAULT = 100
@@ -63,8 +68,10 @@ class ZammadApp:
     def __init__(self, seed: Seed) -> None:
         self.seed = seed
         self.token_values: dict[str, str] = {
-            "sync": secrets.token_urlsafe(32), "agent": secrets.token_urlsafe(32),
-            "readonly": secrets.token_urlsafe(32), "expired": secrets.token_urlsafe(32),
+            "sync": secrets.token_urlsafe(32),
+            "agent": secrets.token_urlsafe(32),
+            "readonly": secrets.token_urlsafe(32),
+            "expired": secrets.token_urlsafe(32),
         }
         self.reset()
 
@@ -90,10 +97,8 @@ class ZammadApp:
             Route("GET", f"{api}/object_manager_attributes/{{id}}", self._api(self.show_attribute)),
             Route("PUT", f"{api}/object_manager_attributes/{{id}}", self._api(self.update_attribute)),
             Route("DELETE", f"{api}/object_manager_attributes/{{id}}", self._api(self.delete_attribute)),
-            Route("POST", f"{api}/object_manager_attributes_execute_migrations",
-                  self._api(self.execute_migrations)),
-            Route("POST", f"{api}/object_manager_attributes_discard_changes",
-                  self._api(self.discard_changes)),
+            Route("POST", f"{api}/object_manager_attributes_execute_migrations", self._api(self.execute_migrations)),
+            Route("POST", f"{api}/object_manager_attributes_discard_changes", self._api(self.discard_changes)),
         ]
 
     def state(self) -> dict[str, Any]:
@@ -102,8 +107,10 @@ class ZammadApp:
             return {
                 "users": [store.users[i] for i in store.order],
                 "attributes": [a.render() for a in store.attributes.values()],
-                "tokens": {t.name: {"token": t.value, "user_id": t.user_id, "permissions": t.permissions,
-                                    "expired": t.expired} for t in store.tokens.values()},
+                "tokens": {
+                    t.name: {"token": t.value, "user_id": t.user_id, "permissions": t.permissions, "expired": t.expired}
+                    for t in store.tokens.values()
+                },
                 "page_cap": store.page_cap,
             }
 
@@ -126,11 +133,18 @@ class ZammadApp:
         return response
 
     def html_error(self, status: int) -> Response:
-        reason = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-                  503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}.get(status, "Error")
-        body = (f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
-                f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-                "</body>\r\n</html>\r\n").encode()
+        reason = {
+            429: "Too Many Requests",
+            500: "Internal Server Error",
+            502: "Bad Gateway",
+            503: "Service Temporarily Unavailable",
+            504: "Gateway Time-out",
+        }.get(status, "Error")
+        body = (
+            f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        ).encode()
         return Response(status, body, {"Content-Type": "text/html"})
 
     def not_found(self, request: Request) -> Response:
@@ -148,6 +162,7 @@ class ZammadApp:
                 return _envelope(422, str(exc))
             except RuntimeError as exc:
                 return _envelope(500, str(exc))
+
         return wrapped
 
     def _authenticate(self, request: Request) -> Caller:
@@ -160,17 +175,20 @@ class ZammadApp:
         if scheme.lower() == "basic":
             caller = self._basic(credential)
         elif scheme.lower() in ("token", "bearer"):
-            value = credential[len("token="):] if credential.startswith("token=") else credential
+            value = credential[len("token=") :] if credential.startswith("token=") else credential
             token = store.tokens.get(value.strip('"'))
             if token is None:
-                raise ApiError(401, "Can't find User for Token" if scheme.lower() == "token"
-                               else "The provided token is invalid.")
+                raise ApiError(
+                    401, "Can't find User for Token" if scheme.lower() == "token" else "The provided token is invalid."
+                )
             if token.expired:
                 raise ApiError(401, "Not authorized (token expired)!")
             user = store.get(token.user_id)
             if user is None or not user["active"]:
-                raise ApiError(401, "Login failed. Have you double-checked your credentials and "
-                               "completed the email verification step?")
+                raise ApiError(
+                    401,
+                    "Login failed. Have you double-checked your credentials and completed the email verification step?",
+                )
             caller = Caller(store, user, token)
         else:
             raise ApiError(401, "Authentication failed.")
@@ -213,11 +231,16 @@ class ZammadApp:
         def login_of(uid: Any) -> str | None:
             other = self.store.get(uid) if isinstance(uid, int) else None
             return other["login"] if other else None
+
         return {
             "roles": [ROLES[r]["name"] for r in user.get("role_ids", []) if r in ROLES],
             "organization": ORGANIZATIONS.get(user.get("organization_id")),
-            "groups": {}, "organizations": [], "two_factor_preferences": [], "authorizations": [],
-            "overview_sortings": [], "created_by": login_of(user.get("created_by_id")),
+            "groups": {},
+            "organizations": [],
+            "two_factor_preferences": [],
+            "authorizations": [],
+            "overview_sortings": [],
+            "created_by": login_of(user.get("created_by_id")),
             "updated_by": login_of(user.get("updated_by_id")),
         }
 
@@ -246,8 +269,9 @@ class ZammadApp:
     def show_user(self, request: Request, caller: Caller) -> Response:
         user = self.store.get(self._user_id(request))
         assert user is not None
-        allowed = (caller.may("admin") or any(caller.may(p) for p in ("admin.user", "ticket.agent"))
-                   or user["id"] == caller.id)
+        allowed = (
+            caller.may("admin") or any(caller.may(p) for p in ("admin.user", "ticket.agent")) or user["id"] == caller.id
+        )
         if not allowed:
             raise ApiError(403, "Not authorized")
         return _json(200, self._render(request, user))
@@ -268,12 +292,22 @@ class ZammadApp:
         if _flag(params, "only_total_count"):
             return _json(200, {"total_count": len(hits)})
         page, per_page = self._page_args(params, SEARCH_DEFAULT, SEARCH_MAX)
-        window = hits[(page - 1) * per_page: page * per_page]
+        window = hits[(page - 1) * per_page : page * per_page]
         if _flag(params, "full"):
             return _json(200, {**_full(window), "total_count": len(hits)})
         if params.get("term"):
-            return _json(200, [{"id": u["id"], "label": f"{u['firstname']} {u['lastname']} <{u['email']}>",
-                                "value": u["email"], "inactive": not u["active"]} for u in window])
+            return _json(
+                200,
+                [
+                    {
+                        "id": u["id"],
+                        "label": f"{u['firstname']} {u['lastname']} <{u['email']}>",
+                        "value": u["email"],
+                        "inactive": not u["active"],
+                    }
+                    for u in window
+                ],
+            )
         return _json(200, [self._render(request, u, params) for u in window])
 
     def create_user(self, request: Request, caller: Caller) -> Response:
@@ -291,8 +325,7 @@ class ZammadApp:
             target_perms = self.store.permissions(target)
             if has_permission(target_perms, "admin.user") or has_permission(target_perms, "ticket.agent"):
                 raise ApiError(403, "Not authorized")
-        user = self.store.update(user_id, _object_body(request), caller.id,
-                                 may_assign_roles=caller.may("admin.user"))
+        user = self.store.update(user_id, _object_body(request), caller.id, may_assign_roles=caller.may("admin.user"))
         return _json(200, self._render(request, user))
 
     def delete_user(self, request: Request, caller: Caller) -> Response:
@@ -306,9 +339,23 @@ class ZammadApp:
 
     def list_roles(self, request: Request, caller: Caller) -> Response:
         caller.require_any("admin.role", "admin.user", "admin.group", "ticket.agent")
-        return _json(200, [{"id": rid, "name": r["name"], "permission_ids": [], "active": True,
-                            "note": "", "default_at_signup": rid == 3, "preferences": {},
-                            "updated_by_id": 1, "created_by_id": 1} for rid, r in ROLES.items()])
+        return _json(
+            200,
+            [
+                {
+                    "id": rid,
+                    "name": r["name"],
+                    "permission_ids": [],
+                    "active": True,
+                    "note": "",
+                    "default_at_signup": rid == 3,
+                    "preferences": {},
+                    "updated_by_id": 1,
+                    "created_by_id": 1,
+                }
+                for rid, r in ROLES.items()
+            ],
+        )
 
     def version(self, request: Request, caller: Caller) -> Response:
         return _json(200, {"version": "6.5.0-sandbox"})
@@ -407,8 +454,7 @@ def _public(user: dict[str, Any]) -> dict[str, Any]:
 
 
 def _full(users: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"record_ids": [u["id"] for u in users],
-            "assets": {"User": {str(u["id"]): _public(u) for u in users}}}
+    return {"record_ids": [u["id"] for u in users], "assets": {"User": {str(u["id"]): _public(u) for u in users}}}
 
 
 def _flag(params: dict[str, Any], name: str) -> bool:
@@ -436,6 +482,12 @@ def _envelope(status: int, message: str) -> Response:
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     response = json_response(status, payload)
     etag = hashlib.md5(response.body, usedforsecurity=False).hexdigest()
-    response.headers.update({"X-Request-Id": str(uuid.uuid4()), "ETag": f'W/"{etag}"',
-                             "Cache-Control": "max-age=0, private, must-revalidate", **(headers or {})})
+    response.headers.update(
+        {
+            "X-Request-Id": str(uuid.uuid4()),
+            "ETag": f'W/"{etag}"',
+            "Cache-Control": "max-age=0, private, must-revalidate",
+            **(headers or {}),
+        }
+    )
     return response

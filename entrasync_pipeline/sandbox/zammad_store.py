@@ -20,47 +20,163 @@ from datetime import datetime, timezone
 from typing import Any
 
 STRING_LIMITS = {
-    "login": 255, "firstname": 100, "lastname": 100, "email": 255, "image": 100,
-    "image_source": 200, "web": 100, "phone": 100, "fax": 100, "mobile": 100, "department": 200,
-    "street": 120, "zip": 100, "city": 100, "country": 100, "address": 500, "note": 5000,
+    "login": 255,
+    "firstname": 100,
+    "lastname": 100,
+    "email": 255,
+    "image": 100,
+    "image_source": 200,
+    "web": 100,
+    "phone": 100,
+    "fax": 100,
+    "mobile": 100,
+    "department": 200,
+    "street": 120,
+    "zip": 100,
+    "city": 100,
+    "country": 100,
+    "address": 500,
+    "note": 5000,
     "source": 200,
 }
 # Object-manager inputs marked editable: validated against maxlength instead of truncated (§2.7).
 EDITABLE_MAXLENGTH = {"department": 200, "address": 500}
 BLANK_ON_CREATE = ("web", "phone", "fax", "mobile", "street", "zip", "city", "country", "note")
-NULL_ON_CREATE = ("image", "image_source", "department", "address", "last_login", "source",
-                  "organization_id", "out_of_office_start_at", "out_of_office_end_at",
-                  "out_of_office_replacement_id")
-COLUMN_ORDER = (
-    "id", "organization_id", "login", "firstname", "lastname", "email", "image", "image_source",
-    "web", "phone", "fax", "mobile", "department", "street", "zip", "city", "country", "address",
-    "vip", "verified", "active", "note", "last_login", "source", "login_failed", "out_of_office",
-    "out_of_office_start_at", "out_of_office_end_at", "out_of_office_replacement_id",
-    "preferences", "updated_by_id", "created_by_id", "created_at", "updated_at",
+NULL_ON_CREATE = (
+    "image",
+    "image_source",
+    "department",
+    "address",
+    "last_login",
+    "source",
+    "organization_id",
+    "out_of_office_start_at",
+    "out_of_office_end_at",
+    "out_of_office_replacement_id",
 )
-ASSOCIATION_KEYS = ("role_ids", "two_factor_preference_ids", "organization_ids",
-                    "authorization_ids", "overview_sorting_ids", "group_ids")
-NOT_WRITABLE = frozenset({"id", "created_at", "updated_at", "created_by_id", "updated_by_id",
-                          "action", "controller", "login_failed", "last_login"})
+COLUMN_ORDER = (
+    "id",
+    "organization_id",
+    "login",
+    "firstname",
+    "lastname",
+    "email",
+    "image",
+    "image_source",
+    "web",
+    "phone",
+    "fax",
+    "mobile",
+    "department",
+    "street",
+    "zip",
+    "city",
+    "country",
+    "address",
+    "vip",
+    "verified",
+    "active",
+    "note",
+    "last_login",
+    "source",
+    "login_failed",
+    "out_of_office",
+    "out_of_office_start_at",
+    "out_of_office_end_at",
+    "out_of_office_replacement_id",
+    "preferences",
+    "updated_by_id",
+    "created_by_id",
+    "created_at",
+    "updated_at",
+)
+ASSOCIATION_KEYS = (
+    "role_ids",
+    "two_factor_preference_ids",
+    "organization_ids",
+    "authorization_ids",
+    "overview_sorting_ids",
+    "group_ids",
+)
+NOT_WRITABLE = frozenset(
+    {
+        "id",
+        "created_at",
+        "updated_at",
+        "created_by_id",
+        "updated_by_id",
+        "action",
+        "controller",
+        "login_failed",
+        "last_login",
+    }
+)
 BOOLEAN_COLUMNS = frozenset({"vip", "verified", "active", "out_of_office"})
 
 ROLES = {
     1: {"name": "Admin", "permissions": ["admin", "user_preferences", "report", "knowledge_base.editor"]},
-    2: {"name": "Agent", "permissions": ["ticket.agent", "chat.agent", "cti.agent", "user_preferences",
-                                         "knowledge_base.reader"]},
+    2: {
+        "name": "Agent",
+        "permissions": ["ticket.agent", "chat.agent", "cti.agent", "user_preferences", "knowledge_base.reader"],
+    },
     3: {"name": "Customer", "permissions": ["ticket.customer", "user_preferences"]},
 }
 ORGANIZATIONS = {1: "Zammad Foundation"}
-RESERVED_NAMES = frozenset({
-    "destroy", "true", "false", "integer", "select", "drop", "create", "alter", "index", "table",
-    "varchar", "blob", "date", "datetime", "timestamp", "url", "icon", "initials", "avatar",
-    "permission", "validate", "subscribe", "unsubscribe", "translate", "search", "_type", "_doc",
-    "_id", "id", "action", "scope", "constructor",
-})
+RESERVED_NAMES = frozenset(
+    {
+        "destroy",
+        "true",
+        "false",
+        "integer",
+        "select",
+        "drop",
+        "create",
+        "alter",
+        "index",
+        "table",
+        "varchar",
+        "blob",
+        "date",
+        "datetime",
+        "timestamp",
+        "url",
+        "icon",
+        "initials",
+        "avatar",
+        "permission",
+        "validate",
+        "subscribe",
+        "unsubscribe",
+        "translate",
+        "search",
+        "_type",
+        "_doc",
+        "_id",
+        "id",
+        "action",
+        "scope",
+        "constructor",
+    }
+)
 INPUT_TYPES = ("text", "password", "tel", "fax", "email", "url")
-DATA_TYPES = ("input", "user_autocompletion", "checkbox", "select", "multiselect", "tree_select",
-              "multi_tree_select", "datetime", "date", "tag", "richtext", "textarea", "integer",
-              "boolean", "autocompletion_ajax", "autocompletion_ajax_external_data_source")
+DATA_TYPES = (
+    "input",
+    "user_autocompletion",
+    "checkbox",
+    "select",
+    "multiselect",
+    "tree_select",
+    "multi_tree_select",
+    "datetime",
+    "date",
+    "tag",
+    "richtext",
+    "textarea",
+    "integer",
+    "boolean",
+    "autocompletion_ajax",
+    "autocompletion_ajax_external_data_source",
+)
 EMAIL_RE = re.compile(r"^[^\s@]+@[^\s@]+$")
 TRUE_STRINGS = frozenset({"true", "1", "t", "yes", "y", "on"})
 FALSE_STRINGS = frozenset({"false", "0", "f", "no", "n", "off", ""})
@@ -107,27 +223,49 @@ class Attribute:
 
     def render(self) -> dict[str, Any]:
         return {
-            "id": self.id, "object_lookup_id": 2, "object": "User", "name": self.name,
-            "display": self.display, "data_type": self.data_type, "data_option": self.data_option,
-            "data_option_new": self.data_option_new, "editable": self.editable, "active": self.active,
-            "screens": self.screens, "to_create": not self.migrated, "to_migrate": not self.migrated,
-            "to_delete": self.to_delete, "to_config": bool(self.data_option_new),
-            "position": self.position, "created_by_id": 1, "updated_by_id": 1,
-            "created_at": self.created_at, "updated_at": self.updated_at,
+            "id": self.id,
+            "object_lookup_id": 2,
+            "object": "User",
+            "name": self.name,
+            "display": self.display,
+            "data_type": self.data_type,
+            "data_option": self.data_option,
+            "data_option_new": self.data_option_new,
+            "editable": self.editable,
+            "active": self.active,
+            "screens": self.screens,
+            "to_create": not self.migrated,
+            "to_migrate": not self.migrated,
+            "to_delete": self.to_delete,
+            "to_config": bool(self.data_option_new),
+            "position": self.position,
+            "created_by_id": 1,
+            "updated_by_id": 1,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
         }
 
 
 CORE_ATTRIBUTES = [
-    ("login", "Login", "input", False), ("firstname", "First name", "input", False),
-    ("lastname", "Last name", "input", False), ("email", "Email", "input", False),
-    ("web", "Web", "input", True), ("phone", "Phone", "input", True),
-    ("mobile", "Mobile", "input", True), ("fax", "Fax", "input", True),
+    ("login", "Login", "input", False),
+    ("firstname", "First name", "input", False),
+    ("lastname", "Last name", "input", False),
+    ("email", "Email", "input", False),
+    ("web", "Web", "input", True),
+    ("phone", "Phone", "input", True),
+    ("mobile", "Mobile", "input", True),
+    ("fax", "Fax", "input", True),
     ("organization_id", "Organization", "autocompletion_ajax", False),
-    ("department", "Department", "input", True), ("street", "Street", "input", True),
-    ("zip", "Zip", "input", True), ("city", "City", "input", True),
-    ("country", "Country", "input", True), ("address", "Address", "textarea", True),
-    ("password", "Password", "input", False), ("vip", "VIP", "boolean", False),
-    ("note", "Note", "richtext", False), ("role_ids", "Permissions", "user_permission", False),
+    ("department", "Department", "input", True),
+    ("street", "Street", "input", True),
+    ("zip", "Zip", "input", True),
+    ("city", "City", "input", True),
+    ("country", "Country", "input", True),
+    ("address", "Address", "textarea", True),
+    ("password", "Password", "input", False),
+    ("vip", "VIP", "boolean", False),
+    ("note", "Note", "richtext", False),
+    ("role_ids", "Permissions", "user_permission", False),
     ("active", "Active", "active", False),
 ]
 CORE_NAMES = frozenset(name for name, *_ in CORE_ATTRIBUTES)
@@ -156,11 +294,28 @@ class ZammadStore:
             self._add_attribute(name, display, data_type, option, editable=editable, migrated=True)
 
     # --- attributes -------------------------------------------------------------------------
-    def _add_attribute(self, name: str, display: str, data_type: str, data_option: dict[str, Any],
-                       editable: bool = True, migrated: bool = False, screens: dict[str, Any] | None = None,
-                       position: int = 1500) -> Attribute:
-        attribute = Attribute(self.next_attribute_id, name, display, data_type, data_option,
-                              editable=editable, migrated=migrated, screens=screens or {}, position=position)
+    def _add_attribute(
+        self,
+        name: str,
+        display: str,
+        data_type: str,
+        data_option: dict[str, Any],
+        editable: bool = True,
+        migrated: bool = False,
+        screens: dict[str, Any] | None = None,
+        position: int = 1500,
+    ) -> Attribute:
+        attribute = Attribute(
+            self.next_attribute_id,
+            name,
+            display,
+            data_type,
+            data_option,
+            editable=editable,
+            migrated=migrated,
+            screens=screens or {},
+            position=position,
+        )
         self.next_attribute_id += 1
         self.attributes[name] = attribute
         return attribute
@@ -181,14 +336,20 @@ class ZammadStore:
             self._check_data_option(data_type, option)
             option.setdefault("default", "" if data_type in ("input", "select", "tree_select") else None)
             option.setdefault("null", True)
-            return self._add_attribute(name, str(payload.get("display") or name), data_type, option,
-                                       screens=payload.get("screens") or {},
-                                       position=int(payload.get("position") or 1500))
+            return self._add_attribute(
+                name,
+                str(payload.get("display") or name),
+                data_type,
+                option,
+                screens=payload.get("screens") or {},
+                position=int(payload.get("position") or 1500),
+            )
 
     def _check_attribute_name(self, name: str) -> None:
         if not re.fullmatch(r"[a-z0-9_]+", name) or not re.search(r"[a-z]", name):
-            raise ZammadRuleError("Name may only contain lower-case letters, digits and underscores, "
-                                  "and at least one letter.")
+            raise ZammadRuleError(
+                "Name may only contain lower-case letters, digits and underscores, and at least one letter."
+            )
         if name.endswith("_id") or name.endswith("_ids"):
             raise ZammadRuleError("Name can't get used because *_id and *_ids are not allowed")
         if name in RESERVED_NAMES:
@@ -200,8 +361,7 @@ class ZammadStore:
     def _check_data_option(data_type: str, option: dict[str, Any]) -> None:
         if data_type == "input":
             if option.get("type") not in INPUT_TYPES:
-                raise ZammadRuleError("Need data_option[:type] param with one of text, password, tel, "
-                                      "fax, email, url")
+                raise ZammadRuleError("Need data_option[:type] param with one of text, password, tel, fax, email, url")
             maxlength = option.get("maxlength")
             if not isinstance(maxlength, int) or maxlength < 1:
                 raise ZammadRuleError("Need data_option[:maxlength] param")
@@ -251,7 +411,7 @@ class ZammadStore:
     def page(self, page: int, per_page: int) -> list[dict[str, Any]]:
         with self.lock:
             start = (page - 1) * per_page
-            return [copy.deepcopy(self.users[i]) for i in self.order[start:start + per_page]]
+            return [copy.deepcopy(self.users[i]) for i in self.order[start : start + per_page]]
 
     def search(self, query: str, condition: dict[str, Any] | None) -> list[dict[str, Any]]:
         """The database fallback: one lower-cased substring over every string column, id 1 excluded."""
@@ -259,8 +419,11 @@ class ZammadStore:
         with self.lock:
             candidates = self._condition_ids(condition) if condition else None
             pool = candidates if candidates is not None else self.order
-            hits = [self.users[i] for i in pool if i != 1 and i in self.users
-                    and (not needle or needle in self.haystacks[i])]
+            hits = [
+                self.users[i]
+                for i in pool
+                if i != 1 and i in self.users and (not needle or needle in self.haystacks[i])
+            ]
             hits.sort(key=lambda u: (not u["active"], _negated(u["updated_at"]), -u["id"]))
             return [copy.deepcopy(u) for u in hits]
 
@@ -291,26 +454,48 @@ class ZammadStore:
     def references(self, user_id: int) -> bool:
         if user_id in self.referenced:
             return True
-        return any(u["created_by_id"] == user_id or u["updated_by_id"] == user_id
-                   for u in self.users.values())
+        return any(u["created_by_id"] == user_id or u["updated_by_id"] == user_id for u in self.users.values())
 
     # --- users: writing ---------------------------------------------------------------------
-    def create(self, params: dict[str, Any], actor_id: int, may_assign_roles: bool,
-               explicit_id: int | None = None) -> dict[str, Any]:
+    def create(
+        self, params: dict[str, Any], actor_id: int, may_assign_roles: bool, explicit_id: int | None = None
+    ) -> dict[str, Any]:
         with self.lock:
             user_id = explicit_id if explicit_id is not None else self.next_id
             stamp = now_iso()
             user: dict[str, Any] = {column: None for column in COLUMN_ORDER}
             user.update({c: "" for c in BLANK_ON_CREATE})
-            user.update({"id": user_id, "login": "", "firstname": "", "lastname": "", "email": "",
-                         "vip": False, "verified": False, "active": True, "login_failed": 0,
-                         "out_of_office": False, "preferences": {"locale": "en-us"},
-                         "updated_by_id": actor_id, "created_by_id": actor_id,
-                         "created_at": stamp, "updated_at": stamp})
+            user.update(
+                {
+                    "id": user_id,
+                    "login": "",
+                    "firstname": "",
+                    "lastname": "",
+                    "email": "",
+                    "vip": False,
+                    "verified": False,
+                    "active": True,
+                    "login_failed": 0,
+                    "out_of_office": False,
+                    "preferences": {"locale": "en-us"},
+                    "updated_by_id": actor_id,
+                    "created_by_id": actor_id,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+            )
             for attribute in self.custom_columns():
                 user[attribute.name] = attribute.data_option.get("default", "")
-            user.update({"role_ids": [], "two_factor_preference_ids": [], "organization_ids": [],
-                         "authorization_ids": [], "overview_sorting_ids": [], "group_ids": {}})
+            user.update(
+                {
+                    "role_ids": [],
+                    "two_factor_preference_ids": [],
+                    "organization_ids": [],
+                    "authorization_ids": [],
+                    "overview_sorting_ids": [],
+                    "group_ids": {},
+                }
+            )
             changed = self._apply(user, params, may_assign_roles, creating=True)
             if not user["role_ids"]:
                 user["role_ids"] = [3]
@@ -319,8 +504,7 @@ class ZammadStore:
             self.next_id = max(self.next_id, user_id + 1)
             return copy.deepcopy(user)
 
-    def update(self, user_id: int, params: dict[str, Any], actor_id: int,
-               may_assign_roles: bool) -> dict[str, Any]:
+    def update(self, user_id: int, params: dict[str, Any], actor_id: int, may_assign_roles: bool) -> dict[str, Any]:
         with self.lock:
             before = self.users[user_id]
             user = copy.deepcopy(before)
@@ -339,8 +523,7 @@ class ZammadStore:
             self._unindex(user)
             self.haystacks.pop(user_id, None)
 
-    def _apply(self, user: dict[str, Any], params: dict[str, Any], may_assign_roles: bool,
-               creating: bool) -> set[str]:
+    def _apply(self, user: dict[str, Any], params: dict[str, Any], may_assign_roles: bool, creating: bool) -> set[str]:
         """Copy the writable, known keys of ``params`` onto ``user``; unknown keys vanish (§2.3)."""
         custom = {a.name: a for a in self.custom_columns()}
         changed: set[str] = set()
@@ -484,8 +667,9 @@ class ZammadStore:
         if email and (not EMAIL_RE.match(email) or not 3 <= len(email) <= 250 or ".." in email):
             raise ZammadRuleError(f"Invalid email '{email}'")
         if not any(user.get(k) for k in ("firstname", "lastname", "phone", "mobile", "email")):
-            raise ZammadRuleError("At least one identifier (firstname, lastname, phone, mobile or email) "
-                                  "for user is required.")
+            raise ZammadRuleError(
+                "At least one identifier (firstname, lastname, phone, mobile or email) for user is required."
+            )
         if email and (before is None or (before.get("email") or "") != email):
             owners = self.email_index.get(email, set()) - {user["id"]}
             if owners:
@@ -496,6 +680,7 @@ class ZammadStore:
     def _was_last_admin(self, before: dict[str, Any], after: dict[str, Any]) -> bool:
         def is_admin(u: dict[str, Any]) -> bool:
             return bool(u.get("active")) and has_permission(self.permissions(u), "admin.user")
+
         if not is_admin(before) or is_admin(after):
             return False
         return not any(is_admin(u) for uid, u in self.users.items() if uid != before["id"])
@@ -520,7 +705,8 @@ class ZammadStore:
         self.login_index[user["login"]] = user["id"]
         string_columns = list(STRING_LIMITS) + [a.name for a in self.custom_columns()]
         self.haystacks[user["id"]] = "\x00".join(
-            str(user.get(c)).lower() for c in string_columns if isinstance(user.get(c), str))
+            str(user.get(c)).lower() for c in string_columns if isinstance(user.get(c), str)
+        )
 
     def _unindex(self, user: dict[str, Any]) -> None:
         if user.get("email"):

@@ -17,7 +17,11 @@ from typing import Any, Iterable, Iterator
 from entrasync_pipeline.settings import SecretValue, ZammadSettings
 from entrasync_pipeline.transport import HttpResponse, NoResponse, Transport, parse_retry_after
 from entrasync_pipeline.zammad.errors import (
-    ZammadAuthError, ZammadNotFoundError, ZammadResponseError, ZammadServerError, ZammadTransportError,
+    ZammadAuthError,
+    ZammadNotFoundError,
+    ZammadResponseError,
+    ZammadServerError,
+    ZammadTransportError,
     ZammadValidationError,
 )
 
@@ -41,12 +45,24 @@ ADMIN_ROLE_NAME = "Admin"
 ATTRIBUTE_POSITION_STEP = 10
 
 ENTRA_ATTRIBUTES: list[dict[str, Any]] = [
-    {"name": "entra_key", "display": "Entra object id", "data_type": "input",
-     "data_option": {"type": "text", "maxlength": 64, "null": True, "default": ""}},
-    {"name": "entra_object_type", "display": "Entra object type", "data_type": "select",
-     "data_option": {"options": {"user": "User", "contact": "Contact"}, "null": True, "default": ""}},
-    {"name": "entrasync_profile", "display": "entrasync profile", "data_type": "input",
-     "data_option": {"type": "text", "maxlength": 64, "null": True, "default": ""}},
+    {
+        "name": "entra_key",
+        "display": "Entra object id",
+        "data_type": "input",
+        "data_option": {"type": "text", "maxlength": 64, "null": True, "default": ""},
+    },
+    {
+        "name": "entra_object_type",
+        "display": "Entra object type",
+        "data_type": "select",
+        "data_option": {"options": {"user": "User", "contact": "Contact"}, "null": True, "default": ""},
+    },
+    {
+        "name": "entrasync_profile",
+        "display": "entrasync profile",
+        "data_type": "input",
+        "data_option": {"type": "text", "maxlength": 64, "null": True, "default": ""},
+    },
 ]
 
 
@@ -62,14 +78,29 @@ class ZammadClient:
         self.transport.close()
 
     # --- the one request path ----------------------------------------------------------------
-    def _request(self, method: str, path: str, route: str, *, params: dict[str, Any] | None = None,
-                 body: Any = None, idempotent: bool | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        route: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
         headers = {"Authorization": f"Token token={self._token.reveal()}", "Accept": "application/json"}
         if idempotent is None:
             idempotent = method in ("GET", "PUT", "DELETE")
         try:
-            response = self.transport.send(method, f"{self.base}{path}", route=route, idempotent=idempotent,
-                                           params=params, json_body=body, headers=headers)
+            response = self.transport.send(
+                method,
+                f"{self.base}{path}",
+                route=route,
+                idempotent=idempotent,
+                params=params,
+                json_body=body,
+                headers=headers,
+            )
         except NoResponse as exc:
             raise ZammadTransportError(method, route, exc.kind, exc.detail, exc.ambiguous) from None
         if response.status >= 400:
@@ -81,8 +112,9 @@ class ZammadClient:
         """Every user (the system user and inactive users included), page by page until empty."""
         page = 1
         while True:
-            batch = self._request("GET", "/users", "/api/v1/users",
-                                  params={"page": page, "per_page": self.settings.per_page})
+            batch = self._request(
+                "GET", "/users", "/api/v1/users", params={"page": page, "per_page": self.settings.per_page}
+            )
             if not isinstance(batch, list):
                 raise ZammadResponseError(200, "GET", "/api/v1/users", "expected a JSON array of users")
             if not batch:
@@ -128,8 +160,12 @@ class ZammadClient:
         """
         ids = frozenset(rid for name, rid in self.roles().items() if name == ADMIN_ROLE_NAME)
         if not ids:
-            raise ZammadResponseError(200, "GET", "/api/v1/roles", f"no role named {ADMIN_ROLE_NAME!r}; "
-                                      "cannot tell which users are administrators")
+            raise ZammadResponseError(
+                200,
+                "GET",
+                "/api/v1/roles",
+                f"no role named {ADMIN_ROLE_NAME!r}; cannot tell which users are administrators",
+            )
         return ids
 
     # --- object manager ----------------------------------------------------------------------------
@@ -144,14 +180,26 @@ class ZammadClient:
         existing User attribute, read first, so attributes created in turn keep their order.
         """
         position = spec.get("position") or _next_position(self.user_attributes().values())
-        payload = {"object": "User", "active": True, "position": position, "editable": True,
-                   "screens": {"view": {"-all-": {"shown": True}}, "edit": {"-all-": {"shown": False, "null": True}},
-                               "create": {"-all-": {"shown": False, "null": True}}}, **spec}
+        payload = {
+            "object": "User",
+            "active": True,
+            "position": position,
+            "editable": True,
+            "screens": {
+                "view": {"-all-": {"shown": True}},
+                "edit": {"-all-": {"shown": False, "null": True}},
+                "create": {"-all-": {"shown": False, "null": True}},
+            },
+            **spec,
+        }
         return self._request("POST", "/object_manager_attributes", "/api/v1/object_manager_attributes", body=payload)
 
     def execute_migrations(self) -> None:
-        self._request("POST", "/object_manager_attributes_execute_migrations",
-                      "/api/v1/object_manager_attributes_execute_migrations")
+        self._request(
+            "POST",
+            "/object_manager_attributes_execute_migrations",
+            "/api/v1/object_manager_attributes_execute_migrations",
+        )
 
 
 def _next_position(attributes: Iterable[dict[str, Any]]) -> int:

@@ -28,8 +28,7 @@ class ZammadTransportError(ZammadError):
 
 
 class ZammadResponseError(ZammadError):
-    def __init__(self, status: int, method: str, route: str, message: str,
-                 retry_after_s: float | None = None) -> None:
+    def __init__(self, status: int, method: str, route: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{method} {route}: HTTP {status}: {message}")
         self.status, self.method, self.route, self.message = status, method, route, message
         self.retry_after_s = retry_after_s

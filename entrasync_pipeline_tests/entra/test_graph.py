@@ -10,7 +10,7 @@ import pytest
 from entrasync_pipeline.entra.credential import EntraCredential
 from entrasync_pipeline.entra.errors import DeltaResetRequired, EntraAuthError, GraphNotFoundError, GraphResponseError
 from entrasync_pipeline.entra.graph import GraphClient
-from entrasync_pipeline.settings import EntraSettings, HttpSettings, SecretValue, EntraCredentialMaterial
+from entrasync_pipeline.settings import EntraCredentialMaterial, EntraSettings, HttpSettings, SecretValue
 from entrasync_pipeline.transport import Transport
 from entrasync_pipeline_tests.conftest import Sandbox, start_sandbox_process, stop_process
 
@@ -20,8 +20,13 @@ FAST = HttpSettings(backoff_base_s=0.05, backoff_max_s=0.5)
 
 
 def _client(info: dict, secret: str | None = None, http: HttpSettings = FAST) -> GraphClient:
-    entra = EntraSettings(tenant_id=info["tenant_id"], client_id=info["sync_app"]["client_id"],
-                          credential="secret", authority_host=info["graph_url"], graph_url=info["graph_url"])
+    entra = EntraSettings(
+        tenant_id=info["tenant_id"],
+        client_id=info["sync_app"]["client_id"],
+        credential="secret",
+        authority_host=info["graph_url"],
+        graph_url=info["graph_url"],
+    )
     material = EntraCredentialMaterial("secret", secret=SecretValue(secret or info["sync_app"]["client_secret"], "S"))
     transport = Transport(http, info["ca_bundle"], "graph")
     return GraphClient(entra, EntraCredential(entra, material, transport), transport)
@@ -54,13 +59,16 @@ def test_every_page_is_read_with_top_999(big_sandbox: Sandbox) -> None:
 def test_transitive_members_include_nested_groups(sandbox: Sandbox, graph: GraphClient) -> None:
     direct = list(graph.group_members(sandbox.info["groups"]["IT Support"], SELECT))
     flat = list(graph.group_members(sandbox.info["groups"]["IT Support"], SELECT, transitive=True))
-    assert len([i for i in flat if i["@odata.type"].endswith("user")]) == \
-        len([i for i in direct if i["@odata.type"].endswith("user")]) + 6
+    assert (
+        len([i for i in flat if i["@odata.type"].endswith("user")])
+        == len([i for i in direct if i["@odata.type"].endswith("user")]) + 6
+    )
 
 
 def test_throttling_is_survived_without_a_single_early_retry(sandbox: Sandbox, graph: GraphClient) -> None:
-    sandbox.faults("graph", {"route": MEMBERS, "rate": 0.5, "statuses": [429, 503], "retry_after": 0.2,
-                             "punish_early_retry": True})
+    sandbox.faults(
+        "graph", {"route": MEMBERS, "rate": 0.5, "statuses": [429, 503], "retry_after": 0.2, "punish_early_retry": True}
+    )
     for _ in range(4):
         assert len(list(graph.group_members(sandbox.info["groups"]["Sales"], SELECT))) == 29
     stats = sandbox.stats("graph")
@@ -69,8 +77,11 @@ def test_throttling_is_survived_without_a_single_early_retry(sandbox: Sandbox, g
 
 @pytest.mark.parametrize("retry_after", [1, 0.4, "http-date"], ids=["integer", "fractional", "http-date"])
 def test_retry_after_is_honoured_in_every_form(sandbox: Sandbox, graph: GraphClient, retry_after: object) -> None:
-    sandbox.faults("graph", {"route": MEMBERS, "rate": 0.6, "statuses": [429], "retry_after": retry_after,
-                             "punish_early_retry": True}, seed=11)
+    sandbox.faults(
+        "graph",
+        {"route": MEMBERS, "rate": 0.6, "statuses": [429], "retry_after": retry_after, "punish_early_retry": True},
+        seed=11,
+    )
     assert len(list(graph.group_members(sandbox.info["groups"]["Sales"], SELECT))) == 29
     assert sandbox.stats("graph")["early_retries"] == 0
 
@@ -82,8 +93,11 @@ def test_server_errors_resets_and_truncated_bodies_are_retried(sandbox: Sandbox,
 
 
 def test_token_endpoint_faults_are_retried(sandbox: Sandbox) -> None:
-    sandbox.faults("graph", {"route": "POST /{tenant}/oauth2/v2.0/token", "rate": 0.7, "statuses": [503, 429],
-                             "retry_after": 0.1}, seed=2)
+    sandbox.faults(
+        "graph",
+        {"route": "POST /{tenant}/oauth2/v2.0/token", "rate": 0.7, "statuses": [503, 429], "retry_after": 0.1},
+        seed=2,
+    )
     with _client(sandbox.info) as client:
         client.credential.drop_cached_token()
         assert len(list(client.group_members(sandbox.info["groups"]["Sales"], SELECT))) == 29
@@ -109,10 +123,17 @@ def test_unknown_group_is_not_found(graph: GraphClient) -> None:
 
 def test_the_certificate_credential_works(sandbox: Sandbox) -> None:
     info = sandbox.info
-    entra = EntraSettings(tenant_id=info["tenant_id"], client_id=info["sync_app"]["client_id"],
-                          authority_host=info["graph_url"], graph_url=info["graph_url"])
-    material = EntraCredentialMaterial("certificate", certificate_pem=Path(info["sync_app"]["certificate_path"]).read_text(),
-                                       private_key=SecretValue(Path(info["sync_app"]["private_key_path"]).read_text(), "K"))
+    entra = EntraSettings(
+        tenant_id=info["tenant_id"],
+        client_id=info["sync_app"]["client_id"],
+        authority_host=info["graph_url"],
+        graph_url=info["graph_url"],
+    )
+    material = EntraCredentialMaterial(
+        "certificate",
+        certificate_pem=Path(info["sync_app"]["certificate_path"]).read_text(),
+        private_key=SecretValue(Path(info["sync_app"]["private_key_path"]).read_text(), "K"),
+    )
     transport = Transport(FAST, info["ca_bundle"], "graph")
     with GraphClient(entra, EntraCredential(entra, material, transport), transport) as client:
         assert len(list(client.group_members(info["groups"]["Sales"], SELECT))) == 29
@@ -124,9 +145,11 @@ def test_group_delta_baseline_changes_and_reset(sandbox: Sandbox, graph: GraphCl
     quiet = graph.group_delta([sales], link)
     assert not quiet.changed
     finance = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("department") == "Finance")
-    http.post(f"{sandbox.info['graph_url']}/v1.0/groups/{sales}/members/$ref",
-              headers={"Authorization": f"Bearer {sandbox.admin_token()}"},
-              json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance}"})
+    http.post(
+        f"{sandbox.info['graph_url']}/v1.0/groups/{sales}/members/$ref",
+        headers={"Authorization": f"Bearer {sandbox.admin_token()}"},
+        json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance}"},
+    )
     changed = graph.group_delta([sales], quiet.delta_link)
     assert changed.changed and changed.added == {sales: {finance}}
     sandbox.control("POST", "graph", "delta/expire")
@@ -136,8 +159,9 @@ def test_group_delta_baseline_changes_and_reset(sandbox: Sandbox, graph: GraphCl
     assert len(full.added[sales]) == 30
 
 
-def test_a_retry_after_beyond_the_bound_is_a_response_error_without_waiting(sandbox: Sandbox,
-                                                                            graph: GraphClient) -> None:
+def test_a_retry_after_beyond_the_bound_is_a_response_error_without_waiting(
+    sandbox: Sandbox, graph: GraphClient
+) -> None:
     sandbox.faults("graph", {"route": MEMBERS, "rate": 1.0, "statuses": [429], "retry_after": 3600})
     with pytest.raises(GraphResponseError) as info:
         list(graph.group_members(sandbox.info["groups"]["Sales"], SELECT))

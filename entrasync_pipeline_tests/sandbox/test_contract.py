@@ -39,8 +39,14 @@ def _same_shape(real: dict[str, Any], ours: dict[str, Any], ignore: set[str] = f
 @pytest.fixture
 def zammad(sandbox: Sandbox, http: requests.Session):
     def call(method: str, uri: str, body: Any = None) -> requests.Response:
-        return http.request(method, f"{sandbox.info['zammad_url']}{uri}", json=body, timeout=30,
-                            headers={"Authorization": f"Token token={sandbox.info['zammad_token']}"})
+        return http.request(
+            method,
+            f"{sandbox.info['zammad_url']}{uri}",
+            json=body,
+            timeout=30,
+            headers={"Authorization": f"Token token={sandbox.info['zammad_token']}"},
+        )
+
     return call
 
 
@@ -69,8 +75,9 @@ def test_zammad_seeded_customer_matches_the_recorded_list_entry(zammad) -> None:
     for key in ("login", "email", "department", "address", "roles", "organization", "created_by", "role_ids"):
         assert ours[key] == nicole[key], key
     system = recorded["response"]["body"][0]
-    assert {k: v for k, v in zammad("GET", "/api/v1/users/1").json().items() if k in ("login", "firstname", "active")} == \
-        {k: system[k] for k in ("login", "firstname", "active")}
+    assert {
+        k: v for k, v in zammad("GET", "/api/v1/users/1").json().items() if k in ("login", "firstname", "active")
+    } == {k: system[k] for k in ("login", "firstname", "active")}
 
 
 def test_zammad_pagination_recording_replays(zammad) -> None:
@@ -80,14 +87,21 @@ def test_zammad_pagination_recording_replays(zammad) -> None:
         response = zammad("POST", "/api/v1/users", interaction["request"]["body"])
         assert response.status_code == interaction["response"]["status"]
         body, real = response.json(), interaction["response"]["body"]
-        assert (body["login"], body["firstname"], body["lastname"]) == (real["login"], real["firstname"], real["lastname"])
+        assert (body["login"], body["firstname"], body["lastname"]) == (
+            real["login"],
+            real["firstname"],
+            real["lastname"],
+        )
         created.append(body["id"])
     total = len(zammad("GET", "/api/v1/users?per_page=1000").json())
     last_page = (total + 1) // 2
-    assert zammad(f"GET", f"/api/v1/users?per_page=2&expand=true&page={last_page + 1}").json() == []
+    assert zammad("GET", f"/api/v1/users?per_page=2&expand=true&page={last_page + 1}").json() == []
     for user_id, interaction in zip(created, recorded[-5:]):
         response = zammad("DELETE", f"/api/v1/users/{user_id}")
-        assert (response.status_code, response.json()) == (interaction["response"]["status"], interaction["response"]["body"])
+        assert (response.status_code, response.json()) == (
+            interaction["response"]["status"],
+            interaction["response"]["body"],
+        )
 
 
 def test_zammad_explicit_nulls_match_zammadoo_recording(zammad) -> None:
@@ -97,8 +111,9 @@ def test_zammad_explicit_nulls_match_zammadoo_recording(zammad) -> None:
     assert ours["email"] is None and ours["phone"] is None and ours["mobile"] == ""
 
 
-@pytest.mark.parametrize("name", ["zammadoo_test_raise_if_user_cannot_be_found.json",
-                                  "zammadoo_test_raise_api_exception.json"])
+@pytest.mark.parametrize(
+    "name", ["zammadoo_test_raise_if_user_cannot_be_found.json", "zammadoo_test_raise_api_exception.json"]
+)
 def test_zammad_error_bodies_match_recordings(zammad, name: str) -> None:
     for interaction in _load("zammad", name):
         uri = interaction["request"]["uri"].split("?")[0]
@@ -114,6 +129,7 @@ def graph(sandbox: Sandbox, http: requests.Session):
 
     def get(path: str) -> requests.Response:
         return http.get(f"{sandbox.info['graph_url']}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
     return get
 
 
@@ -143,7 +159,9 @@ def test_graph_member_listing_shape_matches_the_docs(graph, sandbox: Sandbox) ->
     transitive = _load("graph", "group-list-transitivemembers__1.json")["body"]["value"][0]
     assert set(transitive) <= set(ours["value"][0]) and ours["value"][0]["@odata.type"] == transitive["@odata.type"]
     cast = _load("graph", "group-list-members__2.json")["body"]
-    ours_cast = graph(f"/v1.0/groups/{sandbox.info['groups']['Sales']}/members/microsoft.graph.user?$select=displayName,id").json()
+    ours_cast = graph(
+        f"/v1.0/groups/{sandbox.info['groups']['Sales']}/members/microsoft.graph.user?$select=displayName,id"
+    ).json()
     assert ours_cast["@odata.context"].endswith(cast["@odata.context"].split("/v1.0")[1])
 
 

@@ -27,16 +27,23 @@ class GraphCaller:
     def __init__(self, sandbox: Sandbox, http: requests.Session, token: str) -> None:
         self.sandbox, self.http, self.token = sandbox, http, token
 
-    def get(self, path: str, headers: dict[str, str] | None = None, token: str | None = None,
-            **params: Any) -> requests.Response:
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, token: str | None = None, **params: Any
+    ) -> requests.Response:
         url = path if path.startswith("https://") else f"{self.sandbox.info['graph_url']}/v1.0{path}"
         auth = {"Authorization": f"Bearer {token or self.token}"}
-        return self.http.get(url, params={f"${k}": v for k, v in params.items()} or None,
-                             headers={**auth, **(headers or {})}, timeout=30)
+        return self.http.get(
+            url, params={f"${k}": v for k, v in params.items()} or None, headers={**auth, **(headers or {})}, timeout=30
+        )
 
     def write(self, method: str, path: str, body: Any = None) -> requests.Response:
-        return self.http.request(method, f"{self.sandbox.info['graph_url']}/v1.0{path}", json=body,
-                                 headers={"Authorization": f"Bearer {self.sandbox.admin_token()}"}, timeout=30)
+        return self.http.request(
+            method,
+            f"{self.sandbox.info['graph_url']}/v1.0{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.sandbox.admin_token()}"},
+            timeout=30,
+        )
 
     def group(self, name: str) -> str:
         return self.sandbox.info["groups"][name]
@@ -60,16 +67,28 @@ def _assert_graph_error(response: requests.Response, status: int, code: str) -> 
     return error
 
 
-def test_members_default_page_is_100_with_opaque_next_link_keeping_parameters(graph: GraphCaller, sandbox: Sandbox) -> None:
+def test_members_default_page_is_100_with_opaque_next_link_keeping_parameters(
+    graph: GraphCaller, sandbox: Sandbox
+) -> None:
     # Grow "Sales" past 100 members through the write API so the default page size shows.
     admin_token = sandbox.admin_token()
     for i in range(90):
-        user = graph.http.post(f"{sandbox.info['graph_url']}/v1.0/users", headers={"Authorization": f"Bearer {admin_token}"}, json={
-            "accountEnabled": True, "displayName": f"Temp {i}", "mailNickname": f"temp{i}",
-            "userPrincipalName": f"temp{i}@contoso.example", "passwordProfile": {"password": "x"}}).json()
-        graph.http.post(f"{sandbox.info['graph_url']}/v1.0/groups/{graph.group('Sales')}/members/$ref",
-                        headers={"Authorization": f"Bearer {admin_token}"},
-                        json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user['id']}"})
+        user = graph.http.post(
+            f"{sandbox.info['graph_url']}/v1.0/users",
+            headers={"Authorization": f"Bearer {admin_token}"},
+            json={
+                "accountEnabled": True,
+                "displayName": f"Temp {i}",
+                "mailNickname": f"temp{i}",
+                "userPrincipalName": f"temp{i}@contoso.example",
+                "passwordProfile": {"password": "x"},
+            },
+        ).json()
+        graph.http.post(
+            f"{sandbox.info['graph_url']}/v1.0/groups/{graph.group('Sales')}/members/$ref",
+            headers={"Authorization": f"Bearer {admin_token}"},
+            json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user['id']}"},
+        )
     first = graph.get(f"/groups/{graph.group('Sales')}/members", select="id,mail").json()
     assert len(first["value"]) == 100
     link = urlsplit(first["@odata.nextLink"])
@@ -83,8 +102,9 @@ def test_members_default_page_is_100_with_opaque_next_link_keeping_parameters(gr
 
 def test_top_999_is_the_maximum_and_1000_is_refused(graph: GraphCaller) -> None:
     assert graph.get(f"/groups/{graph.group('Sales')}/members", top="999").status_code == 200
-    error = _assert_graph_error(graph.get(f"/groups/{graph.group('Sales')}/members", top="1000"),
-                                400, "Request_BadRequest")
+    error = _assert_graph_error(
+        graph.get(f"/groups/{graph.group('Sales')}/members", top="1000"), 400, "Request_BadRequest"
+    )
     assert "Must be between 1 and 999 inclusive" in error["message"]
 
 
@@ -100,24 +120,34 @@ def test_a_tampered_skiptoken_is_refused(graph: GraphCaller) -> None:
 
 
 def test_default_property_set_without_select(graph: GraphCaller) -> None:
-    users = [i for i in graph.get(f"/groups/{graph.group('Sales')}/members").json()["value"]
-             if i["@odata.type"] == "#microsoft.graph.user"]
+    users = [
+        i
+        for i in graph.get(f"/groups/{graph.group('Sales')}/members").json()["value"]
+        if i["@odata.type"] == "#microsoft.graph.user"
+    ]
     assert set(users[0]) == {"@odata.type", *USER_DEFAULT_PROPERTIES}
     assert "department" not in users[0] and "accountEnabled" not in users[0]
 
 
 def test_select_returns_only_selected_properties_nulls_and_empty_lists(graph: GraphCaller) -> None:
-    body = graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.user",
-                     select="displayName,department,otherMails,accountEnabled,mobilePhone").json()
-    assert body["@odata.context"].endswith("$metadata#users(displayName,department,otherMails,accountEnabled,mobilePhone)")
+    body = graph.get(
+        f"/groups/{graph.group('Sales')}/members/microsoft.graph.user",
+        select="displayName,department,otherMails,accountEnabled,mobilePhone",
+    ).json()
+    assert body["@odata.context"].endswith(
+        "$metadata#users(displayName,department,otherMails,accountEnabled,mobilePhone)"
+    )
     ulf = next(u for u in body["value"] if u["displayName"] == "Ulf Unlisted")
     assert set(ulf) == {"@odata.type", "id", "displayName", "department", "otherMails", "accountEnabled", "mobilePhone"}
     assert ulf["department"] is None and ulf["mobilePhone"] is None and ulf["otherMails"] == []
 
 
 def test_selecting_an_unknown_property_is_a_bad_request(graph: GraphCaller) -> None:
-    _assert_graph_error(graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.user",
-                                  select="shoeSize"), 400, "Request_BadRequest")
+    _assert_graph_error(
+        graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.user", select="shoeSize"),
+        400,
+        "Request_BadRequest",
+    )
 
 
 def test_members_mix_types_and_the_user_cast_filters_them(graph: GraphCaller) -> None:
@@ -139,8 +169,11 @@ def test_service_principals_are_not_listed_as_members_in_v1(graph: GraphCaller, 
 
 
 def test_unsupported_cast_is_refused(graph: GraphCaller) -> None:
-    _assert_graph_error(graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.application"),
-                        400, "Request_UnsupportedQuery")
+    _assert_graph_error(
+        graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.application"),
+        400,
+        "Request_UnsupportedQuery",
+    )
 
 
 def test_transitive_members_flatten_nested_groups(graph: GraphCaller) -> None:
@@ -162,15 +195,17 @@ def test_count_segment_needs_consistency_level(graph: GraphCaller) -> None:
 
 
 def test_search_needs_consistency_level(graph: GraphCaller) -> None:
-    _assert_graph_error(graph.get(f"/groups/{graph.group('Sales')}/members", search='"displayName:Sa"'),
-                        400, "Request_UnsupportedQuery")
+    _assert_graph_error(
+        graph.get(f"/groups/{graph.group('Sales')}/members", search='"displayName:Sa"'), 400, "Request_UnsupportedQuery"
+    )
 
 
 def test_members_without_user_read_come_back_with_limited_information(graph: GraphCaller, sandbox: Sandbox) -> None:
     app = sandbox.app("members_only_app")
     token = sandbox.graph_token(app["client_id"], app["client_secret"])
-    items = graph.get(f"/groups/{graph.group('Sales')}/members", token=token,
-                      select="id,displayName,mail,businessPhones").json()["value"]
+    items = graph.get(
+        f"/groups/{graph.group('Sales')}/members", token=token, select="id,displayName,mail,businessPhones"
+    ).json()["value"]
     user = next(i for i in items if i["@odata.type"] == "#microsoft.graph.user")
     assert user["id"] and user["displayName"] is None and user["mail"] is None and user["businessPhones"] == []
 
@@ -178,25 +213,37 @@ def test_members_without_user_read_come_back_with_limited_information(graph: Gra
 def test_user_read_basic_fills_only_the_basic_properties(graph: GraphCaller, sandbox: Sandbox) -> None:
     app = sandbox.app("basic_app")
     token = sandbox.graph_token(app["client_id"], app["client_secret"])
-    items = graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.user", token=token,
-                      select="id,mail,department").json()["value"]
+    items = graph.get(
+        f"/groups/{graph.group('Sales')}/members/microsoft.graph.user", token=token, select="id,mail,department"
+    ).json()["value"]
     assert items[0]["mail"] and items[0]["department"] is None
 
 
 def test_members_without_group_member_read_are_forbidden(graph: GraphCaller, sandbox: Sandbox) -> None:
     app = sandbox.app("users_only_app")
     token = sandbox.graph_token(app["client_id"], app["client_secret"])
-    error = _assert_graph_error(graph.get(f"/groups/{graph.group('Sales')}/members", token=token),
-                                403, "Authorization_RequestDenied")
+    error = _assert_graph_error(
+        graph.get(f"/groups/{graph.group('Sales')}/members", token=token), 403, "Authorization_RequestDenied"
+    )
     assert error["message"] == "Insufficient privileges to complete the operation."
 
 
-@pytest.mark.parametrize("token, message", [
-    ("", "Access token is empty."),
-    ("not-a-jwt", "CompactToken parsing failed with error code: 80049217"),
-    (jwt.encode({"tid": "x", "roles": ["GroupMember.Read.All"], "exp": 9999999999}, "forged-key-of-32-bytes-or-more!!", algorithm="HS256"),
-     "Access token validation failure."),
-], ids=["missing", "garbage", "forged"])
+@pytest.mark.parametrize(
+    "token, message",
+    [
+        ("", "Access token is empty."),
+        ("not-a-jwt", "CompactToken parsing failed with error code: 80049217"),
+        (
+            jwt.encode(
+                {"tid": "x", "roles": ["GroupMember.Read.All"], "exp": 9999999999},
+                "forged-key-of-32-bytes-or-more!!",
+                algorithm="HS256",
+            ),
+            "Access token validation failure.",
+        ),
+    ],
+    ids=["missing", "garbage", "forged"],
+)
 def test_bad_tokens_are_401_invalid_authentication_token(graph: GraphCaller, token: str, message: str) -> None:
     url = f"{graph.sandbox.info['graph_url']}/v1.0/groups/{graph.group('Sales')}/members"
     response = graph.http.get(url, headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -209,14 +256,16 @@ def test_expired_tokens_are_401(graph: GraphCaller, sandbox: Sandbox) -> None:
     sandbox.control("PUT", "graph", "settings", {"token_lifetime_s": 1})
     token = sandbox.sync_token()
     time.sleep(1.2)
-    error = _assert_graph_error(graph.get(f"/groups/{graph.group('Sales')}/members", token=token),
-                                401, "InvalidAuthenticationToken")
+    error = _assert_graph_error(
+        graph.get(f"/groups/{graph.group('Sales')}/members", token=token), 401, "InvalidAuthenticationToken"
+    )
     assert error["message"] == "Access token has expired or is not yet valid."
 
 
 def test_unknown_group_is_404_resource_not_found(graph: GraphCaller) -> None:
-    error = _assert_graph_error(graph.get("/groups/00000000-0000-0000-0000-000000000000/members"),
-                                404, "Request_ResourceNotFound")
+    error = _assert_graph_error(
+        graph.get("/groups/00000000-0000-0000-0000-000000000000/members"), 404, "Request_ResourceNotFound"
+    )
     assert "00000000-0000-0000-0000-000000000000" in error["message"]
 
 
@@ -228,7 +277,9 @@ def test_client_request_id_is_echoed(graph: GraphCaller) -> None:
 
 
 def test_get_user_by_id_and_upn(graph: GraphCaller, sandbox: Sandbox) -> None:
-    users = graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.user", select="id,userPrincipalName").json()["value"]
+    users = graph.get(
+        f"/groups/{graph.group('Sales')}/members/microsoft.graph.user", select="id,userPrincipalName"
+    ).json()["value"]
     by_id = graph.get(f"/users/{users[0]['id']}", select="id,department").json()
     assert by_id["@odata.context"].endswith("/$entity") and "department" in by_id
     by_upn = graph.get(f"/users/{users[0]['userPrincipalName']}").json()
@@ -238,10 +289,20 @@ def test_get_user_by_id_and_upn(graph: GraphCaller, sandbox: Sandbox) -> None:
 
 # --- write API (admin app) ------------------------------------------------------------------------
 def test_write_api_creates_updates_and_deletes_users(graph: GraphCaller) -> None:
-    created = graph.write("POST", "/users", {
-        "accountEnabled": True, "displayName": "New Hire", "mailNickname": "new.hire",
-        "userPrincipalName": "new.hire@contoso.example", "mail": "new.hire@contoso.example",
-        "givenName": "New", "surname": "Hire", "passwordProfile": {"password": "x"}})
+    created = graph.write(
+        "POST",
+        "/users",
+        {
+            "accountEnabled": True,
+            "displayName": "New Hire",
+            "mailNickname": "new.hire",
+            "userPrincipalName": "new.hire@contoso.example",
+            "mail": "new.hire@contoso.example",
+            "givenName": "New",
+            "surname": "Hire",
+            "passwordProfile": {"password": "x"},
+        },
+    )
     assert created.status_code == 201
     user_id = created.json()["id"]
     assert graph.write("PATCH", f"/users/{user_id}", {"department": "Sales"}).status_code == 204
@@ -252,26 +313,32 @@ def test_write_api_creates_updates_and_deletes_users(graph: GraphCaller) -> None
 
 def test_write_api_validates_required_properties_and_uniqueness(graph: GraphCaller) -> None:
     _assert_graph_error(graph.write("POST", "/users", {"displayName": "x"}), 400, "Request_BadRequest")
-    body = {"accountEnabled": True, "displayName": "A", "mailNickname": "a",
-            "userPrincipalName": "ANNA.SCHMIDT@contoso.example", "passwordProfile": {"password": "x"}}
+    body = {
+        "accountEnabled": True,
+        "displayName": "A",
+        "mailNickname": "a",
+        "userPrincipalName": "ANNA.SCHMIDT@contoso.example",
+        "passwordProfile": {"password": "x"},
+    }
     _assert_graph_error(graph.write("POST", "/users", body), 400, "Request_BadRequest")
 
 
 def test_membership_refs_add_and_remove(graph: GraphCaller, sandbox: Sandbox) -> None:
     sales = graph.group("Sales")
-    finance_user = next(i for i, o in sandbox.state("graph")["objects"].items()
-                        if o.get("department") == "Finance")
+    finance_user = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("department") == "Finance")
     ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance_user}"}
     assert graph.write("POST", f"/groups/{sales}/members/$ref", ref).status_code == 204
     _assert_graph_error(graph.write("POST", f"/groups/{sales}/members/$ref", ref), 400, "Request_BadRequest")
     assert graph.write("DELETE", f"/groups/{sales}/members/{finance_user}/$ref").status_code == 204
-    _assert_graph_error(graph.write("DELETE", f"/groups/{sales}/members/{finance_user}/$ref"),
-                        404, "Request_ResourceNotFound")
+    _assert_graph_error(
+        graph.write("DELETE", f"/groups/{sales}/members/{finance_user}/$ref"), 404, "Request_ResourceNotFound"
+    )
 
 
 def test_the_read_only_sync_app_cannot_write(graph: GraphCaller) -> None:
-    response = graph.http.patch(f"{graph.sandbox.info['graph_url']}/v1.0/users/x", json={},
-                                headers={"Authorization": f"Bearer {graph.token}"})
+    response = graph.http.patch(
+        f"{graph.sandbox.info['graph_url']}/v1.0/users/x", json={}, headers={"Authorization": f"Bearer {graph.token}"}
+    )
     _assert_graph_error(response, 403, "Authorization_RequestDenied")
 
 
@@ -301,8 +368,11 @@ def test_group_delta_initial_round_then_changes_then_nothing(graph: GraphCaller,
 
     finance_user = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("department") == "Finance")
     leaver = initial[0]["id"]
-    graph.write("POST", f"/groups/{sales}/members/$ref",
-                {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance_user}"})
+    graph.write(
+        "POST",
+        f"/groups/{sales}/members/$ref",
+        {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance_user}"},
+    )
     graph.write("DELETE", f"/groups/{sales}/members/{leaver}/$ref")
     changed, delta_link = _delta_round(graph, delta_link)
     members = {m["id"]: m for i in changed for m in i["members@delta"]}

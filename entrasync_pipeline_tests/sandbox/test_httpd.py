@@ -15,8 +15,11 @@ GRAPH_MEMBERS = "GET /v1.0/groups/{id}/members"
 
 
 def _zammad_get(sandbox: Sandbox, http: requests.Session, path: str = "/users") -> requests.Response:
-    return http.get(f"{sandbox.info['zammad_url']}/api/v1{path}", timeout=30,
-                    headers={"Authorization": f"Token token={sandbox.info['zammad_token']}"})
+    return http.get(
+        f"{sandbox.info['zammad_url']}/api/v1{path}",
+        timeout=30,
+        headers={"Authorization": f"Token token={sandbox.info['zammad_token']}"},
+    )
 
 
 @pytest.mark.parametrize("which", ["graph", "zammad"])
@@ -68,27 +71,37 @@ def test_fault_rate_is_a_share(sandbox: Sandbox, http: requests.Session) -> None
     assert sandbox.stats("zammad")["faults_injected"] == statuses.count(500)
 
 
-@pytest.mark.parametrize("retry_after, check", [
-    (2, lambda v: v == "2"),
-    (2.5, lambda v: v == "2.5"),
-    ("http-date", lambda v: email.utils.parsedate_to_datetime(v).timestamp() > time.time()),
-], ids=["integer", "fractional", "http-date"])
+@pytest.mark.parametrize(
+    "retry_after, check",
+    [
+        (2, lambda v: v == "2"),
+        (2.5, lambda v: v == "2.5"),
+        ("http-date", lambda v: email.utils.parsedate_to_datetime(v).timestamp() > time.time()),
+    ],
+    ids=["integer", "fractional", "http-date"],
+)
 def test_retry_after_forms(sandbox: Sandbox, http: requests.Session, retry_after: object, check) -> None:
     sandbox.faults("graph", {"route": GRAPH_MEMBERS, "rate": 1.0, "statuses": [429], "retry_after": retry_after})
     token = sandbox.sync_token()
-    response = http.get(f"{sandbox.info['graph_url']}/v1.0/groups/{sandbox.info['groups']['Sales']}/members",
-                        headers={"Authorization": f"Bearer {token}"})
+    response = http.get(
+        f"{sandbox.info['graph_url']}/v1.0/groups/{sandbox.info['groups']['Sales']}/members",
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "TooManyRequests"
     assert check(response.headers["Retry-After"])
 
 
 def test_punish_early_retry_throttles_a_retry_before_retry_after(sandbox: Sandbox, http: requests.Session) -> None:
-    sandbox.faults("zammad", {"route": ZAMMAD_LIST, "rate": 0.0, "statuses": [429], "retry_after": 0.5,
-                              "punish_early_retry": True})
+    sandbox.faults(
+        "zammad", {"route": ZAMMAD_LIST, "rate": 0.0, "statuses": [429], "retry_after": 0.5, "punish_early_retry": True}
+    )
     # rate 0: nothing fails until a throttle window exists; open one with a rule at rate 1 first.
-    sandbox.faults("zammad", {"route": ZAMMAD_LIST, "rate": 1.0, "statuses": [429], "retry_after": 0.5,
-                              "punish_early_retry": True}, seed=3)
+    sandbox.faults(
+        "zammad",
+        {"route": ZAMMAD_LIST, "rate": 1.0, "statuses": [429], "retry_after": 0.5, "punish_early_retry": True},
+        seed=3,
+    )
     assert _zammad_get(sandbox, http).status_code == 429
     early = _zammad_get(sandbox, http)
     assert early.status_code == 429
@@ -96,8 +109,11 @@ def test_punish_early_retry_throttles_a_retry_before_retry_after(sandbox: Sandbo
 
 
 def test_a_patient_client_is_not_punished(sandbox: Sandbox, http: requests.Session) -> None:
-    sandbox.faults("zammad", {"route": ZAMMAD_LIST, "rate": 0.5, "statuses": [429], "retry_after": 0.3,
-                              "punish_early_retry": True}, seed=5)
+    sandbox.faults(
+        "zammad",
+        {"route": ZAMMAD_LIST, "rate": 0.5, "statuses": [429], "retry_after": 0.3, "punish_early_retry": True},
+        seed=5,
+    )
     for _ in range(6):
         response = _zammad_get(sandbox, http)
         if response.status_code == 429:
@@ -127,14 +143,18 @@ def test_latency_applies_to_every_matching_request(sandbox: Sandbox, http: reque
 
 
 def test_token_endpoint_faults_are_entra_shaped(sandbox: Sandbox, http: requests.Session) -> None:
-    sandbox.faults("graph", {"route": "POST /{tenant}/oauth2/v2.0/token", "rate": 1.0, "statuses": [503],
-                             "retry_after": 1})
+    sandbox.faults(
+        "graph", {"route": "POST /{tenant}/oauth2/v2.0/token", "rate": 1.0, "statuses": [503], "retry_after": 1}
+    )
     response = http.post(f"{sandbox.info['authority']}/oauth2/v2.0/token", data={})
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert response.json()["error"] == "temporarily_unavailable"
 
 
 def test_invalid_fault_rules_are_refused(sandbox: Sandbox, http: requests.Session) -> None:
-    response = http.put(f"{sandbox.info['zammad_url']}/_sandbox/faults", json={"rules": [{"statuses": [418]}]},
-                        headers={"X-Sandbox-Key": sandbox.info["control_key"]})
+    response = http.put(
+        f"{sandbox.info['zammad_url']}/_sandbox/faults",
+        json={"rules": [{"statuses": [418]}]},
+        headers={"X-Sandbox-Key": sandbox.info["control_key"]},
+    )
     assert response.status_code == 400

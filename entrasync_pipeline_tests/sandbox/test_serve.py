@@ -18,8 +18,18 @@ from entrasync_pipeline.sandbox.serve import serve
 from entrasync_pipeline.settings import load_settings
 from entrasync_pipeline_tests.conftest import Sandbox, start_sandbox_process, stop_process
 
-STATE_KEYS = {"tenant_id", "authority", "graph_url", "sync_app", "admin_app", "groups", "zammad_url",
-              "zammad_token", "ca_bundle", "control_key"}
+STATE_KEYS = {
+    "tenant_id",
+    "authority",
+    "graph_url",
+    "sync_app",
+    "admin_app",
+    "groups",
+    "zammad_url",
+    "zammad_token",
+    "ca_bundle",
+    "control_key",
+}
 
 
 def test_state_file_has_exactly_the_documented_keys(sandbox: Sandbox) -> None:
@@ -128,9 +138,16 @@ def test_bench_seed_generates_a_large_tenant_with_a_share_in_zammad() -> None:
 
 def test_seed_files_load(tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"tenant_id": "t", "domain": "x.example",
-                                    "users": [{"id": "u1", "displayName": "U"}],
-                                    "groups": [{"id": "g1", "displayName": "G", "members": ["u1"]}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "tenant_id": "t",
+                "domain": "x.example",
+                "users": [{"id": "u1", "displayName": "U"}],
+                "groups": [{"id": "g1", "displayName": "G", "members": ["u1"]}],
+            }
+        )
+    )
     assert load_seed(str(path)).groups[0]["members"] == ["u1"]
 
 
@@ -141,11 +158,19 @@ def test_the_curl_walkthrough_in_the_docs_works(sandbox: Sandbox) -> None:
 
     if not (shutil.which("curl") and shutil.which("jq")):
         import pytest
+
         pytest.skip("curl and jq are needed")
     doc = (Path(__file__).resolve().parents[2] / "docs" / "sandbox.md").read_text()
-    script = doc.split("## With curl only", 1)[1].split("```", 2)[1].replace("cd sandbox-state", f"cd {sandbox.state_dir}")
-    result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=sandbox.state_dir.parent,
-                            capture_output=True, text=True, timeout=60)
+    script = (
+        doc.split("## With curl only", 1)[1].split("```", 2)[1].replace("cd sandbox-state", f"cd {sandbox.state_dir}")
+    )
+    result = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=sandbox.state_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert '"@odata.nextLink"' in result.stdout and "anna.schmidt@contoso.example" in result.stdout
     assert '"login": "nicole.braun@zammad.org"' in result.stdout

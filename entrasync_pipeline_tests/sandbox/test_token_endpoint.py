@@ -19,18 +19,25 @@ GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]
 ERROR_KEYS = {"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"}
 
 
-def _msal(sandbox: Sandbox, credential: object, client_id: str | None = None,
-          authority: str | None = None) -> msal.ConfidentialClientApplication:
+def _msal(
+    sandbox: Sandbox, credential: object, client_id: str | None = None, authority: str | None = None
+) -> msal.ConfidentialClientApplication:
     session = sandbox.session()
     return msal.ConfidentialClientApplication(
-        client_id or sandbox.info["sync_app"]["client_id"], client_credential=credential,
-        authority=authority or sandbox.info["authority"], instance_discovery=False, http_client=session)
+        client_id or sandbox.info["sync_app"]["client_id"],
+        client_credential=credential,
+        authority=authority or sandbox.info["authority"],
+        instance_discovery=False,
+        http_client=session,
+    )
 
 
 def _cert_credential(sandbox: Sandbox) -> dict[str, str]:
     app = sandbox.info["sync_app"]
-    return {"private_key": Path(app["private_key_path"]).read_text(),
-            "public_certificate": Path(app["certificate_path"]).read_text()}
+    return {
+        "private_key": Path(app["private_key_path"]).read_text(),
+        "public_certificate": Path(app["certificate_path"]).read_text(),
+    }
 
 
 def test_msal_gets_a_token_with_the_client_secret(sandbox: Sandbox) -> None:
@@ -54,8 +61,10 @@ def test_a_certificate_that_is_not_registered_is_refused(sandbox: Sandbox, tmp_p
     from entrasync_pipeline.sandbox.tls import make_client_certificate
 
     other = make_client_certificate(tmp_path, "intruder")
-    credential = {"private_key": other.private_key_path.read_text(),
-                  "public_certificate": other.certificate_pem.decode()}
+    credential = {
+        "private_key": other.private_key_path.read_text(),
+        "public_certificate": other.certificate_pem.decode(),
+    }
     result = _msal(sandbox, credential).acquire_token_for_client(GRAPH_SCOPE)
     assert result["error"] == "invalid_client"
     assert 700027 in result["error_codes"]
@@ -90,9 +99,15 @@ def test_unknown_tenant_fails_in_the_msal_constructor(sandbox: Sandbox) -> None:
 
 
 def test_token_request_for_an_unknown_tenant_is_invalid_request(sandbox: Sandbox, http: requests.Session) -> None:
-    response = http.post(f"{sandbox.info['graph_url']}/11111111-1111-1111-1111-111111111111/oauth2/v2.0/token",
-                         data={"grant_type": "client_credentials", "client_id": "x", "client_secret": "y",
-                               "scope": "https://graph.microsoft.com/.default"})
+    response = http.post(
+        f"{sandbox.info['graph_url']}/11111111-1111-1111-1111-111111111111/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "x",
+            "client_secret": "y",
+            "scope": "https://graph.microsoft.com/.default",
+        },
+    )
     assert response.status_code == 400
     body = response.json()
     assert ERROR_KEYS <= set(body) and body["error"] == "invalid_request" and body["error_codes"] == [90002]
@@ -118,9 +133,15 @@ def test_discovery_document_has_what_msal_requires(sandbox: Sandbox, http: reque
 
 def test_token_responses_are_not_cacheable(sandbox: Sandbox, http: requests.Session) -> None:
     app = sandbox.info["sync_app"]
-    response = http.post(f"{sandbox.info['authority']}/oauth2/v2.0/token", data={
-        "grant_type": "client_credentials", "client_id": app["client_id"],
-        "client_secret": app["client_secret"], "scope": "https://graph.microsoft.com/.default"})
+    response = http.post(
+        f"{sandbox.info['authority']}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": app["client_id"],
+            "client_secret": app["client_secret"],
+            "scope": "https://graph.microsoft.com/.default",
+        },
+    )
     assert response.headers["Cache-Control"] == "no-store, no-cache"
     assert response.headers["Pragma"] == "no-cache"
 

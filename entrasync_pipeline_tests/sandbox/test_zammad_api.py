@@ -17,16 +17,23 @@ from entrasync_pipeline_tests.conftest import Sandbox
 
 
 class Zammad:
-    def __init__(self, sandbox: Sandbox, http: requests.Session, token: str | None = None,
-                 scheme: str = "Token token=") -> None:
+    def __init__(
+        self, sandbox: Sandbox, http: requests.Session, token: str | None = None, scheme: str = "Token token="
+    ) -> None:
         self.sandbox, self.http = sandbox, http
         self.auth = f"{scheme}{token or sandbox.info['zammad_token']}"
 
-    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-             **params: Any) -> requests.Response:
-        return self.http.request(method, f"{self.sandbox.info['zammad_url']}/api/v1{path}", json=body,
-                                 params=params or None, timeout=30,
-                                 headers={"Authorization": self.auth, **(headers or {})})
+    def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, **params: Any
+    ) -> requests.Response:
+        return self.http.request(
+            method,
+            f"{self.sandbox.info['zammad_url']}/api/v1{path}",
+            json=body,
+            params=params or None,
+            timeout=30,
+            headers={"Authorization": self.auth, **(headers or {})},
+        )
 
     def create(self, **body: Any) -> dict[str, Any]:
         response = self.call("POST", "/users", body)
@@ -34,14 +41,40 @@ class Zammad:
         return response.json()
 
     def setup_entra_attributes(self) -> None:
-        assert self.call("POST", "/object_manager_attributes", {
-            "name": "entra_key", "object": "User", "display": "Entra key", "data_type": "input",
-            "data_option": {"type": "text", "maxlength": 64}, "active": True, "position": 1600,
-            "screens": {}}).status_code == 201
-        assert self.call("POST", "/object_manager_attributes", {
-            "name": "entra_object_type", "object": "User", "display": "Entra object type",
-            "data_type": "select", "data_option": {"options": {"user": "User", "contact": "Contact"}},
-            "active": True, "position": 1601, "screens": {}}).status_code == 201
+        assert (
+            self.call(
+                "POST",
+                "/object_manager_attributes",
+                {
+                    "name": "entra_key",
+                    "object": "User",
+                    "display": "Entra key",
+                    "data_type": "input",
+                    "data_option": {"type": "text", "maxlength": 64},
+                    "active": True,
+                    "position": 1600,
+                    "screens": {},
+                },
+            ).status_code
+            == 201
+        )
+        assert (
+            self.call(
+                "POST",
+                "/object_manager_attributes",
+                {
+                    "name": "entra_object_type",
+                    "object": "User",
+                    "display": "Entra object type",
+                    "data_type": "select",
+                    "data_option": {"options": {"user": "User", "contact": "Contact"}},
+                    "active": True,
+                    "position": 1601,
+                    "screens": {},
+                },
+            ).status_code
+            == 201
+        )
         assert self.call("POST", "/object_manager_attributes_execute_migrations").json() == {}
 
 
@@ -62,19 +95,26 @@ def test_no_credentials_is_403_authentication_required(zammad: Zammad) -> None:
     assert response.headers["X-Failure"] == "Authentication required"
 
 
-@pytest.mark.parametrize("auth, message", [
-    ("Token token=nope", "Can't find User for Token"),
-    ("Bearer nope", "The provided token is invalid."),
-    ("Basic " + base64.b64encode(b"admin@helpdesk.example:wrong").decode(), "Invalid BasicAuth credentials"),
-], ids=["token", "bearer", "basic"])
+@pytest.mark.parametrize(
+    "auth, message",
+    [
+        ("Token token=nope", "Can't find User for Token"),
+        ("Bearer nope", "The provided token is invalid."),
+        ("Basic " + base64.b64encode(b"admin@helpdesk.example:wrong").decode(), "Invalid BasicAuth credentials"),
+    ],
+    ids=["token", "bearer", "basic"],
+)
 def test_bad_credentials_are_401(zammad: Zammad, auth: str, message: str) -> None:
     response = zammad.http.get(f"{zammad.sandbox.info['zammad_url']}/api/v1/users", headers={"Authorization": auth})
     _error(response, 401, message)
 
 
 def test_expired_token_is_401(zammad: Zammad, sandbox: Sandbox) -> None:
-    _error(Zammad(sandbox, zammad.http, sandbox.zammad_token("expired")).call("GET", "/users"),
-           401, "Not authorized (token expired)!")
+    _error(
+        Zammad(sandbox, zammad.http, sandbox.zammad_token("expired")).call("GET", "/users"),
+        401,
+        "Not authorized (token expired)!",
+    )
 
 
 @pytest.mark.parametrize("scheme", ["Token token=", "Token ", "Bearer "])
@@ -105,8 +145,11 @@ def test_acting_on_behalf_of_another_user(zammad: Zammad, sandbox: Sandbox) -> N
     assert zammad.call("GET", "/users/me", headers={"From": "agent@helpdesk.example"}).json()["id"] == 4
     _error(zammad.call("GET", "/users/me", headers={"From": "ghost"}), 403, "No such user 'ghost'")
     agent = Zammad(sandbox, zammad.http, sandbox.zammad_token("agent"))
-    _error(agent.call("GET", "/users/me", headers={"X-On-Behalf-Of": "3"}), 403,
-           "Current user has no permission to use 'From'/'X-On-Behalf-Of'!")
+    _error(
+        agent.call("GET", "/users/me", headers={"X-On-Behalf-Of": "3"}),
+        403,
+        "Current user has no permission to use 'From'/'X-On-Behalf-Of'!",
+    )
 
 
 # --- list, show, search ---------------------------------------------------------------------------
@@ -156,7 +199,9 @@ def test_expand_adds_role_names(zammad: Zammad) -> None:
 def test_search_uses_database_fallback_semantics(zammad: Zammad) -> None:
     zammad.setup_entra_attributes()
     zammad.create(email="searchme@example.org", entra_key="abc-123", entra_object_type="user")
-    assert [u["email"] for u in zammad.call("GET", "/users/search", query="SEARCHME").json()] == ["searchme@example.org"]
+    assert [u["email"] for u in zammad.call("GET", "/users/search", query="SEARCHME").json()] == [
+        "searchme@example.org"
+    ]
     assert [u["email"] for u in zammad.call("GET", "/users/search", query="abc-1*").json()] == ["searchme@example.org"]
     # Field syntax is Elasticsearch's; the database fallback takes it literally and finds nothing.
     assert zammad.call("GET", "/users/search", query="entra_key:abc-123").json() == []
@@ -168,7 +213,9 @@ def test_search_condition_is_an_exact_match_on_a_custom_attribute(zammad: Zammad
     zammad.setup_entra_attributes()
     zammad.create(email="one@example.org", entra_key="k-1")
     zammad.create(email="two@example.org", entra_key="k-10")
-    hits = zammad.call("POST", "/users/search", {"condition": {"user.entra_key": {"operator": "is", "value": "k-1"}}}).json()
+    hits = zammad.call(
+        "POST", "/users/search", {"condition": {"user.entra_key": {"operator": "is", "value": "k-1"}}}
+    ).json()
     assert [u["email"] for u in hits] == ["one@example.org"]
 
 
@@ -177,12 +224,16 @@ def test_search_limits_default_50_and_max_200(zammad: Zammad) -> None:
         zammad.create(email=f"s{i}@example.org")
     assert len(zammad.call("GET", "/users/search", query="example.org").json()) == 50
     assert len(zammad.call("GET", "/users/search", query="example.org", per_page=500).json()) == 200
-    assert zammad.call("GET", "/users/search", query="example.org", only_total_count="true").json()["total_count"] >= 210
+    assert (
+        zammad.call("GET", "/users/search", query="example.org", only_total_count="true").json()["total_count"] >= 210
+    )
 
 
 def test_search_needs_agent_or_admin(zammad: Zammad, sandbox: Sandbox) -> None:
     customer_auth = "Basic " + base64.b64encode(b"x:y").decode()
-    response = zammad.http.get(f"{sandbox.info['zammad_url']}/api/v1/users/search", headers={"Authorization": customer_auth})
+    response = zammad.http.get(
+        f"{sandbox.info['zammad_url']}/api/v1/users/search", headers={"Authorization": customer_auth}
+    )
     assert response.status_code == 401
 
 
@@ -204,8 +255,11 @@ def test_email_is_stripped_lower_cased_and_becomes_the_login(zammad: Zammad) -> 
 
 def test_duplicate_email_is_422_case_insensitively(zammad: Zammad) -> None:
     zammad.create(email="dup@example.org")
-    _error(zammad.call("POST", "/users", {"email": "DUP@example.org"}), 422,
-           "Email address 'dup@example.org' is already used for another user.")
+    _error(
+        zammad.call("POST", "/users", {"email": "DUP@example.org"}),
+        422,
+        "Email address 'dup@example.org' is already used for another user.",
+    )
 
 
 def test_invalid_email_is_422(zammad: Zammad) -> None:
@@ -213,18 +267,25 @@ def test_invalid_email_is_422(zammad: Zammad) -> None:
 
 
 def test_a_user_needs_an_identifier(zammad: Zammad) -> None:
-    _error(zammad.call("POST", "/users", {"note": "nobody"}), 422,
-           "At least one identifier (firstname, lastname, phone, mobile or email) for user is required.")
+    _error(
+        zammad.call("POST", "/users", {"note": "nobody"}),
+        422,
+        "At least one identifier (firstname, lastname, phone, mobile or email) for user is required.",
+    )
 
 
-@pytest.mark.parametrize("given, expected", [
-    ({"firstname": "Agent First"}, ("Agent", "First")),
-    ({"lastname": "Doe, John"}, ("John", "Doe")),
-    ({"firstname": "john"}, ("John", "")),
-    ({"firstname": "Dr. Jane Roe"}, ("Dr. Jane", "Roe")),
-    ({"firstname": " both ", "lastname": " given "}, ("both", "given")),
-    ({"email": "pytest0@example.com"}, ("", "")),
-], ids=["split-first-whitespace", "last-comma-first", "capitalise", "title-stays", "both-kept", "email-no-dot"])
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({"firstname": "Agent First"}, ("Agent", "First")),
+        ({"lastname": "Doe, John"}, ("John", "Doe")),
+        ({"firstname": "john"}, ("John", "")),
+        ({"firstname": "Dr. Jane Roe"}, ("Dr. Jane", "Roe")),
+        ({"firstname": " both ", "lastname": " given "}, ("both", "given")),
+        ({"email": "pytest0@example.com"}, ("", "")),
+    ],
+    ids=["split-first-whitespace", "last-comma-first", "capitalise", "title-stays", "both-kept", "email-no-dot"],
+)
 def test_name_rules(zammad: Zammad, given: dict[str, str], expected: tuple[str, str]) -> None:
     user = zammad.create(**given)
     assert (user["firstname"], user["lastname"]) == expected
@@ -243,13 +304,19 @@ def test_unknown_keys_are_dropped_silently(zammad: Zammad) -> None:
 def test_long_values_are_truncated_but_editable_inputs_are_refused(zammad: Zammad) -> None:
     user = zammad.create(firstname="F" * 150, lastname="L", phone="1" * 120)
     assert len(user["firstname"]) == 100 and len(user["phone"]) == 100
-    _error(zammad.call("POST", "/users", {"firstname": "x", "department": "D" * 201}), 422,
-           "Department is longer than the allowed length 200")
+    _error(
+        zammad.call("POST", "/users", {"firstname": "x", "department": "D" * 201}),
+        422,
+        "Department is longer than the allowed length 200",
+    )
 
 
 def test_unknown_role_id_is_422(zammad: Zammad) -> None:
-    _error(zammad.call("POST", "/users", {"email": "r@example.org", "role_ids": [99]}), 422,
-           "No value found for 'roles' with id 99")
+    _error(
+        zammad.call("POST", "/users", {"email": "r@example.org", "role_ids": [99]}),
+        422,
+        "No value found for 'roles' with id 99",
+    )
 
 
 # --- update and delete --------------------------------------------------------------------------------
@@ -279,8 +346,7 @@ def test_login_follows_the_email_when_it_was_the_email(zammad: Zammad) -> None:
 
 
 def test_deactivating_the_last_admin_is_refused(zammad: Zammad) -> None:
-    _error(zammad.call("PUT", "/users/3", {"active": False}), 422,
-           "At least one user needs to have admin permissions.")
+    _error(zammad.call("PUT", "/users/3", {"active": False}), 422, "At least one user needs to have admin permissions.")
     zammad.create(email="second.admin@example.org", role_ids=[1])
     assert zammad.call("PUT", "/users/3", {"active": False}).json()["active"] is False
 
@@ -311,9 +377,20 @@ def test_unknown_route_is_404_with_the_envelope(zammad: Zammad) -> None:
 
 # --- object manager -----------------------------------------------------------------------------------
 def test_attribute_values_are_ignored_until_migrations_ran(zammad: Zammad) -> None:
-    created = zammad.call("POST", "/object_manager_attributes", {
-        "name": "entra_key", "object": "User", "display": "Entra key", "data_type": "input",
-        "data_option": {"type": "text", "maxlength": 64}, "active": True, "screens": {}, "position": 1600})
+    created = zammad.call(
+        "POST",
+        "/object_manager_attributes",
+        {
+            "name": "entra_key",
+            "object": "User",
+            "display": "Entra key",
+            "data_type": "input",
+            "data_option": {"type": "text", "maxlength": 64},
+            "active": True,
+            "screens": {},
+            "position": 1600,
+        },
+    )
     assert created.status_code == 201
     staged = created.json()
     assert staged["to_create"] is True and staged["to_migrate"] is True and staged["editable"] is True
@@ -328,16 +405,32 @@ def test_attribute_values_are_ignored_until_migrations_ran(zammad: Zammad) -> No
     assert kept["entra_key"] == "abc"
 
 
-@pytest.mark.parametrize("name, message", [
-    ("entra_id", "Name can't get used because *_id and *_ids are not allowed"),
-    ("Entra Key", "Name may only contain lower-case letters, digits and underscores, and at least one letter."),
-    ("select", "Name select is a reserved word"),
-    ("email", "Name email already exists!"),
-], ids=["ends-with-id", "spaces", "reserved", "existing-column"])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("entra_id", "Name can't get used because *_id and *_ids are not allowed"),
+        ("Entra Key", "Name may only contain lower-case letters, digits and underscores, and at least one letter."),
+        ("select", "Name select is a reserved word"),
+        ("email", "Name email already exists!"),
+    ],
+    ids=["ends-with-id", "spaces", "reserved", "existing-column"],
+)
 def test_attribute_name_rules(zammad: Zammad, name: str, message: str) -> None:
-    _error(zammad.call("POST", "/object_manager_attributes", {
-        "name": name, "object": "User", "display": "x", "data_type": "input",
-        "data_option": {"type": "text", "maxlength": 10}}), 422, message)
+    _error(
+        zammad.call(
+            "POST",
+            "/object_manager_attributes",
+            {
+                "name": name,
+                "object": "User",
+                "display": "x",
+                "data_type": "input",
+                "data_option": {"type": "text", "maxlength": 10},
+            },
+        ),
+        422,
+        message,
+    )
 
 
 def test_attribute_without_data_type_is_a_500(zammad: Zammad) -> None:
@@ -346,10 +439,16 @@ def test_attribute_without_data_type_is_a_500(zammad: Zammad) -> None:
 
 def test_custom_attribute_maxlength_and_select_options_are_enforced(zammad: Zammad) -> None:
     zammad.setup_entra_attributes()
-    _error(zammad.call("POST", "/users", {"email": "m@example.org", "entra_key": "k" * 65}), 422,
-           "Entra key is longer than the allowed length 64")
-    _error(zammad.call("POST", "/users", {"email": "m@example.org", "entra_object_type": "robot"}), 422,
-           "Invalid value 'robot' for field 'entra_object_type'!")
+    _error(
+        zammad.call("POST", "/users", {"email": "m@example.org", "entra_key": "k" * 65}),
+        422,
+        "Entra key is longer than the allowed length 64",
+    )
+    _error(
+        zammad.call("POST", "/users", {"email": "m@example.org", "entra_object_type": "robot"}),
+        422,
+        "Invalid value 'robot' for field 'entra_object_type'!",
+    )
 
 
 def test_attributes_need_admin_object(zammad: Zammad, sandbox: Sandbox) -> None:

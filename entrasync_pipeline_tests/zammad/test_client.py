@@ -11,7 +11,11 @@ from entrasync_pipeline.settings import HttpSettings, SecretValue, ZammadSetting
 from entrasync_pipeline.transport import Transport
 from entrasync_pipeline.zammad.client import ATTRIBUTE_POSITION_STEP, ENTRA_ATTRIBUTES, ZammadClient
 from entrasync_pipeline.zammad.errors import (
-    ZammadAuthError, ZammadResponseError, ZammadServerError, ZammadTransportError, ZammadValidationError,
+    ZammadAuthError,
+    ZammadResponseError,
+    ZammadServerError,
+    ZammadTransportError,
+    ZammadValidationError,
 )
 from entrasync_pipeline_tests.conftest import Sandbox
 
@@ -20,8 +24,11 @@ FAST = HttpSettings(backoff_base_s=0.02, backoff_max_s=0.2)
 
 def _client(sandbox: Sandbox, per_page: int = 1000, token: str | None = None) -> ZammadClient:
     settings = ZammadSettings(url=sandbox.info["zammad_url"], per_page=per_page)
-    return ZammadClient(settings, SecretValue(token or sandbox.info["zammad_token"], "ZAMMAD_TOKEN"),
-                        Transport(FAST, sandbox.info["ca_bundle"], "zammad"))
+    return ZammadClient(
+        settings,
+        SecretValue(token or sandbox.info["zammad_token"], "ZAMMAD_TOKEN"),
+        Transport(FAST, sandbox.info["ca_bundle"], "zammad"),
+    )
 
 
 @pytest.fixture
@@ -82,8 +89,9 @@ def test_a_reset_during_a_create_is_ambiguous(sandbox: Sandbox, zammad: ZammadCl
 
 def test_updates_and_reads_are_retried(sandbox: Sandbox, zammad: ZammadClient) -> None:
     user = zammad.create_user({"email": "retry@example.org"})
-    sandbox.faults("zammad", {"route": "*", "rate": 0.5, "statuses": [429, 500, 502, 503, 504], "retry_after": 0.05},
-                   seed=9)
+    sandbox.faults(
+        "zammad", {"route": "*", "rate": 0.5, "statuses": [429, 500, 502, 503, 504], "retry_after": 0.05}, seed=9
+    )
     for i in range(5):
         assert zammad.update_user(user["id"], {"phone": str(i)})["phone"] == str(i)
     assert len(list(zammad.iter_users())) == 9
@@ -114,8 +122,9 @@ def test_find_by_attribute_is_exact(sandbox: Sandbox, zammad: ZammadClient) -> N
     assert [u["email"] for u in zammad.find_by_email("A@example.org")] == ["a@example.org"]
 
 
-def test_a_retry_after_beyond_the_bound_is_a_response_error_without_waiting(sandbox: Sandbox,
-                                                                            zammad: ZammadClient) -> None:
+def test_a_retry_after_beyond_the_bound_is_a_response_error_without_waiting(
+    sandbox: Sandbox, zammad: ZammadClient
+) -> None:
     sandbox.faults("zammad", {"route": "GET /api/v1/users", "rate": 1.0, "statuses": [429], "retry_after": 3600})
     with pytest.raises(ZammadResponseError) as info:
         list(zammad.iter_users())
