@@ -13,8 +13,11 @@ from entrasync_pipeline.definitions import defs
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = {"entra_group_members", "universal_users", "zammad_users", "sync_plan", "zammad_sync"}
-CHECKS = {("universal_users", "universal_users_schema"), ("sync_plan", "sync_plan_schema"),
-          ("sync_plan", "sync_plan_safety")}
+CHECKS = {
+    ("universal_users", "universal_users_schema"),
+    ("sync_plan", "sync_plan_schema"),
+    ("sync_plan", "sync_plan_safety"),
+}
 
 
 def test_the_location_loads_without_secrets() -> None:
@@ -33,8 +36,11 @@ def test_assets_and_their_metadata() -> None:
         assert spec.group_name == "entrasync" and spec.owners == ["team:it-identity"], name
         assert spec.description and spec.kinds, name
         assert "dagster/code_references" in spec.metadata, name
-    assert sorted(d.asset_key.to_user_string() for d in specs["sync_plan"].deps) == \
-        ["entra_group_members", "universal_users", "zammad_users"]
+    assert sorted(d.asset_key.to_user_string() for d in specs["sync_plan"].deps) == [
+        "entra_group_members",
+        "universal_users",
+        "zammad_users",
+    ]
 
 
 def test_the_three_blocking_checks_sit_on_their_assets() -> None:
@@ -51,13 +57,25 @@ def test_the_three_blocking_checks_sit_on_their_assets() -> None:
 
 def test_dagster_definitions_validate_passes_from_the_repo_root() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("ENTRASYNC_CONFIG", "DAGSTER_HOME")}
-    result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_workspace_file_loads_the_location() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("ENTRASYNC_CONFIG", "DAGSTER_HOME")}
-    result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
