@@ -159,15 +159,13 @@ def _http_metadata(runtime: ProfileRuntime, client: str) -> dict[str, Any]:
 # --- the assets ----------------------------------------------------------------------------------
 def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The five assets, partitioned by sync profile."""
+    common: dict[str, Any] = {"group_name": GROUP, "partitions_def": partitions, "owners": OWNERS, "code_version": "1"}
 
     @dg.asset(
-        group_name=GROUP,
-        partitions_def=partitions,
-        owners=OWNERS,
+        **common,
         kinds={"microsoft", "pandas"},
         dagster_type=EntraMembersType,
         retry_policy=READ_RETRY,
-        code_version="1",
         description="Raw snapshot of the configured Entra groups: one row per (group, member) with its "
         "@odata.type and the Graph properties the mapping selects; every page read.",
     )
@@ -191,11 +189,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         )
 
     @dg.asset(
-        group_name=GROUP,
-        partitions_def=partitions,
-        owners=OWNERS,
+        **common,
         kinds={"pandas"},
-        code_version="1",
         check_specs=[
             dg.AssetCheckSpec(
                 checks.UNIVERSAL_USERS_CHECK,
@@ -231,13 +226,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         yield checks.universal_users_result(users)
 
     @dg.asset(
-        group_name=GROUP,
-        partitions_def=partitions,
-        owners=OWNERS,
+        **common,
         kinds={"pandas"},
         dagster_type=ZammadUsersType,
         retry_policy=READ_RETRY,
-        code_version="1",
         description="Snapshot of every Zammad user (system and inactive users included), every page.",
     )
     def zammad_users(
@@ -261,11 +253,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         )
 
     @dg.asset(
-        group_name=GROUP,
-        partitions_def=partitions,
-        owners=OWNERS,
+        **common,
         kinds={"pandas"},
-        code_version="1",
         check_specs=[
             dg.AssetCheckSpec(
                 checks.SYNC_PLAN_SCHEMA_CHECK,
@@ -323,11 +312,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         yield checks.sync_plan_safety_result(verdict, _how_to_approve(runtime.name, verdict.deactivations))
 
     @dg.asset(
-        group_name=GROUP,
-        partitions_def=partitions,
-        owners=OWNERS,
+        **common,
         kinds={"zammad"},
-        code_version="1",
         pool="zammad",
         description="Zammad's users brought to the plan: the writes, one audit row each. Holds metadata only "
         "(counts, dry_run, failures, where the audit is).",

@@ -16,6 +16,19 @@ from entrasync_pipeline_tests.factories import write_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _spawn(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``entrasync ARGS`` running in the background (default signal handling, pipes for its output)."""
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "entrasync_pipeline.cli", *args],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def entrasync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}
     full_env.update(env or {})
@@ -283,18 +296,7 @@ def _final_rows_per_attempt(env: dict[str, str]) -> list[dict[str, object]]:
 def test_two_syncs_of_one_profile_at_once_run_one_after_the_other(cli_env: dict[str, str], sandbox: Sandbox) -> None:
     assert entrasync("zammad-setup", env=cli_env).returncode == 0
     sandbox.faults("zammad", {"route": "*", "latency_ms": [20, 20]})  # a first run long enough to overlap
-    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **cli_env}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "entrasync_pipeline.cli", "sync", "--json"],
-            cwd=REPO,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [_spawn(cli_env, "sync", "--json") for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-800:] for o in outputs]
     results = [json.loads(o[0]) for o in outputs]
@@ -330,15 +332,7 @@ def test_ctrl_c_ends_the_run_frees_the_profile_and_the_next_run_converges(
 
     assert entrasync("zammad-setup", env=cli_env).returncode == 0
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "latency_ms": [300, 300]})
-    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))}, **cli_env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "entrasync_pipeline.cli", "sync", "--json"],
-        cwd=REPO,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _spawn(cli_env, "sync", "--json")
     deadline = time.monotonic() + 120
     while sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)

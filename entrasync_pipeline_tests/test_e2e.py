@@ -266,17 +266,14 @@ def test_mass_deactivation_is_blocked_until_approved(
     _setup(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
     runner.run()
-    group = sandbox.info["groups"]["IT Support"]
-    users = [m for m in admin.members(group) if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
-    for user_id in users[:6]:
-        admin.remove(group, user_id)
+    users = _six_leave_it_support(sandbox, admin)
     webhook.received.clear()
     blocked = runner.run()
     assert not blocked.success
     checks = {e.check_name: e.passed for e in blocked.get_asset_check_evaluations()}
     assert checks["sync_plan_safety"] is False
     assert not blocked.asset_materializations_for_node("zammad_sync")
-    assert all(u["active"] for u in sandbox.state("zammad")["users"] if u.get("entra_key") in users[:6])
+    assert all(u["active"] for u in sandbox.state("zammad")["users"] if u.get("entra_key") in users)
     assert webhook.received and "blocked" in webhook.received[0]["title"]
     too_few = runner.run(tags={"entrasync/approve-deactivations": "5"})
     assert not too_few.success
@@ -338,6 +335,16 @@ def test_two_profiles_on_one_zammad_never_touch_each_others_users(
     assert owner["entrasync_profile"] == "sales"
 
 
+def _six_leave_it_support(sandbox: Sandbox, admin: Admin) -> list[str]:
+    """Six users leave "IT Support": more than 10 % of its managed users, so the plan is held."""
+    group = sandbox.info["groups"]["IT Support"]
+    objects = sandbox.state("graph")["objects"]
+    users = [m for m in admin.members(group) if objects[m]["@odata.type"].endswith("user")][:6]
+    for user_id in users:
+        admin.remove(group, user_id)
+    return users
+
+
 def _evaluate_failure_sensor(runner: Runner, config: Path, result: dg.ExecuteInProcessResult) -> None:
     from entrasync_pipeline.resources import EntrasyncResource
 
@@ -359,10 +366,7 @@ def test_a_blocked_run_says_how_to_approve_in_dagster_terms_and_is_announced_onc
     _setup(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
     assert runner.run().success
-    group = sandbox.info["groups"]["IT Support"]
-    users = [m for m in admin.members(group) if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
-    for user_id in users[:6]:
-        admin.remove(group, user_id)
+    _six_leave_it_support(sandbox, admin)
     webhook.received.clear()
     blocked = runner.run(run_config={"resources": {"run_options": {"config": {"dry_run": True}}}})
     safety = next(e for e in blocked.get_asset_check_evaluations() if e.check_name == "sync_plan_safety")
@@ -382,10 +386,7 @@ def test_an_approval_given_in_a_dry_run_is_audited_as_a_dry_run(
     _setup(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
     assert runner.run().success
-    group = sandbox.info["groups"]["IT Support"]
-    users = [m for m in admin.members(group) if sandbox.state("graph")["objects"][m]["@odata.type"].endswith("user")]
-    for user_id in users[:6]:
-        admin.remove(group, user_id)
+    users = _six_leave_it_support(sandbox, admin)
     result = runner.run(
         tags={"entrasync/approve-deactivations": "6"},
         run_config={"resources": {"run_options": {"config": {"dry_run": True}}}},
@@ -395,7 +396,7 @@ def test_an_approval_given_in_a_dry_run_is_audited_as_a_dry_run(
     approvals = audit.query(AuditFilter(run_id=result.run_id, action="approval"))
     audit.close()
     assert [(a["dry_run"], a["outcome"]) for a in approvals] == [(True, "info")]
-    assert all(u["active"] for u in sandbox.state("zammad")["users"] if u.get("entra_key") in users[:6])
+    assert all(u["active"] for u in sandbox.state("zammad")["users"] if u.get("entra_key") in users)
 
 
 def test_a_failed_run_is_announced_by_the_failure_sensor(
