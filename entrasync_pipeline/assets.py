@@ -58,11 +58,10 @@ def _held(context: dg.AssetExecutionContext, entrasync: EntrasyncResource) -> It
     with entrasync.runtime(context.partition_key) as runtime:
         lease = runtime.lease(context.run_id, alive=_run_alive(context.instance))
         try:
-            lease.acquire()
+            with lease.held():
+                yield runtime, lease
         except ProfileBusy as exc:  # waited long enough: retrying the step would only wait again
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        with lease.held():
-            yield runtime, lease
 
 
 def _options(context: dg.AssetExecutionContext, run_options: SyncRunOptions, runtime: ProfileRuntime) -> RunOptions:

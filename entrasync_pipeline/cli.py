@@ -88,6 +88,7 @@ def _run(
     """Run the Dagster job once per profile; the exit code is the worst run's."""
     from entrasync_pipeline import report
     from entrasync_pipeline.definitions import build_definitions
+    from entrasync_pipeline.resources import no_progress
     from entrasync_pipeline.runs import cli_instance, execute_sync
     from entrasync_pipeline.settings import CONFIG_ENV, ConfigError
 
@@ -101,7 +102,7 @@ def _run(
             for name in names:
                 with report.progress(name, enabled=not as_json) as on_progress:
                     defs = build_definitions(
-                        list(settings.profiles), settings.schedule, config_path, progress=on_progress or _no_progress
+                        list(settings.profiles), settings.schedule, config_path, progress=on_progress or no_progress
                     )
                     outcome = execute_sync(
                         defs, settings, name, instance, dry_run, approve, log_level="DEBUG" if _verbose() else "INFO"
@@ -118,10 +119,6 @@ def _run(
     if as_json:
         typer.echo(report.to_json(summaries if profile is None and len(settings.profiles) > 1 else summaries[0]))
     raise typer.Exit(exit_code)
-
-
-def _no_progress(_phase: str, _done: int, _total: Optional[int]) -> None:
-    """No terminal: no bars."""
 
 
 def _verbose() -> bool:

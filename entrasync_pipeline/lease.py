@@ -89,6 +89,7 @@ class Lease:
         self.engine, self.profile, self.run_id, self.options, self.alive = engine, profile, run_id, options, alive
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.lost = False
+        self.release_on_exit = False
         create_tables(lease_metadata, engine)
 
     # --- acquire / renew / release ------------------------------------------------------------

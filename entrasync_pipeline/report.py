@@ -46,20 +46,6 @@ def progress(profile: str, enabled: bool) -> Iterator[Callable[[str, int, int | 
         yield update
 
 
-def failure_summary(profile: str, error: str) -> dict[str, Any]:
-    """A profile that failed before its run started (bad config, unreachable audit store)."""
-    return {
-        "profile": profile,
-        "run_id": None,
-        "status": "failed",
-        "dry_run": None,
-        "blocked": False,
-        "error": error,
-        **dict.fromkeys(COUNT_COLUMNS, 0),
-        "changes": [],
-    }
-
-
 def to_json(payload: Any) -> str:
     return json.dumps(payload, indent=2, default=str, ensure_ascii=False)
 

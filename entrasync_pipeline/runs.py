@@ -24,7 +24,6 @@ import pandas as pd
 
 from entrasync_pipeline.checks import SYNC_PLAN_SAFETY_CHECK
 from entrasync_pipeline.jobs import SYNC_JOB_NAME
-from entrasync_pipeline.lease import Lease, LeaseOptions
 from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, Action, action_counts, plan_changes
 from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE, TAG_TRIGGER, trigger_of
 from entrasync_pipeline.settings import ConfigError, Settings
@@ -160,8 +159,7 @@ def _release_leases(settings: Settings, profile: str, run_id: str) -> None:
     from entrasync_pipeline.runtime import ProfileRuntime
 
     with ProfileRuntime(profile, settings) as runtime:
-        lock = settings.lock
-        Lease(runtime.audit.engine, profile, run_id, LeaseOptions(lock.ttl_s, lock.wait_s)).release()
+        runtime.lease(run_id).release()
 
 
 # --- reading a run back ----------------------------------------------------------------------------------
@@ -242,13 +240,3 @@ def _failure_metadata(data: Any) -> dict[str, Any]:
     if data.user_failure_data is None:
         return {}
     return {k: getattr(v, "value", v) for k, v in (data.user_failure_data.metadata or {}).items()}
-
-
-def was_blocked(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether this run's own safety check held the plan (tags would be inherited by re-executions)."""
-    return any(
-        e.asset_check_evaluation is not None
-        and e.asset_check_evaluation.check_name == SYNC_PLAN_SAFETY_CHECK
-        and not e.asset_check_evaluation.passed
-        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    )

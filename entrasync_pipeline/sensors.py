@@ -20,7 +20,7 @@ from entrasync_pipeline.entra.errors import DeltaResetRequired, EntraAuthError, 
 from entrasync_pipeline.jobs import JobTarget
 from entrasync_pipeline.resources import EntrasyncResource
 from entrasync_pipeline.run_options import TAG_TRIGGER
-from entrasync_pipeline.runs import outcome_of_run, was_blocked
+from entrasync_pipeline.runs import outcome_of_run
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.settings import ConfigError, ScheduleSettings
 
@@ -108,7 +108,8 @@ def build_failure_sensor(job: JobTarget) -> dg.SensorDefinition:
     def entrasync_failure_notifications(context: dg.RunFailureSensorContext, entrasync: EntrasyncResource) -> None:
         run = context.dagster_run
         profile_name = run.tags.get("dagster/partition")
-        if not profile_name or was_blocked(context.instance, run.run_id):
+        outcome = outcome_of_run(context.instance, run.run_id)
+        if not profile_name or outcome.status == "blocked":
             return  # a blocked plan was announced as blocked when it was planned
         try:
             runtime = entrasync.runtime(profile_name)
@@ -116,7 +117,7 @@ def build_failure_sensor(job: JobTarget) -> dg.SensorDefinition:
             context.log.warning("no notification: %s", exc)
             return
         # The cause in our words (e.g. "run entrasync zammad-setup"), not Dagster's "steps failed".
-        message = outcome_of_run(context.instance, run.run_id).error or context.failure_event.message or "run failed"
+        message = outcome.error or context.failure_event.message or "run failed"
         with runtime:
             steps.notify(runtime, pd.DataFrame(), None, None, failure=f"run {run.run_id}: {message[:300]}")
 
