@@ -18,9 +18,10 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from entrasync_pipeline import checks, steps
 from entrasync_pipeline.apply import ApplyResult
+from entrasync_pipeline.audit import AuditFilter
 from entrasync_pipeline.lease import Lease, ProfileBusy
 from entrasync_pipeline.normalize import skipped_member_types
-from entrasync_pipeline.plan import ROLE_MERGE_NOTE, action_counts, plan_changes
+from entrasync_pipeline.plan import ROLE_MERGE_NOTE, Action, action_counts, plan_changes
 from entrasync_pipeline.resources import EntrasyncResource, Progress, SyncRunOptions
 from entrasync_pipeline.run_options import (
     RUN_OPTIONS_RESOURCE,
@@ -30,12 +31,18 @@ from entrasync_pipeline.run_options import (
     trigger_of,
 )
 from entrasync_pipeline.runtime import ProfileRuntime
+from entrasync_pipeline.safety import managed_count
 from entrasync_pipeline.schemas import ENTRA_MEMBERS, ZAMMAD_USERS
+from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES, TRACE_LIMIT, scope_plan, trace, write_outcomes
 
 GROUP = "entrasync"
 OWNERS = ["team:it-identity"]
 READ_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 PREVIEW_ROWS = 10
+SCOPE = "scope"  # metadata: "full" or "targeted" (then "targets": how many)
+MANAGED_USERS = "managed_users"
+POPULATION_LOOKBACK = 500  # zammad_sync materializations searched back for the latest full run
+KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.NOOP)]
 
 EntraMembersType = pandera_schema_to_dagster_type(ENTRA_MEMBERS)
 ZammadUsersType = pandera_schema_to_dagster_type(ZAMMAD_USERS)
@@ -155,6 +162,45 @@ def _http_metadata(runtime: ProfileRuntime, client: str) -> dict[str, Any]:
     }
 
 
+def _scope_metadata(options: RunOptions) -> dict[str, Any]:
+    """Every asset of a run says its scope, so a targeted table is never taken for a snapshot."""
+    if options.targets is None:
+        return {SCOPE: "full"}
+    return {SCOPE: "targeted", "targets": dg.MetadataValue.int(len(options.targets))}
+
+
+def _scope_of_frame(members: pd.DataFrame) -> dict[str, Any]:
+    targets = members.attrs.get("targets")
+    if targets is None:
+        return {SCOPE: "full"}
+    return {SCOPE: "targeted", "targets": dg.MetadataValue.int(len(targets))}
+
+
+def _managed_population(context: dg.AssetExecutionContext, zammad: pd.DataFrame) -> int:
+    """The managed users a targeted run's share limit is taken of: those the profile's latest full
+    run left in Zammad. Without a full run on record, only the targeted ones: that holds more back,
+    never less."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("zammad_sync"), asset_partitions=[context.partition_key]),
+        limit=POPULATION_LOOKBACK,
+    ).records
+    for record in records:
+        materialization = record.asset_materialization
+        metadata = materialization.metadata if materialization is not None else {}
+        scope, managed = metadata.get(SCOPE), metadata.get(MANAGED_USERS)
+        if scope is not None and scope.value == "full" and managed is not None:
+            return int(managed.value)
+    return managed_count(zammad, context.partition_key)
+
+
+def _managed_after(plan: pd.DataFrame, result: ApplyResult) -> int:
+    """Managed users once the plan is applied: the linked users it keeps active, and those it created."""
+    if plan.empty:
+        return 0
+    kept = plan["action"].isin(KEPT_ACTIVE) & plan["zammad_id"].notna()
+    return int(kept.sum()) + (0 if result.dry_run else int(result.counts.get("created", 0)))
+
+
 # --- the assets ----------------------------------------------------------------------------------
 def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The five assets, partitioned by sync profile."""
@@ -169,16 +215,24 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         "@odata.type and the Graph properties the mapping selects; every page read.",
     )
     def entra_group_members(
-        context: dg.AssetExecutionContext, entrasync: EntrasyncResource, progress: dg.ResourceParam[Progress]
+        context: dg.AssetExecutionContext,
+        entrasync: EntrasyncResource,
+        run_options: SyncRunOptions,
+        progress: dg.ResourceParam[Progress],
     ) -> dg.Output[pd.DataFrame]:
         with _held(context, entrasync) as (runtime, _):
-            members = steps.read_entra_members(runtime, progress)
+            options = _options(context, run_options, runtime)
+            if options.targets is None:
+                members = steps.read_entra_members(runtime, progress)
+            else:
+                members = steps.read_targeted_members(runtime, options.targets)
             per_group = steps.members_per_group(members, runtime.config)
             http = _http_metadata(runtime, "graph")
         context.log.info("read %d member rows from %d groups: %s", len(members), len(per_group), per_group)
         return dg.Output(
             members,
             metadata={
+                **_scope_metadata(options),
                 "dagster/row_count": len(members),
                 "dagster/column_schema": _column_schema(ENTRA_MEMBERS, members),
                 "users_per_group": dg.MetadataValue.json(per_group),
@@ -212,6 +266,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         yield dg.Output(
             users,
             metadata={
+                **_scope_of_frame(entra_group_members),
                 "dagster/row_count": len(users),
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(str(c), str(users[c].dtype)) for c in users.columns]
@@ -232,16 +287,24 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         description="Snapshot of every Zammad user (system and inactive users included), every page.",
     )
     def zammad_users(
-        context: dg.AssetExecutionContext, entrasync: EntrasyncResource, progress: dg.ResourceParam[Progress]
+        context: dg.AssetExecutionContext,
+        entrasync: EntrasyncResource,
+        run_options: SyncRunOptions,
+        progress: dg.ResourceParam[Progress],
     ) -> dg.Output[pd.DataFrame]:
         with _held(context, entrasync) as (runtime, _):
-            users = steps.read_zammad_users(runtime, progress)
+            options = _options(context, run_options, runtime)
+            if options.targets is None:
+                users = steps.read_zammad_users(runtime, progress)
+            else:
+                users = steps.read_targeted_zammad_users(runtime, options.targets)
             http = _http_metadata(runtime, "zammad")
         keyed = int((users["entra_key"].fillna("") != "").sum()) if not users.empty else 0
         context.log.info("read %d Zammad users (%d carry an entra_key)", len(users), keyed)
         return dg.Output(
             users,
             metadata={
+                **_scope_metadata(options),
                 "dagster/row_count": len(users),
                 "dagster/column_schema": _column_schema(ZAMMAD_USERS, users),
                 "with_entra_key": keyed,
@@ -283,9 +346,20 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             options = _options(context, run_options, runtime)
             if not options.dry_run:
                 steps.require_entra_attributes(zammad_users)
-            plan = steps.compute_sync_plan(runtime, universal_users, zammad_users)
-            per_group = steps.members_per_group(entra_group_members, runtime.config)
-            verdict = steps.judge(runtime, plan, per_group, zammad_users, options.approve_deactivations)
+            if options.targets is None:
+                plan = steps.compute_sync_plan(runtime, universal_users, zammad_users)
+                per_group = steps.members_per_group(entra_group_members, runtime.config)
+                verdict = steps.judge(runtime, plan, per_group, zammad_users, options.approve_deactivations)
+                story: list[dict[str, Any]] = []
+            else:
+                zammad_users = steps.with_email_matches(runtime, universal_users, zammad_users)
+                plan = scope_plan(steps.compute_sync_plan(runtime, universal_users, zammad_users), options.targets)
+                population = _managed_population(context, zammad_users)
+                verdict = steps.judge(
+                    runtime, plan, {}, zammad_users, options.approve_deactivations, managed=population
+                )
+                found = entra_group_members.attrs.get("targets", {})
+                story = trace(options.targets, found, universal_users, zammad_users, plan)
             steps.record_approval(runtime.audit, context.run_id, runtime.name, verdict, options.dry_run)
             if verdict.blocked:
                 context.log.warning("apply blocked: %s", verdict.summary)
@@ -297,6 +371,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         yield dg.Output(
             plan,
             metadata={
+                **_scope_metadata(options),
+                **({TARGETS_TRACE: dg.MetadataValue.json(story[:TRACE_LIMIT])} if story else {}),
                 "dagster/row_count": len(plan),
                 **{a: dg.MetadataValue.int(n) for a, n in counts.items()},
                 "role_mapping_conflicts": int(plan["reason"].fillna("").str.contains(ROLE_MERGE_NOTE).sum())
@@ -331,9 +407,15 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             result = steps.apply(runtime, sync_plan, context.run_id, options.dry_run, progress=progress)
             steps.notify(runtime, sync_plan, result, _run_url(context, runtime))
             http = _http_metadata(runtime, "zammad")
+            if options.targets is not None:
+                rows = runtime.audit.query(AuditFilter(run_id=context.run_id))
+                writes = write_outcomes(rows, options.targets[:TRACE_LIMIT])
+                http[TARGETS_WRITES] = dg.MetadataValue.json(writes)
         if result.failed:
             context.log.warning("%d writes failed: %s", result.failed, result.failures[:5])
-        metadata = {**_apply_metadata(result, sync_plan, context.run_id), **http}
+        metadata = {**_scope_metadata(options), **_apply_metadata(result, sync_plan, context.run_id), **http}
+        if options.targets is None:
+            metadata[MANAGED_USERS] = dg.MetadataValue.int(_managed_after(sync_plan, result))
         if result.stopped:
             raise dg.Failure(description=result.stopped, metadata=metadata)
         return dg.MaterializeResult(metadata=metadata)

@@ -156,6 +156,27 @@ class AuditStore:
         with self.engine.connect() as conn:
             return [_from_db(dict(r._mapping)) for r in conn.execute(stmt)]
 
+    def known_users(self, profile: str, entra_keys: Iterable[str]) -> dict[str, int | None]:
+        """Which of these Entra ids this profile ever decided about, each with its latest Zammad id.
+
+        Every user a profile created, adopted, changed, skipped or found in conflict has a row, so
+        this is the change feed's "do we care about this id" and a targeted run's way to a Zammad
+        id without listing Zammad. Newest rows win; an id with no Zammad id yet maps to None.
+        """
+        keys = sorted(set(entra_keys))
+        known: dict[str, int | None] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 500):
+                stmt = (
+                    select(audit_log.c.entra_key, audit_log.c.zammad_id)
+                    .where(audit_log.c.profile == profile, audit_log.c.entra_key.in_(keys[start : start + 500]))
+                    .order_by(audit_log.c.seq.desc())
+                )
+                for key, zammad_id in conn.execute(stmt):
+                    if known.get(key) is None:
+                        known[key] = zammad_id
+        return known
+
     def query(self, filters: AuditFilter = AuditFilter()) -> list[dict[str, Any]]:
         stmt = select(audit_log).order_by(audit_log.c.seq)
         if filters.run_id:

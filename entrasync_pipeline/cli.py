@@ -58,6 +58,13 @@ CONFIG_OPTION = typer.Option(
 )
 PROFILE_OPTION = typer.Option(None, "--profile", "-p", help="One profile; default: the only one, or all in turn.")
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+USER_OPTION = typer.Option(
+    None,
+    "--user",
+    "-u",
+    help="Only this user (Entra object id, UPN or mail; repeat for more): a targeted run that shows "
+    "each step for each user.",
+)
 
 
 def _settings(config: Optional[Path]) -> "Settings":
@@ -83,9 +90,17 @@ def _profiles(settings: "Settings", name: Optional[str]) -> list[str]:
 
 
 def _run(
-    config: Optional[Path], profile: Optional[str], as_json: bool, dry_run: Optional[bool], approve: Optional[int]
+    config: Optional[Path],
+    profile: Optional[str],
+    as_json: bool,
+    dry_run: Optional[bool],
+    approve: Optional[int],
+    users: Optional[list[str]] = None,
 ) -> None:
-    """Run the Dagster job once per profile; the exit code is the worst run's."""
+    """Run the Dagster job once per profile; the exit code is the worst run's.
+
+    ``users``: a targeted run for these users (object id, UPN or mail) instead of a full run.
+    """
     from entrasync_pipeline import report
     from entrasync_pipeline.definitions import build_definitions
     from entrasync_pipeline.resources import no_progress
@@ -100,18 +115,27 @@ def _run(
         settings.audit_url()  # no run without a place for its audit trail
         with cli_instance() as instance:
             for name in names:
+                targets, unresolved = _targets(settings, name, users)
+                if targets == []:  # every name unknown: nothing to run
+                    summaries.append({"profile": name, "status": "failed", "unresolved": unresolved})
+                    exit_code = max(exit_code, 1)
+                    if not as_json:
+                        report.print_targets([], unresolved)
+                    continue
                 with report.progress(name, enabled=not as_json) as on_progress:
                     defs = build_definitions(
                         list(settings.profiles), settings.schedule, config_path, progress=on_progress or no_progress
                     )
-                    outcome = execute_sync(
-                        defs, settings, name, instance, dry_run, approve, log_level="DEBUG" if _verbose() else "INFO"
-                    )
-                summary = outcome.summary()
-                exit_code = max(exit_code, outcome.exit_code)
+                    level = "DEBUG" if _verbose() else "INFO"
+                    outcome = execute_sync(defs, settings, name, instance, dry_run, approve, level, targets)
+                summary = {**outcome.summary(), **({"unresolved": unresolved} if unresolved else {})}
+                exit_code = max(exit_code, outcome.exit_code, 1 if unresolved else 0)
                 summaries.append(summary)
                 if not as_json:
-                    report.print_plan(outcome.changes)
+                    if users:
+                        report.print_targets(outcome.targets, unresolved)
+                    else:
+                        report.print_plan(outcome.changes)
                     report.print_summary(summary)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -121,22 +145,37 @@ def _run(
     raise typer.Exit(exit_code)
 
 
+def _targets(settings: "Settings", profile: str, users: Optional[list[str]]) -> tuple[Optional[list[str]], list[str]]:
+    """(Entra ids to target or None for a full run, the names that match nobody)."""
+    from entrasync_pipeline.runtime import ProfileRuntime
+    from entrasync_pipeline.steps import resolve_targets
+
+    if not users:
+        return None, []
+    with ProfileRuntime(profile, settings) as runtime:
+        return resolve_targets(runtime, users)
+
+
 def _verbose() -> bool:
     return logging.getLogger().level <= logging.DEBUG
 
 
 @app.command("plan")
 def plan_command(
-    config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] = PROFILE_OPTION, as_json: bool = JSON_OPTION
+    config: Optional[Path] = CONFIG_OPTION,
+    profile: Optional[str] = PROFILE_OPTION,
+    as_json: bool = JSON_OPTION,
+    user: Optional[list[str]] = USER_OPTION,
 ) -> None:
     """Dry run: read Entra and Zammad, plan, check, audit as "would", write nothing.
 
     Runs the Dagster job (a run on $DAGSTER_HOME's instance, shown in the UI).
-    Exit 0 ok, 1 failure, 2 a safety rule would block the apply, 64 usage error.
+    Exit 0 ok, 1 failure (or a --user that matches nobody), 2 a safety rule would block the apply,
+    64 usage error.
 
-    Example: entrasync plan --config entrasync.yaml
+    Example: entrasync plan --config entrasync.yaml --user jane.doe@contoso.com
     """
-    _run(config, profile, as_json, dry_run=True, approve=None)
+    _run(config, profile, as_json, dry_run=True, approve=None, users=user)
 
 
 @app.command("sync")
@@ -154,14 +193,17 @@ def sync_command(
         "--dry-run/--no-dry-run",
         help="Compute and show, write nothing (overrides the config file's dry_run either way).",
     ),
+    user: Optional[list[str]] = USER_OPTION,
 ) -> None:
     """Sync Zammad with Entra by running the Dagster job in process (a run on $DAGSTER_HOME's instance).
 
-    Exit 0 ok, 1 failure, 2 blocked by a safety rule, 64 usage error.
+    With --user: provision on demand, only those users (Entra object id, UPN or mail), each step shown.
+    Exit 0 ok, 1 failure (or a --user that matches nobody), 2 blocked by a safety rule, 64 usage error.
 
     Example: entrasync sync --config entrasync.yaml --json
+    Example: entrasync sync --config entrasync.yaml --user jane.doe@contoso.com
     """
-    _run(config, profile, as_json, dry_run=dry_run, approve=approve_deactivations)
+    _run(config, profile, as_json, dry_run=dry_run, approve=approve_deactivations, users=user)
 
 
 @app.command("zammad-setup")

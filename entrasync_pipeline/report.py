@@ -76,6 +76,24 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
 
 
+def print_targets(story: Sequence[dict[str, Any]], unresolved: Sequence[str] = ()) -> None:
+    """A targeted run, user by user: each step from the Entra read to the write."""
+    for name in unresolved:
+        _console.print(f"[red]{escape(name)}[/red]: no Entra user and no linked Zammad user with this id, UPN or mail")
+    for user in story:
+        _console.print(f"[bold]{escape(str(user['entra_key']))}[/bold]")
+        changes = ", ".join(f"{k}: {v[0]} → {v[1]}" for k, v in (user.get("changes") or {}).items())
+        decision = f"{user['decision']}" + (f" ({user['reason']})" if user.get("reason") else "")
+        for step, text in (
+            ("read", user["read"]),
+            ("scope", user["scope"]),
+            ("zammad", user["zammad"]),
+            ("decision", decision + (f": {changes}" if changes else "")),
+            ("write", user.get("write", "")),
+        ):
+            _console.print(f"  {step:<9} {escape(str(text))}")
+
+
 def print_plan(changes: Sequence[dict[str, Any]], per_action: int = 5) -> None:
     """The first decisions of each kind, deactivations first, with the fields they change."""
     if not changes:

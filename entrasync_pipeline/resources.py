@@ -14,7 +14,14 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from entrasync_pipeline.run_options import TAG_TRIGGER, RunOptions, resolve_run_options, trigger_for_new_run
+from entrasync_pipeline.run_options import (
+    TAG_SCOPE,
+    TAG_TRIGGER,
+    RunOptions,
+    resolve_run_options,
+    scope_tags,
+    trigger_for_new_run,
+)
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.settings import Settings, load_settings
 
@@ -55,8 +62,20 @@ class SyncRunOptions(dg.ConfigurableResource):
         "them (audited). Empty: run tag entrasync/approve-deactivations, else none.",
     )
 
+    targets: Optional[list[str]] = Field(
+        None,
+        description="Entra object ids: a targeted run that reads, plans and writes only these users "
+        "(what the change-feed sensor and 'entrasync sync --user' launch). Empty: a full run.",
+    )
+
     def resolve(self, tags: Mapping[str, str], settings: Settings) -> RunOptions:
-        return resolve_run_options(self.dry_run, self.approve_deactivations, tags, settings.dry_run)
+        return resolve_run_options(self.dry_run, self.approve_deactivations, tags, settings.dry_run, self.targets)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Show the run's scope in the run list, however it was launched."""
+        run, instance = context.dagster_run, context.instance
+        if run is not None and instance is not None and TAG_SCOPE not in run.tags:
+            instance.add_run_tags(run.run_id, scope_tags(self.targets))
 
 
 def no_progress(_phase: str, _done: int, _total: Optional[int]) -> None:

@@ -9,17 +9,23 @@ Precedence, highest first:
 2. a run tag (``entrasync/dry-run``, ``entrasync/approve-deactivations``);
 3. the config file (``dry_run``); approvals never come from the file.
 
+A run's scope is the run config's ``targets`` (Entra object ids): absent, the run is a full run;
+present, a targeted run that reads, plans and writes only those users (the sensor's and
+``sync --user``'s runs). The tag ``entrasync/scope`` shows it in the run list.
+
 No I/O, no Dagster imports: the wiring passes the values in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 TAG_TRIGGER = "entrasync/trigger"
 TAG_DRY_RUN = "entrasync/dry-run"
 TAG_APPROVE = "entrasync/approve-deactivations"
+TAG_SCOPE = "entrasync/scope"  # "full" or "targeted"
+TAG_TARGETS = "entrasync/targets"  # how many users a targeted run is about
 TRIGGERS = ("cli", "schedule", "sensor", "ui")
 TAG_PARENT_RUN = "dagster/parent_run_id"  # set by Dagster on re-executions
 TAG_RETRY_NUMBER = "dagster/retry_number"  # set by Dagster's automatic run retries
@@ -39,6 +45,11 @@ class RunOptions:
     approve_deactivations: int
     dry_run_from: str  # "run config", "run tag" or "config file": shown in logs and metadata
     approval_from: str  # "run config", "run tag" or "none"
+    targets: tuple[str, ...] | None = None  # None: a full run
+
+    @property
+    def scope(self) -> str:
+        return "full" if self.targets is None else "targeted"
 
 
 def parse_approval(value: object, source: str) -> int:
@@ -58,8 +69,29 @@ def parse_flag(value: str, source: str) -> bool:
     raise RunOptionsError(f"{source}: expected true or false, got {value!r}")
 
 
+def parse_targets(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    """A targeted run's Entra object ids, each once, in order; an empty list is refused, not read as "all"."""
+    if values is None:
+        return None
+    targets = tuple(dict.fromkeys(str(v).strip() for v in values if str(v).strip()))
+    if not targets:
+        raise RunOptionsError("run config targets: an empty list targets nobody; leave it out for a full run")
+    return targets
+
+
+def scope_tags(targets: Sequence[str] | None) -> dict[str, str]:
+    """The tags that show a run's scope in the run list."""
+    if targets is None:
+        return {TAG_SCOPE: "full"}
+    return {TAG_SCOPE: "targeted", TAG_TARGETS: str(len(targets))}
+
+
 def resolve_run_options(
-    dry_run: bool | None, approve_deactivations: int | None, tags: Mapping[str, str], file_dry_run: bool
+    dry_run: bool | None,
+    approve_deactivations: int | None,
+    tags: Mapping[str, str],
+    file_dry_run: bool,
+    targets: Sequence[str] | None = None,
 ) -> RunOptions:
     """The run's options by the precedence above; raises RunOptionsError for a meaningless value."""
     if dry_run is not None:
@@ -74,7 +106,7 @@ def resolve_run_options(
         approved, approved_from = parse_approval(tags[TAG_APPROVE], f"run tag {TAG_APPROVE}"), "run tag"
     else:
         approved, approved_from = 0, "none"
-    return RunOptions(dry, approved, dry_from, approved_from)
+    return RunOptions(dry, approved, dry_from, approved_from, parse_targets(targets))
 
 
 def trigger_of(tags: Mapping[str, str]) -> str:

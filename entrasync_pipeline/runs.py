@@ -24,9 +24,10 @@ import pandas as pd
 
 from entrasync_pipeline.checks import SYNC_PLAN_SAFETY_CHECK
 from entrasync_pipeline.jobs import SYNC_JOB_NAME
-from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, Action, action_counts, plan_changes
-from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE, TAG_TRIGGER, trigger_of
+from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, WRITE_ACTIONS, Action, action_counts, plan_changes
+from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE, TAG_SCOPE, TAG_TRIGGER, scope_tags, trigger_of
 from entrasync_pipeline.settings import ConfigError, Settings
+from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES
 
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED, EXIT_USAGE = 0, 1, 2, 64
 _STEP_EVENTS = {
@@ -52,6 +53,8 @@ class RunOutcome:
     stopped: str | None = None
     approve_with: str | None = None
     skipped_member_types: dict[str, int] = field(default_factory=dict)
+    scope: str = "full"
+    targets: list[dict[str, Any]] = field(default_factory=list)  # a targeted run's per-user story
     plan: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
@@ -77,6 +80,8 @@ class RunOutcome:
             **self.counts,
             "plan": action_counts(self.plan) if self.plan is not None else None,
             "skipped_member_types": self.skipped_member_types,
+            "scope": self.scope,
+            **({"targets": self.targets} if self.scope == "targeted" else {}),
             "changes": self.changes,
         }
 
@@ -125,9 +130,13 @@ def execute_sync(
     dry_run: bool | None = None,
     approve_deactivations: int | None = None,
     log_level: str = "INFO",
+    targets: list[str] | None = None,
 ) -> RunOutcome:
-    """Run the job for ``profile`` in process; None options fall back to run tags, then the file."""
-    explicit = {"dry_run": dry_run, "approve_deactivations": approve_deactivations}
+    """Run the job for ``profile`` in process; None options fall back to run tags, then the file.
+
+    ``targets``: Entra object ids for a targeted run (None: a full run).
+    """
+    explicit = {"dry_run": dry_run, "approve_deactivations": approve_deactivations, "targets": targets}
     run_config = {
         "resources": {RUN_OPTIONS_RESOURCE: {"config": {k: v for k, v in explicit.items() if v is not None}}},
         "loggers": {"console": {"config": {"log_level": log_level}}},
@@ -138,7 +147,7 @@ def execute_sync(
             instance=instance,
             partition_key=profile,
             run_config=run_config,
-            tags={TAG_TRIGGER: "cli"},
+            tags={TAG_TRIGGER: "cli", **scope_tags(targets)},
             run_id=run_id,
             raise_on_error=False,
         )
@@ -199,6 +208,8 @@ def outcome_of_run(instance: dg.DagsterInstance, run_id: str, plan: pd.DataFrame
         changes=plan_changes(plan) if plan is not None else [],
         skipped_member_types=dict(metadata.get("entra_group_members", {}).get("member_types_skipped") or {}),
         stopped=applied.get("stopped") or None,
+        scope=run.tags.get(TAG_SCOPE, "full"),
+        targets=_story(planned, applied, blocked),
     )
     if blocked and safety is not None:
         outcome.blocked_reason = str(getattr(safety.metadata.get("summary"), "value", safety.description))
@@ -207,6 +218,20 @@ def outcome_of_run(instance: dg.DagsterInstance, run_id: str, plan: pd.DataFrame
     elif status == "failed":
         outcome.error = "; ".join(dict.fromkeys(failures)) or f"run ended as {run.status.value}"
     return outcome
+
+
+def _story(planned: Mapping[str, Any], applied: Mapping[str, Any], blocked: bool) -> list[dict[str, Any]]:
+    """The plan's per-target trace with each target's write outcome from the apply."""
+    writes = applied.get(TARGETS_WRITES) or {}
+    story = []
+    for step in planned.get(TARGETS_TRACE) or []:
+        key, decision = step["entra_key"], step["decision"]
+        if decision in {a.value for a in WRITE_ACTIONS}:
+            write = writes.get(key) or ("blocked: nothing written" if blocked else "not written")
+        else:
+            write = "nothing to write"
+        story.append({**step, "write": write})
+    return story
 
 
 def _counts(applied: Mapping[str, Any], planned: Mapping[str, Any]) -> dict[str, int]:

@@ -230,7 +230,15 @@ class HttpSettings(_Model):
 class ScheduleSettings(_Model):
     cron: str = Field("0 2 * * *", description="When the scheduled sync runs (cron).")
     timezone: str = Field("UTC", description="IANA timezone of the cron, e.g. Europe/Berlin.")
-    sensor_interval_s: int = Field(60, ge=30, description="How often the delta sensor polls Graph.")
+    sensor_interval_s: int = Field(
+        30, ge=10, description="How often the change-feed sensor polls Graph (users and group delta)."
+    )
+    targeted_max_users: int = Field(
+        500,
+        ge=1,
+        description="A change touching more users than this runs a full sync instead of a targeted one "
+        "(reading everything is then cheaper than reading each user).",
+    )
 
 
 class AuditSettings(_Model):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
+from entrasync_pipeline.entra.graph import USER_TYPE
 from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, normalize_members
 from entrasync_pipeline.notify import Message, summary_message
 from entrasync_pipeline.plan import COUNT_NAMES, WRITE_ACTIONS, PlanOptions, compute_plan
@@ -101,6 +102,65 @@ def read_entra_members(profile: ProfileRuntime, progress: Progress | None = None
     return frame
 
 
+def read_targeted_members(profile: ProfileRuntime, targets: tuple[str, ...]) -> pd.DataFrame:
+    """The targeted users' rows as the full read would have them: one per configured group they are in.
+
+    Users and memberships come in JSON batches (``GraphClient.targeted_read``). The frame's
+    ``attrs["targets"]`` says, per target, whether Entra still has the user (for the run's trace).
+    """
+    config = profile.config
+    select = config.graph_select()
+    columns = ["group_id", "group_name", "id", "@odata.type", *[c for c in select if c != "id"]]
+    names = {g.id: g.name or g.id for g in config.groups}
+    found, groups = profile.graph.targeted_read(
+        list(targets), select, list(names), transitive=config.membership == "transitive"
+    )
+    rows = [
+        {"group_id": gid, "group_name": names[gid], "@odata.type": USER_TYPE, **user}
+        for uid, user in found.items()
+        if user is not None
+        for gid in names
+        if gid in groups[uid]
+    ]
+    frame = pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=columns)
+    frame = frame.astype({"group_id": str, "id": str, "@odata.type": str})
+    frame.attrs["targets"] = {
+        uid: {
+            "found": user is not None,
+            "upn": (user or {}).get("userPrincipalName"),
+            "groups": sorted(names[g] for g in groups.get(uid, ())),
+        }
+        for uid, user in found.items()
+    }
+    log.info(
+        "targeted read: %d of %d users found, %d member rows",
+        sum(u is not None for u in found.values()),
+        len(targets),
+        len(frame),
+    )
+    return frame
+
+
+def resolve_targets(profile: ProfileRuntime, names: list[str]) -> tuple[list[str], list[str]]:
+    """Entra object ids for users named by object id, UPN or mail: (ids, names not found).
+
+    A user deleted from Entra is still found through the Zammad user linked to it (by email or
+    login), so offboarding on demand works after the account is gone.
+    """
+    ids: list[str] = []
+    missing: list[str] = []
+    for name in names:
+        found = profile.graph.find_user_id(name)
+        if found is None and "@" in name:
+            linked = [z for z in profile.zammad.find_by_email(name) if z.get("entrasync_profile") == profile.name]
+            found = str(linked[0]["entra_key"]) if len(linked) == 1 and linked[0].get("entra_key") else None
+        if found is None:
+            missing.append(name)
+        else:
+            ids.append(found)
+    return list(dict.fromkeys(ids)), missing
+
+
 def members_per_group(members: pd.DataFrame, profile: ProfileSettings) -> dict[str, int]:
     """User members per configured group (0 for groups that returned none)."""
     users = members[members["@odata.type"] == "#microsoft.graph.user"] if not members.empty else members
@@ -120,31 +180,88 @@ def normalize_options(config: ProfileSettings) -> NormalizeOptions:
 
 def universal_users(members: pd.DataFrame, config: ProfileSettings) -> pd.DataFrame:
     with _bulk():
-        return normalize_members(members, normalize_options(config))
+        users = normalize_members(members, normalize_options(config))
+    # A targeted run whose users all left has no rows: the columns still have their types.
+    return users.astype({"active": bool}) if users.empty else users
 
 
 # --- step 3: Zammad -------------------------------------------------------------------------------
 def read_zammad_users(profile: ProfileRuntime, progress: Progress | None = None) -> pd.DataFrame:
     """Every Zammad user, collected column by column (a 100,000-user helpdesk stays small in memory)."""
+    with _bulk():
+        frame, has_attributes = _users_frame(profile, profile.zammad.iter_users(), progress)
+    frame.attrs["has_entra_attributes"] = has_attributes
+    log.info("zammad: %d users read", len(frame))
+    return frame
+
+
+def read_targeted_zammad_users(profile: ProfileRuntime, targets: tuple[str, ...]) -> pd.DataFrame:
+    """The Zammad users linked to the targets, read live.
+
+    By Zammad id where the audit knows it (checked: the user must still carry the key), else by
+    ``entra_key``. Users to adopt or in the way by email are added when planning
+    (``with_email_matches``), where the Entra emails are known.
+    """
+    zammad = profile.zammad
+    known = profile.audit.known_users(profile.name, targets)
+    found: dict[int, dict[str, Any]] = {}
+    for key in targets:
+        linked = zammad.user(known[key]) if known.get(key) else None
+        if linked is not None and linked.get("entra_key") == key:
+            found[int(linked["id"])] = linked
+        else:
+            found.update({int(h["id"]): h for h in zammad.find_by_attribute("entra_key", key)})
+    frame, has_attributes = _users_frame(profile, iter(found.values()))
+    if not found:  # nobody to look at: ask the object manager whether the attributes are usable
+        attributes = zammad.user_attributes()
+        has_attributes = all(a in attributes and not attributes[a].get("to_migrate") for a in REQUIRED_ATTRIBUTES)
+    frame.attrs["has_entra_attributes"] = has_attributes
+    log.info("zammad: %d users linked to %d targets", len(frame), len(targets))
+    return frame
+
+
+def with_email_matches(profile: ProfileRuntime, users: pd.DataFrame, zammad: pd.DataFrame) -> pd.DataFrame:
+    """The targeted Zammad users plus those holding a target's email: whom a full run would match.
+
+    Only where the email is not already the linked user's: a new hire to adopt, or an address
+    another user holds (a conflict, as a full run would report it).
+    """
+    linked = {str(k): str(e or "").lower() for k, e in zammad[["entra_key", "email"]].itertuples(index=False)}
+    seen = set(zammad["id"].tolist())
+    extra: dict[int, dict[str, Any]] = {}
+    for key, email in users[["entra_key", "email"]].itertuples(index=False):
+        if isinstance(email, str) and email and linked.get(key) != email.lower():
+            extra.update({int(h["id"]): h for h in profile.zammad.find_by_email(email) if int(h["id"]) not in seen})
+    if not extra:
+        return zammad
+    more, _ = _users_frame(profile, iter(extra.values()))
+    merged = pd.concat([zammad, more], ignore_index=True)
+    merged.attrs.update(zammad.attrs)
+    return merged
+
+
+def _users_frame(
+    profile: ProfileRuntime, records: Iterator[dict[str, Any]], progress: Progress | None = None
+) -> tuple[pd.DataFrame, bool]:
+    """The users' columns as a frame, and whether they carry the custom attributes."""
     extra = [f for f in profile.config.mapping if f not in CORE_FIELDS]
     columns = list(dict.fromkeys([*ZAMMAD_COLUMNS, *extra]))
     values: dict[str, list[Any]] = {c: [] for c in columns}
-    with _bulk():
-        has_attributes = _collect_users(profile, values, progress)
-        values["role_ids"] = [tuple(sorted(v or ())) for v in values["role_ids"]]
-        frame = pd.DataFrame(values, columns=columns)
-    frame.attrs["has_entra_attributes"] = has_attributes
-    log.info("zammad: %d users read", len(frame))
-    return frame.astype({"id": int, "active": bool})
+    has_attributes = _collect_users(records, values, progress)
+    values["role_ids"] = [tuple(sorted(v or ())) for v in values["role_ids"]]
+    frame = pd.DataFrame(values, columns=columns, dtype=object)  # empty columns stay object, like full ones
+    return frame.astype({"id": int, "active": bool}), has_attributes
 
 
-def _collect_users(profile: ProfileRuntime, values: dict[str, list[Any]], progress: Progress | None = None) -> bool:
+def _collect_users(
+    records: Iterator[dict[str, Any]], values: dict[str, list[Any]], progress: Progress | None = None
+) -> bool:
     """Append every user's columns; True when the users carry the custom attributes.
 
     A migrated attribute is a column of every user, so the first user tells.
     """
     has_attributes: bool | None = None
-    for user in profile.zammad.iter_users():
+    for user in records:
         if has_attributes is None:
             has_attributes = all(a in user for a in REQUIRED_ATTRIBUTES)
         for column, bucket in values.items():
@@ -207,12 +324,20 @@ def compute_sync_plan(profile: ProfileRuntime, users: pd.DataFrame, zammad: pd.D
 
 
 def judge(
-    profile: ProfileRuntime, plan: pd.DataFrame, per_group: Mapping[str, int], zammad: pd.DataFrame, approved: int
+    profile: ProfileRuntime,
+    plan: pd.DataFrame,
+    per_group: Mapping[str, int],
+    zammad: pd.DataFrame,
+    approved: int,
+    managed: int | None = None,
 ) -> SafetyVerdict:
-    """``per_group``: user members per configured group, from ``members_per_group``."""
+    """``per_group``: user members per configured group, from ``members_per_group`` ({} in a
+    targeted run: its groups hold only the targets). ``managed``: the managed users the share
+    limit is taken of, when ``zammad`` is not all of them (a targeted run)."""
     safety = profile.config.safety
     limits = SafetyLimits(safety.max_deactivations, safety.max_deactivation_share)
-    return evaluate(plan, managed_count(zammad, profile.name), per_group, limits, approved)
+    population = managed_count(zammad, profile.name) if managed is None else managed
+    return evaluate(plan, population, per_group, limits, approved)
 
 
 # --- step 5: apply --------------------------------------------------------------------------------

@@ -140,6 +140,10 @@ class Transport:
     def close(self) -> None:
         self.session.close()
 
+    def pause(self, seconds: float) -> None:
+        """Wait as the retry policy waits (a test transport may not really sleep)."""
+        self._sleep(seconds)
+
     def send(
         self,
         method: str,

@@ -15,85 +15,12 @@ import dagster as dg
 import pytest
 
 from entrasync_pipeline.audit import AuditFilter, AuditStore
-from entrasync_pipeline.definitions import build_definitions
-from entrasync_pipeline.settings import ScheduleSettings, load_settings
+from entrasync_pipeline.settings import load_settings
 from entrasync_pipeline_tests.conftest import Sandbox
 from entrasync_pipeline_tests.factories import write_config
+from entrasync_pipeline_tests.tenant import Admin, Runner, it_support_config, setup_attributes
 
 pytestmark = pytest.mark.e2e
-
-
-class Admin:
-    """Changes the sandbox tenant through the real Graph write API (the admin app)."""
-
-    def __init__(self, sandbox: Sandbox, http: Any) -> None:
-        self.sandbox, self.http, self.token = sandbox, http, sandbox.admin_token()
-        self.base = f"{sandbox.info['graph_url']}/v1.0"
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(
-            method, f"{self.base}{path}", json=body, headers={"Authorization": f"Bearer {self.token}"}
-        )
-        assert response.status_code < 300, response.text
-        return response.json() if response.content else None
-
-    def hire(self, alias: str, group: str, department: str = "IT Support") -> str:
-        user = self._call(
-            "POST",
-            "/users",
-            {
-                "accountEnabled": True,
-                "displayName": alias.replace(".", " ").title(),
-                "mailNickname": alias,
-                "userPrincipalName": f"{alias}@contoso.example",
-                "mail": f"{alias}@contoso.example",
-                "givenName": alias.split(".")[0].title(),
-                "surname": alias.split(".")[1].title(),
-                "department": department,
-                "businessPhones": ["+49 30 1234"],
-                "passwordProfile": {"password": "x"},
-            },
-        )
-        self.add(group, user["id"])
-        return user["id"]
-
-    def add(self, group: str, user_id: str) -> None:
-        self._call(
-            "POST",
-            f"/groups/{group}/members/$ref",
-            {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"},
-        )
-
-    def remove(self, group: str, user_id: str) -> None:
-        self._call("DELETE", f"/groups/{group}/members/{user_id}/$ref")
-
-    def patch(self, user_id: str, **changes: Any) -> None:
-        self._call("PATCH", f"/users/{user_id}", changes)
-
-    def members(self, group: str) -> list[str]:
-        return self.sandbox.state("graph")["groups"][group]
-
-
-class Runner:
-    def __init__(self, config: Path, profiles: list[str], instance: dg.DagsterInstance) -> None:
-        self.defs = build_definitions(profiles, ScheduleSettings(), config_path=str(config))
-        self.instance = instance
-
-    def run(
-        self, profile: str = "sandbox", tags: dict[str, str] | None = None, run_config: dict[str, Any] | None = None
-    ) -> dg.ExecuteInProcessResult:
-        job = self.defs.resolve_job_def("entrasync_sync_job")
-        return job.execute_in_process(
-            instance=self.instance,
-            partition_key=profile,
-            tags=tags or {},
-            run_config=run_config or {},
-            raise_on_error=False,
-        )
-
-    def counts(self, result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-        materialization = result.asset_materializations_for_node("zammad_sync")[0]
-        return {k: v.value for k, v in materialization.metadata.items()}
 
 
 @pytest.fixture
@@ -114,24 +41,11 @@ def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dic
     return environ
 
 
-def _it_support_config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> Path:
-    groups = [{"id": sandbox.info["groups"]["IT Support"], "name": "IT Support"}]
-    return write_config(tmp_path / "entrasync.yaml", sandbox.info, {"sandbox": {"groups": groups, **extra}})
-
-
-def _setup(config: Path, environ: dict[str, str]) -> None:
-    from entrasync_pipeline.runtime import ProfileRuntime
-    from entrasync_pipeline.steps import setup_zammad
-
-    with ProfileRuntime("sandbox", load_settings(config), environ) as runtime:
-        setup_zammad(runtime)
-
-
 def test_the_promised_example(
     sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any, webhook: Any, smtp: Any
 ) -> None:
-    config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url, smtp.url]})
-    _setup(config, dagster_env)
+    config = it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url, smtp.url]})
+    setup_attributes(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
     assert runner.run().success  # the state before the day of the example
     webhook.received.clear()
@@ -188,8 +102,8 @@ def test_the_promised_example(
 def test_a_second_run_writes_nothing(
     sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any
 ) -> None:
-    config = _it_support_config(sandbox, tmp_path)
-    _setup(config, dagster_env)
+    config = it_support_config(sandbox, tmp_path)
+    setup_attributes(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
     assert runner.counts(runner.run())["created"] == 20
     writes_before = {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")}
@@ -201,8 +115,8 @@ def test_a_second_run_writes_nothing(
 
 def _synced(sandbox: Sandbox, tmp_path: Path, env: dict[str, str], instance: Any) -> tuple[Runner, str]:
     """IT Support synced once; returns the runner and Anna Schmidt's Entra object id."""
-    config = _it_support_config(sandbox, tmp_path)
-    _setup(config, env)
+    config = it_support_config(sandbox, tmp_path)
+    setup_attributes(config, env)
     runner = Runner(config, ["sandbox"], instance)
     assert runner.run().success
     anna = next(
@@ -246,7 +160,7 @@ def test_the_lena_adoption_and_the_demo_quirks(
     sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any
 ) -> None:
     config = write_config(tmp_path / "entrasync.yaml", sandbox.info)
-    _setup(config, dagster_env)
+    setup_attributes(config, dagster_env)
     result = Runner(config, ["sandbox"], instance).run()
     users = sandbox.state("zammad")["users"]
     lenas = [u for u in users if u["email"] == "lena.fischer@contoso.example"]
@@ -262,8 +176,8 @@ def test_the_lena_adoption_and_the_demo_quirks(
 def test_mass_deactivation_is_blocked_until_approved(
     sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any, webhook: Any
 ) -> None:
-    config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
-    _setup(config, dagster_env)
+    config = it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
+    setup_attributes(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
     runner.run()
     users = _six_leave_it_support(sandbox, admin)
@@ -284,8 +198,8 @@ def test_mass_deactivation_is_blocked_until_approved(
 def test_dry_run_from_run_config_writes_nothing(
     sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any
 ) -> None:
-    config = _it_support_config(sandbox, tmp_path)
-    _setup(config, dagster_env)
+    config = it_support_config(sandbox, tmp_path)
+    setup_attributes(config, dagster_env)
     before = sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0)
     result = Runner(config, ["sandbox"], instance).run(
         run_config={"resources": {"run_options": {"config": {"dry_run": True}}}}
@@ -362,8 +276,8 @@ def _evaluate_failure_sensor(runner: Runner, config: Path, result: dg.ExecuteInP
 def test_a_blocked_run_says_how_to_approve_in_dagster_terms_and_is_announced_once(
     sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any, webhook: Any
 ) -> None:
-    config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
-    _setup(config, dagster_env)
+    config = it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
+    setup_attributes(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
     assert runner.run().success
     _six_leave_it_support(sandbox, admin)
@@ -382,8 +296,8 @@ def test_a_blocked_run_says_how_to_approve_in_dagster_terms_and_is_announced_onc
 def test_an_approval_given_in_a_dry_run_is_audited_as_a_dry_run(
     sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
 ) -> None:
-    config = _it_support_config(sandbox, tmp_path)
-    _setup(config, dagster_env)
+    config = it_support_config(sandbox, tmp_path)
+    setup_attributes(config, dagster_env)
     runner = Runner(config, ["sandbox"], instance)
     assert runner.run().success
     users = _six_leave_it_support(sandbox, admin)
@@ -402,7 +316,7 @@ def test_an_approval_given_in_a_dry_run_is_audited_as_a_dry_run(
 def test_a_failed_run_is_announced_by_the_failure_sensor(
     sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any, webhook: Any
 ) -> None:
-    config = _it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
+    config = it_support_config(sandbox, tmp_path, notifications={"urls": [webhook.url]})
     runner = Runner(config, ["sandbox"], instance)
     failed = runner.run()  # zammad-setup never ran: the plan refuses to write without entra_key
     assert not failed.success

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "entrasync_pipeline"
-CORE = ["normalize.py", "plan.py", "safety.py", "schemas.py", "run_options.py"]
+CORE = ["normalize.py", "plan.py", "safety.py", "schemas.py", "run_options.py", "targeted.py"]
 SHELL = [
     "entra",
     "zammad",

@@ -1,4 +1,5 @@
-"""The Graph-delta sensor fires on membership changes, stays quiet otherwise, survives faults and resets."""
+"""The change-feed sensor: targeted runs for membership changes, quiet otherwise, full runs after resets,
+bursts merged while a run is busy, faults survived."""
 
 from __future__ import annotations
 
@@ -26,17 +27,29 @@ def sensor_env(sandbox: Sandbox, tmp_path: Path, environ: dict[str, str], monkey
     )
 
 
-def _tick(config: Path, cursor: str | None) -> dg.SensorResult:
+@pytest.fixture(autouse=True)
+def instance() -> Any:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _tick(config: Path, cursor: str | None, instance: dg.DagsterInstance | None = None) -> dg.SensorResult:
     defs = build_definitions(["sandbox"], ScheduleSettings(), config_path=str(config))
     sensor = defs.resolve_sensor_def("entrasync_membership_delta")
     from entrasync_pipeline.resources import EntrasyncResource
 
-    with dg.build_sensor_context(
-        cursor=cursor,
-        resources={"entrasync": EntrasyncResource(config_path=str(config))},
-        repository_def=defs.get_repository_def(),
-    ) as context:
-        return sensor(context)
+    with dg.instance_for_test() as fresh:
+        with dg.build_sensor_context(
+            cursor=cursor,
+            instance=instance or fresh,
+            resources={"entrasync": EntrasyncResource(config_path=str(config))},
+            repository_def=defs.get_repository_def(),
+        ) as context:
+            return sensor(context)
+
+
+def _targets(request: dg.RunRequest) -> list[str]:
+    return request.run_config["resources"]["run_options"]["config"]["targets"]
 
 
 def _add_finance_user(sandbox: Sandbox, http: Any) -> str:
@@ -49,6 +62,21 @@ def _add_finance_user(sandbox: Sandbox, http: Any) -> str:
     return finance
 
 
+def _add_other_user(sandbox: Sandbox, http: Any) -> str:
+    sales = set(sandbox.state("graph")["groups"][sandbox.info["groups"]["Sales"]])
+    other = next(
+        i
+        for i, o in sandbox.state("graph")["objects"].items()
+        if o.get("@odata.type") == "#microsoft.graph.user" and i not in sales and o.get("department") != "Finance"
+    )
+    http.post(
+        f"{sandbox.info['graph_url']}/v1.0/groups/{sandbox.info['groups']['Sales']}/members/$ref",
+        headers={"Authorization": f"Bearer {sandbox.admin_token()}"},
+        json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{other}"},
+    )
+    return other
+
+
 def test_first_tick_takes_a_baseline_and_launches_nothing(sensor_env: Path) -> None:
     result = _tick(sensor_env, None)
     assert not result.run_requests and "baseline" in (result.skip_reason.skip_message or "")
@@ -58,13 +86,14 @@ def test_first_tick_takes_a_baseline_and_launches_nothing(sensor_env: Path) -> N
 def test_quiet_without_changes_and_one_run_per_change(sandbox: Sandbox, http: Any, sensor_env: Path) -> None:
     baseline = _tick(sensor_env, None).cursor
     quiet = _tick(sensor_env, baseline)
-    assert not quiet.run_requests and "no membership change" in quiet.skip_reason.skip_message
-    _add_finance_user(sandbox, http)
+    assert not quiet.run_requests and "0 users changed" in quiet.skip_reason.skip_message
+    finance = _add_finance_user(sandbox, http)
     fired = _tick(sensor_env, quiet.cursor)
     assert len(fired.run_requests) == 1
     request = fired.run_requests[0]
     assert request.partition_key == "sandbox" and request.tags["entrasync/trigger"] == "sensor"
-    assert request.tags["entrasync/delta"] == "+1 -0"
+    assert request.tags["entrasync/scope"] == "targeted" and request.tags["entrasync/delta"] == "1 users"
+    assert _targets(request) == [finance]
     again = _tick(sensor_env, fired.cursor)
     assert not again.run_requests
     replay = _tick(sensor_env, quiet.cursor)  # a re-evaluated tick: same run key, Dagster dedupes it
@@ -78,7 +107,8 @@ def test_expired_delta_state_triggers_a_full_sync(sandbox: Sandbox, sensor_env: 
     assert (
         len(result.run_requests) == 1
         and result.run_requests[0].tags["entrasync/trigger"] == "sensor"
-        and result.run_requests[0].tags["entrasync/delta"] == "reset"
+        and result.run_requests[0].tags["entrasync/scope"] == "full"
+        and not result.run_requests[0].run_config
     )
     assert json.loads(result.cursor)["sandbox"] != json.loads(baseline)["sandbox"]
 
@@ -90,19 +120,61 @@ def test_a_410_reset_triggers_a_full_sync(sandbox: Sandbox, sensor_env: Path) ->
     assert (
         result.run_requests
         and result.run_requests[0].tags["entrasync/trigger"] == "sensor"
-        and result.run_requests[0].tags["entrasync/delta"] == "reset"
+        and result.run_requests[0].tags["entrasync/scope"] == "full"
     )
 
 
-def test_faults_keep_the_cursor_and_launch_nothing(sandbox: Sandbox, http: Any, sensor_env: Path) -> None:
+@pytest.mark.parametrize("route", ["GET /v1.0/groups/delta", "GET /v1.0/users/delta"])
+def test_faults_keep_the_cursor_and_launch_nothing(sandbox: Sandbox, http: Any, sensor_env: Path, route: str) -> None:
     baseline = _tick(sensor_env, None).cursor
     _add_finance_user(sandbox, http)
-    sandbox.faults("graph", {"route": "GET /v1.0/groups/delta", "rate": 1.0, "statuses": [503]})
+    sandbox.faults("graph", {"route": route, "rate": 1.0, "statuses": [503]})
     failed = _tick(sensor_env, baseline)
     assert not failed.run_requests and "will retry" in failed.skip_reason.skip_message
     assert failed.cursor == baseline
     sandbox.control("DELETE", "graph", "faults")
     assert len(_tick(sensor_env, failed.cursor).run_requests) == 1
+
+
+def test_a_busy_profile_keeps_the_ids_and_merges_the_burst_into_one_run(
+    sandbox: Sandbox, http: Any, sensor_env: Path, instance: dg.DagsterInstance
+) -> None:
+    baseline = _tick(sensor_env, None, instance).cursor
+    busy = dg.DagsterRun(
+        job_name="entrasync_sync_job",
+        run_id="busy-run",
+        status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/partition": "sandbox"},
+    )
+    instance.add_run(busy)
+    first = _add_finance_user(sandbox, http)
+    held = _tick(sensor_env, baseline, instance)
+    assert not held.run_requests and "1 ids wait" in held.skip_reason.skip_message
+    second = _add_other_user(sandbox, http)
+    still = _tick(sensor_env, held.cursor, instance)
+    assert not still.run_requests and "2 ids wait" in still.skip_reason.skip_message
+    instance.report_run_failed(busy)
+    merged = _tick(sensor_env, still.cursor, instance)
+    assert len(merged.run_requests) == 1 and _targets(merged.run_requests[0]) == sorted([first, second])
+    assert json.loads(merged.cursor)["sandbox"]["pending"] == []
+
+
+def test_a_change_bigger_than_the_limit_asks_for_a_full_run(
+    sandbox: Sandbox, http: Any, tmp_path: Path, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    config = write_config(
+        tmp_path / "small.yaml",
+        sandbox.info,
+        {"sandbox": {"groups": [{"id": sandbox.info["groups"]["Sales"], "name": "Sales"}]}},
+        schedule={"targeted_max_users": 1},
+    )
+    baseline = _tick(config, None).cursor
+    _add_finance_user(sandbox, http)
+    _add_other_user(sandbox, http)
+    result = _tick(config, baseline)
+    assert len(result.run_requests) == 1 and result.run_requests[0].tags["entrasync/scope"] == "full"
 
 
 def test_the_schedule_requests_one_run_per_profile_at_its_cron(tmp_path: Path) -> None:

@@ -1,0 +1,116 @@
+"""A sandbox tenant driven the way an admin changes it, and the sync job run against it (test helpers).
+
+``Admin`` changes Entra through the real Graph write API with the sandbox's admin app; ``Runner``
+executes ``entrasync_sync_job`` in process, full or targeted, on a test instance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from entrasync_pipeline.definitions import build_definitions
+from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE, scope_tags
+from entrasync_pipeline.settings import ScheduleSettings, load_settings
+from entrasync_pipeline_tests.conftest import Sandbox
+from entrasync_pipeline_tests.factories import write_config
+
+
+class Admin:
+    """Changes the sandbox tenant through the real Graph write API (the admin app)."""
+
+    def __init__(self, sandbox: Sandbox, http: Any) -> None:
+        self.sandbox, self.http, self.token = sandbox, http, sandbox.admin_token()
+        self.base = f"{sandbox.info['graph_url']}/v1.0"
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(
+            method, f"{self.base}{path}", json=body, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        assert response.status_code < 300, response.text
+        return response.json() if response.content else None
+
+    def hire(self, alias: str, group: str, department: str = "IT Support") -> str:
+        user = self._call(
+            "POST",
+            "/users",
+            {
+                "accountEnabled": True,
+                "displayName": alias.replace(".", " ").title(),
+                "mailNickname": alias,
+                "userPrincipalName": f"{alias}@contoso.example",
+                "mail": f"{alias}@contoso.example",
+                "givenName": alias.split(".")[0].title(),
+                "surname": alias.split(".")[1].title(),
+                "department": department,
+                "businessPhones": ["+49 30 1234"],
+                "passwordProfile": {"password": "x"},
+            },
+        )
+        self.add(group, user["id"])
+        return user["id"]
+
+    def add(self, group: str, user_id: str) -> None:
+        self._call(
+            "POST",
+            f"/groups/{group}/members/$ref",
+            {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"},
+        )
+
+    def remove(self, group: str, user_id: str) -> None:
+        self._call("DELETE", f"/groups/{group}/members/{user_id}/$ref")
+
+    def patch(self, user_id: str, **changes: Any) -> None:
+        self._call("PATCH", f"/users/{user_id}", changes)
+
+    def delete(self, user_id: str) -> None:
+        """A soft delete: the user goes to deleted items, restorable for 30 days."""
+        self._call("DELETE", f"/users/{user_id}")
+
+    def restore(self, user_id: str) -> None:
+        self._call("POST", f"/directory/deletedItems/{user_id}/restore")
+
+    def members(self, group: str) -> list[str]:
+        return self.sandbox.state("graph")["groups"][group]
+
+
+class Runner:
+    def __init__(self, config: Path, profiles: list[str], instance: dg.DagsterInstance) -> None:
+        self.defs = build_definitions(profiles, ScheduleSettings(), config_path=str(config))
+        self.config, self.instance = config, instance
+
+    def run(
+        self, profile: str = "sandbox", tags: dict[str, str] | None = None, run_config: dict[str, Any] | None = None
+    ) -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_job_def("entrasync_sync_job")
+        return job.execute_in_process(
+            instance=self.instance,
+            partition_key=profile,
+            tags=tags or {},
+            run_config=run_config or {},
+            raise_on_error=False,
+        )
+
+    def targeted(self, targets: list[str], profile: str = "sandbox", **options: Any) -> dg.ExecuteInProcessResult:
+        """The job scoped to these Entra ids, as the change-feed sensor launches it."""
+        config = {"resources": {RUN_OPTIONS_RESOURCE: {"config": {"targets": targets, **options}}}}
+        return self.run(profile, tags=scope_tags(targets), run_config=config)
+
+    def counts(self, result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+        materialization = result.asset_materializations_for_node("zammad_sync")[0]
+        return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def it_support_config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> Path:
+    groups = [{"id": sandbox.info["groups"]["IT Support"], "name": "IT Support"}]
+    return write_config(tmp_path / "entrasync.yaml", sandbox.info, {"sandbox": {"groups": groups, **extra}})
+
+
+def setup_attributes(config: Path, environ: dict[str, str]) -> None:
+    from entrasync_pipeline.runtime import ProfileRuntime
+    from entrasync_pipeline.steps import setup_zammad
+
+    with ProfileRuntime("sandbox", load_settings(config), environ) as runtime:
+        setup_zammad(runtime)
