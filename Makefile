@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv test lint format demo bench sandbox clean
+.PHONY: venv test lint format demo bench mutation sandbox clean
 
 venv: $(STAMP)
 
@@ -32,8 +32,12 @@ demo: venv
 bench: venv
 	$(BIN)/python -m bench.run
 
+# Mutation test of plan.py, safety.py and normalize.py (docs/mutation.md); not part of test or CI.
+mutation: venv
+	$(BIN)/python scripts/mutation.py
+
 sandbox: venv
 	$(BIN)/entrasync sandbox serve --seed demo --state-dir sandbox-state --write-config sandbox-state/config.yaml
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis sandbox-state demo-state
+	rm -rf $(VENV) .pytest_cache .hypothesis sandbox-state demo-state mutants

@@ -37,7 +37,7 @@ FIELD_LIMITS = {
     "note": 5000,
     "web": 100,
 }
-EMAIL_MAX = 250  # Zammad's validator accepts 3..250 characters (§2.2)
+EMAIL_MAX = 250  # Zammad's validator accepts 3..250 characters (§2.2); the syntax below needs 5 ("a@b.c")
 _EMAIL = re.compile(
     r"^[^\s@<>(),;:\"\[\]\\]+@[A-Za-z0-9\u00a1-\uffff](?:[A-Za-z0-9\u00a1-\uffff-]*[A-Za-z0-9\u00a1-\uffff])?"
     r"(?:\.[A-Za-z0-9\u00a1-\uffff](?:[A-Za-z0-9\u00a1-\uffff-]*[A-Za-z0-9\u00a1-\uffff])?)+$"
@@ -126,7 +126,7 @@ def _is_guest_upn(value: str) -> bool:
 
 
 def valid_email(value: str) -> bool:
-    return 3 <= len(value) <= EMAIL_MAX and ".." not in value and bool(_EMAIL.match(value))
+    return len(value) <= EMAIL_MAX and ".." not in value and bool(_EMAIL.match(value))
 
 
 def zammad_email(value: str | None) -> str:
@@ -220,7 +220,8 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
     first = map_field(record, options.mapping["firstname"]) if "firstname" in options.mapping else None
     last = map_field(record, options.mapping["lastname"]) if "lastname" in options.mapping else None
     if not first and not last:
-        first = _SPACES.sub(" ", str(record.get("displayName") or "")).strip() or None
+        display = record.get("displayName")  # NaN where the snapshot has no value, as for limited members
+        first = _SPACES.sub(" ", "" if is_missing(display) else str(display)).strip() or None
     out["firstname"], out["lastname"] = zammad_names(first, last, email)
     if not any(out.get(f) for f in ("firstname", "lastname", "phone", "mobile", "email")):
         out["skip_reason"] = out["skip_reason"] or NO_IDENTIFIER_REASON

@@ -403,12 +403,10 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
 
 
 def _protected_at(z: dict[str, list[Any]], j: int, options: PlanOptions) -> bool:
+    """Listed by id, login or email (``_unchanged`` checks the Admin role itself, before calling this)."""
     if int(z["id"][j]) in options.protected_ids or _text(z["login"][j]).lower() in options.protected_logins:
         return True
-    if zammad_email(z["email"][j] if z["email"][j].__class__ is str else None) in options.protected_emails:
-        return True
-    roles = z["role_ids"][j]
-    return options.protect_admins and not is_missing(roles) and bool(set(roles or ()) & options.admin_role_ids)
+    return zammad_email(_text(z["email"][j])) in options.protected_emails
 
 
 def _leavers(zammad_users: list[dict[str, Any]], seen: set[int], options: PlanOptions) -> list[dict[str, Any]]:

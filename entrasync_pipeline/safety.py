@@ -38,11 +38,11 @@ class SafetyVerdict:
 
 def managed_count(zammad: pd.DataFrame, profile: str) -> int:
     """Active Zammad users this profile manages (non-empty entra_key, owned by the profile)."""
-    if zammad.empty or "entra_key" not in zammad:
+    if zammad.empty or "entra_key" not in zammad or "entrasync_profile" not in zammad:
         return 0
-    owner = zammad.get("entrasync_profile", pd.Series("", index=zammad.index)).fillna("")
     keyed = zammad["entra_key"].fillna("").astype(str) != ""
-    return int((keyed & (owner == profile) & zammad["active"].astype(bool)).sum())
+    owned = zammad["entrasync_profile"] == profile  # profile names are never empty (settings.py)
+    return int((keyed & owned & zammad["active"].astype(bool)).sum())
 
 
 def evaluate(

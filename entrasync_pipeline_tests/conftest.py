@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 import requests
+from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hypothesis_settings
 
 if TYPE_CHECKING:
@@ -25,7 +26,27 @@ if TYPE_CHECKING:
 
 # CI explores the same examples every time (a red CI must be reproducible); locally, new ones.
 hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
-hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
+# `make mutation` (docs/mutation.md): the same examples on every run and for every mutant, no example
+# database to replay, no shrinking (a mutant only needs to fail), no timing-based health check.
+hypothesis_settings.register_profile(
+    "mutation",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=(Phase.explicit, Phase.generate),
+    suppress_health_check=list(HealthCheck),
+)
+hypothesis_settings.load_profile(
+    os.environ.get("ENTRASYNC_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default")
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under the mutation profile, table tests run before properties: most mutants die in a table
+    test, and mutmut stops at the first failure (mutmut hands the tests over in set order)."""
+    if hypothesis_settings.default is hypothesis_settings.get_profile("mutation"):
+        items.sort(key=lambda item: getattr(getattr(item, "obj", None), "is_hypothesis_test", False))
+
 
 # Keep the host's proxy and CA variables from leaking into the code under test.
 for _var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):

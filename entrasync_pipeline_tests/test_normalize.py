@@ -6,12 +6,42 @@ normalized values must equal what Zammad stores, or a second run would write aga
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from entrasync_pipeline.normalize import normalize_user, skipped_member_types, valid_email, zammad_names
-from entrasync_pipeline_tests.factories import graph_user, members_frame, normalize_options, universal
+from entrasync_pipeline.normalize import (
+    LIMITED_REASON,
+    NO_EMAIL_REASON,
+    NO_IDENTIFIER_REASON,
+    UNIVERSAL_COLUMNS,
+    Rule,
+    normalize_members,
+    normalize_user,
+    skipped_member_types,
+    valid_email,
+    zammad_names,
+)
+from entrasync_pipeline_tests.factories import GROUP, graph_user, members_frame, normalize_options, universal
+
+
+def _column_wise(record: dict[str, Any], options: Any) -> dict[str, Any]:
+    """The path the sync takes: the member as one row of a member snapshot, through normalize_members."""
+    frame = pd.DataFrame([{"group_id": GROUP, "group_name": "IT Support", **record}])
+    rows = normalize_members(frame, options).to_dict("records")
+    assert len(rows) == 1
+    return rows[0]
+
+
+@pytest.fixture(params=["per-user", "column-wise"])
+def normalize(request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
+    """Each rule holds on both paths: normalize_user (the reference) and normalize_members (the sync's)."""
+    path = normalize_user if request.param == "per-user" else _column_wise
+    return lambda record, **options: path(record, normalize_options(**options))
 
 
 @pytest.mark.parametrize(
@@ -50,8 +80,8 @@ from entrasync_pipeline_tests.factories import graph_user, members_frame, normal
         "too-long",
     ],
 )
-def test_email_rules(overrides: dict, email: str, skip: str | None) -> None:
-    row = normalize_user(graph_user(**overrides), normalize_options())
+def test_email_rules(normalize: Callable[..., dict], overrides: dict, email: str, skip: str | None) -> None:
+    row = normalize(graph_user(**overrides))
     assert row["email"] == email
     assert (row["skip_reason"] or "").startswith(skip) if skip else row["skip_reason"] is None
 
@@ -79,38 +109,37 @@ def test_email_rules(overrides: dict, email: str, skip: str | None) -> None:
         "from-email-local-part",
     ],
 )
-def test_names_are_what_zammad_stores(overrides: dict, names: tuple[str, str]) -> None:
-    row = normalize_user(graph_user(**overrides), normalize_options())
+def test_names_are_what_zammad_stores(normalize: Callable[..., dict], overrides: dict, names: tuple[str, str]) -> None:
+    row = normalize(graph_user(**overrides))
     assert (row["firstname"], row["lastname"]) == names
 
 
-def test_fields_follow_the_mapping_and_column_limits() -> None:
-    row = normalize_user(
-        graph_user(businessPhones=["+49 30 1", "+49 30 2"], mobilePhone=" 0170 ", department="D" * 250),
-        normalize_options(),
-    )
-    assert row["phone"] == "+49 30 1" and row["mobile"] == "0170" and len(row["department"]) == 200
+def test_fields_follow_the_mapping_and_column_limits(normalize: Callable[..., dict]) -> None:
+    row = normalize(graph_user(businessPhones=["+49 30 1", "+49 30 2"], mobilePhone=" 0170 ", department="D" * 250))
+    assert row["phone"] == "+49 30 1" and row["mobile"] == "0170" and row["department"] == "D" * 200
 
 
-def test_a_constant_and_a_custom_target_come_from_configuration() -> None:
-    from entrasync_pipeline.normalize import Rule
-
-    options = normalize_options()
+def test_a_constant_and_a_custom_target_come_from_configuration(normalize: Callable[..., dict]) -> None:
     mapping = {
-        **options.mapping,
+        **normalize_options().mapping,
         "note": Rule(constant="synced from Entra"),
         "department": Rule(("department", "companyName"), transforms=("strip", "upper")),
     }
-    row = normalize_user(graph_user(department=None, companyName=" contoso "), normalize_options(mapping=mapping))
+    row = normalize(graph_user(department=None, companyName=" contoso "), mapping=mapping)
     assert row["note"] == "synced from Entra" and row["department"] == "CONTOSO"
 
 
-def test_disabled_accounts_are_inactive_not_skipped() -> None:
-    row = normalize_user(graph_user(accountEnabled=False), normalize_options())
-    assert row["active"] is False and row["skip_reason"] is None
+@pytest.mark.parametrize(
+    "enabled, active", [(True, True), (False, False), (None, True)], ids=["enabled", "disabled", "not-reported"]
+)
+def test_disabled_accounts_are_inactive_not_skipped(
+    normalize: Callable[..., dict], enabled: bool | None, active: bool
+) -> None:
+    row = normalize(graph_user(accountEnabled=enabled))
+    assert row["active"] is active and row["skip_reason"] is None
 
 
-def test_limited_information_members_are_skipped_with_the_reason() -> None:
+def test_limited_information_members_are_skipped_with_the_reason(normalize: Callable[..., dict]) -> None:
     limited = {
         "@odata.type": "#microsoft.graph.user",
         "id": "x",
@@ -126,8 +155,8 @@ def test_limited_information_members_are_skipped_with_the_reason() -> None:
         "mobilePhone": None,
         "department": None,
     }
-    row = normalize_user(limited, normalize_options())
-    assert "User.Read.All" in row["skip_reason"]
+    row = normalize(limited)
+    assert row["skip_reason"] == LIMITED_REASON and "User.Read.All" in row["skip_reason"]
 
 
 def test_members_in_several_groups_become_one_user_with_both_groups_and_roles() -> None:
@@ -156,6 +185,319 @@ def test_zammad_names_mirror_check_name() -> None:
     assert zammad_names("", "", "pytest0@example.com") == ("", "")
     assert zammad_names("Dr. Jane Roe", "", None) == ("Dr. Jane", "Roe")
     assert zammad_names("http://spam.example", "x", None) == ("spam.example", "x")
+
+
+_LOCAL_248 = "x" * (250 - len("@contoso.example"))
+
+
+@pytest.mark.parametrize(
+    "email, valid",
+    [
+        ("a@b.co", True),
+        (f"{_LOCAL_248}@contoso.example", True),
+        (f"{_LOCAL_248}y@contoso.example", False),
+        ("jane..doe@contoso.example", False),
+        ("jane.doe@contoso..example", False),
+        ("jane.o'neil+tag@contoso.example", True),
+        ("jane@münchen.example", True),
+        ("jane@contoso", False),
+        ("@contoso.example", False),
+        ("jane doe@contoso.example", False),
+        ("jane@-contoso.example", False),
+        ("jane@contoso.example.", False),
+        ("jane<x>@contoso.example", False),
+    ],
+    ids=[
+        "shortest-usual",
+        "250-characters",
+        "251-characters",
+        "double-dot-local",
+        "double-dot-domain",
+        "apostrophe-plus",
+        "unicode-domain",
+        "no-domain-dot",
+        "no-local-part",
+        "space",
+        "label-starts-with-hyphen",
+        "trailing-dot",
+        "angle-brackets",
+    ],
+)
+def test_an_email_is_valid_the_way_zammads_validator_sees_it(email: str, valid: bool) -> None:
+    assert valid_email(email) is valid
+
+
+@pytest.mark.parametrize(
+    "overrides, phone, mobile, skip",
+    [
+        ({}, None, None, NO_IDENTIFIER_REASON),
+        ({"mobilePhone": "+1 555 0199"}, None, "+1 555 0199", None),
+        ({"businessPhones": ["", " +1 555 0100 "]}, "+1 555 0100", None, None),
+        ({"surname": "Doe"}, None, None, None),
+        ({"displayName": "  "}, None, None, NO_IDENTIFIER_REASON),
+    ],
+    ids=["nothing", "mobile-only", "phone-only", "surname-only", "blank-display-name"],
+)
+def test_a_user_without_email_needs_one_identifier_when_email_less_users_are_synced(
+    normalize: Callable[..., dict], overrides: dict, phone: str | None, mobile: str | None, skip: str | None
+) -> None:
+    bare = graph_user(
+        mail=None,
+        otherMails=[],
+        userPrincipalName="jane_partner.example#EXT#@contoso.onmicrosoft.com",
+        givenName=None,
+        surname=None,
+        displayName=None,
+        businessPhones=[],
+        department=None,
+    )
+    row = normalize({**bare, **overrides}, sync_users_without_email=True)
+    assert (row["email"], row["phone"], row["mobile"], row["skip_reason"]) == ("", phone, mobile, skip)
+    assert normalize({**bare, **overrides})["skip_reason"] == NO_EMAIL_REASON
+
+
+def test_an_invalid_email_is_dropped_and_named_shortened_in_the_reason(normalize: Callable[..., dict]) -> None:
+    row = normalize(graph_user(mail="x" * 100 + " y@contoso.example"))
+    assert row["email"] == "" and row["skip_reason"] == f"invalid email {'x' * 80!r}"
+
+
+def test_the_first_reason_to_skip_a_member_is_kept(normalize: Callable[..., dict]) -> None:
+    limited = {"@odata.type": "#microsoft.graph.user", "id": "x", "mail": None, "userPrincipalName": None}
+    assert normalize(limited)["skip_reason"] == LIMITED_REASON
+    assert normalize({**limited, "otherMails": ["bad address"]})["skip_reason"] == "invalid email 'bad address'"
+
+
+@pytest.mark.parametrize(
+    "record, limited",
+    [
+        ({"userPrincipalName": None, "mail": None, "otherMails": [], "accountEnabled": None}, True),
+        ({"userPrincipalName": None, "mail": None, "otherMails": [], "accountEnabled": True}, False),
+        ({"userPrincipalName": None, "mail": None, "otherMails": ["a@b.example"]}, False),
+        ({"mail": None, "department": None}, True),
+        ({"mail": None, "department": "IT"}, False),
+        ({}, False),
+    ],
+    ids=[
+        "nothing-readable",
+        "an-account-flag",
+        "another-email",
+        "no-upn-column",
+        "no-upn-column-but-a-value",
+        "id-only-without-properties-asked",
+    ],
+)
+def test_members_returned_without_properties_are_recognised(
+    normalize: Callable[..., dict], record: dict, limited: bool
+) -> None:
+    row = normalize({"@odata.type": "#microsoft.graph.user", "id": "x", **record})
+    assert (row["skip_reason"] == LIMITED_REASON) is limited
+
+
+def test_a_limited_member_among_readable_ones_is_the_only_one_skipped_for_it() -> None:
+    readable = graph_user()
+    limited = {**{k: None for k in readable}, "@odata.type": readable["@odata.type"], "id": "x", "otherMails": []}
+    users = normalize_members(members_frame(readable, limited, graph_user("john.roe")), normalize_options())
+    assert users["skip_reason"].tolist() == [None, LIMITED_REASON, None]
+
+
+def test_missing_cells_of_a_member_snapshot_are_missing_values() -> None:
+    """Members read with different properties make a snapshot with NaN where a property is absent."""
+    frame = pd.DataFrame(
+        [
+            {"group_id": GROUP, "group_name": "IT Support", **graph_user("john.roe", mobilePhone="+1 555 0199")},
+            {
+                "group_id": GROUP,
+                "group_name": "IT Support",
+                "@odata.type": "#microsoft.graph.user",
+                "id": "jane",
+                "userPrincipalName": "jane.doe@contoso.example",
+            },
+        ]
+    )
+    row = normalize_members(frame, normalize_options()).to_dict("records")[1]
+    assert row["email"] == "jane.doe@contoso.example" and row["skip_reason"] is None
+    assert (row["firstname"], row["lastname"]) == ("Jane", "Doe")
+    assert row["phone"] is None and row["mobile"] is None and row["department"] is None
+    assert row["display_name"] is None or row["display_name"] != row["display_name"]
+    assert row["active"] is True
+
+
+@pytest.mark.parametrize(
+    "rule, value, expected",
+    [
+        (Rule(("department",), transforms=("strip", "collapse_spaces")), " Sales  and\tOps ", "Sales and Ops"),
+        (Rule(("department",), transforms=("collapse_spaces",)), "Sales\u00a0\u00a0Ops", "Sales Ops"),
+        (Rule(("department",), transforms=("collapse_spaces",)), "Sales Ops", "Sales Ops"),
+        (Rule(("department",), transforms=("lower",)), "Sales", "sales"),
+        (Rule(("department",), transforms=("upper", "strip")), " Sales ", "SALES"),
+        (Rule(("department",), transforms=()), " Sales ", " Sales "),
+        (Rule(("businessPhones",), transforms=("join",)), [" +1 ", "", "+2"], "+1, +2"),
+        (Rule(("businessPhones",), transforms=("first", "strip")), ["  ", " +2 "], "+2"),
+        (Rule(("businessPhones",), transforms=("strip",)), ["  ", "+2"], "+2"),
+        (Rule(("businessPhones",), transforms=("first",), default="n/a"), ["  "], "n/a"),
+        (Rule(("department", "companyName"), transforms=("strip",)), "  ", "Contoso"),
+        (Rule(("department",), transforms=("strip",), default="n/a"), None, "n/a"),
+        (Rule(("department",), constant="Helpdesk"), "Sales", "Helpdesk"),
+        (Rule(("employeeId",), transforms=("strip",)), None, "4711"),
+    ],
+    ids=[
+        "collapse-spaces-and-tabs",
+        "collapse-non-ascii-spaces",
+        "collapse-nothing-to-do",
+        "lower",
+        "upper-then-strip",
+        "no-transforms",
+        "join-list",
+        "first-non-blank",
+        "list-without-list-transform",
+        "default-for-blank-list",
+        "second-source",
+        "default",
+        "constant",
+        "number-becomes-text",
+    ],
+)
+def test_mapped_fields_follow_their_rule(normalize: Callable[..., dict], rule: Rule, value: Any, expected: str) -> None:
+    mapping = {**normalize_options().mapping, "department": rule}
+    user = graph_user(businessPhones=value if rule.source[0] == "businessPhones" else [], companyName="Contoso")
+    user.update({"department": value} if rule.source[0] != "businessPhones" else {}, employeeId=4711)
+    assert normalize(user, mapping=mapping)["department"] == expected
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("phone", "1" * 120, "1" * 100),
+        ("mobile", "2" * 120, "2" * 100),
+        ("note", "n" * 6000, "n" * 5000),
+        ("city", "c" * 120, "c" * 100),
+        ("cost_center", "k" * 6000, "k" * 6000),
+    ],
+    ids=["phone", "mobile", "note", "city", "custom-attribute-without-a-limit"],
+)
+def test_long_mapped_values_are_cut_to_zammads_column_limits(
+    normalize: Callable[..., dict], field: str, value: str, expected: str
+) -> None:
+    mapping = {**normalize_options().mapping, field: Rule(("employeeId",))}
+    assert normalize(graph_user(employeeId=value), mapping=mapping)[field] == expected
+
+
+def test_a_mapping_without_name_rules_takes_the_names_from_the_display_name(normalize: Callable[..., dict]) -> None:
+    mapping = {k: r for k, r in normalize_options().mapping.items() if k not in ("firstname", "lastname")}
+    row = normalize(graph_user(displayName="Dana   van  Displayname"), mapping=mapping)
+    assert (row["firstname"], row["lastname"]) == ("Dana", "van Displayname")
+
+
+@pytest.mark.parametrize(
+    "given, surname, names",
+    [
+        ("Jane", " ", ("Jane", "")),
+        ("  Jane  Ann ", "Doe", ("Jane Ann", "Doe")),
+        ("J" * 120, "D" * 120, ("J" * 100, "D" * 100)),
+        ("https://spam.example", "Doe", ("spam.example", "Doe")),
+        ("Jane", "ftp://x.example", ("Jane", "x.example")),
+    ],
+    ids=["blank-surname", "inner-spaces", "both-truncated", "url-in-given-name", "url-in-surname"],
+)
+def test_given_name_and_surname_are_stored_as_zammad_stores_them(
+    normalize: Callable[..., dict], given: str, surname: str, names: tuple[str, str]
+) -> None:
+    row = normalize(graph_user(givenName=given, surname=surname))
+    assert (row["firstname"], row["lastname"]) == names
+
+
+@pytest.mark.parametrize(
+    "first, last, email, names",
+    [
+        ("JANE", "", None, ("Jane", "")),
+        ("jane", "DOE", None, ("jane", "DOE")),
+        ("McDonald", "", None, ("McDonald", "")),
+        ("jean-luc", "", None, ("jean-luc", "")),
+        ("Doe, Jane", "", None, ("Jane", "Doe")),
+        ("0,", "", None, ("0", "")),
+        ("Prof. Jane Roe", "", None, ("Prof. Jane", "Roe")),
+        ("Prof. Jane", "", None, ("Prof.", "Jane")),
+        ("Dr. Jane Ann Roe", "", None, ("Dr. Jane", "Ann Roe")),
+        ("Jane  Ann Roe", "", None, ("Jane", "Ann Roe")),
+        ("", "", "jane.ann.doe@contoso.example", ("Jane", "ann.doe")),
+        ("", "", "jane.doe", ("Jane", "Doe")),
+        ("", "", "jane@doe.example", ("", "")),
+        (None, None, None, ("", "")),
+        ("x" * 150, "", None, ("X" + "x" * 99, "")),
+        ("", "y" * 150, None, ("Y" + "y" * 99, "")),
+        ("http://a.example b", "", None, ("a.example", "B")),
+    ],
+    ids=[
+        "lone-upper-capitalised",
+        "both-kept-as-they-are",
+        "mixed-case-kept",
+        "not-only-letters-kept",
+        "last-comma-first",
+        "not-idempotent-in-one-step",
+        "title-and-two-names",
+        "title-and-one-name",
+        "title-and-three-names",
+        "double-space",
+        "from-email-local-part",
+        "email-without-domain",
+        "email-local-part-without-dot",
+        "nothing",
+        "lone-name-truncated",
+        "lone-lastname-truncated",
+        "url-scheme-dropped",
+    ],
+)
+def test_zammad_names_follow_check_name(
+    first: str | None, last: str | None, email: str | None, names: tuple[str, str]
+) -> None:
+    assert zammad_names(first, last, email) == names
+
+
+def test_a_member_of_several_groups_keeps_its_first_record_and_all_its_groups() -> None:
+    frame = pd.concat(
+        [
+            members_frame(graph_user(), group="g2"),
+            members_frame(graph_user("john.roe"), group="g1"),
+            members_frame(graph_user(department="Sales"), group="g1"),
+            members_frame(graph_user(), group="g2"),
+        ],
+        ignore_index=True,
+    )
+    users = normalize_members(frame, normalize_options(group_roles={"g1": ("Customer", "Agent"), "g3": ("Admin",)}))
+    assert users[["email", "department", "source_groups", "roles"]].to_dict("records") == [
+        {
+            "email": "jane.doe@contoso.example",
+            "department": "IT",
+            "source_groups": ("g1", "g2"),
+            "roles": ("Agent", "Customer"),
+        },
+        {
+            "email": "john.roe@contoso.example",
+            "department": "IT",
+            "source_groups": ("g1",),
+            "roles": ("Agent", "Customer"),
+        },
+    ]
+
+
+def test_without_group_roles_members_get_no_roles() -> None:
+    users = normalize_members(members_frame(graph_user(), group="g1"), normalize_options(group_roles={"g1": ()}))
+    assert users["roles"].tolist() == [()] and users["source_groups"].tolist() == [("g1",)]
+
+
+def test_an_empty_or_userless_snapshot_gives_no_users_with_every_column() -> None:
+    device = {"@odata.type": "#microsoft.graph.device", "id": "d1", "displayName": "WS-1"}
+    mapping = {**normalize_options().mapping, "note": Rule(constant="x")}
+    for frame in (members_frame(), members_frame(device)):
+        users = normalize_members(frame, normalize_options(mapping=mapping))
+        assert users.empty and list(users.columns) == [*UNIVERSAL_COLUMNS[:-4], "note", *UNIVERSAL_COLUMNS[-4:]]
+
+
+def test_a_device_in_two_groups_is_counted_once() -> None:
+    device = {"@odata.type": "#microsoft.graph.device", "id": "d1", "displayName": "WS-1"}
+    frame = pd.concat([members_frame(device, group="g1"), members_frame(device, group="g2")], ignore_index=True)
+    assert skipped_member_types(frame) == {"device": 1}
+    assert skipped_member_types(members_frame()) == {} and skipped_member_types(members_frame(graph_user())) == {}
 
 
 # --- properties ------------------------------------------------------------------------------------
@@ -217,4 +559,84 @@ def test_the_column_wise_normalizer_equals_the_per_user_rules(users: list) -> No
             expected.append(normalize_user(record, normalize_options()))
     for row, reference in zip(fast.to_dict("records"), expected):
         assert {k: row[k] for k in reference} == reference
+    assert len(fast) == len(expected)
+
+
+_SOURCES = ("department", "companyName", "employeeId", "businessPhones", "otherMails", "mail", "displayName")
+_TRANSFORMS = ("strip", "lower", "upper", "collapse_spaces", "first", "join")
+_rules = st.one_of(
+    st.builds(
+        Rule,
+        source=st.lists(st.sampled_from(_SOURCES), min_size=1, max_size=3, unique=True).map(tuple),
+        transforms=st.lists(st.sampled_from(_TRANSFORMS), max_size=4).map(tuple),
+        default=st.sampled_from([None, None, "n/a", ""]),
+    ),
+    st.builds(Rule, constant=st.sampled_from(["Entra", ""])),
+)
+
+
+@st.composite
+def _normalize_options(draw: st.DrawFn) -> Any:
+    """The default mapping with any of its rules replaced, dropped (not email) or joined by other targets."""
+    mapping = dict(normalize_options().mapping)
+    for target in ("email", "firstname", "lastname", "phone", "mobile", "department", "note", "cost_center"):
+        how = draw(st.sampled_from(["keep", "keep", "replace", "drop"]))
+        if how == "replace" or (how == "keep" and target not in mapping):
+            mapping[target] = draw(_rules)
+        elif how == "drop" and target != "email":
+            mapping.pop(target, None)
+    return normalize_options(
+        mapping=mapping,
+        sync_users_without_email=draw(st.booleans()),
+        group_roles=draw(st.sampled_from([{}, {GROUP: ("Agent",)}, {"g2": ("Customer", "Agent"), GROUP: ()}])),
+    )
+
+
+_ids = st.sampled_from([f"00000000-0000-4000-8000-00000000000{i}" for i in range(6)]) | st.uuids().map(str)
+_members = st.lists(
+    st.tuples(
+        _graph_users,
+        _ids,
+        st.sampled_from([GROUP, GROUP, "g2"]),
+        st.sampled_from(["#microsoft.graph.user"] * 5 + ["#microsoft.graph.device"]),
+        st.fixed_dictionaries({"companyName": _maybe, "employeeId": st.one_of(st.none(), _text, st.integers())}),
+        st.sets(st.sampled_from(sorted({*_SOURCES, "givenName", "surname", "mobilePhone", "accountEnabled"}))),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def _missing_as_none(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(_members, _normalize_options())
+def test_the_column_wise_normalizer_equals_the_per_user_rules_for_any_mapping_and_snapshot(
+    members: list, options: Any
+) -> None:
+    """Any mapping (transforms, fallbacks, defaults, constants), email-less users synced or not, members in
+    several groups, other member types, properties absent for some members (NaN cells): the column-wise
+    normalize_members decides like normalize_user on each member's first record, and merges the groups."""
+    records = []
+    for user, key, group, kind, extra, absent in members:
+        record = {"group_id": group, "group_name": group, **user, **extra, "id": key, "@odata.type": kind}
+        records.append({k: v for k, v in record.items() if k not in absent})
+    frame = pd.DataFrame(records)
+    users = [r for r in frame.to_dict("records") if r["@odata.type"] == "#microsoft.graph.user"]
+    groups: dict[str, set[str]] = {}
+    for record in users:
+        groups.setdefault(record["id"], set()).add(record["group_id"])
+    expected, seen = [], set()
+    for record in users:
+        if record["id"] not in seen:
+            seen.add(record["id"])
+            row = normalize_user(record, options)
+            source_groups = tuple(sorted(groups[record["id"]]))
+            roles = tuple(sorted({r for g in source_groups for r in options.group_roles.get(g, ())}))
+            expected.append(_missing_as_none({**row, "source_groups": source_groups, "roles": roles}))
+    fast = normalize_members(frame, options)
+    for row, reference in zip(fast.to_dict("records"), expected):
+        assert _missing_as_none({k: row[k] for k in reference}) == reference
     assert len(fast) == len(expected)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from entrasync_pipeline import plan as rules
+from entrasync_pipeline.normalize import NO_EMAIL_REASON
 from entrasync_pipeline.plan import PLAN_COLUMNS, Action, compute_plan
 from entrasync_pipeline_tests.factories import (
     GROUP,
@@ -190,6 +191,328 @@ def test_roles_are_left_alone_without_a_mapping() -> None:
 def test_the_plan_is_deterministic() -> None:
     users, zammad = [JANE, graph_user("john.roe")], [SYNCED, zammad_user(12, "gone@contoso.example", "k2")]
     assert _plan(users, zammad).equals(_plan(users, zammad))
+
+
+_ZAMMAD_CASE = {**SYNCED, "login": "JANE.DOE@Contoso.Example", "email": "Jane.Doe@Contoso.Example"}
+_PROTECTED_BY = {
+    "id": ({"protected_ids": frozenset({10})}, (3,), "protected account (id 10)"),
+    "login": (
+        {"protected_logins": frozenset({"jane.doe@contoso.example"})},
+        (3,),
+        "protected account (login JANE.DOE@Contoso.Example)",
+    ),
+    "email": ({"protected_emails": frozenset({"jane.doe@contoso.example"})}, (3,), "protected account (email)"),
+    "admin-role": ({}, (2, 1), "protected account (holds the Admin role)"),
+}
+_SITUATIONS = {
+    "unchanged-member": ([JANE], {}, ""),
+    "changed-member": ([graph_user("jane.doe", department="Sales")], {}, ""),
+    "inactive-member": ([JANE], {"active": False}, ""),
+    "disabled-in-entra": ([graph_user("jane.doe", accountEnabled=False)], {}, ""),
+    "leaver": ([], {}, "; left the groups"),
+}
+
+
+@pytest.mark.parametrize("situation", list(_SITUATIONS))
+@pytest.mark.parametrize("protection", list(_PROTECTED_BY))
+def test_a_protected_account_is_never_modified_whatever_the_case_of_its_login_or_email(
+    protection: str, situation: str
+) -> None:
+    """The configured lists are lower-cased by the settings; Zammad's login and email come in any case."""
+    options, role_ids, reason = _PROTECTED_BY[protection]
+    users, overrides, suffix = _SITUATIONS[situation]
+    plan = _plan(users, [{**_ZAMMAD_CASE, "role_ids": role_ids, **overrides}], **options)
+    assert plan[["action", "zammad_id", "reason"]].to_dict("records") == [
+        {"action": "skip", "zammad_id": 10, "reason": reason + suffix}
+    ]
+
+
+@pytest.mark.parametrize(
+    "users, action",
+    [([JANE], "noop"), ([graph_user("jane.doe", department="Sales")], "update"), ([], "deactivate")],
+    ids=["unchanged-member", "changed-member", "leaver"],
+)
+def test_an_admin_is_an_ordinary_user_when_admin_protection_is_off(users: list[dict], action: str) -> None:
+    plan = _plan(users, [{**SYNCED, "role_ids": (1, 2)}], protect_admins=False)
+    assert _actions(plan) == [action]
+
+
+@pytest.mark.parametrize(
+    "protection",
+    [
+        {"protected_ids": frozenset({11})},
+        {"protected_logins": frozenset({"jane.doe"})},
+        {"protected_emails": frozenset({"john.roe@contoso.example"})},
+        {"admin_role_ids": frozenset({7})},
+    ],
+    ids=["other-id", "login-is-not-an-email-prefix", "other-email", "other-admin-role"],
+)
+def test_a_protection_of_someone_else_leaves_the_user_to_the_rules(protection: dict) -> None:
+    for users, expected in (
+        ([JANE], "noop"),
+        ([graph_user("jane.doe", department="Sales")], "update"),
+        ([], "deactivate"),
+    ):
+        assert _actions(_plan(users, [{**_ZAMMAD_CASE, "role_ids": (3, 2)}], **protection)) == [expected]
+
+
+def test_a_protected_leaver_does_not_shield_the_leavers_after_it() -> None:
+    leavers = [
+        SYNCED,
+        zammad_user(11, "john.roe@contoso.example", "k2"),
+        zammad_user(12, "max.moe@contoso.example", "k3"),
+    ]
+    plan = _plan([], leavers, protected_ids=frozenset({10}))
+    assert plan[["action", "zammad_id"]].to_dict("records") == [
+        {"action": "skip", "zammad_id": 10},
+        {"action": "deactivate", "zammad_id": 11},
+        {"action": "deactivate", "zammad_id": 12},
+    ]
+
+
+def test_a_leaver_is_deactivated_and_nothing_else_is_written() -> None:
+    row = _only(_plan([], [SYNCED]), Action.DEACTIVATE)
+    assert row == {
+        "action": "deactivate",
+        "entra_key": KEY,
+        "zammad_id": 10,
+        "email": "jane.doe@contoso.example",
+        "upn": None,
+        "changes": {"active": [True, False]},
+        "payload": {"active": False},
+        "reason": "no longer a member of the configured groups",
+    }
+
+
+def test_a_member_disabled_in_entra_is_deactivated_naming_the_reason() -> None:
+    row = _only(_plan([graph_user("jane.doe", accountEnabled=False)], [SYNCED]), Action.DEACTIVATE)
+    assert row["payload"] == {"active": False} and row["changes"] == {"active": [True, False]}
+    assert row["reason"] == "account disabled in Entra (accountEnabled false)" and row["zammad_id"] == 10
+
+
+@pytest.mark.parametrize(
+    "zammad",
+    [[], [zammad_user(10, "jane.doe@contoso.example")], [{**SYNCED, "active": False}], [{**SYNCED, "entra_key": None}]],
+    ids=["never-synced", "walk-in-with-the-email", "already-inactive", "keyless-twin"],
+)
+def test_a_member_disabled_in_entra_is_skipped_when_nothing_of_ours_is_active(zammad: list[dict]) -> None:
+    row = _only(_plan([graph_user("jane.doe", accountEnabled=False)], zammad), Action.SKIP)
+    assert row["reason"] == "account disabled in Entra" and row["payload"] == {} and row["changes"] == {}
+
+
+def test_an_unchanged_member_is_a_noop_row_naming_both_sides() -> None:
+    assert _plan([JANE], [SYNCED]).to_dict("records") == [
+        {
+            "action": "noop",
+            "entra_key": KEY,
+            "zammad_id": 10,
+            "email": "jane.doe@contoso.example",
+            "upn": "jane.doe@contoso.example",
+            "changes": {},
+            "payload": {},
+            "reason": None,
+        }
+    ]
+
+
+def test_two_zammad_users_with_one_entra_key_are_a_conflict_and_neither_is_deactivated() -> None:
+    twin = {**SYNCED, "id": 11, "email": "j.doe@contoso.example", "login": "j.doe@contoso.example"}
+    plan = _plan([JANE], [SYNCED, twin])
+    assert plan[["action", "zammad_id", "reason"]].to_dict("records") == [
+        {"action": "conflict", "zammad_id": None, "reason": "several Zammad users carry this entra_key (#10, #11)"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "zammad, reason",
+    [
+        (
+            [zammad_user(10, "jane.doe@contoso.example"), zammad_user(11, "JANE.DOE@contoso.example")],
+            "several Zammad users have this email (#10, #11)",
+        ),
+        (
+            [zammad_user(10, "Jane.Doe@contoso.example", "other-key")],
+            "email belongs to Zammad user #10, linked to another Entra object",
+        ),
+        (
+            [zammad_user(10, "jane.doe@contoso.example"), zammad_user(11, "jane.doe@contoso.example", "other-key")],
+            "email belongs to Zammad user #11, linked to another Entra object",
+        ),
+    ],
+    ids=["two-walk-ins", "linked-to-another-object", "walk-in-and-linked"],
+)
+def test_an_email_we_cannot_place_is_a_conflict_and_its_owners_are_left_alone(zammad: list[dict], reason: str) -> None:
+    plan = _plan([JANE], zammad)
+    assert plan[["action", "entra_key", "reason"]].to_dict("records") == [
+        {"action": "conflict", "entra_key": KEY, "reason": reason}
+    ]
+
+
+def test_two_entra_users_with_one_email_are_both_conflicts_and_the_zammad_owner_is_left_alone() -> None:
+    john = graph_user("john.roe", mail="JANE.DOE@contoso.example")
+    shared = "2 Entra users share the email jane.doe@contoso.example"
+    plan = _plan([JANE, john], [])
+    assert plan[["action", "entra_key", "reason"]].to_dict("records") == [
+        {"action": "conflict", "entra_key": KEY, "reason": shared},
+        {"action": "conflict", "entra_key": john["id"], "reason": shared},
+    ]
+    plan = _plan([JANE, john], [SYNCED])
+    assert plan[["action", "zammad_id", "reason"]].to_dict("records") == [
+        {"action": "conflict", "zammad_id": 10, "reason": shared},
+        {
+            "action": "conflict",
+            "zammad_id": None,
+            "reason": "email belongs to Zammad user #10, linked to another Entra object",
+        },
+    ]
+
+
+def test_a_skipped_member_keeps_its_place_and_the_others_are_still_planned() -> None:
+    guest = graph_user("guest.one", mail=None, userPrincipalName="g_x.example#EXT#@t.onmicrosoft.com")
+    plan = _plan([guest, JANE, graph_user("john.roe")], [SYNCED])
+    assert plan[["action", "entra_key", "reason"]].to_dict("records") == [
+        {"action": "skip", "entra_key": guest["id"], "reason": NO_EMAIL_REASON},
+        {"action": "noop", "entra_key": KEY, "reason": None},
+        {"action": "create", "entra_key": graph_user("john.roe")["id"], "reason": "new member"},
+    ]
+
+
+def test_a_reactivation_writes_active_and_the_differing_fields() -> None:
+    row = _only(_plan([graph_user("jane.doe", department="Sales")], [{**SYNCED, "active": False}]), Action.REACTIVATE)
+    assert row["changes"] == {"department": ["IT", "Sales"], "active": [False, True]}
+    assert row["payload"] == {"department": "Sales", "active": True} and row["reason"] == "member again"
+    assert row["zammad_id"] == 10
+
+
+def test_an_update_reason_says_whether_the_user_was_adopted() -> None:
+    row = _only(_plan([graph_user("jane.doe", department="Sales")], [SYNCED]), Action.UPDATE)
+    assert row["reason"] == "attributes changed"
+
+
+def test_a_field_zammad_holds_no_value_for_changes_from_none() -> None:
+    zammad = zammad_frame({**SYNCED, "mobile": None}, zammad_user(11, "x@contoso.example"))
+    zammad.loc[zammad["id"] == 10, "mobile"] = float("nan")
+    row = _only(
+        compute_plan(universal(graph_user("jane.doe", mobilePhone="+1 555 0199")), zammad, plan_options()),
+        Action.UPDATE,
+    )
+    assert row["changes"] == {"mobile": [None, "+1 555 0199"]} and row["payload"] == {"mobile": "+1 555 0199"}
+
+
+def test_an_email_change_compares_the_way_zammad_stores_it() -> None:
+    """Zammad strips and lower-cases email: a differently cased address is no change."""
+    assert _actions(_plan([JANE], [{**SYNCED, "email": " Jane.Doe@CONTOSO.example "}])) == ["noop"]
+    assert _actions(
+        _plan([graph_user("jane.doe", department="Sales")], [{**SYNCED, "email": "Jane.Doe@CONTOSO.example"}])
+    ) == ["update"]
+
+
+# --- what a run reports: counts, writes, the reviewed changes ----------------------------------------
+def _mixed_plan() -> pd.DataFrame:
+    """One row of each kind but conflict and reactivate, two updates, two deactivations."""
+    users = [
+        JANE,  # noop
+        graph_user("john.roe", department="Sales"),  # update
+        graph_user("max.moe", department="Ops"),  # update
+        graph_user("new.one"),  # create
+        graph_user("ann.lee", mail=None, userPrincipalName="a_x.example#EXT#@t.onmicrosoft.com"),  # skip
+    ]
+    zammad = [
+        SYNCED,
+        zammad_user(11, "john.roe@contoso.example", graph_user("john.roe")["id"]),
+        zammad_user(12, "max.moe@contoso.example", graph_user("max.moe")["id"]),
+        zammad_user(13, "gone.one@contoso.example", "k13"),
+        zammad_user(14, "gone.two@contoso.example", "k14"),
+    ]
+    return _plan(users, zammad)
+
+
+def test_action_counts_name_every_action_even_when_none_is_planned() -> None:
+    assert rules.action_counts(_mixed_plan()) == {
+        "create": 1,
+        "update": 2,
+        "reactivate": 0,
+        "deactivate": 2,
+        "noop": 1,
+        "skip": 1,
+        "conflict": 0,
+    }
+    assert rules.action_counts(pd.DataFrame(columns=PLAN_COLUMNS)) == dict.fromkeys([a.value for a in Action], 0)
+
+
+def test_the_writes_of_a_plan_are_its_creates_updates_reactivations_and_deactivations() -> None:
+    plan = _plan(
+        [JANE, graph_user("new.one")], [{**SYNCED, "active": False}, zammad_user(13, "g@contoso.example", "k")]
+    )
+    plan = pd.concat([plan, _mixed_plan()], ignore_index=True)
+    writes = rules.writes_of(plan)
+    assert Counter(writes["action"]) == {"create": 2, "update": 2, "reactivate": 1, "deactivate": 3}
+    assert writes.index.tolist() == [i for i, a in enumerate(plan["action"]) if a not in ("noop", "skip", "conflict")]
+    empty = pd.DataFrame(columns=PLAN_COLUMNS)
+    assert rules.writes_of(empty) is empty
+
+
+def test_the_reviewed_changes_put_deactivations_first_and_leave_out_noop() -> None:
+    changes = rules.plan_changes(_mixed_plan())
+    assert [(c["action"], c["zammad_id"]) for c in changes] == [
+        ("deactivate", 13),
+        ("deactivate", 14),
+        ("create", None),
+        ("update", 11),
+        ("update", 12),
+        ("skip", None),
+    ]
+    assert changes[0] == {
+        "action": "deactivate",
+        "entra_key": "k13",
+        "zammad_id": 13,
+        "email": "gone.one@contoso.example",
+        "fields": {"active": {"before": True, "after": False}},
+        "reason": "no longer a member of the configured groups",
+    }
+    assert changes[3]["fields"] == {"department": {"before": "IT", "after": "Sales"}}
+    assert changes[2]["fields"]["email"] == {"before": None, "after": "new.one@contoso.example"}
+    assert changes[5]["email"] is None and changes[5]["fields"] == {} and changes[5]["reason"] == NO_EMAIL_REASON
+    assert rules.plan_changes(pd.DataFrame(columns=PLAN_COLUMNS)) == []
+
+
+def test_a_preview_caps_the_reviewed_changes_per_action() -> None:
+    changes = rules.plan_changes(_mixed_plan(), limit=1)
+    assert [(c["action"], c["zammad_id"]) for c in changes] == [
+        ("deactivate", 13),
+        ("create", None),
+        ("update", 11),
+        ("skip", None),
+    ]
+    assert [c["action"] for c in rules.plan_changes(_mixed_plan(), limit=0)] == []
+
+
+def test_the_reviewed_changes_are_plain_json_values() -> None:
+    """Role lists may arrive as tuples and missing values as NaN; a review shows lists and nulls."""
+    plan = pd.DataFrame(
+        [
+            {
+                "action": "update",
+                "entra_key": "",
+                "zammad_id": float("nan"),
+                "email": "",
+                "upn": None,
+                "changes": {"role_ids": [(3,), (2, 3)], "mobile": [float("nan"), "1"]},
+                "payload": {},
+                "reason": "",
+            }
+        ]
+    )
+    assert rules.plan_changes(plan) == [
+        {
+            "action": "update",
+            "entra_key": None,
+            "zammad_id": None,
+            "email": None,
+            "fields": {"role_ids": {"before": [3], "after": [2, 3]}, "mobile": {"before": None, "after": "1"}},
+            "reason": None,
+        }
+    ]
 
 
 # --- properties ----------------------------------------------------------------------------------
