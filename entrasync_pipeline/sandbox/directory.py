@@ -1,17 +1,28 @@
-"""The emulated tenant's directory: users, groups, other directory objects, memberships and the
-change log that group delta queries read.
+"""The emulated tenant's directory: users, groups, other directory objects, memberships, deleted
+items and the two change logs that delta queries read.
 
 Property sets follow reference/microsoft-graph-and-msal.md §2: a user's default set (returned
 without ``$select``), properties returned only when selected, unset scalars ``null`` and unset
-collections ``[]``. Lookups are by id (dicts), membership checks are O(1) and transitive member
-lists are cached per directory version, so a 100,000-user tenant stays fast.
+collections ``[]``. Lookups are by id (dicts), membership checks are O(1) both ways (members of a
+group, groups of a member) and transitive member lists are cached per directory version, so a
+100,000-user tenant stays fast.
+
+Every change bumps ``version``. Membership changes go to ``changes`` (group delta's
+``members@delta``), object changes to ``object_changes`` (user delta); both logs are appended in
+version order, so "what changed after version v" is a binary search, never a scan of the tenant.
+
+Deletion follows Entra (reference §3.1, delta-query-users.md): ``soft_delete`` moves an object to
+``deleted`` (gone from every read and from its groups, its direct memberships remembered),
+``restore`` brings it back with those memberships, ``purge`` deletes it for good.
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 USER_DEFAULT_PROPERTIES = (
@@ -112,6 +123,30 @@ class MembershipChange:
     removed: bool
 
 
+# ObjectChange.change values.
+CREATED, UPDATED, SOFT_DELETED, RESTORED, PURGED = "created", "updated", "deleted", "restored", "purged"
+
+
+@dataclass(frozen=True)
+class ObjectChange:
+    """One change of one object; ``properties`` names what an update changed."""
+
+    version: int
+    object_id: str
+    kind: str
+    change: str
+    properties: frozenset[str] = frozenset()
+
+
+@dataclass
+class DeletedItem:
+    """An object in the directory's deleted items and the groups it was a direct member of."""
+
+    kind: str
+    obj: dict[str, Any]
+    groups: list[str]
+
+
 @dataclass
 class Directory:
     """In-memory directory with a monotonically increasing version for delta queries."""
@@ -119,21 +154,24 @@ class Directory:
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     members: dict[str, dict[str, None]] = field(default_factory=dict)
+    member_of: dict[str, dict[str, None]] = field(default_factory=dict)
+    deleted: dict[str, DeletedItem] = field(default_factory=dict)
     version: int = 0
     changes: list[MembershipChange] = field(default_factory=list)
+    object_changes: list[ObjectChange] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _transitive: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+    _user_set_version: int = 0
+    _sorted_users: tuple[int, list[str]] = field(default_factory=lambda: (-1, []))
 
     # --- building ---------------------------------------------------------------------------
     def add_object(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             obj = {p: _empty(p) for p in TYPE_PROPERTIES[kind]}
             obj.update({k: copy.deepcopy(v) for k, v in record.items() if not k.startswith("@")})
-            self.objects[obj["id"]] = obj
-            self.kinds[obj["id"]] = kind
-            if kind == "group":
-                self.members.setdefault(obj["id"], {})
+            self._insert(kind, obj)
             self._touch()
+            self._log_object(obj["id"], kind, CREATED)
             return obj
 
     def add_member(self, group_id: str, member_id: str, log: bool = True) -> bool:
@@ -143,6 +181,7 @@ class Directory:
             if member_id in group:
                 return False
             group[member_id] = None
+            self.member_of.setdefault(member_id, {})[group_id] = None
             self._touch()
             if log:
                 self._log(group_id, member_id, removed=False)
@@ -154,26 +193,65 @@ class Directory:
             if member_id not in group:
                 return False
             del group[member_id]
+            self.member_of.get(member_id, {}).pop(group_id, None)
             self._touch()
             self._log(group_id, member_id, removed=True)
             return True
 
-    def update_object(self, object_id: str, changes: dict[str, Any]) -> None:
+    def update_object(self, object_id: str, changes: dict[str, Any]) -> frozenset[str]:
+        """Apply property changes; returns the properties whose value changed (none: no new version)."""
         with self.lock:
-            self.objects[object_id].update(copy.deepcopy(changes))
+            obj = self.objects[object_id]
+            changed = frozenset(k for k, v in changes.items() if obj.get(k) != v)
+            if not changed:
+                return changed
+            obj.update(copy.deepcopy({k: changes[k] for k in changed}))
             self._touch()
+            self._log_object(object_id, self.kinds[object_id], UPDATED, changed)
+            return changed
 
-    def delete_object(self, object_id: str) -> None:
-        """Delete an object and every membership it had, logging removals for delta."""
+    def soft_delete(self, object_id: str) -> None:
+        """Move an object to deleted items: out of every group (logged for group delta), restorable."""
         with self.lock:
-            for group_id, group in self.members.items():
-                if object_id in group:
-                    del group[object_id]
-                    self._log(group_id, object_id, removed=True)
-            self.members.pop(object_id, None)
-            self.objects.pop(object_id, None)
-            self.kinds.pop(object_id, None)
+            kind = self.kinds[object_id]
             self._touch()
+            groups = list(self.member_of.pop(object_id, {}))
+            for group_id in groups:
+                del self.members[group_id][object_id]
+                self._log(group_id, object_id, removed=True)
+            obj = self._remove(object_id)
+            obj["deletedDateTime"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.deleted[object_id] = DeletedItem(kind, obj, groups)
+            self._log_object(object_id, kind, SOFT_DELETED)
+
+    def restore(self, object_id: str) -> dict[str, Any]:
+        """Bring a deleted item back with the direct memberships it had (in groups that still exist)."""
+        with self.lock:
+            item = self.deleted.pop(object_id)
+            item.obj["deletedDateTime"] = None
+            self._insert(item.kind, item.obj)
+            self._touch()
+            for group_id in item.groups:
+                if group_id in self.members and object_id not in self.members[group_id]:
+                    self.members[group_id][object_id] = None
+                    self.member_of.setdefault(object_id, {})[group_id] = None
+                    self._log(group_id, object_id, removed=False)
+            self._log_object(object_id, item.kind, RESTORED)
+            return item.obj
+
+    def purge(self, object_id: str) -> None:
+        """Delete a deleted item permanently."""
+        with self.lock:
+            item = self.deleted.pop(object_id)
+            self._user_set_version += item.kind == "user"
+            self._touch()
+            self._log_object(object_id, item.kind, PURGED)
+
+    def forget_history(self) -> None:
+        """Drop both change logs (after seeding: the seed is the starting state, not a change)."""
+        with self.lock:
+            self.changes.clear()
+            self.object_changes.clear()
 
     # --- reading ----------------------------------------------------------------------------
     def kind(self, object_id: str) -> str | None:
@@ -193,15 +271,56 @@ class Directory:
             self._transitive[group_id] = (self.version, flat)
             return flat
 
+    def sorted_user_ids(self) -> list[str]:
+        """Ids of the live and the soft-deleted users in id order (user delta's initial round pages
+        through this stable order); do not mutate.
+
+        Sorted again only after a user was added, deleted, restored or purged, not per request.
+        """
+        with self.lock:
+            built_at, ids = self._sorted_users
+            if built_at != self._user_set_version:
+                live = (i for i, k in self.kinds.items() if k == "user")
+                deleted = (i for i, item in self.deleted.items() if item.kind == "user")
+                ids = sorted([*live, *deleted])
+                self._sorted_users = (self._user_set_version, ids)
+            return ids
+
+    def groups_of(self, object_id: str, transitive: bool) -> list[str]:
+        """Groups the object is a direct member of, or (transitive) a member through nesting."""
+        with self.lock:
+            direct = list(self.member_of.get(object_id, {}))
+            if not transitive:
+                return direct
+            seen = dict.fromkeys(direct)
+            queue = list(direct)
+            while queue:
+                for parent in self.member_of.get(queue.pop(0), {}):
+                    if parent not in seen:
+                        seen[parent] = None
+                        queue.append(parent)
+            return list(seen)
+
     def changes_since(self, version: int, group_ids: Iterable[str]) -> dict[str, dict[str, MembershipChange]]:
         """Net membership changes per group after ``version`` (the last change per member wins)."""
         wanted = set(group_ids)
         net: dict[str, dict[str, MembershipChange]] = {}
         with self.lock:
-            for change in self.changes:
-                if change.version > version and change.group_id in wanted:
+            start = bisect.bisect_right(self.changes, version, key=lambda c: c.version)
+            for change in self.changes[start:]:
+                if change.group_id in wanted:
                     net.setdefault(change.group_id, {})[change.member_id] = change
         return net
+
+    def object_changes_between(self, after: int, upto: int, kind: str) -> list[ObjectChange]:
+        """Changes of objects of ``kind`` with ``after < version <= upto``, oldest first.
+
+        Two binary searches and a slice: an idle delta round costs nothing per object.
+        """
+        with self.lock:
+            start = bisect.bisect_right(self.object_changes, after, key=lambda c: c.version)
+            end = bisect.bisect_right(self.object_changes, upto, key=lambda c: c.version)
+            return [c for c in self.object_changes[start:end] if c.kind == kind]
 
     def _flatten(self, group_id: str) -> list[str]:
         seen: dict[str, None] = {}
@@ -217,12 +336,29 @@ class Directory:
                     stack.append(member_id)
         return list(seen)
 
+    def _insert(self, kind: str, obj: dict[str, Any]) -> None:
+        object_id = obj["id"]
+        self.objects[object_id] = obj
+        self.kinds[object_id] = kind
+        if kind == "group":
+            self.members.setdefault(object_id, {})
+        if kind == "user":
+            self._user_set_version += 1
+
+    def _remove(self, object_id: str) -> dict[str, Any]:
+        if self.kinds.pop(object_id) == "user":
+            self._user_set_version += 1
+        return self.objects.pop(object_id)
+
     def _touch(self) -> None:
         self.version += 1
 
     def _log(self, group_id: str, member_id: str, removed: bool) -> None:
         kind = self.kinds.get(member_id, "user")
         self.changes.append(MembershipChange(self.version, group_id, member_id, kind, removed))
+
+    def _log_object(self, object_id: str, kind: str, change: str, properties: frozenset[str] = frozenset()) -> None:
+        self.object_changes.append(ObjectChange(self.version, object_id, kind, change, properties))
 
 
 def _empty(prop: str) -> Any:

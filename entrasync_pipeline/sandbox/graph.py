@@ -4,22 +4,20 @@ The specification is reference/microsoft-graph-and-msal.md §1–4 and §9: grou
 transitive members with OData casts, ``$select`` semantics, ``$top`` limits, opaque
 ``$skiptoken`` nextLinks that keep the other parameters, permissions from the token's ``roles``
 (403 without GroupMember.Read.All, limited-information members without User.Read.All), Graph
-error bodies and headers, ``groups/delta`` with ``members@delta`` and the expiry and reset
-answers, and the write API the admin app uses to change the tenant (DESIGN.md §4.2).
+error bodies and headers, a user's group memberships (``memberOf``, ``transitiveMemberOf``,
+``checkMemberGroups``, ``getMemberGroups``), ``users/delta`` and ``groups/delta``
+(``graph_delta.py``), JSON batching (``graph_batch.py``), and the write API the admin app uses
+to change the tenant (DESIGN.md §4.2), with Entra's soft delete and restore of users.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 import json
-import re
 import secrets
-import threading
 import uuid
-from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -35,6 +33,9 @@ from entrasync_pipeline.sandbox.directory import (
     odata_type,
     project,
 )
+from entrasync_pipeline.sandbox.graph_batch import BatchRejected, parse_batch, run_batch
+from entrasync_pipeline.sandbox.graph_delta import DeltaQueries
+from entrasync_pipeline.sandbox.graph_errors import GraphError, bad_request, not_found
 from entrasync_pipeline.sandbox.httpd import Request, Response, Route, json_response
 from entrasync_pipeline.sandbox.seeds import Seed
 from entrasync_pipeline.sandbox.token_endpoint import (
@@ -48,8 +49,8 @@ ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE7
 MAX_TOP = 999
 DEFAULT_TOKEN_LIFETIME_S = 3599
 DEFAULT_TOP = 100
-DELTA_MEMBERS_PER_PAGE = 500
-DELTA_GROUPS_PER_PAGE = 20
+MAX_CHECK_GROUP_IDS = 20  # directoryobject-checkmembergroups.md: "Up to 20 groups may be specified."
+MAX_MEMBER_GROUPS = 11000  # directoryobject-getmembergroups.md: more → Directory_ResultSizeLimitExceeded
 
 READ_MEMBERS = {
     "GroupMember.Read.All",
@@ -63,6 +64,7 @@ READ_USERS = {"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Dire
 READ_USERS_BASIC = {"User.ReadBasic.All"}
 READ_DIRECTORY = {"Directory.Read.All", "Directory.ReadWrite.All"}
 WRITE_USERS = {"User.ReadWrite.All", "Directory.ReadWrite.All"}
+DELETE_RESTORE_USERS = WRITE_USERS | {"User.DeleteRestore.All"}
 WRITE_MEMBERS = {"GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"}
 CASTS = {f"microsoft.graph.{kind}": kind for kind in TYPE_PROPERTIES}
 FAULT_CODES = {
@@ -81,14 +83,6 @@ FAULT_MESSAGES = {
 }
 
 
-class GraphError(Exception):
-    """Raised inside a handler; rendered as a Graph error response."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
 class GraphApp:
     """The Graph + token-endpoint server's application (a ``SandboxApp``)."""
 
@@ -101,8 +95,6 @@ class GraphApp:
         self.apps = apps
         self.base_url = ""
         self._page_key = secrets.token_bytes(16)
-        self._delta_lock = threading.Lock()
-        self._delta_pages: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self.reset()
 
     # --- SandboxApp -----------------------------------------------------------------------------
@@ -110,10 +102,7 @@ class GraphApp:
         self.directory = build_directory(self.seed)
         self._member_cache: dict[tuple[str, bool, str | None, int], list[str]] = {}
         self.issuer.lifetime_s = DEFAULT_TOKEN_LIFETIME_S
-        self.delta_generation = secrets.token_hex(4)
-        self.force_delta_reset = False
-        with self._delta_lock:
-            self._delta_pages.clear()
+        self.delta = DeltaQueries()
 
     def routes(self) -> list[Route]:
         tokens = TokenEndpoint(self.tenant_id, self.issuer, self.apps)
@@ -122,7 +111,9 @@ class GraphApp:
             Route("GET", "/{tenant}/v2.0/.well-known/openid-configuration", tokens.discovery),
             Route("GET", "/{tenant}/discovery/v2.0/keys", tokens.keys),
             Route("POST", "/{tenant}/oauth2/v2.0/token", tokens.token),
-            Route("GET", "/v1.0/groups/delta", self._graph(self.groups_delta)),
+            *self._delta_routes("groups", self.groups_delta),
+            *self._delta_routes("users", self.users_delta),
+            Route("POST", "/v1.0/$batch", self._graph(self.batch)),
             Route("GET", "/v1.0/groups/{id}/members", self._graph(self.list_members)),
             Route("GET", "/v1.0/groups/{id}/members/{segment}", self._graph(self.list_members)),
             Route("GET", "/v1.0/groups/{id}/members/{segment}/$count", self._graph(self.list_members)),
@@ -137,6 +128,22 @@ class GraphApp:
             Route("GET", "/v1.0/users/{id}", self._graph(self.get_user)),
             Route("PATCH", "/v1.0/users/{id}", self._graph(self.update_user)),
             Route("DELETE", "/v1.0/users/{id}", self._graph(self.delete_user)),
+            Route("GET", "/v1.0/users/{id}/memberOf", self._graph(self.member_of)),
+            Route("GET", "/v1.0/users/{id}/transitiveMemberOf", self._graph(self.member_of)),
+            Route("POST", "/v1.0/users/{id}/checkMemberGroups", self._graph(self.check_member_groups)),
+            Route("POST", "/v1.0/users/{id}/getMemberGroups", self._graph(self.get_member_groups)),
+            Route("POST", "/v1.0/directoryObjects/{id}/checkMemberGroups", self._graph(self.check_member_groups)),
+            Route("POST", "/v1.0/directoryObjects/{id}/getMemberGroups", self._graph(self.get_member_groups)),
+            Route("GET", "/v1.0/directory/deletedItems/{id}", self._graph(self.get_deleted_item)),
+            Route("POST", "/v1.0/directory/deletedItems/{id}/restore", self._graph(self.restore_deleted_item)),
+            Route("DELETE", "/v1.0/directory/deletedItems/{id}", self._graph(self.purge_deleted_item)),
+        ]
+
+    def _delta_routes(self, entity_set: str, handler: Any) -> list[Route]:
+        """``/delta`` is short for ``/microsoft.graph.delta``; SDKs call ``delta()`` (delta-query-users.md)."""
+        return [
+            Route("GET", f"/v1.0/{entity_set}/{name}", self._graph(handler))
+            for name in ("delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()")
         ]
 
     def state(self) -> dict[str, Any]:
@@ -147,6 +154,10 @@ class GraphApp:
                 "apps": [a.public_dict() for a in self.apps.values()],
                 "objects": {oid: {"@odata.type": odata_type(d.kinds[oid]), **obj} for oid, obj in d.objects.items()},
                 "groups": {gid: list(members) for gid, members in d.members.items()},
+                "deleted": {
+                    oid: {"@odata.type": odata_type(item.kind), **item.obj, "memberOf": item.groups}
+                    for oid, item in d.deleted.items()
+                },
                 "version": d.version,
                 "token_lifetime_s": self.issuer.lifetime_s,
             }
@@ -154,10 +165,10 @@ class GraphApp:
     def control(self, request: Request, action: str) -> Response | None:
         """Extra control actions: delta expiry/reset and token lifetime."""
         if (request.method, action) == ("POST", "/delta/expire"):
-            self.delta_generation = secrets.token_hex(4)
+            self.delta.tokens.expire()
             return json_response(200, {"expired": True})
         if (request.method, action) == ("POST", "/delta/reset"):
-            self.force_delta_reset = True
+            self.delta.tokens.reset()
             return json_response(200, {"reset_pending": True})
         if (request.method, action) == ("POST", "/tokens/revoke"):
             self.issuer.rotate()
@@ -277,13 +288,6 @@ class GraphApp:
         if not roles & allowed:
             raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 
-    def _not_found(self, object_id: str) -> GraphError:
-        return GraphError(
-            404,
-            "Request_ResourceNotFound",
-            f"Resource '{object_id}' does not exist or one of its queried reference-property objects are not present.",
-        )
-
     def _user_access(self, roles: set[str]) -> str:
         if roles & READ_USERS:
             return "full"
@@ -293,7 +297,7 @@ class GraphApp:
         if kind == "user":
             return user_access
         if kind == "group":
-            return "full"
+            return "full" if roles & READ_MEMBERS else "limited"
         return "full" if roles & READ_DIRECTORY else "limited"
 
     # --- query options -------------------------------------------------------------------------
@@ -374,7 +378,7 @@ class GraphApp:
         self._require(roles, READ_MEMBERS)
         group_id = request.params["id"]
         if not self.directory.is_group(group_id):
-            raise self._not_found(group_id)
+            raise not_found(group_id)
         transitive = "/transitivemembers" in request.path.lower()
         segment = request.params.get("segment")
         counting = request.path.endswith("/$count") or segment == "$count"
@@ -467,12 +471,10 @@ class GraphApp:
     def get_user(self, request: Request) -> Response:
         roles = self._roles(request)
         self._require(roles, READ_USERS | READ_USERS_BASIC)
-        user_id = request.params["id"]
         d = self.directory
-        if d.kind(user_id) != "user":
-            user_id = self._user_by_upn(user_id)
         select = self._select(request, "user")
         with d.lock:
+            user_id = self._user_id(request.params["id"])
             item = project(d.objects[user_id], "user", select, self._user_access(roles))
         item.pop("@odata.type", None)
         context = self._context("user", select) + "/$entity"
@@ -484,176 +486,118 @@ class GraphApp:
             for oid, kind in d.kinds.items():
                 if kind == "user" and str(d.objects[oid].get("userPrincipalName", "")).lower() == key.lower():
                     return oid
-        raise self._not_found(key)
+        raise not_found(key)
 
     def get_group(self, request: Request) -> Response:
         roles = self._roles(request)
         self._require(roles, READ_MEMBERS)
         group_id = request.params["id"]
         if not self.directory.is_group(group_id):
-            raise self._not_found(group_id)
+            raise not_found(group_id)
         item = project(self.directory.objects[group_id], "group", self._select(request, "group"), "full")
         item.pop("@odata.type", None)
         return self._ok(request, {"@odata.context": f"{self.base_url}/v1.0/$metadata#groups/$entity", **item})
 
     # --- delta -----------------------------------------------------------------------------------
     def groups_delta(self, request: Request) -> Response:
-        roles = self._roles(request)
-        self._require(roles, READ_MEMBERS)
-        for option in ("$top", "$expand", "$orderby"):
-            if option in request.query:
-                raise GraphError(400, "Request_UnsupportedQuery", f"{option} is not supported on delta queries.")
-        if "$skiptoken" in request.query:
-            return self._delta_next_page(request)
-        token = request.query.get("$deltatoken")
-        if token is not None:
-            if self.force_delta_reset:
-                self.force_delta_reset = False
-                location = f"{request.base_url}{request.path}?$deltatoken="
-                raise GraphError(
-                    410,
-                    "resyncRequired",
-                    "Resync required. Replace any local items with the server's version "
-                    "(including deletes) if you're sure that the service was up to date "
-                    "with your local changes when you last synced.",
-                    {"Location": location},
-                )
-            if token == "latest":
-                state = self._delta_query(request)
-                return self._delta_respond(request, [], state)
-            state = self._decode_delta(token)
-            return self._delta_respond(request, self._delta_changes(state), state)
-        state = self._delta_query(request)
-        return self._delta_respond(request, self._delta_initial(state), state)
+        self._require(self._roles(request), READ_MEMBERS)
+        return self._ok(request, self.delta.groups(request, self.directory))
 
-    def _delta_query(self, request: Request) -> dict[str, Any]:
-        raw_filter = request.query.get("$filter")
-        group_ids: list[str] | None = None
-        if raw_filter is not None:
-            group_ids = re.findall(r"id\s+eq\s+'([^']+)'", raw_filter)
-            rest = re.sub(r"id\s+eq\s+'[^']+'|\s+or\s+", "", raw_filter).strip()
-            if not group_ids or rest:
-                raise GraphError(
-                    400, "Request_UnsupportedQuery", "Only 'id eq' filters joined with 'or' are supported on delta."
-                )
-            if len(group_ids) > 50:
-                raise GraphError(
-                    400, "Request_UnsupportedQuery", "The number of filtered objects exceeds the maximum of 50."
-                )
-        select = [p.strip() for p in request.query.get("$select", "").split(",") if p.strip()]
-        return {
-            "groups": group_ids,
-            "select": select,
-            "version": self.directory.version,
-            "generation": self.delta_generation,
-        }
+    def users_delta(self, request: Request) -> Response:
+        """users/delta needs User.Read.All or higher; User.ReadBasic.All is not enough (user-delta.md)."""
+        self._require(self._roles(request), READ_USERS)
+        return self._ok(request, self.delta.users(request, self.directory))
 
-    def _encode_delta(self, state: dict[str, Any]) -> str:
-        raw = json.dumps(state, separators=(",", ":")).encode()
-        mac = hmac.new(self._page_key, raw, hashlib.sha256).digest()[:12]
-        return base64.urlsafe_b64encode(mac + raw).decode().rstrip("=")
-
-    def _decode_delta(self, token: str) -> dict[str, Any]:
+    # --- JSON batching ---------------------------------------------------------------------------
+    def batch(self, request: Request) -> Response:
+        """``POST /v1.0/$batch``: each step runs through the server like a direct request."""
+        self._roles(request)
         try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            mac, body = raw[:12], raw[12:]
-            if not hmac.compare_digest(mac, hmac.new(self._page_key, body, hashlib.sha256).digest()[:12]):
-                raise ValueError
-            state = json.loads(body)
+            steps = parse_batch(request.json())
         except ValueError:
-            state = None
-        if state is None or state.get("generation") != self.delta_generation:
-            raise GraphError(
-                400,
-                "syncStateNotFound",
-                "The sync state generation is not found. The delta token is expired and "
-                "data must be synchronized again.",
-            )
-        return state
+            raise GraphError(400, "BadRequest", "Unable to read JSON request payload.") from None
+        except BatchRejected as exc:
+            raise GraphError(400, exc.code, exc.message) from None
+        responses = run_batch(steps, request, self._error)
+        headers = self._headers(request, str(uuid.uuid4()))
+        return json_response(200, {"responses": responses}, headers)
 
-    def _delta_groups(self, state: dict[str, Any]) -> list[str]:
-        d = self.directory
-        if state["groups"] is None:
-            return [i for i, k in d.kinds.items() if k == "group"]
-        return [g for g in state["groups"] if d.is_group(g)]
+    # --- a user's groups -------------------------------------------------------------------------
+    def member_of(self, request: Request) -> Response:
+        """Direct or transitive groups of a user, paged like any directory list; groups come back
+        with limited information without a group-read permission (user-list-transitivememberof.md)."""
+        roles = self._roles(request)
+        self._require(roles, READ_USERS | READ_MEMBERS)
+        user_id = self._user_id(request.params["id"])
+        eventual = self._check_advanced(request)
+        transitive = request.path.lower().endswith("/transitivememberof")
+        select = self._select(request, "directoryObject")
+        ids = self.directory.groups_of(user_id, transitive)
+        cost = 1 - (1 if select else 0)
+        return self._page(request, ids, select, roles, self._context(None, select), cost, eventual)
 
-    def _group_item(self, group_id: str, select: list[str]) -> dict[str, Any]:
-        props = [p for p in select if p != "members"] or list(TYPE_PROPERTIES["group"])
-        obj = self.directory.objects[group_id]
-        item = {p: copy.deepcopy(obj.get(p)) for p in props if p in TYPE_PROPERTIES["group"]}
-        item["id"] = group_id
-        return item
+    def check_member_groups(self, request: Request) -> Response:
+        """Which of up to 20 given groups the object is a member of, transitively."""
+        object_id = self._membership_subject(request)
+        group_ids = _json_body(request).get("groupIds")
+        if not isinstance(group_ids, list) or not all(isinstance(g, str) for g in group_ids):
+            raise bad_request("The request body must contain 'groupIds', a collection of group ids.")
+        if len(group_ids) > MAX_CHECK_GROUP_IDS:
+            raise bad_request(f"The number of group ids exceeds the maximum of {MAX_CHECK_GROUP_IDS}.")
+        member_of = set(self.directory.groups_of(object_id, transitive=True))
+        value = [g for g in dict.fromkeys(group_ids) if g in member_of]
+        return self._ok(request, {"@odata.context": self._strings_context(), "value": value})
 
-    def _delta_initial(self, state: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-        tracks_members = not state["select"] or "members" in state["select"]
-        out = []
+    def get_member_groups(self, request: Request) -> Response:
+        """Every group the object is a member of, transitively; security groups only if asked."""
+        object_id = self._membership_subject(request)
+        security_only = _json_body(request).get("securityEnabledOnly")
+        if not isinstance(security_only, bool):
+            raise bad_request("The request body must contain 'securityEnabledOnly', a Boolean.")
         d = self.directory
         with d.lock:
-            for group_id in self._delta_groups(state):
-                members = (
-                    [{"@odata.type": odata_type(d.kinds[m]), "id": m} for m in d.member_ids(group_id, transitive=False)]
-                    if tracks_members
-                    else []
-                )
-                out.append((self._group_item(group_id, state["select"]), members))
-        return out
-
-    def _delta_changes(self, state: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-        if state["select"] and "members" not in state["select"]:
-            return []
-        net = self.directory.changes_since(state["version"], self._delta_groups(state))
-        out = []
-        with self.directory.lock:
-            for group_id, changes in net.items():
-                if not self.directory.is_group(group_id):
-                    continue
-                members = []
-                for change in changes.values():
-                    entry: dict[str, Any] = {"@odata.type": odata_type(change.kind), "id": change.member_id}
-                    if change.removed:
-                        entry["@removed"] = {"reason": "deleted"}
-                    members.append(entry)
-                out.append((self._group_item(group_id, state["select"]), members))
-        return out
-
-    def _delta_respond(
-        self, request: Request, groups: list[tuple[dict[str, Any], list[dict[str, Any]]]], state: dict[str, Any]
-    ) -> Response:
-        pages = _split_delta_pages(groups)
-        new_state = {**state, "version": self.directory.version}
-        delta_link = f"{request.base_url}/v1.0/groups/delta?$deltatoken={self._encode_delta(new_state)}"
-        select = [p for p in state["select"] if p != "members"]
-        context = f"{self.base_url}/v1.0/$metadata#groups" + (f"({','.join(select)})" if select else "")
-        rendered = [{"@odata.context": context, "value": page} for page in pages]
-        rendered[-1]["@odata.deltaLink"] = delta_link
-        first, rest = rendered[0], rendered[1:]
-        if rest:
-            key = secrets.token_urlsafe(24)
-            with self._delta_lock:
-                self._delta_pages[key] = rest
-                while len(self._delta_pages) > 1000:
-                    self._delta_pages.popitem(last=False)
-            first["@odata.nextLink"] = f"{request.base_url}/v1.0/groups/delta?$skiptoken={key}"
-        return self._ok(request, _ordered_delta(first))
-
-    def _delta_next_page(self, request: Request) -> Response:
-        key = request.query["$skiptoken"]
-        with self._delta_lock:
-            pages = self._delta_pages.pop(key, None)
-        if not pages:
+            groups = d.groups_of(object_id, transitive=True)
+            if security_only:
+                groups = [g for g in groups if d.objects[g].get("securityEnabled")]
+        if len(groups) > MAX_MEMBER_GROUPS:
             raise GraphError(
                 400,
-                "syncStateNotFound",
-                "The sync state generation is not found. The delta token is expired and "
-                "data must be synchronized again.",
+                "Directory_ResultSizeLimitExceeded",
+                f"The result exceeds the maximum of {MAX_MEMBER_GROUPS} groups; use transitiveMemberOf instead.",
             )
-        page, rest = pages[0], pages[1:]
-        if rest:
-            new_key = secrets.token_urlsafe(24)
-            with self._delta_lock:
-                self._delta_pages[new_key] = rest
-            page = {**page, "@odata.nextLink": f"{request.base_url}/v1.0/groups/delta?$skiptoken={new_key}"}
-        return self._ok(request, _ordered_delta(page))
+        return self._ok(request, {"@odata.context": self._strings_context(), "value": groups})
+
+    def _membership_subject(self, request: Request) -> str:
+        """The object of a checkMemberGroups/getMemberGroups call, once its permissions are met.
+
+        /users/{id|upn}: User.Read.All and GroupMember.Read.All (or Group.Read.All), or
+        Directory.Read.All. /directoryObjects/{id}: the table of the object's type — a group needs
+        a group-read permission, other types Directory.Read.All (directoryobject-checkmembergroups.md).
+        """
+        roles = self._roles(request)
+        object_id = request.params["id"]
+        if request.path.lower().startswith("/v1.0/users/"):
+            self._require_user_and_groups(roles)
+            return self._user_id(object_id)
+        kind = self.directory.kind(object_id)
+        if kind is None:
+            raise not_found(object_id)
+        if kind == "user":
+            self._require_user_and_groups(roles)
+        else:
+            self._require(roles, READ_MEMBERS if kind == "group" else READ_DIRECTORY)
+        return object_id
+
+    def _require_user_and_groups(self, roles: set[str]) -> None:
+        self._require(roles, READ_USERS)
+        self._require(roles, READ_MEMBERS)
+
+    def _user_id(self, key: str) -> str:
+        """A live user's id from its id or userPrincipalName; 404 otherwise (deleted users too)."""
+        return key if self.directory.kind(key) == "user" else self._user_by_upn(key)
+
+    def _strings_context(self) -> str:
+        return f"{self.base_url}/v1.0/$metadata#Collection(Edm.String)"
 
     # --- writes (admin app) ----------------------------------------------------------------------
     def create_user(self, request: Request) -> Response:
@@ -674,10 +618,7 @@ class GraphApp:
         upn = str(body["userPrincipalName"]).lower()
         d = self.directory
         with d.lock:
-            if any(
-                k == "user" and str(d.objects[i].get("userPrincipalName", "")).lower() == upn
-                for i, k in d.kinds.items()
-            ):
+            if self._upn_taken(upn):
                 raise GraphError(
                     400,
                     "Request_BadRequest",
@@ -696,7 +637,7 @@ class GraphApp:
         self._require(self._roles(request), WRITE_USERS)
         user_id = request.params["id"]
         if self.directory.kind(user_id) != "user":
-            raise self._not_found(user_id)
+            raise not_found(user_id)
         body = _json_body(request)
         unknown = [k for k in body if k not in TYPE_PROPERTIES["user"] or k == "id"]
         if unknown:
@@ -709,22 +650,66 @@ class GraphApp:
         return self._ok(request, None, 204)
 
     def delete_user(self, request: Request) -> Response:
+        """Entra's delete: the user moves to deleted items, restorable for 30 days (user-delete.md)."""
         self._require(self._roles(request), WRITE_USERS)
         user_id = request.params["id"]
         if self.directory.kind(user_id) != "user":
-            raise self._not_found(user_id)
-        self.directory.delete_object(user_id)
+            raise not_found(user_id)
+        self.directory.soft_delete(user_id)
         return self._ok(request, None, 204)
+
+    def get_deleted_item(self, request: Request) -> Response:
+        self._require(self._roles(request), READ_USERS)
+        item = self._deleted_user(request.params["id"])
+        body = project(item.obj, "user", self._select(request, "user"), "full")
+        return self._ok(request, {"@odata.context": self._deleted_context(), **body})
+
+    def restore_deleted_item(self, request: Request) -> Response:
+        """Back from deleted items with the direct group memberships it had (directory-deleteditems-restore.md)."""
+        self._require(self._roles(request), DELETE_RESTORE_USERS)
+        user_id = request.params["id"]
+        d = self.directory
+        with d.lock:
+            item = self._deleted_user(user_id)
+            upn = str(item.obj.get("userPrincipalName", "")).lower()
+            if self._upn_taken(upn):
+                raise bad_request("Another object with the same value for property userPrincipalName already exists.")
+            body = project(d.restore(user_id), "user", None, "full")
+        return self._ok(request, {"@odata.context": self._deleted_context(), **body})
+
+    def purge_deleted_item(self, request: Request) -> Response:
+        """Permanent deletion: user delta reports ``@removed`` with reason ``deleted`` from now on."""
+        self._require(self._roles(request), DELETE_RESTORE_USERS)
+        user_id = request.params["id"]
+        with self.directory.lock:
+            self._deleted_user(user_id)
+            self.directory.purge(user_id)
+        return self._ok(request, None, 204)
+
+    def _deleted_user(self, object_id: str) -> Any:
+        item = self.directory.deleted.get(object_id)
+        if item is None or item.kind != "user":
+            raise not_found(object_id)
+        return item
+
+    def _deleted_context(self) -> str:
+        return f"{self.base_url}/v1.0/$metadata#directoryObjects/$entity"
+
+    def _upn_taken(self, upn: str) -> bool:
+        d = self.directory
+        return any(
+            k == "user" and str(d.objects[i].get("userPrincipalName", "")).lower() == upn for i, k in d.kinds.items()
+        )
 
     def add_member(self, request: Request) -> Response:
         self._require(self._roles(request), WRITE_MEMBERS)
         group_id = request.params["id"]
         if not self.directory.is_group(group_id):
-            raise self._not_found(group_id)
+            raise not_found(group_id)
         ref = str(_json_body(request).get("@odata.id", ""))
         member_id = ref.rstrip("/").rsplit("/", 1)[-1]
         if not ref or self.directory.kind(member_id) is None:
-            raise self._not_found(member_id or ref)
+            raise not_found(member_id or ref)
         if not self.directory.add_member(group_id, member_id):
             raise GraphError(
                 400,
@@ -737,9 +722,9 @@ class GraphApp:
         self._require(self._roles(request), WRITE_MEMBERS)
         group_id, member_id = request.params["id"], request.params["member"]
         if not self.directory.is_group(group_id):
-            raise self._not_found(group_id)
+            raise not_found(group_id)
         if not self.directory.remove_member(group_id, member_id):
-            raise self._not_found(member_id)
+            raise not_found(member_id)
         return self._ok(request, None, 204)
 
 
@@ -751,37 +736,8 @@ def build_directory(seed: Seed) -> Directory:
     for group in seed.groups:
         for member_id in group.get("members", []):
             directory.add_member(group["id"], member_id, log=False)
-    directory.changes.clear()
+    directory.forget_history()
     return directory
-
-
-def _split_delta_pages(groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[list[dict[str, Any]]]:
-    """Split groups and their members@delta into pages; a large group reappears on later pages."""
-    pages: list[list[dict[str, Any]]] = [[]]
-    budget = DELTA_MEMBERS_PER_PAGE
-    for item, members in groups:
-        chunks = [members[i : i + DELTA_MEMBERS_PER_PAGE] for i in range(0, len(members), DELTA_MEMBERS_PER_PAGE)] or [
-            []
-        ]
-        for chunk in chunks:
-            if len(pages[-1]) >= DELTA_GROUPS_PER_PAGE or (chunk and len(chunk) > budget):
-                pages.append([])
-                budget = DELTA_MEMBERS_PER_PAGE
-            entry = dict(item)
-            if chunk:
-                entry["members@delta"] = chunk
-            pages[-1].append(entry)
-            budget -= len(chunk)
-    return pages
-
-
-def _ordered_delta(page: dict[str, Any]) -> dict[str, Any]:
-    ordered = {"@odata.context": page["@odata.context"]}
-    for key in ("@odata.nextLink", "@odata.deltaLink"):
-        if key in page:
-            ordered[key] = page[key]
-    ordered["value"] = page["value"]
-    return ordered
 
 
 def _json_body(request: Request) -> dict[str, Any]:

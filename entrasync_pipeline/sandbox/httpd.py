@@ -4,7 +4,10 @@ Each emulator (Graph + token endpoint, Zammad) is a ``SandboxApp``: it lists its
 shapes its own errors. This module owns what both share: TLS handshakes in worker threads,
 keep-alive, route templates for the counters (``GET /v1.0/groups/{id}/members``), the
 ``/_sandbox`` control API (DESIGN.md §4.3) and carrying out fault decisions (status, reset,
-truncated body, HTML error page, latency). It must not know Graph or Zammad semantics.
+truncated body, HTML error page, latency). A handler may serve requests embedded in its own
+(``Request.serve_embedded``, for Graph's JSON batching): each is routed, counted under
+``embedded`` and given its own fault decision like a request on the wire. It must not know Graph
+or Zammad semantics.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ class Request:
     base_url: str
     params: dict[str, str] = field(default_factory=dict)
     route: str = ""
+    # Set by the server for the handler: serve a request embedded in this one (JSON batching).
+    serve_embedded: Callable[[Request], Response] | None = None
+    # A wire fault (reset, truncate, html) decided for an embedded request: it hits this response.
+    wire_fault: FaultDecision | None = None
 
     def json(self) -> Any:
         """Parse the body as JSON; raises ValueError on malformed input."""
@@ -142,6 +149,7 @@ class SandboxServer:
         self.faults = FaultEngine()
         self.router = Router(app.routes())
         self._stats: Counter[str] = Counter()
+        self._embedded: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self._ssl_context = ssl_context
         self._httpd = _ThreadingServer((host, port), _make_handler(self), ssl_context)
@@ -169,17 +177,19 @@ class SandboxServer:
             self._thread.join(timeout=5)
 
     # --- counters -------------------------------------------------------------------------
-    def count(self, route_key: str) -> None:
+    def count(self, route_key: str, embedded: bool = False) -> None:
         with self._stats_lock:
-            self._stats[route_key] += 1
+            (self._embedded if embedded else self._stats)[route_key] += 1
 
     def stats(self) -> dict[str, Any]:
+        """Requests on the wire per route (``total`` counts these only) and embedded ones apart."""
         with self._stats_lock:
-            requests = dict(self._stats)
+            requests, embedded = dict(self._stats), dict(self._embedded)
         faults = self.faults.snapshot()
         return {
             "requests": requests,
             "total": sum(requests.values()),
+            "embedded": embedded,
             "faults_injected": faults["injected"],
             "early_retries": faults["early_retries"],
         }
@@ -187,20 +197,14 @@ class SandboxServer:
     def reset_stats(self) -> None:
         with self._stats_lock:
             self._stats.clear()
+            self._embedded.clear()
         self.faults.reset_counters()
 
     # --- dispatch ---------------------------------------------------------------------------
     def dispatch(self, request: Request) -> tuple[Response, FaultDecision | None]:
         if request.path.startswith(CONTROL_PREFIX):
             return self._control(request), None
-        route, params, _ = self.router.match(request.method, request.path)
-        route_key = f"{request.method} {route.template if route else request.path}"
-        self.count(route_key)
-        # "The same request" for punish-early-retry: same method, URL and body.
-        identity = f"{request.method} {request.url} {hashlib.sha1(request.body).hexdigest()}"
-        decision = self.faults.decide(route_key, identity)
-        if decision.latency_s:
-            time.sleep(decision.latency_s)
+        route, params, decision = self._route_and_decide(request, embedded=False)
         if decision.action in ("status",):
             return self.app.fault_response(request, decision.status, dict(decision.headers)), decision
         if decision.action == "html":
@@ -209,14 +213,49 @@ class SandboxServer:
             return Response(0), decision
         if route is None:
             return self.app.not_found(request), decision
+        request.serve_embedded = lambda inner: self._dispatch_embedded(request, inner)
+        response = self._handle(route, params, request)
+        if request.wire_fault is not None:
+            decision = request.wire_fault
+            if decision.action == "html":
+                response = self.app.html_error(decision.status)
+        return response, decision
+
+    def _dispatch_embedded(self, outer: Request, request: Request) -> Response:
+        """Serve a request embedded in ``outer``: its own route count, fault decision and handler.
+
+        A status fault becomes this request's answer; a wire fault cannot cut one part of a
+        response, so it is recorded on ``outer`` and carried out on the outer response.
+        """
+        route, params, decision = self._route_and_decide(request, embedded=True)
+        if decision.action == "status":
+            return self.app.fault_response(request, decision.status, dict(decision.headers))
+        if decision.action is not None:
+            outer.wire_fault = decision
+            return self.app.fault_response(request, 500, {})
+        if route is None:
+            return self.app.not_found(request)
+        return self._handle(route, params, request)
+
+    def _route_and_decide(self, request: Request, embedded: bool) -> tuple[Route | None, dict[str, str], FaultDecision]:
+        route, params, _ = self.router.match(request.method, request.path)
+        route_key = f"{request.method} {route.template if route else request.path}"
+        self.count(route_key, embedded)
+        # "The same request" for punish-early-retry: same method, URL and body.
+        identity = f"{request.method} {request.url} {hashlib.sha1(request.body).hexdigest()}"
+        decision = self.faults.decide(route_key, identity)
+        if decision.latency_s:
+            time.sleep(decision.latency_s)
+        return route, params, decision
+
+    def _handle(self, route: Route, params: dict[str, str], request: Request) -> Response:
         request.params = params
         request.route = route.template
         try:
-            response = route.handler(request)
+            return route.handler(request)
         except Exception:  # an emulator bug must show up as a 500, never kill the server
             log.exception("sandbox %s handler failed for %s %s", self.app.name, request.method, request.path)
-            response = self.app.fault_response(request, 500, {})
-        return response, decision
+            return self.app.fault_response(request, 500, {})
 
     def _control(self, request: Request) -> Response:
         if request.header("X-Sandbox-Key") != self.control_key:

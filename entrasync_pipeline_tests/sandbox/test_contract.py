@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import requests
 
+from entrasync_pipeline.sandbox.graph_delta import USERS_DELTA_PAGE
 from entrasync_pipeline_tests.conftest import Sandbox
+from entrasync_pipeline_tests.sandbox.conftest import GraphCaller
 
 FIXTURES = Path(os.environ.get("ENTRASYNC_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures"))
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"shared fixtures not found at {FIXTURES}")
@@ -196,3 +198,136 @@ def test_graph_delta_shapes_match_the_docs(graph, sandbox: Sandbox) -> None:
     removed = next(m for m in changes["value"][0]["members@delta"] if "@removed" in m)
     assert removed["@removed"] == {"reason": "deleted"}
     assert "@odata.deltaLink" in first and "$deltatoken=" in first["@odata.deltaLink"]
+
+
+# --- Graph delta queries: users/delta, groups/delta ------------------------------------------------------
+@pytest.fixture
+def api(sandbox: Sandbox, http: requests.Session) -> GraphCaller:
+    return GraphCaller(sandbox, http, sandbox.sync_token())
+
+
+def _same_keys_and_types(real: dict[str, Any], ours: dict[str, Any], always: set[str] = frozenset({"id"})) -> None:
+    """The documented item's keys (plus ``id``, which delta always returns; the doc examples are
+    shortened); a value the docs show is of the same type in ours, a documented null may hold one."""
+    assert set(ours) == set(real) | always, (sorted(ours), sorted(real))
+    for key, value in real.items():
+        if value is not None:
+            assert _type_name(ours[key]) == _type_name(value), (key, value, ours[key])
+
+
+def _page_keys(page: dict[str, Any]) -> set[str]:
+    return set(page) - {"@odata.nextLink", "@odata.deltaLink"}
+
+
+def _set_all_default_properties(api: GraphCaller) -> str:
+    user = api.user_in("Finance")
+    changes = {
+        "businessPhones": ["+1 425 555 0109"],
+        "jobTitle": "Retail Manager",
+        "mobilePhone": "+1 425 555 0109",
+        "officeLocation": "18/2111",
+        "preferredLanguage": "en-US",
+    }
+    assert api.write("PATCH", f"/users/{user}", changes).status_code == 204
+    return user
+
+
+def test_graph_user_delta_default_page_matches_the_docs(api: GraphCaller) -> None:
+    real = _load("graph", "user-delta__1.json")["body"]
+    user = _set_all_default_properties(api)
+    api.create_users(USERS_DELTA_PAGE)  # a second page, so the first carries a nextLink as in the doc
+    first = api.get("/users/delta").json()
+    assert set(first) == set(real) and first["@odata.context"].endswith("$metadata#users")
+    assert "/v1.0/users/delta?$skiptoken=" in first["@odata.nextLink"]
+    items, _, _ = api.delta_round("/users/delta")
+    ours = next(i for i in items if i["id"] == user)
+    _same_keys_and_types(real["value"][0], ours)
+
+
+def test_graph_user_delta_select_matches_the_docs(api: GraphCaller) -> None:
+    real = _load("graph", "user-delta__2.json")
+    select = real["request"].split("$select=")[1]
+    user = api.user_in("Finance")
+    api.write("PATCH", f"/users/{user}", {"jobTitle": "Retail Manager"})
+    items, _, pages = api.delta_round(f"/users/delta?$select={select}")
+    assert _page_keys(pages[0]) == _page_keys(real["body"])
+    _same_keys_and_types(real["body"]["value"][0], next(i for i in items if i["id"] == user))
+
+
+def test_graph_user_delta_minimal_matches_the_docs(api: GraphCaller) -> None:
+    real = _load("graph", "user-delta__3.json")
+    select = real["request"].split("$select=")[1]
+    link = api.get("/users/delta", select=select, deltatoken="latest").json()["@odata.deltaLink"]
+    user = api.user_in("Finance")
+    api.write("PATCH", f"/users/{user}", {"displayName": "Vance Adele", "jobTitle": "Product Marketing Manager"})
+    items, _, _ = api.delta_round(link, headers=real["request_headers"])
+    assert len(items) == 1
+    _same_keys_and_types(real["body"]["value"][0], items[0])
+
+
+def test_graph_user_delta_removed_matches_the_concept_page(api: GraphCaller) -> None:
+    # delta-query-users.md: {"id": …, "@removed": {"reason": "changed" | "deleted"}} and nothing else
+    link = api.get("/users/delta", select="displayName", deltatoken="latest").json()["@odata.deltaLink"]
+    user = api.user_in("Finance")
+    api.write("DELETE", f"/users/{user}")
+    items, _, _ = api.delta_round(link)
+    assert items == [{"id": user, "@removed": {"reason": "changed"}}]
+
+
+def test_graph_group_delta_default_properties_match_the_docs(api: GraphCaller) -> None:
+    real = _load("graph", "group-delta__1.json")["body"]
+    sales = api.group("Sales")
+    first = api.get("/groups/delta", filter=f"id eq '{sales}'").json()
+    assert _page_keys(first) == _page_keys(real) and first["@odata.context"].endswith("$metadata#groups")
+    ours = first["value"][0]
+    # The doc's item omits id (shortened); every other key is there with the documented type.
+    _same_keys_and_types(real["value"][0], ours, always={"id", "mailEnabled", "mailNickname", "securityEnabled"})
+    assert set(ours["members@delta"][0]) == set(real["value"][0]["members@delta"][0])
+
+
+def test_graph_group_delta_select_and_minimal_match_the_docs(api: GraphCaller) -> None:
+    real = _load("graph", "group-delta__2.json")
+    select = real["request"].split("$select=")[1]
+    sales = api.group("Sales")
+    first = api.get("/groups/delta", filter=f"id eq '{sales}'", select=select).json()
+    _same_keys_and_types(real["body"]["value"][0], first["value"][0])
+    minimal = _load("graph", "group-delta__3.json")
+    link = api.get("/groups/delta", filter=f"id eq '{sales}'", select=f"{select},members", deltatoken="latest").json()[
+        "@odata.deltaLink"
+    ]
+    api.write("POST", f"/groups/{sales}/members/$ref", api.member_ref(api.user_in("Finance")))
+    items, _, _ = api.delta_round(link, headers=minimal["request_headers"])
+    # Only what changed: the sandbox cannot change group properties, so members@delta alone.
+    assert set(items[0]) <= set(minimal["body"]["value"][0]) | {"id", "members@delta"}
+    assert set(items[0]) == {"id", "members@delta"}
+
+
+def test_graph_group_delta_idle_round_matches_the_docs(api: GraphCaller) -> None:
+    real = _load("graph", "delta-query-groups__4.json")["body"]
+    _, link, _ = api.delta_round(f"/groups/delta?$filter=id eq '{api.group('Sales')}'&$select=members")
+    quiet = api.get(link).json()
+    assert set(quiet) == set(real) and quiet["value"] == real["value"] == []
+
+
+def test_graph_group_delta_large_group_pages_match_the_docs(api: GraphCaller) -> None:
+    first_real = _load("graph", "delta-query-groups__6.json")["body"]
+    second_real = _load("graph", "delta-query-groups__7.json")["body"]
+    sales = api.group("Sales")
+    for start in range(0, 520, 20):  # grow Sales past one page of members@delta
+        ids = api.create_users(20, prefix=f"big{start}x")
+        steps = [
+            {
+                "id": str(n),
+                "method": "POST",
+                "url": f"/groups/{sales}/members/$ref",
+                "headers": {"Content-Type": "application/json"},
+                "body": api.member_ref(user),
+            }
+            for n, user in enumerate(ids)
+        ]
+        assert all(r["status"] == 204 for r in api.batch(steps, token=api.admin_token).json()["responses"])
+    items, _, pages = api.delta_round(f"/groups/delta?$filter=id eq '{sales}'&$select=displayName,description,members")
+    assert len(pages) >= 2 and set(pages[0]) == set(first_real) and _page_keys(pages[1]) == _page_keys(second_real)
+    for page, real in ((pages[0], first_real), (pages[1], second_real)):
+        assert [set(i) for i in page["value"]] == [set(real["value"][0])]  # the group fills the whole page
+    assert len({m["id"] for i in items for m in i["members@delta"]}) == 29 + 520

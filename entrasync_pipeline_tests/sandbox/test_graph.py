@@ -7,64 +7,14 @@ makes its test fail.
 from __future__ import annotations
 
 import time
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
-import requests
 
 from entrasync_pipeline.sandbox.directory import USER_DEFAULT_PROPERTIES
 from entrasync_pipeline_tests.conftest import Sandbox
-
-
-@pytest.fixture
-def graph(sandbox: Sandbox, http: requests.Session) -> "GraphCaller":
-    return GraphCaller(sandbox, http, sandbox.sync_token())
-
-
-class GraphCaller:
-    def __init__(self, sandbox: Sandbox, http: requests.Session, token: str) -> None:
-        self.sandbox, self.http, self.token = sandbox, http, token
-
-    def get(
-        self, path: str, headers: dict[str, str] | None = None, token: str | None = None, **params: Any
-    ) -> requests.Response:
-        url = path if path.startswith("https://") else f"{self.sandbox.info['graph_url']}/v1.0{path}"
-        auth = {"Authorization": f"Bearer {token or self.token}"}
-        return self.http.get(
-            url, params={f"${k}": v for k, v in params.items()} or None, headers={**auth, **(headers or {})}, timeout=30
-        )
-
-    def write(self, method: str, path: str, body: Any = None) -> requests.Response:
-        return self.http.request(
-            method,
-            f"{self.sandbox.info['graph_url']}/v1.0{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {self.sandbox.admin_token()}"},
-            timeout=30,
-        )
-
-    def group(self, name: str) -> str:
-        return self.sandbox.info["groups"][name]
-
-    def all_pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
-        items, response = [], self.get(path, **params)
-        while True:
-            body = response.json()
-            items += body["value"]
-            if "@odata.nextLink" not in body:
-                return items
-            response = self.get(body["@odata.nextLink"])
-
-
-def _assert_graph_error(response: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert set(error["innerError"]) >= {"date", "request-id", "client-request-id"}
-    assert response.headers["request-id"] == error["innerError"]["request-id"]
-    return error
+from entrasync_pipeline_tests.sandbox.conftest import GraphCaller, assert_graph_error
 
 
 def test_members_default_page_is_100_with_opaque_next_link_keeping_parameters(
@@ -102,7 +52,7 @@ def test_members_default_page_is_100_with_opaque_next_link_keeping_parameters(
 
 def test_top_999_is_the_maximum_and_1000_is_refused(graph: GraphCaller) -> None:
     assert graph.get(f"/groups/{graph.group('Sales')}/members", top="999").status_code == 200
-    error = _assert_graph_error(
+    error = assert_graph_error(
         graph.get(f"/groups/{graph.group('Sales')}/members", top="1000"), 400, "Request_BadRequest"
     )
     assert "Must be between 1 and 999 inclusive" in error["message"]
@@ -116,7 +66,7 @@ def test_small_top_pages_through_every_member_once(graph: GraphCaller) -> None:
 
 def test_a_tampered_skiptoken_is_refused(graph: GraphCaller) -> None:
     link = graph.get(f"/groups/{graph.group('Sales')}/members", top="5").json()["@odata.nextLink"]
-    _assert_graph_error(graph.get(link[:-3] + "AAA"), 400, "Request_BadRequest")
+    assert_graph_error(graph.get(link[:-3] + "AAA"), 400, "Request_BadRequest")
 
 
 def test_default_property_set_without_select(graph: GraphCaller) -> None:
@@ -143,7 +93,7 @@ def test_select_returns_only_selected_properties_nulls_and_empty_lists(graph: Gr
 
 
 def test_selecting_an_unknown_property_is_a_bad_request(graph: GraphCaller) -> None:
-    _assert_graph_error(
+    assert_graph_error(
         graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.user", select="shoeSize"),
         400,
         "Request_BadRequest",
@@ -169,7 +119,7 @@ def test_service_principals_are_not_listed_as_members_in_v1(graph: GraphCaller, 
 
 
 def test_unsupported_cast_is_refused(graph: GraphCaller) -> None:
-    _assert_graph_error(
+    assert_graph_error(
         graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.application"),
         400,
         "Request_UnsupportedQuery",
@@ -188,14 +138,14 @@ def test_transitive_members_flatten_nested_groups(graph: GraphCaller) -> None:
 
 def test_count_segment_needs_consistency_level(graph: GraphCaller) -> None:
     path = f"/groups/{graph.group('Sales')}/members/$count"
-    error = _assert_graph_error(graph.get(path), 400, "Request_BadRequest")
+    error = assert_graph_error(graph.get(path), 400, "Request_BadRequest")
     assert error["message"] == "$count is not currently supported."
     counted = graph.get(path, headers={"ConsistencyLevel": "eventual"})
     assert counted.headers["Content-Type"].startswith("text/plain") and int(counted.text) == 29
 
 
 def test_search_needs_consistency_level(graph: GraphCaller) -> None:
-    _assert_graph_error(
+    assert_graph_error(
         graph.get(f"/groups/{graph.group('Sales')}/members", search='"displayName:Sa"'), 400, "Request_UnsupportedQuery"
     )
 
@@ -222,7 +172,7 @@ def test_user_read_basic_fills_only_the_basic_properties(graph: GraphCaller, san
 def test_members_without_group_member_read_are_forbidden(graph: GraphCaller, sandbox: Sandbox) -> None:
     app = sandbox.app("users_only_app")
     token = sandbox.graph_token(app["client_id"], app["client_secret"])
-    error = _assert_graph_error(
+    error = assert_graph_error(
         graph.get(f"/groups/{graph.group('Sales')}/members", token=token), 403, "Authorization_RequestDenied"
     )
     assert error["message"] == "Insufficient privileges to complete the operation."
@@ -247,7 +197,7 @@ def test_members_without_group_member_read_are_forbidden(graph: GraphCaller, san
 def test_bad_tokens_are_401_invalid_authentication_token(graph: GraphCaller, token: str, message: str) -> None:
     url = f"{graph.sandbox.info['graph_url']}/v1.0/groups/{graph.group('Sales')}/members"
     response = graph.http.get(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    error = _assert_graph_error(response, 401, "InvalidAuthenticationToken")
+    error = assert_graph_error(response, 401, "InvalidAuthenticationToken")
     assert error["message"] == message
     assert response.headers["WWW-Authenticate"].startswith("Bearer realm=")
 
@@ -256,14 +206,14 @@ def test_expired_tokens_are_401(graph: GraphCaller, sandbox: Sandbox) -> None:
     sandbox.control("PUT", "graph", "settings", {"token_lifetime_s": 1})
     token = sandbox.sync_token()
     time.sleep(1.2)
-    error = _assert_graph_error(
+    error = assert_graph_error(
         graph.get(f"/groups/{graph.group('Sales')}/members", token=token), 401, "InvalidAuthenticationToken"
     )
     assert error["message"] == "Access token has expired or is not yet valid."
 
 
 def test_unknown_group_is_404_resource_not_found(graph: GraphCaller) -> None:
-    error = _assert_graph_error(
+    error = assert_graph_error(
         graph.get("/groups/00000000-0000-0000-0000-000000000000/members"), 404, "Request_ResourceNotFound"
     )
     assert "00000000-0000-0000-0000-000000000000" in error["message"]
@@ -284,7 +234,7 @@ def test_get_user_by_id_and_upn(graph: GraphCaller, sandbox: Sandbox) -> None:
     assert by_id["@odata.context"].endswith("/$entity") and "department" in by_id
     by_upn = graph.get(f"/users/{users[0]['userPrincipalName']}").json()
     assert by_upn["id"] == users[0]["id"]
-    _assert_graph_error(graph.get("/users/nobody@contoso.example"), 404, "Request_ResourceNotFound")
+    assert_graph_error(graph.get("/users/nobody@contoso.example"), 404, "Request_ResourceNotFound")
 
 
 # --- write API (admin app) ------------------------------------------------------------------------
@@ -308,11 +258,11 @@ def test_write_api_creates_updates_and_deletes_users(graph: GraphCaller) -> None
     assert graph.write("PATCH", f"/users/{user_id}", {"department": "Sales"}).status_code == 204
     assert graph.get(f"/users/{user_id}", select="department").json()["department"] == "Sales"
     assert graph.write("DELETE", f"/users/{user_id}").status_code == 204
-    _assert_graph_error(graph.get(f"/users/{user_id}"), 404, "Request_ResourceNotFound")
+    assert_graph_error(graph.get(f"/users/{user_id}"), 404, "Request_ResourceNotFound")
 
 
 def test_write_api_validates_required_properties_and_uniqueness(graph: GraphCaller) -> None:
-    _assert_graph_error(graph.write("POST", "/users", {"displayName": "x"}), 400, "Request_BadRequest")
+    assert_graph_error(graph.write("POST", "/users", {"displayName": "x"}), 400, "Request_BadRequest")
     body = {
         "accountEnabled": True,
         "displayName": "A",
@@ -320,7 +270,7 @@ def test_write_api_validates_required_properties_and_uniqueness(graph: GraphCall
         "userPrincipalName": "ANNA.SCHMIDT@contoso.example",
         "passwordProfile": {"password": "x"},
     }
-    _assert_graph_error(graph.write("POST", "/users", body), 400, "Request_BadRequest")
+    assert_graph_error(graph.write("POST", "/users", body), 400, "Request_BadRequest")
 
 
 def test_membership_refs_add_and_remove(graph: GraphCaller, sandbox: Sandbox) -> None:
@@ -328,9 +278,9 @@ def test_membership_refs_add_and_remove(graph: GraphCaller, sandbox: Sandbox) ->
     finance_user = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("department") == "Finance")
     ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance_user}"}
     assert graph.write("POST", f"/groups/{sales}/members/$ref", ref).status_code == 204
-    _assert_graph_error(graph.write("POST", f"/groups/{sales}/members/$ref", ref), 400, "Request_BadRequest")
+    assert_graph_error(graph.write("POST", f"/groups/{sales}/members/$ref", ref), 400, "Request_BadRequest")
     assert graph.write("DELETE", f"/groups/{sales}/members/{finance_user}/$ref").status_code == 204
-    _assert_graph_error(
+    assert_graph_error(
         graph.write("DELETE", f"/groups/{sales}/members/{finance_user}/$ref"), 404, "Request_ResourceNotFound"
     )
 
@@ -339,31 +289,19 @@ def test_the_read_only_sync_app_cannot_write(graph: GraphCaller) -> None:
     response = graph.http.patch(
         f"{graph.sandbox.info['graph_url']}/v1.0/users/x", json={}, headers={"Authorization": f"Bearer {graph.token}"}
     )
-    _assert_graph_error(response, 403, "Authorization_RequestDenied")
+    assert_graph_error(response, 403, "Authorization_RequestDenied")
 
 
 # --- delta ------------------------------------------------------------------------------------------
-def _delta_round(graph: GraphCaller, url: str) -> tuple[list[dict[str, Any]], str]:
-    items: list[dict[str, Any]] = []
-    response = graph.get(url)
-    while True:
-        assert response.status_code == 200, response.text
-        body = response.json()
-        items += body["value"]
-        if "@odata.deltaLink" in body:
-            return items, body["@odata.deltaLink"]
-        response = graph.get(body["@odata.nextLink"])
-
-
 def test_group_delta_initial_round_then_changes_then_nothing(graph: GraphCaller, sandbox: Sandbox) -> None:
     sales = graph.group("Sales")
     start = f"{sandbox.info['graph_url']}/v1.0/groups/delta?$filter=id eq '{sales}'&$select=displayName,members"
-    items, delta_link = _delta_round(graph, start)
+    items, delta_link, _ = graph.delta_round(start)
     assert {i["id"] for i in items} == {sales}
     initial = [m for i in items for m in i.get("members@delta", [])]
     assert len(initial) == 29 and not any("@removed" in m for m in initial)
 
-    quiet, delta_link = _delta_round(graph, delta_link)
+    quiet, delta_link, _ = graph.delta_round(delta_link)
     assert quiet == []
 
     finance_user = next(i for i, o in sandbox.state("graph")["objects"].items() if o.get("department") == "Finance")
@@ -374,28 +312,28 @@ def test_group_delta_initial_round_then_changes_then_nothing(graph: GraphCaller,
         {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance_user}"},
     )
     graph.write("DELETE", f"/groups/{sales}/members/{leaver}/$ref")
-    changed, delta_link = _delta_round(graph, delta_link)
+    changed, delta_link, _ = graph.delta_round(delta_link)
     members = {m["id"]: m for i in changed for m in i["members@delta"]}
     assert "@removed" not in members[finance_user]
     assert members[leaver]["@removed"] == {"reason": "deleted"}
 
 
 def test_group_delta_filter_allows_only_id_eq(graph: GraphCaller) -> None:
-    _assert_graph_error(graph.get("/groups/delta", filter="displayName eq 'Sales'"), 400, "Request_UnsupportedQuery")
-    _assert_graph_error(graph.get("/groups/delta", top="5"), 400, "Request_UnsupportedQuery")
+    assert_graph_error(graph.get("/groups/delta", filter="displayName eq 'Sales'"), 400, "Request_UnsupportedQuery")
+    assert_graph_error(graph.get("/groups/delta", top="5"), 400, "Request_UnsupportedQuery")
 
 
 def test_expired_delta_token_is_sync_state_not_found(graph: GraphCaller, sandbox: Sandbox) -> None:
-    _, delta_link = _delta_round(graph, f"{sandbox.info['graph_url']}/v1.0/groups/delta?$select=members")
+    _, delta_link, _ = graph.delta_round(f"{sandbox.info['graph_url']}/v1.0/groups/delta?$select=members")
     sandbox.control("POST", "graph", "delta/expire")
-    _assert_graph_error(graph.get(delta_link), 400, "syncStateNotFound")
+    assert_graph_error(graph.get(delta_link), 400, "syncStateNotFound")
 
 
 def test_forced_reset_is_410_with_location(graph: GraphCaller, sandbox: Sandbox) -> None:
-    _, delta_link = _delta_round(graph, f"{sandbox.info['graph_url']}/v1.0/groups/delta?$select=members")
+    _, delta_link, _ = graph.delta_round(f"{sandbox.info['graph_url']}/v1.0/groups/delta?$select=members")
     sandbox.control("POST", "graph", "delta/reset")
     response = graph.get(delta_link)
-    _assert_graph_error(response, 410, "resyncRequired")
+    assert_graph_error(response, 410, "resyncRequired")
     assert response.headers["Location"].endswith("$deltatoken=")
 
 
@@ -405,10 +343,129 @@ def test_delta_latest_returns_only_a_delta_link(graph: GraphCaller) -> None:
 
 
 def test_large_groups_are_split_across_delta_pages() -> None:
-    from entrasync_pipeline.sandbox.graph import DELTA_MEMBERS_PER_PAGE, _split_delta_pages
+    from entrasync_pipeline.sandbox.graph_delta import DELTA_MEMBERS_PER_PAGE, split_delta_pages
 
     members = [{"id": str(i)} for i in range(DELTA_MEMBERS_PER_PAGE * 2 + 1)]
-    pages = _split_delta_pages([({"id": "big"}, members), ({"id": "small"}, [{"id": "x"}])])
+    pages = split_delta_pages([({"id": "big"}, members), ({"id": "small"}, [{"id": "x"}])])
     big = [entry for page in pages for entry in page if entry["id"] == "big"]
     assert len(big) == 3
     assert sum(len(e["members@delta"]) for e in big) == len(members)
+
+
+# --- a user's groups ---------------------------------------------------------------------------------
+def _tier2_user(graph: GraphCaller) -> str:
+    return graph.get(f"/groups/{graph.group('IT Support Tier 2')}/members", select="id").json()["value"][0]["id"]
+
+
+@pytest.mark.parametrize("base", ["/users", "/directoryObjects"])
+def test_check_member_groups_is_transitive_through_nested_groups(graph: GraphCaller, base: str) -> None:
+    user = _tier2_user(graph)
+    it_support, tier2, sales = graph.group("IT Support"), graph.group("IT Support Tier 2"), graph.group("Sales")
+    response = graph.post(f"{base}/{user}/checkMemberGroups", {"groupIds": [sales, it_support, tier2]})
+    body = response.json()
+    assert response.status_code == 200 and body["@odata.context"].endswith("$metadata#Collection(Edm.String)")
+    assert body["value"] == [it_support, tier2]
+
+
+def test_check_member_groups_takes_at_most_20_ids(graph: GraphCaller) -> None:
+    ids = [f"{i:08d}-0000-0000-0000-000000000000" for i in range(21)]
+    user = _tier2_user(graph)
+    assert graph.post(f"/users/{user}/checkMemberGroups", {"groupIds": ids[:20]}).json()["value"] == []
+    assert_graph_error(graph.post(f"/users/{user}/checkMemberGroups", {"groupIds": ids}), 400, "Request_BadRequest")
+    assert_graph_error(graph.post(f"/users/{user}/checkMemberGroups", {}), 400, "Request_BadRequest")
+
+
+@pytest.mark.parametrize(
+    "app", ["members_only_app", "users_only_app", "basic_app"], ids=["no-user-read", "no-group-read", "basic-only"]
+)
+def test_membership_checks_need_user_and_group_read(graph: GraphCaller, sandbox: Sandbox, app: str) -> None:
+    credentials = sandbox.app(app)
+    token = sandbox.graph_token(credentials["client_id"], credentials["client_secret"])
+    user = _tier2_user(graph)
+    for call in ("checkMemberGroups", "getMemberGroups"):
+        body = {"groupIds": []} if call == "checkMemberGroups" else {"securityEnabledOnly": False}
+        assert_graph_error(graph.post(f"/users/{user}/{call}", body, token=token), 403, "Authorization_RequestDenied")
+
+
+def test_get_member_groups_lists_transitive_groups_and_filters_security_groups(graph: GraphCaller) -> None:
+    tier2_user = _tier2_user(graph)
+    groups = graph.post(f"/users/{tier2_user}/getMemberGroups", {"securityEnabledOnly": False}).json()["value"]
+    assert sorted(groups) == sorted([graph.group("IT Support"), graph.group("IT Support Tier 2")])
+    sales_user = graph.get(f"/groups/{graph.group('Sales')}/members", select="id").json()["value"][0]["id"]
+    everything = graph.post(f"/users/{sales_user}/getMemberGroups", {"securityEnabledOnly": False}).json()
+    security = graph.post(f"/users/{sales_user}/getMemberGroups", {"securityEnabledOnly": True}).json()
+    assert everything["value"] == [graph.group("Sales")] and security["value"] == []  # Sales: a Microsoft 365 group
+    assert_graph_error(graph.post(f"/users/{sales_user}/getMemberGroups", {}), 400, "Request_BadRequest")
+
+
+def test_member_of_is_direct_and_transitive_member_of_follows_nesting(graph: GraphCaller) -> None:
+    user = _tier2_user(graph)
+    direct = graph.get(f"/users/{user}/memberOf").json()
+    assert direct["@odata.context"].endswith("$metadata#directoryObjects")
+    assert [(g["@odata.type"], g["id"]) for g in direct["value"]] == [
+        ("#microsoft.graph.group", graph.group("IT Support Tier 2"))
+    ]
+    assert direct["value"][0]["displayName"] == "IT Support Tier 2"
+    first = graph.get(f"/users/{user}/transitiveMemberOf", select="id,displayName", top="1").json()
+    assert set(first["value"][0]) == {"@odata.type", "id", "displayName"} and "@odata.nextLink" in first
+    everything = graph.all_pages(f"/users/{user}/transitiveMemberOf", select="id", top="1")
+    assert sorted(g["id"] for g in everything) == sorted([graph.group("IT Support"), graph.group("IT Support Tier 2")])
+    assert_graph_error(graph.get(f"/users/{user}/memberOf", top="1000"), 400, "Request_BadRequest")
+
+
+def test_member_of_without_group_read_returns_limited_information(graph: GraphCaller, sandbox: Sandbox) -> None:
+    app = sandbox.app("users_only_app")
+    token = sandbox.graph_token(app["client_id"], app["client_secret"])
+    groups = graph.get(f"/users/{_tier2_user(graph)}/memberOf", token=token, select="id,displayName").json()["value"]
+    assert groups == [
+        {"@odata.type": "#microsoft.graph.group", "id": graph.group("IT Support Tier 2"), "displayName": None}
+    ]
+
+
+# --- deletion as Entra does it --------------------------------------------------------------------------
+def test_a_deleted_user_is_gone_from_reads_and_restored_with_its_groups(graph: GraphCaller) -> None:
+    user = _tier2_user(graph)
+    tier2 = graph.group("IT Support Tier 2")
+    assert graph.write("DELETE", f"/users/{user}").status_code == 204
+    assert_graph_error(graph.get(f"/users/{user}"), 404, "Request_ResourceNotFound")
+    assert user not in {u["id"] for u in graph.all_pages("/users", select="id")}
+    assert user not in {m["id"] for m in graph.all_pages(f"/groups/{tier2}/transitiveMembers", select="id")}
+    assert_graph_error(
+        graph.post(f"/users/{user}/checkMemberGroups", {"groupIds": [tier2]}), 404, "Request_ResourceNotFound"
+    )
+    deleted = graph.get(f"/directory/deletedItems/{user}", select="id,deletedDateTime").json()
+    assert deleted["@odata.type"] == "#microsoft.graph.user" and deleted["deletedDateTime"]
+
+    restored = graph.write("POST", f"/directory/deletedItems/{user}/restore")
+    assert restored.status_code == 200
+    assert restored.json()["@odata.context"].endswith("$metadata#directoryObjects/$entity")
+    assert graph.get(f"/users/{user}").status_code == 200
+    assert [g["id"] for g in graph.get(f"/users/{user}/memberOf").json()["value"]] == [tier2]
+    assert_graph_error(graph.write("POST", f"/directory/deletedItems/{user}/restore"), 404, "Request_ResourceNotFound")
+
+
+def test_a_purged_user_cannot_be_restored(graph: GraphCaller) -> None:
+    user = graph.user_in("Finance")
+    graph.write("DELETE", f"/users/{user}")
+    assert graph.write("DELETE", f"/directory/deletedItems/{user}").status_code == 204
+    assert_graph_error(graph.write("POST", f"/directory/deletedItems/{user}/restore"), 404, "Request_ResourceNotFound")
+    assert_graph_error(graph.write("DELETE", f"/directory/deletedItems/{user}"), 404, "Request_ResourceNotFound")
+
+
+def test_a_restore_that_would_duplicate_a_upn_is_refused(graph: GraphCaller, sandbox: Sandbox) -> None:
+    user = graph.user_in("Finance")
+    upn = sandbox.state("graph")["objects"][user]["userPrincipalName"]
+    graph.write("DELETE", f"/users/{user}")
+    body = {"accountEnabled": True, "displayName": "Successor", "mailNickname": "s", "userPrincipalName": upn}
+    assert graph.write("POST", "/users", {**body, "passwordProfile": {"password": "x"}}).status_code == 201
+    assert_graph_error(graph.write("POST", f"/directory/deletedItems/{user}/restore"), 400, "Request_BadRequest")
+
+
+def test_deleting_and_restoring_needs_write_permission(graph: GraphCaller) -> None:
+    user = graph.user_in("Finance")
+    url = f"{graph.sandbox.info['graph_url']}/v1.0/users/{user}"
+    assert_graph_error(
+        graph.http.delete(url, headers={"Authorization": f"Bearer {graph.token}"}), 403, "Authorization_RequestDenied"
+    )
+    graph.write("DELETE", f"/users/{user}")
+    assert_graph_error(graph.post(f"/directory/deletedItems/{user}/restore", None), 403, "Authorization_RequestDenied")
