@@ -347,3 +347,36 @@ def test_ctrl_c_ends_the_run_frees_the_profile_and_the_next_run_converges(
     assert {r["run_id"] for r in rows if r["outcome"] == "interrupted"} == {json.loads(out)["run_id"]}
     keyed = [u["entra_key"] for u in sandbox.state("zammad")["users"] if u.get("entra_key")]
     assert len(keyed) == len(set(keyed)) == 55
+
+
+def _graph_id(sandbox: Sandbox, **match: str) -> str:
+    objects = sandbox.state("graph")["objects"].items()
+    return next(i for i, o in objects if all(o.get(k) == v for k, v in match.items()))
+
+
+def test_provision_on_demand_tells_each_step_for_each_user(cli_env: dict[str, str], sandbox: Sandbox) -> None:
+    assert entrasync("zammad-setup", env=cli_env).returncode == 0
+    anna = _graph_id(sandbox, mail="anna.schmidt@contoso.example")
+    plan = entrasync("plan", "--user", "anna.schmidt@contoso.example", env=cli_env)
+    assert plan.returncode == 0, plan.stderr
+    for step in ("read", "scope", "zammad", "decision", "write"):
+        assert f"  {step} " in plan.stdout, step
+    assert anna in plan.stdout and "in scope: member of IT Support" in plan.stdout and "create" in plan.stdout
+    assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0  # plan writes nothing
+
+    synced = entrasync("sync", "--user", anna, "--user", "nobody@contoso.example", "--json", env=cli_env)
+    assert synced.returncode == 1, synced.stderr[-3000:]  # one name matched nobody: said, and the exit code says it
+    summary = json.loads(synced.stdout)
+    assert (
+        summary["scope"] == "targeted"
+        and summary["created"] == 1
+        and summary["unresolved"] == ["nobody@contoso.example"]
+    )
+    (story,) = summary["targets"]
+    assert story["entra_key"] == anna and story["decision"] == "create" and story["write"] == "create done"
+    zammad = [u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == anna]
+    assert len(zammad) == 1 and sandbox.stats("zammad")["requests"].get("GET /api/v1/users", 0) == 0
+
+    outsider = _graph_id(sandbox, department="Finance")
+    out = entrasync("plan", "--user", outsider, "--json", env=cli_env)
+    assert json.loads(out.stdout)["targets"][0]["scope"] == "out of scope: not a member of any configured group"

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import uuid
 from datetime import datetime, timezone
@@ -44,6 +45,8 @@ from entrasync_pipeline.sandbox.token_endpoint import (
     TokenIssuer,
     entra_error,
 )
+
+_EQUALS = re.compile(r"(mail|userPrincipalName|id) eq '((?:[^']|'')*)'")
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 MAX_TOP = 999
@@ -463,10 +466,27 @@ class GraphApp:
     def list_users(self, request: Request) -> Response:
         roles = self._roles(request)
         self._require(roles, READ_USERS | READ_USERS_BASIC)
+        equals = self._equality_filter(request)
         self._check_advanced(request)
         select = self._select(request, "user")
         ids = self._listed_users()
+        if equals is not None:
+            prop, value = equals
+            with self.directory.lock:
+                objects = self.directory.objects
+                ids = [i for i in ids if str(objects[i].get(prop) or "").lower() == value.lower()]
         return self._page(request, ids, select, roles, self._context("user", select), 2, typed=False)
+
+    @staticmethod
+    def _equality_filter(request: Request) -> tuple[str, str] | None:
+        """``$filter=mail eq '…'`` (or userPrincipalName, id): a default query Graph answers without
+        ConsistencyLevel, compared case-insensitively. It is taken out of the query here; any other
+        filter stays and is refused by ``_check_advanced``, never ignored."""
+        match = _EQUALS.fullmatch(request.query.get("$filter", "").strip())
+        if match is None:
+            return None
+        request.query.pop("$filter")
+        return match.group(1), match.group(2).replace("''", "'")
 
     def get_user(self, request: Request) -> Response:
         roles = self._roles(request)

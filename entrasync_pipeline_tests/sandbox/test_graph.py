@@ -144,6 +144,16 @@ def test_count_segment_needs_consistency_level(graph: GraphCaller) -> None:
     assert counted.headers["Content-Type"].startswith("text/plain") and int(counted.text) == 29
 
 
+def test_users_filter_by_mail_or_upn_is_a_default_query_other_filters_are_refused(graph: GraphCaller) -> None:
+    found = graph.get("/users", filter="mail eq 'ANNA.SCHMIDT@contoso.example'", select="id,mail").json()["value"]
+    assert [u["mail"] for u in found] == ["anna.schmidt@contoso.example"]
+    upn = found[0]["id"]
+    by_upn = graph.get("/users", filter="userPrincipalName eq 'anna.schmidt@contoso.example'", select="id").json()
+    assert [u["id"] for u in by_upn["value"]] == [upn]
+    assert graph.get("/users", filter="mail eq 'nobody@contoso.example'").json()["value"] == []
+    assert_graph_error(graph.get("/users", filter="startswith(mail,'anna')"), 400, "Request_UnsupportedQuery")
+
+
 def test_search_needs_consistency_level(graph: GraphCaller) -> None:
     assert_graph_error(
         graph.get(f"/groups/{graph.group('Sales')}/members", search='"displayName:Sa"'), 400, "Request_UnsupportedQuery"
