@@ -8,12 +8,14 @@ that with Zammad's snapshot is what makes a second run write nothing. No I/O, no
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 USER_TYPE = "#microsoft.graph.user"
@@ -246,10 +248,12 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
         return pd.DataFrame(columns=columns)
     is_user = members["@odata.type"] == USER_TYPE
     users = members if is_user.all() else members[is_user]
-    ids = [str(v) for v in users["id"].tolist()]
+    ids = _texts(users["id"], str)
     group_ids = users["group_id"].tolist()
+    single: dict[Any, tuple[Any, ...]] = {}  # one tuple per group, shared by its members' rows
     if len(set(ids)) == len(ids):
-        first, groups = users, [(g,) for g in group_ids]
+        first = users
+        groups = [single.get(g) or single.setdefault(g, (g,)) for g in group_ids]
     else:
         groups_of: dict[str, set[str]] = {}
         for key, group in zip(ids, group_ids):
@@ -260,68 +264,154 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
     out = _normalize_frame(first.reset_index(drop=True), options)
     out["source_groups"] = groups
     if any(options.group_roles.values()):
-        out["roles"] = [tuple(sorted({r for g in gs for r in options.group_roles.get(g, ())})) for gs in groups]
+        roles_of: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        out["roles"] = [
+            roles_of.get(gs)
+            or roles_of.setdefault(gs, tuple(sorted({r for g in gs for r in options.group_roles.get(g, ())})))
+            for gs in groups
+        ]
     else:
         out["roles"] = [()] * len(groups)
-    return pd.DataFrame(out, columns=columns)
+    return _frame(out, columns)
 
 
-def _values(frame: pd.DataFrame, column: str) -> list[Any]:
-    """A column as plain values: NaN → None, other scalars → str, strings and lists as they are."""
+def _frame(values: dict[str, list[Any]], columns: list[str]) -> pd.DataFrame:
+    """The columns as a DataFrame, equal to ``pd.DataFrame(values, columns=columns)``, built faster.
+
+    pandas converts each list of Python objects through numpy's type discovery, then copies the
+    object columns into one block; here the references go straight into that block. Lists of
+    bools stay bool columns; a column without values is all NaN, as pandas makes it.
+    """
+    n = len(next(iter(values.values()))) if values else 0
+    flags = {c for c in columns if c in values and values[c] and all(v.__class__ is bool for v in values[c])}
+    texts = [c for c in columns if c in values and c not in flags]
+    chained = itertools.chain.from_iterable(values[c] for c in texts)
+    block = np.fromiter(chained, dtype=object, count=n * len(texts)).reshape(len(texts), n)
+    frame = pd.DataFrame(block.T, columns=texts, copy=False)  # a view: pandas stores columns as rows
+    for position, name in enumerate(columns):
+        if name in flags:
+            frame.insert(position, name, np.array(values[name], dtype=bool))
+        elif name not in values:
+            frame.insert(position, name, np.full(n, np.nan, dtype=object))
+    return frame
+
+
+def _texts(column: pd.Series, convert: Callable[[Any], str]) -> list[str]:
+    """``convert`` applied to every value, skipped when all are text already (Graph's object ids)."""
+    values = column.to_numpy()
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values.tolist()
+    return [convert(v) for v in values.tolist()]
+
+
+def _values(frame: pd.DataFrame, column: str) -> tuple[list[Any], bool]:
+    """A column as plain values: NaN → None, other scalars → str, strings and lists as they are.
+
+    Also says whether every value is a string (no None, no list): then transforms need no checks.
+    """
     if column not in frame.columns:
-        return [None] * len(frame)
-    return [
+        return [None] * len(frame), False
+    values = frame[column].to_numpy()
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values.tolist(), True
+    plain = [
         v if (c := v.__class__) is str or c is list else (None if v is None or (c is float and v != v) else str(v))
-        for v in frame[column].tolist()
+        for v in values.tolist()
     ]
+    return plain, False
 
 
 def _first_text(items: list[Any]) -> str | None:
     return next((v for v in items if isinstance(v, str) and v.strip()), None)
 
 
-def _transform_values(values: list[Any], transforms: Iterable[str]) -> list[str | None]:
-    """``_transform`` for a whole column, one comprehension per transform."""
+_STR_METHODS = {"strip": str.strip, "lower": str.lower, "upper": str.upper}
+
+
+def _transform_values(values: list[Any], transforms: Iterable[str], text: bool = False) -> list[str | None]:
+    """``_transform`` for a whole column, one pass per transform; ``text``: every value is a str."""
     for name in transforms:
-        if name == "first":
-            values = [_first_text(v) if v.__class__ is list else v for v in values]
+        method = _STR_METHODS.get(name)
+        if text and name in ("first", "join"):
+            continue  # no lists in a text column
+        if text and method is not None:
+            values = list(map(method, values))
+        elif name == "first":
+            values = [
+                (v[0] if v and v[0].__class__ is str and v[0][:1].strip() else _first_text(v))
+                if v.__class__ is list
+                else v
+                for v in values
+            ]
         elif name == "join":
             values = [
                 ", ".join(str(x).strip() for x in v if str(x).strip()) if v.__class__ is list else v for v in values
             ]
-        elif name == "strip":
-            values = [v.strip() if v.__class__ is str else v for v in values]
-        elif name == "lower":
-            values = [v.lower() if v.__class__ is str else v for v in values]
-        elif name == "upper":
-            values = [v.upper() if v.__class__ is str else v for v in values]
+        elif method is not None:
+            values = [method(v) if v.__class__ is str else v for v in values]
         elif name == "collapse_spaces":
             # ASCII, printable, no double space: \s+ can only match single spaces, so nothing changes.
+            # Checked on all the column's text at once first (a double space across two values only
+            # sends the column down the per-value check).
+            joined = "".join(values if text else [v for v in values if v.__class__ is str])
+            if joined.isascii() and joined.isprintable() and "  " not in joined:
+                continue
             values = [
                 _SPACES.sub(" ", v)
                 if v.__class__ is str and not (v.isascii() and v.isprintable() and "  " not in v)
                 else v
                 for v in values
             ]
+    if text:
+        return values
     return [next((str(x) for x in v if str(x).strip()), None) if v.__class__ is list else v for v in values]
 
 
-def _map_column(frame: pd.DataFrame, rule: Rule, reject: Any = None) -> list[str | None]:
-    """``map_field`` for a whole column: first non-empty source after transforms, else the default."""
+def _map_column(frame: pd.DataFrame, rule: Rule, reject_guests: bool = False) -> list[str | None]:
+    """``map_field`` for a whole column: first non-empty source after transforms, else the default.
+
+    ``reject_guests``: skip #EXT# guest UPNs (``_is_guest_upn``), as the email rule does.
+    """
     if rule.constant is not None:
         return [rule.constant] * len(frame)
     result: list[str | None] = [None] * len(frame)
-    pending = range(len(frame))
+    pending: list[int] | None = None  # rows still without a value; None: all of them
     for source in rule.source:
+        column, text = _values(frame, source)
+        if pending is not None:
+            column = [column[i] for i in pending]
+        candidates = _transform_values(column, rule.transforms, text)
+        if reject_guests and "#" in "".join([c for c in candidates if c]):
+            # A lower-cased '#ext#' needs a '#' in the value itself: most columns have none at all.
+            candidates = [None if c and "#" in c and "#ext#" in c.lower() else c for c in candidates]
+        if pending is None:
+            result = candidates if all(candidates) else [c if c else None for c in candidates]
+        else:
+            for i, candidate in zip(pending, candidates):
+                if candidate:
+                    result[i] = candidate
+        pending = [] if all(result) else [i for i, r in enumerate(result) if not r]
         if not pending:
             break  # every row has a value: later sources are never read
-        column = _values(frame, source)
-        candidates = _transform_values([column[i] for i in pending], rule.transforms)
-        for i, candidate in zip(pending, candidates):
-            if candidate and (reject is None or not reject(candidate)):
-                result[i] = candidate
-        pending = [i for i in pending if not result[i]]
+    if pending is not None and not pending:
+        return result
     return [r if r else rule.default for r in result]
+
+
+def _all_plain_names(values: list[Any]) -> bool:
+    """Every value a non-empty name without surrounding space or URL scheme (checked all at once)."""
+    return (
+        all(values)
+        and list(map(str.strip, values)) == values  # strip returns the very same object when it strips nothing
+        and "://" not in "\n".join(values)
+    )
+
+
+def _truncated(values: list[Any], limit: int | None) -> list[Any]:
+    """Each value cut to ``limit`` characters (None stays None); the list itself when none is longer."""
+    if not limit or max(map(len, filter(None, values)), default=0) <= limit:
+        return values
+    return [v[:limit] if v is not None else v for v in values]
 
 
 def _limited_mask(frame: pd.DataFrame) -> list[bool]:
@@ -329,9 +419,9 @@ def _limited_mask(frame: pd.DataFrame) -> list[bool]:
     if not props:
         return [False] * len(frame)
     if "userPrincipalName" in props:  # every readable user has a UPN: only rows without one can be limited
+        if not frame["userPrincipalName"].isna().any():
+            return [False] * len(frame)
         limited = [v is None or (v.__class__ is float and v != v) for v in frame["userPrincipalName"].tolist()]
-        if not any(limited):
-            return limited
     else:
         limited = [True] * len(frame)
     for column in props:
@@ -343,55 +433,83 @@ def _limited_mask(frame: pd.DataFrame) -> list[bool]:
     return limited
 
 
+def _active(frame: pd.DataFrame) -> list[bool]:
+    """``accountEnabled is not False`` per row (a bool column as it is)."""
+    if "accountEnabled" not in frame.columns:
+        return [True] * len(frame)
+    column = frame["accountEnabled"]
+    if column.dtype == bool:
+        return column.tolist()
+    return [v is not False for v in column.tolist()]
+
+
 def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str, list[Any]]:
     n = len(frame)
-    ids = frame["id"].tolist()
     out: dict[str, list[Any]] = {
-        "entra_key": [str(v or "") for v in ids],
+        "entra_key": _texts(frame["id"], lambda v: str(v or "")),
         "entra_object_type": ["user"] * n,
         "upn": frame["userPrincipalName"].tolist() if "userPrincipalName" in frame.columns else [None] * n,
         "display_name": frame["displayName"].tolist() if "displayName" in frame.columns else [None] * n,
-        "active": [
-            v is not False
-            for v in (frame["accountEnabled"].tolist() if "accountEnabled" in frame.columns else [None] * n)
-        ],
+        "active": _active(frame),
     }
-    reasons: list[str | None] = [LIMITED_REASON if lim else None for lim in _limited_mask(frame)]
+    limited = _limited_mask(frame)
+    reasons: list[str | None] = [LIMITED_REASON if lim else None for lim in limited] if any(limited) else [None] * n
     email_rule = options.mapping.get("email", Rule(("mail", "otherMails", "userPrincipalName")))
-    emails = [zammad_email(e) for e in _map_column(frame, email_rule, reject=_is_guest_upn)]
-    for i, email in enumerate(emails):
-        if email and not valid_email(email):
-            reasons[i] = reasons[i] or f"invalid email {email[:80]!r}"
+    mapped = _map_column(frame, email_rule, reject_guests=True)
+    if all(mapped):
+        emails = list(map(str.lower, map(str.strip, mapped)))  # zammad_email of every one
+    else:
+        emails = [e.strip().lower() if e else "" for e in mapped]
+    valid = list(map(valid_email, emails))
+    for i in [] if all(valid) else [i for i, (email, ok) in enumerate(zip(emails, valid)) if not (email and ok)]:
+        if emails[i]:
+            reasons[i] = reasons[i] or f"invalid email {emails[i][:80]!r}"
             emails[i] = ""
-        elif not email and not options.sync_users_without_email:
+        elif not options.sync_users_without_email:
             reasons[i] = reasons[i] or NO_EMAIL_REASON
     out["email"] = emails
     for field, rule in options.mapping.items():
         if field not in ("email", "firstname", "lastname"):
             limit = FIELD_LIMITS.get(field)
-            values = _map_column(frame, rule)
-            out[field] = [v[:limit] if limit and v is not None else v for v in values]
+            out[field] = _truncated(_map_column(frame, rule), limit)
     firsts = _map_column(frame, options.mapping["firstname"]) if "firstname" in options.mapping else [None] * n
     lasts = _map_column(frame, options.mapping["lastname"]) if "lastname" in options.mapping else [None] * n
-    displays = _values(frame, "displayName")
-    names = []
-    for first, last, display, email in zip(firsts, lasts, displays, emails):
+    out["firstname"], out["lastname"] = _names(firsts, lasts, frame, emails)
+    phones, mobiles = out.get("phone", [None] * n), out.get("mobile", [None] * n)
+    if not (all(out["firstname"]) or all(out["lastname"])):
+        for i, (first, last) in enumerate(zip(out["firstname"], out["lastname"])):
+            if not (first or last or phones[i] or mobiles[i] or emails[i]):
+                reasons[i] = reasons[i] or NO_IDENTIFIER_REASON
+    out["skip_reason"] = reasons
+    return out
+
+
+def _names(firsts: list[Any], lasts: list[Any], frame: pd.DataFrame, emails: list[str]) -> tuple[list[str], list[str]]:
+    """``zammad_names`` per row, after the display-name fallback; both names given is the quick case."""
+    first_max, last_max = FIELD_LIMITS["firstname"], FIELD_LIMITS["lastname"]
+    # Both given, stripped and without a URL scheme: Zammad keeps them (truncated), no rule applies.
+    if _all_plain_names(firsts) and _all_plain_names(lasts):
+        return _truncated(firsts, first_max), _truncated(lasts, last_max)  # type: ignore[arg-type]
+    quick = [
+        bool(f and s and f == f.strip() and s == s.strip() and "://" not in f and "://" not in s)
+        for f, s in zip(firsts, lasts)
+    ]
+    first_out = [f[:first_max] if q else None for f, q in zip(firsts, quick)]
+    last_out = [s[:last_max] if q else None for s, q in zip(lasts, quick)]
+    if all(quick):
+        return first_out, last_out  # type: ignore[return-value]
+    displays, _ = _values(frame, "displayName")
+    for i in [i for i, q in enumerate(quick) if not q]:
+        first, last = firsts[i], lasts[i]
         if not first and not last:
-            first = _SPACES.sub(" ", display or "").strip() or None
+            first = _SPACES.sub(" ", displays[i] or "").strip() or None
         if first and last and "://" not in first and "://" not in last:
             first, last = first.strip(), last.strip()
             if first and last:
-                names.append((first[: FIELD_LIMITS["firstname"]], last[: FIELD_LIMITS["lastname"]]))
+                first_out[i], last_out[i] = first[:first_max], last[:last_max]
                 continue
-        names.append(zammad_names(first, last, email))
-    out["firstname"] = [f for f, _ in names]
-    out["lastname"] = [last for _, last in names]
-    phones, mobiles = out.get("phone", [None] * n), out.get("mobile", [None] * n)
-    for i, (first, last) in enumerate(names):
-        if not (first or last or phones[i] or mobiles[i] or emails[i]):
-            reasons[i] = reasons[i] or NO_IDENTIFIER_REASON
-    out["skip_reason"] = reasons
-    return out
+        first_out[i], last_out[i] = zammad_names(first, last, emails[i])
+    return first_out, last_out  # type: ignore[return-value]
 
 
 def skipped_member_types(members: pd.DataFrame) -> dict[str, int]:
