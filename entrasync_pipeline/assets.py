@@ -407,7 +407,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             result = steps.apply(runtime, sync_plan, context.run_id, options.dry_run, progress=progress)
             steps.notify(runtime, sync_plan, result, _run_url(context, runtime))
             http = _http_metadata(runtime, "zammad")
-            if options.targets is not None:
+            if options.targets is None:
+                links = steps.remember_links(runtime, sync_plan)
+                context.log.info("links to Zammad users: %d changed since the last full run", links)
+            else:
                 rows = runtime.audit.query(AuditFilter(run_id=context.run_id))
                 writes = write_outcomes(rows, options.targets[:TRACE_LIMIT])
                 http[TARGETS_WRITES] = dg.MetadataValue.json(writes)

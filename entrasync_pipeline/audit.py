@@ -1,8 +1,9 @@
 """The append-only audit store (SQLAlchemy): one row per action attempt, for compliance.
 
 SQLite under DAGSTER_HOME by default, any SQLAlchemy URL (PostgreSQL) by config. The store only
-inserts and reads; a database trigger refuses UPDATE and DELETE on both dialects, so even a bug
-elsewhere cannot rewrite history. Exports are safe to open in a spreadsheet: cells that start
+inserts and reads the log; a database trigger refuses UPDATE and DELETE on both dialects, so even a
+bug elsewhere cannot rewrite history. Beside the log, the same database keeps the profile's current
+Entra ↔ Zammad links (``entrasync_links``, replaced by each full run), which are state, not history. Exports are safe to open in a spreadsheet: cells that start
 with = + - @ (or a tab/CR) are prefixed with a quote (OWASP CSV injection).
 """
 
@@ -61,10 +62,24 @@ audit_log = Table(
     Column("attempt_id", String(36), index=True),
 )
 
+# Not part of the audit trail: the Entra ↔ Zammad links the profile's latest full run saw (every
+# Entra member in scope and every managed Zammad user, with its Zammad id when it has one). The
+# change feed asks it whether a changed user concerns the profile, and a targeted run where to find
+# a user in Zammad without listing Zammad. Replaced by each full run, so it is rebuilt from the
+# directories themselves, whatever the audit log holds.
+links = Table(
+    "entrasync_links",
+    metadata,
+    Column("profile", String(64), primary_key=True),
+    Column("entra_key", String(64), primary_key=True),
+    Column("zammad_id", Integer),
+)
+
 # "started" is the write-ahead intent recorded before a write; every intent gets exactly one final
 # row with the same attempt_id: done, failed, skipped, or (found unfinished by a later run) interrupted.
 OUTCOMES = ("started", "done", "failed", "would", "skipped", "blocked", "interrupted", "info")
 FINAL_OUTCOMES = ("done", "failed", "skipped", "interrupted")
+_CHUNK = 500  # ids per IN (...) clause
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 _SQLITE_TRIGGERS = [
@@ -157,25 +172,48 @@ class AuditStore:
             return [_from_db(dict(r._mapping)) for r in conn.execute(stmt)]
 
     def known_users(self, profile: str, entra_keys: Iterable[str]) -> dict[str, int | None]:
-        """Which of these Entra ids this profile ever decided about, each with its latest Zammad id.
+        """Which of these Entra ids concern this profile, each with its Zammad id when known.
 
-        Every user a profile created, adopted, changed, skipped or found in conflict has a row, so
-        this is the change feed's "do we care about this id" and a targeted run's way to a Zammad
-        id without listing Zammad. Newest rows win; an id with no Zammad id yet maps to None.
+        Known: seen by the latest full run (``entrasync_links``) or decided about since (the audit
+        log: every create, adoption, change, skip and conflict has a row). The newest audit row
+        with a Zammad id wins, then the link; an id without a Zammad user maps to None.
         """
         keys = sorted(set(entra_keys))
         known: dict[str, int | None] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(keys), 500):
-                stmt = (
-                    select(audit_log.c.entra_key, audit_log.c.zammad_id)
-                    .where(audit_log.c.profile == profile, audit_log.c.entra_key.in_(keys[start : start + 500]))
-                    .order_by(audit_log.c.seq.desc())
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                linked = select(links.c.entra_key, links.c.zammad_id).where(
+                    links.c.profile == profile, links.c.entra_key.in_(chunk)
                 )
-                for key, zammad_id in conn.execute(stmt):
-                    if known.get(key) is None:
-                        known[key] = zammad_id
+                known.update({key: zammad_id for key, zammad_id in conn.execute(linked)})
+                audited = (
+                    select(audit_log.c.entra_key, audit_log.c.zammad_id)
+                    .where(audit_log.c.profile == profile, audit_log.c.entra_key.in_(chunk))
+                    .order_by(audit_log.c.seq)
+                )
+                for key, zammad_id in conn.execute(audited):
+                    known[key] = zammad_id if zammad_id is not None else known.get(key)
         return known
+
+    def replace_links(self, profile: str, current: dict[str, int | None]) -> int:
+        """Make the profile's links exactly ``current``; writes only what changed. Returns that count."""
+        with self._lock, self.engine.begin() as conn:
+            stored = dict(
+                conn.execute(select(links.c.entra_key, links.c.zammad_id).where(links.c.profile == profile)).all()
+            )
+            stale = sorted(k for k, z in stored.items() if k not in current or current[k] != z)
+            fresh = [
+                {"profile": profile, "entra_key": k, "zammad_id": z}
+                for k, z in current.items()
+                if k not in stored or stored[k] != z
+            ]
+            for start in range(0, len(stale), _CHUNK):
+                chunk = stale[start : start + _CHUNK]
+                conn.execute(links.delete().where(links.c.profile == profile, links.c.entra_key.in_(chunk)))
+            if fresh:
+                conn.execute(insert(links), fresh)
+        return len(stale) + len(fresh) - len(set(stale) & {row["entra_key"] for row in fresh})
 
     def query(self, filters: AuditFilter = AuditFilter()) -> list[dict[str, Any]]:
         stmt = select(audit_log).order_by(audit_log.c.seq)

@@ -380,6 +380,16 @@ def apply(
     return apply_plan(plan, profile.zammad, profile.audit, options, blocked=blocked, progress=writing)
 
 
+def remember_links(profile: ProfileRuntime, plan: pd.DataFrame) -> int:
+    """After a full run: every Entra id the plan decided about, with its Zammad id (None for a create:
+    the audit row of the create has it). The change feed and targeted runs read these."""
+    rows = plan[["entra_key", "zammad_id"]].dropna(subset=["entra_key"]) if not plan.empty else plan
+    current = {
+        str(key): None if pd.isna(zammad_id) else int(zammad_id) for key, zammad_id in rows.itertuples(index=False)
+    }
+    return profile.audit.replace_links(profile.name, current)
+
+
 def notify(
     profile: ProfileRuntime,
     plan: pd.DataFrame,

@@ -172,3 +172,20 @@ def test_the_store_shows_where_it_is_without_the_password(tmp_path: Path) -> Non
     store = AuditStore(f"sqlite:///{tmp_path / 'a.db'}")
     assert store.location.endswith("a.db")
     store.close()
+
+
+def test_links_are_replaced_by_each_full_run_writing_only_what_changed(store: AuditStore) -> None:
+    assert store.replace_links("it", {"a": 1, "b": None, "c": 3}) == 3
+    assert store.replace_links("it", {"a": 1, "b": None, "c": 3}) == 0  # an unchanged run writes nothing
+    assert store.replace_links("it", {"a": 1, "b": 2, "d": None}) == 3  # b linked, c gone, d new
+    assert store.replace_links("sales", {"a": 9}) == 1  # profiles never share links
+    assert store.known_users("it", ["a", "b", "c", "d", "x"]) == {"a": 1, "b": 2, "d": None}
+    assert store.known_users("sales", ["a", "b"]) == {"a": 9}
+
+
+def test_a_user_is_known_from_the_audit_and_the_newest_zammad_id_wins(store: AuditStore) -> None:
+    store.replace_links("it", {"a": 1, "b": None})
+    store.record([_row(profile="it", entra_key="b", zammad_id=7), _row(profile="it", entra_key="n", zammad_id=None)])
+    store.record([_row(profile="it", entra_key="a", zammad_id=5), _row(profile="it", entra_key="a", zammad_id=None)])
+    assert store.known_users("it", ["a", "b", "n"]) == {"a": 5, "b": 7, "n": None}
+    assert store.known_users("it", []) == {}
