@@ -8,6 +8,7 @@ The CLI builds the same definitions for its config file and runs the same job in
 import dagster as dg
 
 from entrasync_pipeline.assets import build_assets
+from entrasync_pipeline.io_manager import FrameIOManager
 from entrasync_pipeline.jobs import build_sync_job
 from entrasync_pipeline.resources import EntrasyncResource, Progress, SyncRunOptions, no_progress, progress_resource
 from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE
@@ -33,6 +34,7 @@ def build_definitions(
             "entrasync": EntrasyncResource(config_path=config_path),
             RUN_OPTIONS_RESOURCE: SyncRunOptions(),
             "progress": progress_resource(progress),
+            "io_manager": FrameIOManager(),
         },
     )
 
