@@ -71,20 +71,26 @@ def _held(context: dg.AssetExecutionContext, entrasync: EntrasyncResource) -> It
             raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
-def _options(context: dg.AssetExecutionContext, run_options: SyncRunOptions, runtime: ProfileRuntime) -> RunOptions:
+def _options(
+    context: dg.AssetExecutionContext, run_options: SyncRunOptions, runtime: ProfileRuntime, announce: bool = False
+) -> RunOptions:
+    """The run's options; ``announce`` logs them (once per run: every log line is an event stored)."""
     try:
         options = run_options.resolve(context.run.tags, runtime.settings)
     except RunOptionsError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    context.log.info(
-        "run of %s (trigger %s): dry_run=%s (from %s), approved deactivations=%d (from %s)",
-        runtime.name,
-        trigger_of(context.run.tags),
-        options.dry_run,
-        options.dry_run_from,
-        options.approve_deactivations,
-        options.approval_from,
-    )
+    if announce:
+        context.log.info(
+            "run of %s (trigger %s, %s%s): dry_run=%s (from %s), approved deactivations=%d (from %s)",
+            runtime.name,
+            trigger_of(context.run.tags),
+            options.scope,
+            f", {len(options.targets)} users" if options.targets is not None else "",
+            options.dry_run,
+            options.dry_run_from,
+            options.approve_deactivations,
+            options.approval_from,
+        )
     return options
 
 
@@ -221,14 +227,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         progress: dg.ResourceParam[Progress],
     ) -> dg.Output[pd.DataFrame]:
         with _held(context, entrasync) as (runtime, _):
-            options = _options(context, run_options, runtime)
+            options = _options(context, run_options, runtime, announce=True)
             if options.targets is None:
                 members = steps.read_entra_members(runtime, progress)
             else:
                 members = steps.read_targeted_members(runtime, options.targets)
             per_group = steps.members_per_group(members, runtime.config)
             http = _http_metadata(runtime, "graph")
-        context.log.info("read %d member rows from %d groups: %s", len(members), len(per_group), per_group)
         return dg.Output(
             members,
             metadata={
@@ -300,7 +305,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 users = steps.read_targeted_zammad_users(runtime, options.targets)
             http = _http_metadata(runtime, "zammad")
         keyed = int((users["entra_key"].fillna("") != "").sum()) if not users.empty else 0
-        context.log.info("read %d Zammad users (%d carry an entra_key)", len(users), keyed)
         return dg.Output(
             users,
             metadata={
@@ -408,8 +412,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             steps.notify(runtime, sync_plan, result, _run_url(context, runtime))
             http = _http_metadata(runtime, "zammad")
             if options.targets is None:
-                links = steps.remember_links(runtime, sync_plan)
-                context.log.info("links to Zammad users: %d changed since the last full run", links)
+                steps.remember_links(runtime, sync_plan)
             else:
                 rows = runtime.audit.query(AuditFilter(run_id=context.run_id))
                 writes = write_outcomes(rows, options.targets[:TRACE_LIMIT])
