@@ -40,6 +40,8 @@ from pydantic import Field
 from upath import UPath
 
 FORMAT = "entrasync.frame.v1"
+TARGETED_DIR = "targeted"
+ROOT_RUN_TAG = "dagster/root_run_id"  # set by Dagster on re-executions
 _ARROW_MAGIC = b"ARROW1"
 _LAYOUT_KEY = b"entrasync.layout"
 _PICKLE_PREFIX = "entrasync.pickle:"
@@ -173,10 +175,10 @@ class FrameFilesystemIOManager(dg.UPathIOManager):
                 raise dg.DagsterInvariantViolationError(
                     f"{type(self).__name__} stores one partition per output; launch backfills as one run per partition"
                 )
-            path = next(iter(paths.values()))
+            path = self._scoped(context, next(iter(paths.values())))
             self._handle_transition_to_partitioned_asset(context, path.parent)
         else:
-            path = self._get_path(context)
+            path = self._scoped(context, self._get_path(context))
         self.make_directory(path.parent)
         self.dump_to_path(context=context, obj=obj, path=path)
         metadata: dict[str, Any] = {"path": dg.MetadataValue.path(str(path))} if obj is not None else {}
@@ -185,10 +187,24 @@ class FrameFilesystemIOManager(dg.UPathIOManager):
     def load_input(self, context: dg.InputContext) -> Any:
         if context.has_asset_key and context.has_asset_partitions and len(context.asset_partition_keys) == 1:
             (path,) = self._get_paths_for_partitions(context).values()
-            return self.load_from_path(context=context, path=path)
+            return self.load_from_path(context=context, path=self._scoped(context, path))
         if not context.has_asset_key or not context.has_asset_partitions:
-            return self.load_from_path(context=context, path=self._get_path(context))
+            return self.load_from_path(context=context, path=self._scoped(context, self._get_path(context)))
         return super().load_input(context)  # several partitions at once: the base class's dict
+
+    def _scoped(self, context: dg.OutputContext | dg.InputContext, path: UPath) -> UPath:
+        """A targeted run's tables live under ``targeted/<root run id>/``, never at the full run's paths.
+
+        So re-executing a full run from failure never loads a targeted run's partial table, and a
+        re-executed targeted run (same root run id) finds its parent's. Whether a run is targeted
+        is in its run config (``resources.run_options.config.targets``), which re-executions copy.
+        """
+        step = getattr(context, "_step_context", None)  # None when built outside a run (tests, tools)
+        run = step.dagster_run if step is not None else None
+        if run is None or not _targets_of(run.run_config):
+            return path
+        root = run.tags.get(ROOT_RUN_TAG) or run.run_id
+        return self._base_path / TARGETED_DIR / root / path.relative_to(self._base_path)
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         if getattr(path, "protocol", "") not in ("", "file"):  # a remote UPath: no rename there
@@ -225,6 +241,11 @@ class FrameFilesystemIOManager(dg.UPathIOManager):
                 return read_frame(ipc.open_file(pa.memory_map(str(path))).read_all())
             handle.seek(0)
             return read_frame(ipc.open_file(pa.PythonFile(handle, mode="r")).read_all())
+
+
+def _targets_of(run_config: Any) -> Any:
+    options = ((run_config or {}).get("resources") or {}).get("run_options") or {}
+    return (options.get("config") or {}).get("targets")
 
 
 class FrameIOManager(dg.ConfigurableIOManagerFactory):

@@ -170,3 +170,25 @@ def test_the_audit_links_targets_to_their_zammad_users(sandbox: Sandbox, admin: 
     synced.targeted([hired])
     reads = sandbox.stats("zammad")["requests"]
     assert reads.get("GET /api/v1/users/{id}", 0) >= 1 and "POST /api/v1/users/search" not in reads
+
+
+def test_a_targeted_run_stores_its_tables_apart_so_a_full_reexecution_never_loads_them(
+    sandbox: Sandbox, synced: Runner, instance: Any
+) -> None:
+    full = synced.run()
+    anna = _user(sandbox, "anna.schmidt@contoso.example")
+    targeted = synced.targeted([anna])
+    paths = {
+        scope: result.asset_materializations_for_node("universal_users")[0].metadata["path"].value
+        for scope, result in (("full", full), ("targeted", targeted))
+    }
+    assert f"/targeted/{targeted.run_id}/" in paths["targeted"] and "/targeted/" not in paths["full"]
+    assert Path(paths["full"]).exists() and Path(paths["targeted"]).exists()
+    # what a re-execution of the full run from sync_plan loads is still the full snapshot
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from entrasync_pipeline.io_manager import read_frame
+
+    stored = read_frame(ipc.open_file(pa.memory_map(paths["full"])).read_all())
+    assert len(stored) == len(full.output_for_node("universal_users")) > 1
