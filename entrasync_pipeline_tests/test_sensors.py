@@ -192,3 +192,62 @@ def test_the_schedule_requests_one_run_per_profile_at_its_cron(tmp_path: Path) -
     assert all(r.tags["entrasync/trigger"] == "schedule" for r in requests)
     assert requests[0].run_key == f"it:{when.isoformat()}"
     assert all(not r.run_config for r in requests)  # dry_run comes from the config file, not the schedule
+
+
+@pytest.fixture
+def transitive_env(sandbox: Sandbox, tmp_path: Path, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    groups = [{"id": sandbox.info["groups"]["IT Support"], "name": "IT Support"}]
+    return write_config(tmp_path / "t.yaml", sandbox.info, {"sandbox": {"groups": groups, "membership": "transitive"}})
+
+
+def _graph_write(sandbox: Sandbox, http: Any, method: str, path: str, body: Any = None) -> None:
+    response = http.request(
+        method,
+        f"{sandbox.info['graph_url']}/v1.0{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {sandbox.admin_token()}"},
+    )
+    assert response.status_code < 300, response.text
+
+
+def test_transitive_profiles_watch_nested_groups_and_a_nested_change_names_its_users(
+    sandbox: Sandbox, http: Any, transitive_env: Path
+) -> None:
+    state = sandbox.state("graph")
+    it_support, tier2 = sandbox.info["groups"]["IT Support"], sandbox.info["groups"]["IT Support Tier 2"]
+    baseline = _tick(transitive_env, None)
+    watched = {g for chunk in json.loads(baseline.cursor)["sandbox"]["groups"] for g in chunk[1:]}
+    assert watched == {it_support, tier2}
+    finance = next(i for i, o in state["objects"].items() if o.get("department") == "Finance")
+    _graph_write(
+        sandbox,
+        http,
+        "POST",
+        f"/groups/{tier2}/members/$ref",
+        {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{finance}"},
+    )
+    joined = _tick(transitive_env, baseline.cursor)
+    assert _targets(joined.run_requests[0]) == [finance]  # a member of the nested group is in scope
+    _graph_write(sandbox, http, "DELETE", f"/groups/{it_support}/members/{tier2}/$ref")
+    moved = _tick(transitive_env, joined.cursor)
+    tier2_users = {m for m in sandbox.state("graph")["groups"][tier2]}
+    assert set(_targets(moved.run_requests[0])) == tier2_users  # the whole nested group left the scope
+
+
+def test_more_than_50_watched_groups_are_all_followed_in_several_filters(
+    sandbox: Sandbox, http: Any, tmp_path: Path, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Graph takes at most 50 ids per delta filter: 55 configured groups need two, none is dropped."""
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    sales = sandbox.info["groups"]["Sales"]
+    fillers = [f"00000000-0000-4000-8000-{n:012d}" for n in range(54)]  # unknown ids: Graph tracks nothing
+    groups = [{"id": g, "name": f"filler {n}"} for n, g in enumerate(fillers)] + [{"id": sales, "name": "Sales"}]
+    config = write_config(tmp_path / "many.yaml", sandbox.info, {"sandbox": {"groups": groups}})
+    baseline = _tick(config, None)
+    chunks = json.loads(baseline.cursor)["sandbox"]["groups"]
+    assert [len(c) - 1 for c in chunks] == [50, 5] and sales in chunks[1]
+    finance = _add_finance_user(sandbox, http)
+    assert _targets(_tick(config, baseline.cursor).run_requests[0]) == [finance]
