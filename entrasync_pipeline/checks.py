@@ -18,7 +18,7 @@ SYNC_PLAN_SAFETY_CHECK = "sync_plan_safety"
 
 def _schema_result(asset: str, name: str, schema: pa.DataFrameSchema, frame: pd.DataFrame) -> dg.AssetCheckResult:
     try:
-        schema.validate(frame, lazy=True)
+        schema.validate(frame, lazy=True, inplace=True)  # nothing is coerced: no copy of the table needed
     except pa.errors.SchemaErrors as exc:
         failures = exc.failure_cases
         sample = failures.head(10)[["column", "check", "failure_case"]].astype(str)

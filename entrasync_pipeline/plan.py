@@ -519,6 +519,13 @@ def action_counts(plan: pd.DataFrame) -> dict[str, int]:
     return {a.value: int(counts.get(a.value, 0)) for a in Action}
 
 
+def role_merge_count(plan: pd.DataFrame) -> int:
+    """Decisions whose reason reports conflicting group → role mappings (applied as their union)."""
+    if plan.empty:
+        return 0
+    return sum(ROLE_MERGE_NOTE in r for r in plan["reason"].dropna().tolist() if isinstance(r, str))
+
+
 def writes_of(plan: pd.DataFrame) -> pd.DataFrame:
     """The rows that would change Zammad."""
     if plan.empty:
@@ -534,6 +541,7 @@ def plan_changes(plan: pd.DataFrame, limit: int | None = None) -> list[dict[str,
     """
     if plan.empty:
         return []
+    plan = plan[(plan["action"] != Action.NOOP.value).to_numpy()]  # usually nearly all: one pass drops them
     entries: list[dict[str, Any]] = []
     for action in REVIEW_ORDER:
         rows = plan[plan["action"] == action.value]

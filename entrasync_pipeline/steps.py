@@ -163,8 +163,8 @@ def resolve_targets(profile: ProfileRuntime, names: list[str]) -> tuple[list[str
 
 def members_per_group(members: pd.DataFrame, profile: ProfileSettings) -> dict[str, int]:
     """User members per configured group (0 for groups that returned none)."""
-    users = members[members["@odata.type"] == "#microsoft.graph.user"] if not members.empty else members
-    counts = users["group_id"].value_counts().to_dict() if not users.empty else {}
+    groups = members.loc[members["@odata.type"] == "#microsoft.graph.user", "group_id"] if not members.empty else None
+    counts = groups.value_counts().to_dict() if groups is not None and not groups.empty else {}
     return {g.name or g.id: int(counts.get(g.id, 0)) for g in profile.groups}
 
 
