@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -230,7 +231,8 @@ def sensor_latency(
 ) -> dict[str, Any]:
     """The daemon runs the sensor (30 s); time from a disable in Graph to the user inactive in Zammad."""
     home = sandbox.state / "daemon-home"
-    home.mkdir(exist_ok=True)
+    shutil.rmtree(home, ignore_errors=True)  # a fresh instance: no sensor cursor of an earlier sandbox
+    home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     daemon_env = {**env, "DAGSTER_HOME": str(home), "ENTRASYNC_CONFIG": str(config)}
     bin_dir = Path(sys.executable).parent

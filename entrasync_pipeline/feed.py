@@ -73,8 +73,11 @@ class FeedStep:
 
 
 def watch_key(config: ProfileSettings) -> str:
-    """What a feed position was taken for; another configuration needs another baseline."""
-    raw = json.dumps([sorted(g.id for g in config.groups), config.membership, config.graph_select()])
+    """What a feed position was taken for; another configuration (or Graph endpoint: the links are
+    absolute URLs) needs another baseline."""
+    raw = json.dumps(
+        [sorted(g.id for g in config.groups), config.membership, config.graph_select(), config.entra.graph_url]
+    )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

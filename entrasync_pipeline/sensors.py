@@ -73,7 +73,7 @@ def _tick(
     step = advance(runtime.graph, runtime.config, FeedPosition.from_json(raw), known)
     if not step.targets and step.full_run is None:
         return step.position, None, step.note or "no change"
-    if busy:
+    if busy and step.full_run is None:  # a full run is requested anyway: the daemon's queue keeps it apart
         step.position.pending = sorted(step.targets)
         return step.position, None, f"{step.note}; a run of the profile is busy: {len(step.targets)} ids wait"
     request = _request(runtime.name, step, limit)

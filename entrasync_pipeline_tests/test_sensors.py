@@ -251,3 +251,19 @@ def test_more_than_50_watched_groups_are_all_followed_in_several_filters(
     assert [len(c) - 1 for c in chunks] == [50, 5] and sales in chunks[1]
     finance = _add_finance_user(sandbox, http)
     assert _targets(_tick(config, baseline.cursor).run_requests[0]) == [finance]
+
+
+def test_a_reset_while_a_run_is_busy_still_asks_for_the_full_run(
+    sandbox: Sandbox, sensor_env: Path, instance: dg.DagsterInstance
+) -> None:
+    baseline = _tick(sensor_env, None, instance).cursor
+    busy = dg.DagsterRun(
+        job_name="entrasync_sync_job",
+        run_id="busy-run",
+        status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/partition": "sandbox"},
+    )
+    instance.add_run(busy)
+    sandbox.control("POST", "graph", "delta/expire")
+    result = _tick(sensor_env, baseline, instance)
+    assert len(result.run_requests) == 1 and result.run_requests[0].tags["entrasync/scope"] == "full"
