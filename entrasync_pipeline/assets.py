@@ -26,6 +26,7 @@ from entrasync_pipeline.resources import EntrasyncResource, Progress, SyncRunOpt
 from entrasync_pipeline.run_options import (
     RUN_OPTIONS_RESOURCE,
     TAG_APPROVE,
+    TAG_SCOPE,
     RunOptions,
     RunOptionsError,
     trigger_of,
@@ -41,7 +42,6 @@ READ_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENT
 PREVIEW_ROWS = 10
 SCOPE = "scope"  # metadata: "full" or "targeted" (then "targets": how many)
 MANAGED_USERS = "managed_users"
-POPULATION_LOOKBACK = 500  # zammad_sync materializations searched back for the latest full run
 KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.NOOP)]
 
 EntraMembersType = pandera_schema_to_dagster_type(ENTRA_MEMBERS)
@@ -183,20 +183,26 @@ def _scope_of_frame(members: pd.DataFrame) -> dict[str, Any]:
 
 
 def _managed_population(context: dg.AssetExecutionContext, zammad: pd.DataFrame) -> int:
-    """The managed users a targeted run's share limit is taken of: those the profile's latest full
-    run left in Zammad. Without a full run on record, only the targeted ones: that holds more back,
-    never less."""
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("zammad_sync"), asset_partitions=[context.partition_key]),
-        limit=POPULATION_LOOKBACK,
-    ).records
-    for record in records:
-        materialization = record.asset_materialization
-        metadata = materialization.metadata if materialization is not None else {}
-        scope, managed = metadata.get(SCOPE), metadata.get(MANAGED_USERS)
-        if scope is not None and scope.value == "full" and managed is not None:
-            return int(managed.value)
-    return managed_count(zammad, context.partition_key)
+    """The managed users a targeted run's share limit is taken of: those the profile's latest
+    successful full run left in Zammad. Without one on record, only the targeted users: that holds
+    more back, never less."""
+    instance, profile = context.instance, context.partition_key
+    runs = instance.get_run_records(
+        dg.RunsFilter(
+            job_name=context.job_name,
+            statuses=[dg.DagsterRunStatus.SUCCESS],
+            tags={"dagster/partition": profile, TAG_SCOPE: "full"},
+        ),
+        limit=1,
+    )
+    for run in runs:
+        for entry in instance.all_logs(run.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+            materialization = entry.asset_materialization
+            if materialization is not None and materialization.asset_key == dg.AssetKey("zammad_sync"):
+                managed = materialization.metadata.get(MANAGED_USERS)
+                if managed is not None:
+                    return int(managed.value)
+    return managed_count(zammad, profile)
 
 
 def _managed_after(plan: pd.DataFrame, result: ApplyResult) -> int:
