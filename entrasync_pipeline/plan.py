@@ -136,7 +136,7 @@ def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tupl
         return None, f"several Zammad users carry this entra_key ({ids})"
     if keyed:
         return keyed[0], None
-    same_email = index.by_email.get(user["email"], []) if user["email"] else []
+    same_email = index.by_email.get(user["email"], [])  # no Zammad user is indexed under ""
     foreign = [z for z in same_email if _text(z.get("entra_key"))]
     if foreign:
         return None, f"email belongs to Zammad user #{foreign[0]['id']}, linked to another Entra object"
@@ -187,7 +187,7 @@ def _role_note(user: Mapping[str, Any], options: PlanOptions) -> str:
 
 
 def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: PlanOptions) -> dict[str, Any]:
-    owner = _owner(zammad) if zammad is not None else ""
+    owner = _owner(zammad or {})
     if zammad is not None:
         protected = _protection(zammad, options)
         if protected:
@@ -222,7 +222,7 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
     if changes:
         reason = ("adopted by email" if adopted else "attributes changed") + note
         return _row(Action.UPDATE, user, zammad, reason, changes, {k: v[1] for k, v in changes.items()})
-    return _row(Action.NOOP, user, zammad, note.lstrip("; ") or None)
+    return _row(Action.NOOP, user, zammad, note.removeprefix("; ") or None)
 
 
 def _email_collision(row: dict[str, Any], index: _Index) -> str | None:
@@ -260,20 +260,20 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
     index = _index(relevant.to_dict("records"))
     email_counts: Counter[str] = Counter()
     if len(rest):
-        synced = universal.loc[universal["skip_reason"].isna() & (universal["email"].fillna("") != ""), "email"]
+        synced = universal.loc[universal["skip_reason"].isna(), "email"]  # an empty email is never looked up
         email_counts = Counter(synced.value_counts().to_dict())
     seen: set[int] = set(unchanged_ids)
     rows = _decide_all(users, index, email_counts, seen, options)
-    leavers = _leavers(_leaver_candidates(zammad, z_keys, seen, options).to_dict("records"), seen, options)
+    leavers = _leavers(_leaver_candidates(zammad, z_keys, seen, options).to_dict("records"), options)
     decided = pd.DataFrame(rows + leavers, columns=["_pos", *PLAN_COLUMNS])
     if not len(decided):
         plan = unchanged
     elif not len(unchanged):
-        plan = decided.sort_values("_pos", kind="stable")
+        plan = decided.sort_values("_pos")  # positions are unique; the leavers' (NaN) keep their order, last
     else:
         with warnings.catch_warnings():  # all-NA columns of one side keep the other side's dtype: as meant
             warnings.simplefilter("ignore", FutureWarning)
-            plan = pd.concat([unchanged, decided], ignore_index=True).sort_values("_pos", kind="stable")
+            plan = pd.concat([unchanged, decided]).sort_values("_pos")
     return _plan_columns(plan)
 
 
@@ -305,15 +305,13 @@ def _decide_all(
 ) -> list[dict[str, Any]]:
     rows = []
     for user in users:
-        position = user.get("_pos", 0)
+        position = user["_pos"]
         if user.get("skip_reason"):
             rows.append({"_pos": position, **_row(Action.SKIP, user, None, user["skip_reason"])})
             continue
         zammad_user, conflict = _match(user, index, options)
-        if zammad_user is not None:
-            seen.add(int(zammad_user["id"]))
         for other in index.by_key.get(user["entra_key"], []):
-            seen.add(int(other["id"]))  # never deactivate a user we could not place
+            seen.add(int(other["id"]))  # its match, or users we could not place: never deactivated
         if conflict is None and user["email"] and emails[user["email"]] > 1:
             conflict = f"{emails[user['email']]} Entra users share the email {user['email']}"
         if conflict:
@@ -489,14 +487,11 @@ def _listed(zammad: pd.DataFrame, options: PlanOptions) -> np.ndarray:
     )
 
 
-def _leavers(zammad_users: list[dict[str, Any]], seen: set[int], options: PlanOptions) -> list[dict[str, Any]]:
-    """Active users this profile manages that are no longer in scope: deactivate (never delete)."""
+def _leavers(candidates: list[dict[str, Any]], options: PlanOptions) -> list[dict[str, Any]]:
+    """Active users this profile manages that are no longer in scope (``_leaver_candidates``):
+    deactivate (never delete), unless protected."""
     rows = []
-    for zammad_user in zammad_users:
-        if int(zammad_user["id"]) in seen or not _text(zammad_user.get("entra_key")):
-            continue
-        if _owner(zammad_user) != options.profile or not zammad_user.get("active"):
-            continue
+    for zammad_user in candidates:
         protected = _protection(zammad_user, options)
         if protected:
             rows.append(_row(Action.SKIP, None, zammad_user, f"{protected}; left the groups"))
@@ -515,7 +510,7 @@ def _leavers(zammad_users: list[dict[str, Any]], seen: set[int], options: PlanOp
 
 
 def action_counts(plan: pd.DataFrame) -> dict[str, int]:
-    counts = plan["action"].value_counts() if not plan.empty else pd.Series(dtype=int)
+    counts = plan["action"].value_counts() if not plan.empty else {}
     return {a.value: int(counts.get(a.value, 0)) for a in Action}
 
 

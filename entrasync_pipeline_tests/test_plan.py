@@ -126,8 +126,19 @@ def test_email_change_updates_the_same_zammad_user() -> None:
 
 def test_email_change_onto_another_users_address_is_a_conflict() -> None:
     renamed = graph_user("jane.doe", mail="taken@contoso.example")
-    plan = _plan([renamed], [SYNCED, zammad_user(11, "taken@contoso.example")])
-    assert "belongs to Zammad user #11" in _only(plan, Action.CONFLICT)["reason"]
+    plan = _plan([renamed], [SYNCED, zammad_user(11, "Taken@contoso.example")])
+    assert plan.to_dict("records") == [
+        {
+            "action": "conflict",
+            "entra_key": KEY,
+            "zammad_id": 10,
+            "email": "taken@contoso.example",
+            "upn": "jane.doe@contoso.example",
+            "changes": {},
+            "payload": {},
+            "reason": "new email taken@contoso.example belongs to Zammad user #11",
+        }
+    ]
 
 
 def test_create_payload_carries_identity_and_mapped_fields() -> None:
@@ -165,6 +176,43 @@ def test_protected_leaver_is_not_deactivated() -> None:
     assert _actions(plan) == ["skip"]
 
 
+@pytest.mark.parametrize(
+    "zammad", [pd.DataFrame(), pd.DataFrame(columns=["id", "email"])], ids=["no-columns", "no-users"]
+)
+def test_every_member_is_created_in_an_empty_zammad(zammad: pd.DataFrame) -> None:
+    plan = compute_plan(universal(JANE, graph_user("john.roe")), zammad, plan_options())
+    assert plan["action"].tolist() == ["create", "create"] and plan["zammad_id"].isna().all()
+    assert compute_plan(universal(), zammad, plan_options()).empty
+
+
+def test_a_zammad_without_the_entra_attributes_has_no_managed_users_to_deactivate() -> None:
+    """Before ``entrasync zammad-setup`` Zammad has no entra_key, entra_object_type or entrasync_profile."""
+    zammad = zammad_frame(zammad_user(10, "jane.doe@contoso.example"), zammad_user(11, "walk-in@example.org"))
+    zammad = zammad.drop(columns=list(rules.IDENTITY_FIELDS))
+    plan = compute_plan(universal(JANE, graph_user("john.roe")), zammad, plan_options())
+    assert plan[["action", "zammad_id", "reason"]].to_dict("records") == [
+        {"action": "update", "zammad_id": 10, "reason": "adopted by email"},
+        {"action": "create", "zammad_id": None, "reason": "new member"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "users, zammad",
+    [
+        ([JANE], [SYNCED]),
+        ([graph_user("jane.doe", department="Sales")], [SYNCED]),
+        ([JANE, graph_user("john.roe")], [SYNCED]),
+        ([], [SYNCED]),
+        ([], []),
+    ],
+    ids=["only-noop", "only-decided", "noop-and-create", "only-leavers", "nothing"],
+)
+def test_the_zammad_id_of_a_plan_is_a_nullable_integer_column(users: list[dict], zammad: list[dict]) -> None:
+    plan = _plan(users, zammad)
+    assert plan["zammad_id"].dtype == "Int64" and list(plan.columns) == list(PLAN_COLUMNS)
+    assert plan.index.equals(pd.RangeIndex(len(plan)))
+
+
 def test_system_user_is_ignored() -> None:
     plan = _plan([], [zammad_user(1, "system@example.org", "k", active=True)])
     assert plan.empty
@@ -181,6 +229,52 @@ def test_roles_from_the_group_mapping() -> None:
         options,
     )
     assert "Wizard" in _only(unknown, Action.CONFLICT)["reason"]
+
+
+def test_roles_that_zammad_does_not_have_are_a_conflict_naming_them() -> None:
+    users = universal(JANE, group_roles={GROUP: ("Wizard", "Agent", "Ghost")})
+    row = _only(compute_plan(users, zammad_frame(SYNCED), plan_options(role_ids=_ROLE_IDS)), Action.CONFLICT)
+    assert row["reason"] == "role(s) Ghost, Wizard do not exist in Zammad"
+    assert row["zammad_id"] == 10 and row["payload"] == {} and row["entra_key"] == KEY
+
+
+@pytest.mark.parametrize(
+    "group_roles, source_groups, note",
+    [
+        ({GROUP: ("Agent",)}, (GROUP,), None),
+        ({GROUP: ("Agent",), "g2": ()}, (GROUP, "g2"), None),
+        ({GROUP: ("Agent",), "g2": ("Agent",)}, (GROUP, "g2"), None),
+        ({GROUP: ("Agent",), "g2": ("Customer",)}, (GROUP, "g2"), rules.ROLE_MERGE_NOTE),
+    ],
+    ids=["one-group", "a-group-without-roles", "two-groups-same-roles", "two-groups-different-roles"],
+)
+def test_conflicting_group_role_mappings_are_noted_on_every_decision(
+    group_roles: dict, source_groups: tuple, note: str | None
+) -> None:
+    users = universal(JANE, group_roles=group_roles)
+    users.at[0, "source_groups"] = source_groups
+    roles = sorted({r for g in source_groups for r in group_roles[g]})
+    users.at[0, "roles"] = tuple(roles)
+    options = plan_options(role_ids=_ROLE_IDS, group_roles=group_roles)
+    role_ids = tuple(sorted(_ROLE_IDS[r] for r in roles))
+    for zammad, action, reason in (
+        ([], "create", "new member"),
+        ([{**SYNCED, "role_ids": (3,)}], "update", "attributes changed"),
+        ([{**SYNCED, "role_ids": role_ids, "active": False}], "reactivate", "member again"),
+        ([{**SYNCED, "role_ids": role_ids}], "noop", None),
+    ):
+        row = _only(compute_plan(users, zammad_frame(*zammad), options), Action(action))
+        expected = "; ".join(filter(None, [reason, note])) or None
+        assert row["reason"] == expected, action
+
+
+def test_a_zammad_user_whose_roles_are_unknown_gets_the_mapped_roles() -> None:
+    zammad = zammad_frame(SYNCED)
+    zammad["role_ids"] = zammad["role_ids"].astype(object)
+    zammad.loc[zammad["id"] == 10, "role_ids"] = float("nan")
+    users = universal(JANE, group_roles={GROUP: ("Agent",)})
+    row = _only(compute_plan(users, zammad, plan_options(role_ids=_ROLE_IDS)), Action.UPDATE)
+    assert row["changes"] == {"role_ids": [[], [2]]} and row["payload"] == {"role_ids": [2]}
 
 
 def test_roles_are_left_alone_without_a_mapping() -> None:
@@ -222,8 +316,19 @@ def test_a_protected_account_is_never_modified_whatever_the_case_of_its_login_or
     options, role_ids, reason = _PROTECTED_BY[protection]
     users, overrides, suffix = _SITUATIONS[situation]
     plan = _plan(users, [{**_ZAMMAD_CASE, "role_ids": role_ids, **overrides}], **options)
-    assert plan[["action", "zammad_id", "reason"]].to_dict("records") == [
-        {"action": "skip", "zammad_id": 10, "reason": reason + suffix}
+    member = {"email": "jane.doe@contoso.example", "upn": "jane.doe@contoso.example"} if users else {}
+    assert plan.to_dict("records") == [
+        {
+            "action": "skip",
+            "entra_key": KEY,
+            "zammad_id": 10,
+            "email": "Jane.Doe@Contoso.Example",
+            "upn": None,
+            "changes": {},
+            "payload": {},
+            "reason": reason + suffix,
+            **member,
+        }
     ]
 
 
@@ -285,9 +390,11 @@ def test_a_leaver_is_deactivated_and_nothing_else_is_written() -> None:
 
 
 def test_a_member_disabled_in_entra_is_deactivated_naming_the_reason() -> None:
-    row = _only(_plan([graph_user("jane.doe", accountEnabled=False)], [SYNCED]), Action.DEACTIVATE)
+    zammad = {**SYNCED, "email": "Jane.Doe@contoso.example"}
+    row = _only(_plan([graph_user("jane.doe", accountEnabled=False)], [zammad]), Action.DEACTIVATE)
     assert row["payload"] == {"active": False} and row["changes"] == {"active": [True, False]}
     assert row["reason"] == "account disabled in Entra (accountEnabled false)" and row["zammad_id"] == 10
+    assert (row["entra_key"], row["email"], row["upn"]) == (KEY, "jane.doe@contoso.example", "jane.doe@contoso.example")
 
 
 @pytest.mark.parametrize(
@@ -298,6 +405,21 @@ def test_a_member_disabled_in_entra_is_deactivated_naming_the_reason() -> None:
 def test_a_member_disabled_in_entra_is_skipped_when_nothing_of_ours_is_active(zammad: list[dict]) -> None:
     row = _only(_plan([graph_user("jane.doe", accountEnabled=False)], zammad), Action.SKIP)
     assert row["reason"] == "account disabled in Entra" and row["payload"] == {} and row["changes"] == {}
+    assert row["zammad_id"] == (10 if zammad else None) and row["entra_key"] == KEY
+
+
+def test_a_member_managed_by_another_profile_is_a_conflict_naming_that_profile() -> None:
+    plan = _plan([graph_user("jane.doe", department="Sales")], [{**SYNCED, "entrasync_profile": "other"}])
+    assert plan[["action", "entra_key", "zammad_id", "upn", "changes", "reason"]].to_dict("records") == [
+        {
+            "action": "conflict",
+            "entra_key": KEY,
+            "zammad_id": 10,
+            "upn": "jane.doe@contoso.example",
+            "changes": {},
+            "reason": "managed by profile 'other'",
+        }
+    ]
 
 
 def test_an_unchanged_member_is_a_noop_row_naming_both_sides() -> None:
@@ -438,6 +560,7 @@ def test_action_counts_name_every_action_even_when_none_is_planned() -> None:
         "conflict": 0,
     }
     assert rules.action_counts(pd.DataFrame(columns=PLAN_COLUMNS)) == dict.fromkeys([a.value for a in Action], 0)
+    assert rules.action_counts(pd.DataFrame()) == dict.fromkeys([a.value for a in Action], 0)
 
 
 def test_the_writes_of_a_plan_are_its_creates_updates_reactivations_and_deactivations() -> None:
@@ -799,7 +922,8 @@ def _per_user_rules(users: pd.DataFrame, zammad: pd.DataFrame, options: Any) -> 
     """The reference: every user through the per-user rules, against an index of every Zammad user.
 
     No column-wise noop pass, no pre-filtering of the Zammad users compute_plan does for speed:
-    DESIGN.md §2's matching, then ``_decide`` per user, then the leavers.
+    DESIGN.md §2's matching, then ``_decide`` per user, then the leavers: the active Zammad users
+    with an entra_key, managed by this profile, that no decision placed.
     """
     zammad = zammad[zammad["id"].astype(int) != rules.SYSTEM_USER_ID]
     records = zammad.to_dict("records")
@@ -807,7 +931,12 @@ def _per_user_rules(users: pd.DataFrame, zammad: pd.DataFrame, options: Any) -> 
     emails = Counter(u["email"] for u in entra if u["email"] and pd.isna(u["skip_reason"]))
     seen: set[int] = set()
     rows = rules._decide_all(entra, rules._index(records), emails, seen, options)
-    return [{c: row[c] for c in PLAN_COLUMNS} for row in rows + rules._leavers(records, seen, options)]
+    left = [
+        z
+        for z in records
+        if z["id"] not in seen and z["entra_key"] and z["entrasync_profile"] == options.profile and z["active"]
+    ]
+    return [{c: row[c] for c in PLAN_COLUMNS} for row in rows + rules._leavers(left, options)]
 
 
 def _plain(row: dict) -> dict:
@@ -840,3 +969,48 @@ def test_the_fast_noop_path_is_taken_for_an_unchanged_user() -> None:
     assert noop[["action", "entra_key", "email"]].to_dict("records") == [
         {"action": "noop", "entra_key": KEY, "email": "jane.doe@contoso.example"}
     ]
+
+
+def _zammad_by_id(zammad: pd.DataFrame) -> dict[int, dict]:
+    return {int(z["id"]): z for z in zammad.to_dict("records") if int(z["id"]) != rules.SYSTEM_USER_ID}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_planning_inputs())
+def test_every_member_gets_one_decision_naming_them_in_member_order_then_the_leavers(inputs: tuple) -> None:
+    """Row i is member i's (entra_key, upn, email; the Zammad user it concerns has their key or email);
+    the rows after the members are leavers: this profile's active keyed users, named as Zammad has them."""
+    users, zammad, options = inputs
+    plan = [_plain(row) for row in compute_plan(users, zammad, options).to_dict("records")]
+    members, by_id = users.to_dict("records"), _zammad_by_id(zammad)
+    for row, user in zip(plan, members):
+        assert (row["entra_key"], row["upn"]) == (user["entra_key"], user["upn"])
+        assert row["email"] == user["email"] or not user["email"]
+        assert (row["zammad_id"] is None) is (row["action"] == "create") or row["action"] in ("skip", "conflict")
+        if row["zammad_id"] is not None:
+            theirs = by_id[row["zammad_id"]]
+            assert theirs["entra_key"] == user["entra_key"] or theirs["email"].lower() == user["email"]
+    in_scope = {u["entra_key"] for u in members if u["active"] and pd.isna(u["skip_reason"])}
+    for row in plan[len(members) :]:
+        theirs = by_id[row["zammad_id"]]
+        assert row["action"] in ("deactivate", "skip") and row["upn"] is None
+        assert (row["entra_key"], row["email"]) == (theirs["entra_key"], theirs["email"])
+        assert theirs["entrasync_profile"] == options.profile and theirs["active"]
+        assert theirs["entra_key"] not in in_scope
+    assert len(plan) >= len(members)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_planning_inputs())
+def test_a_protected_account_is_never_written_whatever_the_case_of_its_login_or_email(inputs: tuple) -> None:
+    users, zammad, options = inputs
+    plan = compute_plan(users, zammad, options)
+    by_id = _zammad_by_id(zammad)
+    for row in rules.writes_of(plan).to_dict("records"):
+        if row["action"] == "create":
+            continue
+        theirs = by_id[int(row["zammad_id"])]
+        assert theirs["id"] not in options.protected_ids
+        assert theirs["login"].lower() not in options.protected_logins
+        assert theirs["email"].strip().lower() not in options.protected_emails
+        assert not (options.protect_admins and set(theirs["role_ids"]) & options.admin_role_ids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from entrasync_pipeline.plan import PLAN_COLUMNS
@@ -50,6 +50,8 @@ def test_thresholds(deactivations: int, managed: int, blocked: bool) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 3000), st.integers(0, 3000), st.sampled_from([0.0, 0.05, 0.2, 0.5, 1.0]))
+@example(managed=1, deactivations=2, share=0.2)
+@example(managed=3, deactivations=2, share=0.2)
 def test_the_share_limit_is_a_share_of_the_managed_users_but_never_under_one(
     managed: int, deactivations: int, share: float
 ) -> None:
@@ -118,8 +120,9 @@ def test_managed_count_is_this_profiles_active_keyed_users() -> None:
         pd.DataFrame(columns=["id", "entra_key", "entrasync_profile", "active"]),
         pd.DataFrame({"id": [2, 3], "active": [True, True]}),
         pd.DataFrame({"id": [2, 3], "entra_key": ["a", "b"], "active": [True, True]}),
+        pd.DataFrame({"id": [2, 3], "entrasync_profile": ["p", "p"], "active": [True, True]}),
     ],
-    ids=["empty-zammad", "no-users", "attributes-not-set-up", "no-profile-attribute"],
+    ids=["empty-zammad", "no-users", "attributes-not-set-up", "no-profile-attribute", "no-key-attribute"],
 )
 def test_a_zammad_without_keyed_users_of_the_profile_has_no_managed_users(zammad: pd.DataFrame) -> None:
     assert managed_count(zammad, "p") == 0
