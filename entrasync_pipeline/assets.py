@@ -414,18 +414,20 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             options = _options(context, run_options, runtime)
             result = steps.apply(runtime, sync_plan, context.run_id, options.dry_run, progress=progress)
             steps.notify(runtime, sync_plan, result, _run_url(context, runtime))
-            http = _http_metadata(runtime, "zammad")
-            if options.targets is None:
+            metadata = {
+                **_scope_metadata(options),
+                **_apply_metadata(result, sync_plan, context.run_id),
+                **_http_metadata(runtime, "zammad"),
+            }
+            if options.targets is None:  # a full run: what the feed and targeted runs build on
                 steps.remember_links(runtime, sync_plan)
+                metadata[MANAGED_USERS] = dg.MetadataValue.int(_managed_after(sync_plan, result))
             else:
                 rows = runtime.audit.query(AuditFilter(run_id=context.run_id))
                 writes = write_outcomes(rows, options.targets[:TRACE_LIMIT])
-                http[TARGETS_WRITES] = dg.MetadataValue.json(writes)
+                metadata[TARGETS_WRITES] = dg.MetadataValue.json(writes)
         if result.failed:
             context.log.warning("%d writes failed: %s", result.failed, result.failures[:5])
-        metadata = {**_scope_metadata(options), **_apply_metadata(result, sync_plan, context.run_id), **http}
-        if options.targets is None:
-            metadata[MANAGED_USERS] = dg.MetadataValue.int(_managed_after(sync_plan, result))
         if result.stopped:
             raise dg.Failure(description=result.stopped, metadata=metadata)
         return dg.MaterializeResult(metadata=metadata)
