@@ -76,13 +76,18 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
 
 
+_BOOKKEEPING = ("entra_object_type", "entrasync_profile")  # set with every link; not news to a person
+
+
 def print_targets(story: Sequence[dict[str, Any]], unresolved: Sequence[str] = ()) -> None:
     """A targeted run, user by user: each step from the Entra read to the write."""
     for name in unresolved:
         _console.print(f"[red]{escape(name)}[/red]: no Entra user and no linked Zammad user with this id, UPN or mail")
     for user in story:
         _console.print(f"[bold]{escape(str(user['entra_key']))}[/bold]")
-        changes = ", ".join(f"{k}: {v[0]} → {v[1]}" for k, v in (user.get("changes") or {}).items())
+        changes = ", ".join(
+            f"{k}: {v[0]} → {v[1]}" for k, v in (user.get("changes") or {}).items() if k not in _BOOKKEEPING
+        )
         decision = f"{user['decision']}" + (f" ({user['reason']})" if user.get("reason") else "")
         for step, text in (
             ("read", user["read"]),
