@@ -1,15 +1,18 @@
-"""Where the job's tables live between steps: Arrow files at the default fs IO manager's paths.
+"""Where the job's tables live between steps: columnar pickles at the default fs IO manager's paths.
 
 Paths are exactly those of Dagster's ``fs_io_manager`` (``<base_dir>/<asset key path>/<partition>``,
 base_dir defaulting to the instance's ``storage`` directory under DAGSTER_HOME), so the UI can
 re-execute any step from failure, and values the pickling manager stored before still load.
 
-A DataFrame is written as one Arrow IPC file: text columns (only ``str`` or ``None``) and numeric
-and bool columns as Arrow arrays, any other column (tuples of role ids, change dicts, nullable
-integers) pickled whole into the file's metadata, so a frame loads back equal, dtype for dtype and
-value for value (``None`` stays ``None``, ``NaN`` stays ``NaN``). Every other value is pickled, as
-the fs IO manager does. At 100,000 users this writes ``universal_users`` in about a quarter of the
-time pickle takes: pickle records every string object one by one, Arrow copies them into a buffer.
+A DataFrame is stored column by column in one pickle (protocol 5) behind a short header: a text
+column (only ``str`` or ``None``) as one joined string, the length of each value and where the
+``None`` are; any other column as its array (numbers as raw buffers; tuples of role ids, change
+dicts and nullable integers as pandas pickles them). It loads back equal, dtype for dtype and value
+for value (``None`` stays ``None``, ``NaN`` stays ``NaN``). Every other value is pickled, as the fs
+IO manager does. At 100,000 users this writes ``universal_users`` in a fraction of the time a
+pickle of the frame takes: pickle records every string object one by one, a joined string is one
+copy. (Arrow would do the same, but pyarrow installed costs every process that imports pandas
+some 65 MB of memory, a sixth of the sync's budget.)
 
 In one process, a value stored here is handed to the step that reads it without reading the file
 back, as long as the file on disk is still the one written (same inode, size and mtime). The
@@ -22,7 +25,6 @@ multiprocess executor) read the file. This module does not interpret the tables 
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import tempfile
@@ -34,45 +36,17 @@ from typing import Any, Optional
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.ipc as ipc
 from pydantic import Field
 from upath import UPath
 
-FORMAT = "entrasync.frame.v1"
+FORMAT = "entrasync.frame.v2"
 TARGETED_DIR = "targeted"
 ROOT_RUN_TAG = "dagster/root_run_id"  # set by Dagster on re-executions
-_ARROW_MAGIC = b"ARROW1"
-_LAYOUT_KEY = b"entrasync.layout"
-_PICKLE_PREFIX = "entrasync.pickle:"
-_NATIVE_KINDS = "biuf"  # numpy bool, signed and unsigned integers, floats: stored as Arrow arrays
+_MAGIC = b"entrasync-frame\n"  # a pickle starts with 0x80: old files are told apart by their first byte
 
 
 # --- the file format -------------------------------------------------------------------------------
-def _layout_and_arrays(frame: pd.DataFrame) -> tuple[list[list[str]], list[pa.Array], dict[bytes, bytes]]:
-    """Per column: ``[name, "text" | "native" | "pickle"]``, the Arrow arrays, the pickled columns."""
-    layout: list[list[str]] = []
-    arrays: list[pa.Array] = []
-    pickled: dict[bytes, bytes] = {}
-    for position, name in enumerate(frame.columns):
-        column = frame.iloc[:, position]
-        kind = "pickle"
-        if column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty"):
-            try:  # from_pandas=False: only None is null, so a NaN among strings is no text column
-                arrays.append(pa.array(column.to_numpy(), type=pa.string(), from_pandas=False))
-                kind = "text"
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                pass
-        elif isinstance(column.dtype, np.dtype) and column.dtype.kind in _NATIVE_KINDS:
-            arrays.append(pa.array(column.to_numpy()))
-            kind = "native"
-        if kind == "pickle":
-            pickled[f"{_PICKLE_PREFIX}{position}".encode()] = pickle.dumps(column.array, pickle.HIGHEST_PROTOCOL)
-        layout.append([name, kind])
-    return layout, arrays, pickled
-
-
-def _storable_as_arrow(value: Any) -> bool:
+def _storable_as_columns(value: Any) -> bool:
     return (
         isinstance(value, pd.DataFrame)
         and not isinstance(value.columns, pd.MultiIndex)
@@ -81,40 +55,58 @@ def _storable_as_arrow(value: Any) -> bool:
     )
 
 
+def _text_column(values: np.ndarray) -> tuple[str, np.ndarray, np.ndarray | None] | None:
+    """``(joined, lengths, missing)`` for a column of ``str`` and ``None`` only, else None."""
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        return None
+    missing = pd.isna(values)
+    if missing.any():
+        if any(v is not None for v in values[missing].tolist()):
+            return None  # NaN among the text: kept as it is, in the column's own pickle
+        texts = values[~missing].tolist()
+    else:
+        texts, missing = values.tolist(), None
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    return "".join(texts), lengths, missing
+
+
+def _texts_back(joined: str, lengths: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
+    ends = np.cumsum(lengths)
+    pieces = map(joined.__getitem__, map(slice, (ends - lengths).tolist(), ends.tolist()))
+    texts = np.fromiter(pieces, dtype=object, count=len(lengths))
+    if missing is None:
+        return texts
+    values = np.full(len(missing), None, dtype=object)
+    values[~missing] = texts
+    return values
+
+
 def write_frame(frame: pd.DataFrame, sink: Any) -> None:
-    """One Arrow IPC file: the Arrow columns plus a layout that restores the frame exactly."""
-    layout, arrays, metadata = _layout_and_arrays(frame)
+    """The header, then one pickle of the frame's columns, index and attrs."""
+    columns = []
+    for position, name in enumerate(frame.columns):
+        column = frame.iloc[:, position]
+        text = _text_column(column.to_numpy())
+        columns.append((name, "text", text) if text is not None else (name, "array", column.array))
     default_index = isinstance(frame.index, pd.RangeIndex) and frame.index.equals(pd.RangeIndex(len(frame)))
-    metadata[_LAYOUT_KEY] = json.dumps({"format": FORMAT, "rows": len(frame), "columns": layout}).encode()
-    if not default_index:
-        metadata[b"entrasync.index"] = pickle.dumps(frame.index, pickle.HIGHEST_PROTOCOL)
-    if frame.attrs:
-        metadata[b"entrasync.attrs"] = pickle.dumps(frame.attrs, pickle.HIGHEST_PROTOCOL)
-    names = [name for name, kind in layout if kind != "pickle"]
-    schema = pa.schema([pa.field(n, a.type) for n, a in zip(names, arrays)], metadata=metadata)
-    with ipc.new_file(sink, schema) as writer:
-        writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+    payload = {
+        "format": FORMAT,
+        "rows": len(frame),
+        "columns": columns,
+        "index": None if default_index else frame.index,
+        "attrs": frame.attrs,
+    }
+    sink.write(_MAGIC)
+    pickle.dump(payload, sink, protocol=5)
 
 
-def read_frame(table: pa.Table) -> pd.DataFrame:
-    """The frame ``write_frame`` wrote (``table``: the Arrow file, read whole)."""
-    metadata = table.schema.metadata or {}
-    layout = json.loads(metadata[_LAYOUT_KEY])
-    columns: dict[str, Any] = {}
-    arrow_at = 0
-    for position, (name, kind) in enumerate(layout["columns"]):
-        if kind == "pickle":
-            columns[name] = pickle.loads(metadata[f"{_PICKLE_PREFIX}{position}".encode()])
-            continue
-        chunked = table.column(arrow_at)
-        arrow_at += 1
-        columns[name] = chunked.to_numpy() if kind == "native" else chunked.to_numpy(zero_copy_only=False)
-    index = pickle.loads(metadata[b"entrasync.index"]) if b"entrasync.index" in metadata else None
-    frame = (
-        pd.DataFrame(columns, index=index) if columns else pd.DataFrame(index=index or pd.RangeIndex(layout["rows"]))
-    )
-    if b"entrasync.attrs" in metadata:
-        frame.attrs = pickle.loads(metadata[b"entrasync.attrs"])
+def read_frame(source: Any) -> pd.DataFrame:
+    """The frame ``write_frame`` wrote (``source``: positioned after the header)."""
+    payload = pickle.load(source)
+    columns = {name: _texts_back(*data) if kind == "text" else data for name, kind, data in payload["columns"]}
+    index = payload["index"] if payload["index"] is not None else pd.RangeIndex(payload["rows"])
+    frame = pd.DataFrame(columns, index=index) if columns else pd.DataFrame(index=index)
+    frame.attrs = payload["attrs"]
     return frame
 
 
@@ -158,7 +150,7 @@ _STORED = _Stored()
 
 # --- the IO manager ------------------------------------------------------------------------------------
 class FrameFilesystemIOManager(dg.UPathIOManager):
-    """DataFrames as Arrow files, anything else pickled, at the fs IO manager's paths."""
+    """DataFrames stored column by column, anything else pickled, at the fs IO manager's paths."""
 
     extension: str = ""  # the fs IO manager's paths: <base>/<asset key>/<partition>, no suffix
 
@@ -224,7 +216,7 @@ class FrameFilesystemIOManager(dg.UPathIOManager):
 
     @staticmethod
     def _write(obj: Any, sink: Any) -> None:
-        if _storable_as_arrow(obj):
+        if _storable_as_columns(obj):
             write_frame(obj, sink)
         else:
             pickle.dump(obj, sink, pickle.HIGHEST_PROTOCOL)
@@ -234,13 +226,10 @@ class FrameFilesystemIOManager(dg.UPathIOManager):
         if kept is not None:
             return kept
         with path.open("rb") as handle:
-            if handle.read(len(_ARROW_MAGIC)) != _ARROW_MAGIC:
-                handle.seek(0)
-                return pickle.load(handle)  # the fs IO manager's files, and values other than frames
-            if getattr(path, "protocol", "") in ("", "file"):
-                return read_frame(ipc.open_file(pa.memory_map(str(path))).read_all())
+            if handle.read(len(_MAGIC)) == _MAGIC:
+                return read_frame(handle)
             handle.seek(0)
-            return read_frame(ipc.open_file(pa.PythonFile(handle, mode="r")).read_all())
+            return pickle.load(handle)  # the fs IO manager's files, and values other than frames
 
 
 def _targets_of(run_config: Any) -> Any:
