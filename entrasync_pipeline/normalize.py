@@ -328,13 +328,25 @@ def _first_text(items: list[Any]) -> str | None:
 _STR_METHODS = {"strip": str.strip, "lower": str.lower, "upper": str.upper}
 
 
+def _lowered(values: list[str]) -> list[str]:
+    """``str.lower`` of each text, the text itself where it is lower case already.
+
+    ``lower()`` copies even an unchanged string; an email is usually lower case, so this keeps one
+    copy of it (the snapshot's) instead of two. A text without upper- or titlecase characters is
+    unchanged by ``lower()`` (true of every Unicode character), so the result is the same.
+    """
+    return [v if v.islower() else v.lower() for v in values]
+
+
 def _transform_values(values: list[Any], transforms: Iterable[str], text: bool = False) -> list[str | None]:
     """``_transform`` for a whole column, one pass per transform; ``text``: every value is a str."""
     for name in transforms:
         method = _STR_METHODS.get(name)
         if text and name in ("first", "join"):
             continue  # no lists in a text column
-        if text and method is not None:
+        if text and name == "lower":
+            values = _lowered(values)
+        elif text and method is not None:
             values = list(map(method, values))
         elif name == "first":
             values = [
@@ -457,7 +469,7 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
     email_rule = options.mapping.get("email", Rule(("mail", "otherMails", "userPrincipalName")))
     mapped = _map_column(frame, email_rule, reject_guests=True)
     if all(mapped):
-        emails = list(map(str.lower, map(str.strip, mapped)))  # zammad_email of every one
+        emails = _lowered(list(map(str.strip, mapped)))  # zammad_email of every one
     else:
         emails = [e.strip().lower() if e else "" for e in mapped]
     valid = list(map(valid_email, emails))
