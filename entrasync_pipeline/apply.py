@@ -12,12 +12,13 @@ heartbeat thread).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -299,31 +300,71 @@ def _run_phase(
     limit: _AdaptiveLimit,
     tick: Callable[[], None],
 ) -> None:
-    """Run one phase with the worker pool; every write is preceded by its recorded intent."""
+    """Run one phase with the worker threads; every write is preceded by its recorded intent.
+
+    The workers take the rows in order and hand each outcome to this thread, which records it.
+    There is no future per row: their bookkeeping held the GIL longer than the audit rows did.
+    When this thread stops early (an error, an interrupt), each worker finishes the write in its
+    hands and takes no other; what was not attempted is re-planned by the next run.
+    """
     if not rows:
         return
     rows = [{**row, "attempt_id": str(uuid.uuid4())} for row in rows]
     journal = _Journal(buffer.store, rows, options, max(options.workers * 16, 64))
+    claims = itertools.count()  # next() on it is atomic: each row goes to exactly one worker
+    outcomes: queue.SimpleQueue[tuple[int, _Outcome | BaseException]] = queue.SimpleQueue()
+    stop = threading.Event()
 
-    def work(index: int) -> _Outcome:
-        if escrow.reason is not None:
-            return _Outcome("skipped", reason=escrow.reason)
-        journal.ensure(index)
-        row = rows[index]
-        return _limited(limit, writer, row, row.get("entra_key") in careful)
+    def work() -> None:
+        while not stop.is_set():
+            index = next(claims)
+            if index >= len(rows):
+                break
+            try:
+                if escrow.reason is not None:
+                    outcome: _Outcome = _Outcome("skipped", reason=escrow.reason)
+                else:
+                    journal.ensure(index)
+                    row = rows[index]
+                    outcome = _limited(limit, writer, row, row.get("entra_key") in careful)
+            except BaseException as exc:  # handed to the main thread, which raises it
+                outcomes.put((index, exc))
+                break
+            outcomes.put((index, outcome))
 
-    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="entrasync-apply") as pool:
-        futures = {pool.submit(work, i): i for i in range(len(rows))}
-        for done, future in enumerate(as_completed(futures), start=1):
-            row = rows[futures[future]]
-            outcome = future.result()
-            if outcome.outcome == "skipped" and outcome.reason == escrow.reason and futures[future] >= journal.recorded:
+    workers = [
+        threading.Thread(target=work, name=f"entrasync-apply_{n}", daemon=True)
+        for n in range(min(options.workers, len(rows)))
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for done in range(1, len(rows) + 1):
+            index, outcome = outcomes.get()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            row = rows[index]
+            if outcome.outcome == "skipped" and outcome.reason == escrow.reason and index >= journal.recorded:
                 row = {k: v for k, v in row.items() if k != "attempt_id"}  # never started: no intent exists
             _finish(row, outcome, options, escrow, buffer, result)
             tick()
             if done % FLUSH_EVERY == 0:
                 buffer.flush()
+    except BaseException:
+        _stop_workers(stop, workers)
+        try:  # the outcomes already known keep their final rows; the rest stay intents
+            buffer.flush()
+        except Exception:
+            log.exception("could not record the outcomes of the writes done before the stop")
+        raise
+    _stop_workers(stop, workers)
     buffer.flush()
+
+
+def _stop_workers(stop: threading.Event, workers: list[threading.Thread]) -> None:
+    stop.set()
+    for worker in workers:
+        worker.join()
 
 
 def _finish(
