@@ -57,17 +57,21 @@ def _storable_as_columns(value: Any) -> bool:
 
 def _text_column(values: np.ndarray) -> tuple[str, np.ndarray, np.ndarray | None] | None:
     """``(joined, lengths, missing)`` for a column of ``str`` and ``None`` only, else None."""
-    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+    if values.dtype != object:
         return None
-    missing = pd.isna(values)
-    if missing.any():
-        if any(v is not None for v in values[missing].tolist()):
-            return None  # NaN among the text: kept as it is, in the column's own pickle
+    kind = pd.api.types.infer_dtype(values, skipna=False)
+    if kind == "string":  # text in every row, the common case
+        texts, missing = values.tolist(), None
+    elif pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        missing = np.equal(values, None)  # None only: a NaN stays among the texts and fails the join
         texts = values[~missing].tolist()
     else:
-        texts, missing = values.tolist(), None
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    return "".join(texts), lengths, missing
+        return None
+    try:
+        joined = "".join(texts)
+    except TypeError:  # NaN among the text: kept as it is, in the column's own pickle
+        return None
+    return joined, np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), missing
 
 
 def _texts_back(joined: str, lengths: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
