@@ -283,7 +283,11 @@ def _frame(values: dict[str, list[Any]], columns: list[str]) -> pd.DataFrame:
     bools stay bool columns; a column without values is all NaN, as pandas makes it.
     """
     n = len(next(iter(values.values()))) if values else 0
-    flags = {c for c in columns if c in values and values[c] and all(v.__class__ is bool for v in values[c])}
+    flags = {
+        c
+        for c in columns
+        if c in values and values[c] and values[c][0].__class__ is bool and set(map(type, values[c])) == {bool}
+    }
     texts = [c for c in columns if c in values and c not in flags]
     chained = itertools.chain.from_iterable(values[c] for c in texts)
     block = np.fromiter(chained, dtype=object, count=n * len(texts)).reshape(len(texts), n)
