@@ -158,8 +158,8 @@ def zammad_names(first: str | None, last: str | None, email: str | None) -> tupl
     ``"0,"`` becomes ``("", "0")`` and then ``("0", "")``); the sync sends what it compares, so
     it applies the rule until nothing changes.
     """
-    names = _check_name(first, last, email)
-    for _ in range(3):
+    names: tuple[Any, Any] = (first, last)
+    for _ in range(4):  # two steps at most, so far (``test_zammad_names_are_a_fixed_point``)
         again = _check_name(*names, email)
         if again == names:
             break
@@ -174,8 +174,8 @@ def _check_name(first: str | None, last: str | None, email: str | None) -> tuple
         return first[: FIELD_LIMITS["firstname"]], last[: FIELD_LIMITS["lastname"]]
     if first or last:
         first, last = _split_single_name(first or last)
-    elif email and "." in email.split("@", 1)[0]:
-        first, last = email.split("@", 1)[0].split(".", 1)
+    elif email and "." in (local := email.partition("@")[0]):
+        first, last = local.split(".", 1)
     else:
         return "", ""
     first, last = _capitalise(first), _capitalise(last)
@@ -186,8 +186,7 @@ def zammad_value(field: str, value: str | None) -> str | None:
     """A plain string column as Zammad stores it (truncated to its limit)."""
     if value is None:
         return None
-    limit = FIELD_LIMITS.get(field)
-    return value[:limit] if limit else value
+    return value[: FIELD_LIMITS.get(field)]  # no limit (None): the whole value
 
 
 # --- users -------------------------------------------------------------------------------------------

@@ -340,7 +340,7 @@ def _leaver_candidates(zammad: pd.DataFrame, keys: np.ndarray, seen: set[int], o
         & _truthy(pd.Series(_column(zammad, "active")))
     )
     ids = zammad["id"].astype(int).to_numpy()
-    maybe[maybe] &= ~np.isin(ids[maybe], np.fromiter(seen, dtype=np.int64, count=len(seen)))
+    maybe[maybe] = ~np.isin(ids[maybe], np.fromiter(seen, dtype=np.int64, count=len(seen)))
     return zammad[maybe]
 
 
@@ -364,7 +364,7 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
     )
     if options.role_ids is not None:  # managed roles are decided per user
         candidate &= ~_truthy(universal["roles"])
-    candidate[candidate] &= _untouched(zammad, options)[at[candidate]]
+    candidate[candidate] = _untouched(zammad, options)[at[candidate]]
     for name in options.fields:
         rows = np.flatnonzero(candidate)
         want = _column(universal, name)

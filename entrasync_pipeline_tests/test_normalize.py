@@ -40,8 +40,12 @@ def _column_wise(record: dict[str, Any], options: Any) -> dict[str, Any]:
 @pytest.fixture(params=["per-user", "column-wise"])
 def normalize(request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
     """Each rule holds on both paths: normalize_user (the reference) and normalize_members (the sync's)."""
-    path = normalize_user if request.param == "per-user" else _column_wise
-    return lambda record, **options: path(record, normalize_options(**options))
+    if request.param == "column-wise":
+        return lambda record, **options: _column_wise(record, normalize_options(**options))
+    # The per-user rules get the member as the snapshot holds it: with its group.
+    return lambda record, **options: normalize_user(
+        {"group_id": GROUP, "group_name": "IT Support", **record}, normalize_options(**options)
+    )
 
 
 @pytest.mark.parametrize(
@@ -256,6 +260,32 @@ def test_a_user_without_email_needs_one_identifier_when_email_less_users_are_syn
     assert normalize({**bare, **overrides})["skip_reason"] == NO_EMAIL_REASON
 
 
+@pytest.mark.parametrize(
+    "overrides, email",
+    [
+        ({}, "jane.doe@contoso.example"),
+        ({"mail": " ", "otherMails": [" ", "Other@Contoso.Example"]}, "other@contoso.example"),
+        ({"mail": None, "otherMails": []}, "jane.doe@contoso.example"),
+        ({"mail": None, "userPrincipalName": "j_x.example#EXT#@t.onmicrosoft.com"}, ""),
+    ],
+    ids=["mail", "other-mails", "upn", "guest-upn"],
+)
+def test_without_an_email_rule_the_email_comes_from_mail_other_mails_then_the_upn(
+    normalize: Callable[..., dict], overrides: dict, email: str
+) -> None:
+    mapping = {k: r for k, r in normalize_options().mapping.items() if k != "email"}
+    assert normalize(graph_user(**overrides), mapping=mapping)["email"] == email
+
+
+def test_an_email_is_identifier_enough(normalize: Callable[..., dict]) -> None:
+    """An address without a dot before the @ gives no names; the email alone identifies the user."""
+    row = normalize(
+        graph_user(mail="jd@contoso.example", givenName=None, surname=None, displayName=None, businessPhones=[])
+    )
+    assert (row["firstname"], row["lastname"], row["phone"], row["mobile"]) == ("", "", None, None)
+    assert row["email"] == "jd@contoso.example" and row["skip_reason"] is None
+
+
 def test_an_invalid_email_is_dropped_and_named_shortened_in_the_reason(normalize: Callable[..., dict]) -> None:
     row = normalize(graph_user(mail="x" * 100 + " y@contoso.example"))
     assert row["email"] == "" and row["skip_reason"] == f"invalid email {'x' * 80!r}"
@@ -426,6 +456,10 @@ def test_given_name_and_surname_are_stored_as_zammad_stores_them(
         ("x" * 150, "", None, ("X" + "x" * 99, "")),
         ("", "y" * 150, None, ("Y" + "y" * 99, "")),
         ("http://a.example b", "", None, ("a.example", "B")),
+        ("Jane https://x.example", "Doe", None, ("Jane x.example", "Doe")),
+        ("Jane  Ann", "Doe  Roe", None, ("Jane  Ann", "Doe  Roe")),
+        ("Doe, Jane, Jr.", "", None, ("Jane, Jr.", "Doe")),
+        ("", "", "jane.doe@x@y.example", ("Jane", "Doe")),
     ],
     ids=[
         "lone-upper-capitalised",
@@ -445,6 +479,10 @@ def test_given_name_and_surname_are_stored_as_zammad_stores_them(
         "lone-name-truncated",
         "lone-lastname-truncated",
         "url-scheme-dropped",
+        "url-scheme-dropped-inside",
+        "both-kept-as-they-are-inner-spaces-too",
+        "last-comma-first-at-the-first-comma",
+        "email-local-part-before-the-first-at",
     ],
 )
 def test_zammad_names_follow_check_name(
@@ -491,6 +529,14 @@ def test_an_empty_or_userless_snapshot_gives_no_users_with_every_column() -> Non
     for frame in (members_frame(), members_frame(device)):
         users = normalize_members(frame, normalize_options(mapping=mapping))
         assert users.empty and list(users.columns) == [*UNIVERSAL_COLUMNS[:-4], "note", *UNIVERSAL_COLUMNS[-4:]]
+
+
+def test_a_core_field_the_mapping_leaves_out_is_an_empty_column() -> None:
+    mapping = {k: r for k, r in normalize_options().mapping.items() if k not in ("phone", "department")}
+    users = normalize_members(members_frame(graph_user(), graph_user("john.roe")), normalize_options(mapping=mapping))
+    assert list(users.columns) == list(UNIVERSAL_COLUMNS)
+    assert users["phone"].isna().all() and users["department"].isna().all()
+    assert users["mobile"].tolist() == [None, None] and users["email"].tolist()[1] == "john.roe@contoso.example"
 
 
 def test_a_device_in_two_groups_is_counted_once() -> None:

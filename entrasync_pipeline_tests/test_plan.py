@@ -14,12 +14,14 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from entrasync_pipeline import plan as rules
-from entrasync_pipeline.normalize import NO_EMAIL_REASON
+from entrasync_pipeline.normalize import NO_EMAIL_REASON, normalize_members
 from entrasync_pipeline.plan import PLAN_COLUMNS, Action, compute_plan
 from entrasync_pipeline_tests.factories import (
     GROUP,
     PROFILE,
     graph_user,
+    members_frame,
+    normalize_options,
     plan_options,
     universal,
     zammad_frame,
@@ -218,6 +220,48 @@ def test_system_user_is_ignored() -> None:
     assert plan.empty
 
 
+@pytest.mark.parametrize("where", ["first", "second", "last", "absent"])
+def test_the_system_user_is_never_planned_wherever_zammad_lists_it(where: str) -> None:
+    system = zammad_user(1, "system@example.org", "k1")
+    john = zammad_user(11, "john.roe@contoso.example", graph_user("john.roe")["id"])
+    listing = {
+        "first": [system, SYNCED, john],
+        "second": [SYNCED, system, john],
+        "last": [SYNCED, john, system],
+        "absent": [SYNCED, john],
+    }[where]
+    plan = compute_plan(universal(JANE, graph_user("john.roe")), pd.DataFrame(listing), plan_options())
+    assert plan[["action", "zammad_id"]].to_dict("records") == [
+        {"action": "noop", "zammad_id": 10},
+        {"action": "noop", "zammad_id": 11},
+    ]
+    assert _actions(compute_plan(universal(JANE), pd.DataFrame([SYNCED]), plan_options())) == ["noop"]
+    assert _actions(compute_plan(universal(), pd.DataFrame(listing), plan_options())) == ["deactivate", "deactivate"]
+
+
+def test_a_zammad_user_without_entra_key_is_never_deactivated_even_if_marked_as_ours() -> None:
+    """DESIGN.md §2: users without entra_key are never deactivated (a key cleared by hand, a half-written identity)."""
+    keyless = [zammad_user(11, "x@contoso.example", None, entrasync_profile=PROFILE, entra_object_type="user")]
+    blank = [zammad_user(12, "y@contoso.example", "", entrasync_profile=PROFILE, entra_object_type="user")]
+    plan = _plan([], [SYNCED, *keyless, *blank])
+    assert plan[["action", "zammad_id"]].to_dict("records") == [{"action": "deactivate", "zammad_id": 10}]
+    assert _plan([JANE], [SYNCED, *keyless, *blank])["action"].tolist() == ["noop"]
+
+
+def test_the_plan_follows_the_members_order_whatever_the_index_of_their_frame() -> None:
+    members = universal(graph_user("ann.lee"), JANE, graph_user("john.roe", department="Sales"), graph_user("bo.kim"))
+    members.index = [7, 3, 5, 1]
+    zammad = [SYNCED, zammad_user(11, "john.roe@contoso.example", graph_user("john.roe")["id"])]
+    plan = compute_plan(members, zammad_frame(*zammad), plan_options())
+    assert plan[["action", "entra_key"]].to_dict("records") == [
+        {"action": "create", "entra_key": graph_user("ann.lee")["id"]},
+        {"action": "noop", "entra_key": KEY},
+        {"action": "update", "entra_key": graph_user("john.roe")["id"]},
+        {"action": "create", "entra_key": graph_user("bo.kim")["id"]},
+    ]
+    assert plan.index.equals(pd.RangeIndex(4))
+
+
 def test_roles_from_the_group_mapping() -> None:
     users = universal(JANE, group_roles={"9a0f1b7c-0000-4000-8000-000000000001": ("Agent",)})
     options = plan_options(role_ids={"Admin": 1, "Agent": 2, "Customer": 3})
@@ -340,6 +384,17 @@ def test_a_protected_account_is_never_modified_whatever_the_case_of_its_login_or
 def test_an_admin_is_an_ordinary_user_when_admin_protection_is_off(users: list[dict], action: str) -> None:
     plan = _plan(users, [{**SYNCED, "role_ids": (1, 2)}], protect_admins=False)
     assert _actions(plan) == [action]
+
+
+@pytest.mark.parametrize("role_ids", [[1, 2], [2, 1], (3, 1)], ids=["list", "list-admin-last", "tuple"])
+def test_an_admin_is_protected_whether_its_role_ids_come_as_a_list_or_a_tuple(role_ids: Any) -> None:
+    """Zammad's JSON gives lists; the Zammad reader may hand over tuples."""
+    others = [zammad_user(11, "john.roe@contoso.example", graph_user("john.roe")["id"], role_ids=[3])]
+    plan = _plan([JANE, graph_user("john.roe")], [{**SYNCED, "role_ids": role_ids}, *others])
+    assert plan[["action", "zammad_id", "reason"]].to_dict("records") == [
+        {"action": "skip", "zammad_id": 10, "reason": "protected account (holds the Admin role)"},
+        {"action": "noop", "zammad_id": 11, "reason": None},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -521,6 +576,22 @@ def test_a_field_zammad_holds_no_value_for_changes_from_none() -> None:
     assert row["changes"] == {"mobile": [None, "+1 555 0199"]} and row["payload"] == {"mobile": "+1 555 0199"}
 
 
+def test_a_zammad_attribute_stored_as_a_number_is_compared_as_text() -> None:
+    """A custom attribute Zammad keeps as a number (an employee number) is no change when its text is equal."""
+    from entrasync_pipeline.normalize import Rule
+
+    mapping = {**normalize_options().mapping, "employee_no": Rule(("employeeId",))}
+    users = normalize_members(members_frame(JANE), normalize_options(mapping=mapping))
+    users["employee_no"] = ["4711"]
+    options = plan_options(fields=(*plan_options().fields, "employee_no"))
+    zammad = zammad_frame(SYNCED, zammad_user(11, "x@contoso.example"))
+    zammad["employee_no"] = pd.Series([None, None, 4711, 12], dtype=object)
+    assert _actions(compute_plan(users, zammad, options)) == ["noop"]
+    zammad.loc[zammad["id"] == 10, "employee_no"] = 4712
+    row = _only(compute_plan(users, zammad, options), Action.UPDATE)
+    assert row["changes"] == {"employee_no": [4712, "4711"]}
+
+
 def test_an_email_change_compares_the_way_zammad_stores_it() -> None:
     """Zammad strips and lower-cases email: a differently cased address is no change."""
     assert _actions(_plan([JANE], [{**SYNCED, "email": " Jane.Doe@CONTOSO.example "}])) == ["noop"]
@@ -608,6 +679,14 @@ def test_a_preview_caps_the_reviewed_changes_per_action() -> None:
         ("skip", None),
     ]
     assert [c["action"] for c in rules.plan_changes(_mixed_plan(), limit=0)] == []
+
+
+def test_the_role_merge_count_counts_the_decisions_that_merged_conflicting_role_mappings() -> None:
+    reasons = ["new member; " + rules.ROLE_MERGE_NOTE, None, rules.ROLE_MERGE_NOTE, "attributes changed", float("nan")]
+    plan = pd.DataFrame({"action": ["create", "noop", "noop", "update", "skip"], "reason": reasons})
+    assert rules.role_merge_count(plan) == 2
+    assert rules.role_merge_count(pd.DataFrame(columns=PLAN_COLUMNS)) == 0
+    assert rules.role_merge_count(pd.DataFrame()) == 0
 
 
 def test_the_reviewed_changes_are_plain_json_values() -> None:
