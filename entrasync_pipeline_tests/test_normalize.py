@@ -394,6 +394,26 @@ def test_mapped_fields_follow_their_rule(normalize: Callable[..., dict], rule: R
     assert normalize(user, mapping=mapping)["department"] == expected
 
 
+def test_only_the_email_rule_passes_over_guest_upns() -> None:
+    """A #EXT# value is no email, but it is a value like any other for a mapped field."""
+    guest_upn = "j_x.example#EXT#@t.onmicrosoft.com"
+    mapping = {**normalize_options().mapping, "department": Rule(("userPrincipalName",))}
+    users = [
+        graph_user(mail=None, userPrincipalName=guest_upn),
+        graph_user("john.roe", mail="john#1@contoso.example"),
+        graph_user("max.moe", mail=None, otherMails=["MAX@contoso.example"]),
+    ]
+    rows = normalize_members(members_frame(*users), normalize_options(mapping=mapping))
+    assert rows["email"].tolist() == ["", "john#1@contoso.example", "max@contoso.example"]
+    assert rows["department"].tolist() == [guest_upn, "john.roe@contoso.example", "max.moe@contoso.example"]
+    assert rows["skip_reason"].tolist() == [NO_EMAIL_REASON, None, None]
+
+
+def test_a_decimal_number_is_mapped_as_its_text(normalize: Callable[..., dict]) -> None:
+    mapping = {**normalize_options().mapping, "department": Rule(("employeeId",))}
+    assert normalize(graph_user(employeeId=4711.5), mapping=mapping)["department"] == "4711.5"
+
+
 @pytest.mark.parametrize(
     "field, value, expected",
     [
@@ -658,17 +678,20 @@ def _missing_as_none(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(_members, _normalize_options())
+@given(_members, _normalize_options(), st.booleans())
 def test_the_column_wise_normalizer_equals_the_per_user_rules_for_any_mapping_and_snapshot(
-    members: list, options: Any
+    members: list, options: Any, complete: bool
 ) -> None:
     """Any mapping (transforms, fallbacks, defaults, constants), email-less users synced or not, members in
-    several groups, other member types, properties absent for some members (NaN cells): the column-wise
-    normalize_members decides like normalize_user on each member's first record, and merges the groups."""
+    several groups, other member types, properties absent for some members (NaN cells) or present for all
+    (text columns without gaps): the column-wise normalize_members decides like normalize_user on each
+    member's first record, and merges the groups."""
     records = []
     for user, key, group, kind, extra, absent in members:
         record = {"group_id": group, "group_name": group, **user, **extra, "id": key, "@odata.type": kind}
-        records.append({k: v for k, v in record.items() if k not in absent})
+        if complete:  # every property has text: the column-wise path takes its text-only shortcuts
+            record = {k: f" {k} Of  {key[-4:]} " if v is None or isinstance(v, int) else v for k, v in record.items()}
+        records.append({k: v for k, v in record.items() if complete or k not in absent})
     frame = pd.DataFrame(records)
     users = [r for r in frame.to_dict("records") if r["@odata.type"] == "#microsoft.graph.user"]
     groups: dict[str, set[str]] = {}
