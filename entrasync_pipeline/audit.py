@@ -10,6 +10,7 @@ with = + - @ (or a tab/CR) are prefixed with a quote (OWASP CSV injection).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import threading
@@ -73,6 +74,13 @@ links = Table(
     Column("profile", String(64), primary_key=True),
     Column("entra_key", String(64), primary_key=True),
     Column("zammad_id", Integer),
+)
+# One row per profile: a digest of its links, so a full run that changed none skips reading them.
+links_digest = Table(
+    "entrasync_links_digest",
+    metadata,
+    Column("profile", String(64), primary_key=True),
+    Column("digest", String(64), nullable=False),
 )
 
 # "started" is the write-ahead intent recorded before a write; every intent gets exactly one final
@@ -197,8 +205,20 @@ class AuditStore:
         return known
 
     def replace_links(self, profile: str, current: dict[str, int | None]) -> int:
-        """Make the profile's links exactly ``current``; writes only what changed. Returns that count."""
+        """Make the profile's links exactly ``current``; writes only what changed. Returns that count.
+
+        The usual nightly run changes nothing: comparing a digest costs one row instead of reading
+        every link back.
+        """
+        digest = hashlib.sha256(
+            "\n".join(f"{k}\t{'' if z is None else z}" for k, z in sorted(current.items())).encode()
+        ).hexdigest()
         with self._lock, self.engine.begin() as conn:
+            known = conn.execute(select(links_digest.c.digest).where(links_digest.c.profile == profile)).scalar()
+            if known == digest:
+                return 0
+            conn.execute(links_digest.delete().where(links_digest.c.profile == profile))
+            conn.execute(insert(links_digest), [{"profile": profile, "digest": digest}])
             stored = dict(
                 conn.execute(select(links.c.entra_key, links.c.zammad_id).where(links.c.profile == profile)).all()
             )
