@@ -216,7 +216,7 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
         out["skip_reason"] = out["skip_reason"] or NO_EMAIL_REASON
     out["email"] = email
     for field, rule in options.mapping.items():
-        if field not in ("email", "firstname", "lastname"):
+        if field != "email":  # the names are replaced below, by Zammad's name rules
             out[field] = zammad_value(field, map_field(record, rule))
     first = map_field(record, options.mapping["firstname"]) if "firstname" in options.mapping else None
     last = map_field(record, options.mapping["lastname"]) if "lastname" in options.mapping else None

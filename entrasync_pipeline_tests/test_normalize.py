@@ -263,7 +263,7 @@ def test_a_user_without_email_needs_one_identifier_when_email_less_users_are_syn
 @pytest.mark.parametrize(
     "overrides, email",
     [
-        ({}, "jane.doe@contoso.example"),
+        ({"mail": "Jane.Mail@contoso.example"}, "jane.mail@contoso.example"),
         ({"mail": " ", "otherMails": [" ", "Other@Contoso.Example"]}, "other@contoso.example"),
         ({"mail": None, "otherMails": []}, "jane.doe@contoso.example"),
         ({"mail": None, "userPrincipalName": "j_x.example#EXT#@t.onmicrosoft.com"}, ""),
@@ -359,6 +359,7 @@ def test_missing_cells_of_a_member_snapshot_are_missing_values() -> None:
         (Rule(("department",), transforms=("collapse_spaces",)), "Sales\u00a0\u00a0Ops", "Sales Ops"),
         (Rule(("department",), transforms=("collapse_spaces",)), "Sales Ops", "Sales Ops"),
         (Rule(("department",), transforms=("lower",)), "Sales", "sales"),
+        (Rule(("department",), transforms=("collapse_spaces", "upper")), "Sales Ops", "SALES OPS"),
         (Rule(("department",), transforms=("upper", "strip")), " Sales ", "SALES"),
         (Rule(("department",), transforms=()), " Sales ", " Sales "),
         (Rule(("businessPhones",), transforms=("join",)), [" +1 ", "", "+2"], "+1, +2"),
@@ -375,6 +376,7 @@ def test_missing_cells_of_a_member_snapshot_are_missing_values() -> None:
         "collapse-non-ascii-spaces",
         "collapse-nothing-to-do",
         "lower",
+        "collapse-then-upper",
         "upper-then-strip",
         "no-transforms",
         "join-list",
@@ -446,8 +448,16 @@ def test_a_mapping_without_name_rules_takes_the_names_from_the_display_name(norm
         ("J" * 120, "D" * 120, ("J" * 100, "D" * 100)),
         ("https://spam.example", "Doe", ("spam.example", "Doe")),
         ("Jane", "ftp://x.example", ("Jane", "x.example")),
+        ("Jane", "Doe ftp://x.example", ("Jane", "Doe x.example")),
     ],
-    ids=["blank-surname", "inner-spaces", "both-truncated", "url-in-given-name", "url-in-surname"],
+    ids=[
+        "blank-surname",
+        "inner-spaces",
+        "both-truncated",
+        "url-in-given-name",
+        "url-in-surname",
+        "url-inside-surname",
+    ],
 )
 def test_given_name_and_surname_are_stored_as_zammad_stores_them(
     normalize: Callable[..., dict], given: str, surname: str, names: tuple[str, str]
@@ -536,6 +546,14 @@ def test_a_member_of_several_groups_keeps_its_first_record_and_all_its_groups() 
             "roles": ("Agent", "Customer"),
         },
     ]
+
+
+def test_the_universal_users_active_column_is_boolean() -> None:
+    """As schemas.py declares it, whether Graph reported accountEnabled or not."""
+    for enabled in ([True, False], [None, True], [None, None]):
+        users = [graph_user("jane.doe", accountEnabled=enabled[0]), graph_user("john.roe", accountEnabled=enabled[1])]
+        active = normalize_members(members_frame(*users), normalize_options())["active"]
+        assert active.dtype == bool and active.tolist() == [e is not False for e in enabled]
 
 
 def test_without_group_roles_members_get_no_roles() -> None:
