@@ -328,6 +328,64 @@ def test_a_limited_member_among_readable_ones_is_the_only_one_skipped_for_it() -
     limited = {**{k: None for k in readable}, "@odata.type": readable["@odata.type"], "id": "x", "otherMails": []}
     users = normalize_members(members_frame(readable, limited, graph_user("john.roe")), normalize_options())
     assert users["skip_reason"].tolist() == [None, LIMITED_REASON, None]
+    # The same member as Graph sends it ($select ignored for it): only its type and id, NaN in the snapshot.
+    bare = {"@odata.type": readable["@odata.type"], "id": "x"}
+    frame = pd.DataFrame(
+        [{"group_id": GROUP, "group_name": "IT", **u} for u in (readable, bare, graph_user("john.roe"))]
+    )
+    users = normalize_members(frame, normalize_options())
+    assert users["skip_reason"].tolist() == [None, LIMITED_REASON, None]
+
+
+def test_a_snapshot_without_account_flags_makes_every_member_active() -> None:
+    frame = members_frame(graph_user(), graph_user("john.roe")).drop(columns="accountEnabled")
+    assert normalize_members(frame, normalize_options())["active"].tolist() == [True, True]
+
+
+def test_a_snapshot_mixing_the_identifier_cases_skips_only_the_members_without_one() -> None:
+    bare = {"mail": None, "userPrincipalName": "j_x.example#EXT#@t.onmicrosoft.com", "givenName": None}
+    bare |= {"surname": None, "displayName": None, "businessPhones": [], "mobilePhone": None}
+    users = [
+        graph_user("ann.lee", **bare),
+        graph_user("bo.kim", **{**bare, "surname": "Kim"}),
+        graph_user("cy.ng", **{**bare, "mobilePhone": "+1 555 0199"}),
+        graph_user("di.oh"),
+    ]
+    rows = normalize_members(members_frame(*users), normalize_options(sync_users_without_email=True))
+    assert rows["skip_reason"].tolist() == [NO_IDENTIFIER_REASON, None, None, None]
+    assert rows[["firstname", "lastname"]].values.tolist() == [["", ""], ["Kim", ""], ["", ""], ["Di", "Oh"]]
+
+
+def test_names_mapped_without_strip_are_stored_stripped_like_zammad_does() -> None:
+    """Zammad strips names on save; a mapping may leave them unstripped, in any row of the snapshot."""
+    mapping = {
+        **normalize_options().mapping,
+        "firstname": Rule(("givenName",), transforms=()),
+        "lastname": Rule(("surname",), transforms=()),
+    }
+    names = [(" Jane ", " Doe "), (" Ann ", "Lee"), ("Bo", " Kim "), (None, None), ("cy", " "), ("Di", "Oh")]
+    users = [
+        graph_user(f"user.{i}", givenName=given, surname=surname, displayName="Max  Moe")
+        for i, (given, surname) in enumerate(names)
+    ]
+    expected = [["Jane", "Doe"], ["Ann", "Lee"], ["Bo", "Kim"], ["Max", "Moe"], ["Cy", ""], ["Di", "Oh"]]
+    rows = normalize_members(members_frame(*users), normalize_options(mapping=mapping))
+    assert rows[["firstname", "lastname"]].values.tolist() == expected
+    for user, names in zip(users, expected):
+        row = normalize_user(user, normalize_options(mapping=mapping))
+        assert [row["firstname"], row["lastname"]] == names
+        assert [_column_wise(user, normalize_options(mapping=mapping))[k] for k in ("firstname", "lastname")] == names
+    plain = [
+        graph_user(f"user.{i}", givenName=f"{g} ", surname=f" {s}") for i, (g, s) in enumerate([("A", "B"), ("C", "D")])
+    ]
+    rows = normalize_members(members_frame(*plain), normalize_options(mapping=mapping))
+    assert rows[["firstname", "lastname"]].values.tolist() == [["A", "B"], ["C", "D"]]
+
+
+def test_a_long_value_is_cut_even_when_other_members_have_none() -> None:
+    users = [graph_user(department=None), graph_user("john.roe", department="D" * 250), graph_user("max.moe")]
+    rows = normalize_members(members_frame(*users), normalize_options())
+    assert rows["department"].tolist() == [None, "D" * 200, "IT"]
 
 
 def test_missing_cells_of_a_member_snapshot_are_missing_values() -> None:
@@ -443,12 +501,13 @@ def test_a_mapping_without_name_rules_takes_the_names_from_the_display_name(norm
 @pytest.mark.parametrize(
     "given, surname, names",
     [
-        ("Jane", " ", ("Jane", "")),
+        ("jane", " ", ("Jane", "")),
         ("  Jane  Ann ", "Doe", ("Jane Ann", "Doe")),
         ("J" * 120, "D" * 120, ("J" * 100, "D" * 100)),
         ("https://spam.example", "Doe", ("spam.example", "Doe")),
         ("Jane", "ftp://x.example", ("Jane", "x.example")),
         ("Jane", "Doe ftp://x.example", ("Jane", "Doe x.example")),
+        ("https://spam.example", "ftp://x.example", ("spam.example", "x.example")),
     ],
     ids=[
         "blank-surname",
@@ -457,6 +516,7 @@ def test_a_mapping_without_name_rules_takes_the_names_from_the_display_name(norm
         "url-in-given-name",
         "url-in-surname",
         "url-inside-surname",
+        "urls-in-both",
     ],
 )
 def test_given_name_and_surname_are_stored_as_zammad_stores_them(
