@@ -237,7 +237,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             if options.targets is None:
                 members = steps.read_entra_members(runtime, progress)
             else:
-                members = steps.read_targeted_members(runtime, options.targets)
+                members = steps.read_targeted_members(runtime, steps.with_neighbours(runtime, options.targets))
             per_group = steps.members_per_group(members, runtime.config)
             http = _http_metadata(runtime, "graph")
         return dg.Output(
@@ -308,7 +308,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             if options.targets is None:
                 users = steps.read_zammad_users(runtime, progress)
             else:
-                users = steps.read_targeted_zammad_users(runtime, options.targets)
+                users = steps.read_targeted_zammad_users(runtime, steps.with_neighbours(runtime, options.targets))
             http = _http_metadata(runtime, "zammad")
         keyed = int((users["entra_key"].fillna("") != "").sum()) if not users.empty else 0
         return dg.Output(
@@ -362,14 +362,15 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 verdict = steps.judge(runtime, plan, per_group, zammad_users, options.approve_deactivations)
                 story: list[dict[str, Any]] = []
             else:
+                targets = steps.with_neighbours(runtime, options.targets)
                 zammad_users = steps.with_email_matches(runtime, universal_users, zammad_users)
-                plan = scope_plan(steps.compute_sync_plan(runtime, universal_users, zammad_users), options.targets)
+                plan = scope_plan(steps.compute_sync_plan(runtime, universal_users, zammad_users), targets)
                 population = _managed_population(context, zammad_users)
                 verdict = steps.judge(
                     runtime, plan, {}, zammad_users, options.approve_deactivations, managed=population
                 )
                 found = entra_group_members.attrs.get("targets", {})
-                story = trace(options.targets, found, universal_users, zammad_users, plan)
+                story = trace(targets, found, universal_users, zammad_users, plan)
             steps.record_approval(runtime.audit, context.run_id, runtime.name, verdict, options.dry_run)
             if verdict.blocked:
                 context.log.warning("apply blocked: %s", verdict.summary)
@@ -424,7 +425,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 metadata[MANAGED_USERS] = dg.MetadataValue.int(_managed_after(sync_plan, result))
             else:
                 rows = runtime.audit.query(AuditFilter(run_id=context.run_id))
-                writes = write_outcomes(rows, options.targets[:TRACE_LIMIT])
+                writes = write_outcomes(rows, steps.with_neighbours(runtime, options.targets)[:TRACE_LIMIT])
                 metadata[TARGETS_WRITES] = dg.MetadataValue.json(writes)
         if result.failed:
             context.log.warning("%d writes failed: %s", result.failed, result.failures[:5])

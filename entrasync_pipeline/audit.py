@@ -204,6 +204,30 @@ class AuditStore:
                     known[key] = zammad_id if zammad_id is not None else known.get(key)
         return known
 
+    def email_neighbours(self, profile: str, entra_keys: Iterable[str]) -> set[str]:
+        """Entra ids that ever had an email one of these ids had (audit rows of this profile).
+
+        One user's decision can hang on another's email (a conflict on an address, a leaver kept
+        because someone else's conflict holds their Zammad user): a targeted run decides them together.
+        """
+        keys = sorted(set(entra_keys))
+        neighbours: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                emails = (
+                    select(audit_log.c.email)
+                    .where(
+                        audit_log.c.profile == profile, audit_log.c.entra_key.in_(chunk), audit_log.c.email.is_not(None)
+                    )
+                    .distinct()
+                )
+                shared = select(audit_log.c.entra_key).where(
+                    audit_log.c.profile == profile, audit_log.c.email.in_(emails), audit_log.c.entra_key.is_not(None)
+                )
+                neighbours.update(key for (key,) in conn.execute(shared.distinct()))
+        return neighbours - set(keys)
+
     def replace_links(self, profile: str, current: dict[str, int | None]) -> int:
         """Make the profile's links exactly ``current``; writes only what changed. Returns that count.
 

@@ -142,6 +142,14 @@ def read_targeted_members(profile: ProfileRuntime, targets: tuple[str, ...]) -> 
     return frame
 
 
+def with_neighbours(profile: ProfileRuntime, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """The targets and the users whose decision can hang on theirs: those who shared an email with
+    them (a conflict over an address, a leaver kept active by another user's conflict). A full run
+    decides them together; so does a targeted run."""
+    neighbours = profile.audit.email_neighbours(profile.name, targets)
+    return targets + tuple(sorted(neighbours))
+
+
 def resolve_targets(profile: ProfileRuntime, names: list[str]) -> tuple[list[str], list[str]]:
     """Entra object ids for users named by object id, UPN or mail: (ids, names not found).
 

@@ -189,3 +189,17 @@ def test_a_user_is_known_from_the_audit_and_the_newest_zammad_id_wins(store: Aud
     store.record([_row(profile="it", entra_key="a", zammad_id=5), _row(profile="it", entra_key="a", zammad_id=None)])
     assert store.known_users("it", ["a", "b", "n"]) == {"a": 5, "b": 7, "n": None}
     assert store.known_users("it", []) == {}
+
+
+def test_email_neighbours_are_the_users_who_ever_shared_an_email_in_this_profile(store: AuditStore) -> None:
+    store.record(
+        [
+            _row(profile="it", entra_key="anna", email="anna@x.example"),
+            _row(profile="it", entra_key="rehire", email="anna@x.example", action="conflict", outcome="skipped"),
+            _row(profile="it", entra_key="bob", email="bob@x.example"),
+            _row(profile="sales", entra_key="other", email="anna@x.example"),
+        ]
+    )
+    assert store.email_neighbours("it", ["rehire"]) == {"anna"}
+    assert store.email_neighbours("it", ["anna", "rehire"]) == set()  # only others
+    assert store.email_neighbours("it", ["bob"]) == set()

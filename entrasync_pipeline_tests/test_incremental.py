@@ -84,9 +84,11 @@ def _settings(examples: int, step_count: int) -> settings:
     )
 
 
-# take_mail and rehire make one user's decision hang on another's email, which the feed's runs do
-# not follow (the known divergences, reproduced by the xfail tests at the end of this file). Until
-# those are fixed the machine leaves both rules out, so that it keeps guarding everything else.
+# take_mail and rehire make one user's decision hang on another's email. A targeted run decides a
+# target's email neighbours with it (steps.with_neighbours), which fixed two of the three divergences
+# they revealed; the third needs the plan to free an email it moves away in the same pass (the xfail
+# test at the end of this file). Until then the machine leaves both rules out, so that it keeps
+# guarding everything else.
 SHARED_MAILS = False
 
 # About 10 s per example on the shared 2-core machine: the file passes in under 3 minutes.
@@ -446,9 +448,8 @@ def harness(
     harness.close()
 
 
-# The divergences the machine found with SHARED_MAILS on, as short as they get. When one is fixed its
-# test passes and strict xfail turns that into a failure: remove the marker, and once all three
-# pass, switch SHARED_MAILS on.
+# The divergences the machine found with SHARED_MAILS on, as short as they get. Two are fixed (email
+# neighbours); the last is strict xfail: when it passes, remove the marker and switch SHARED_MAILS on.
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
@@ -465,27 +466,16 @@ def test_a_mail_freed_by_a_rename_reaches_the_user_who_waited_for_it(harness: Ha
     harness.full_run()  # today: updates Anna's email, which the feed never retried
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 10 §5: a targeted run counts the Entra users sharing an email among its targets only",
-)
 def test_a_targeted_run_decides_like_a_full_run_for_a_user_whose_mail_another_shares(harness: Harness) -> None:
     anna = harness.user_by_mail("anna.schmidt@contoso.example")
     jonas = harness.user_by_mail("jonas.weber@contoso.example")
     harness.admin.patch(anna, mail="jonas.weber@contoso.example")
     harness.sync()
     harness.admin.patch(jonas, accountEnabled=False)
-    # today: the targeted run deactivates Jonas; a full plan leaves him (2 Entra users share his email)
+    # Anna shared Jonas's email, so the targeted run decides her with him, as a full plan does
     harness.sync()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 10 §5: a leaver kept active while another user's conflict holds their email is not "
-    "retried when that conflict ends",
-)
 def test_a_leaver_held_by_another_users_conflict_is_deactivated_when_it_ends(harness: Harness) -> None:
     anna = harness.user_by_mail("anna.schmidt@contoso.example")
     harness.admin.remove(harness.groups[IT_SUPPORT], anna)
@@ -493,5 +483,5 @@ def test_a_leaver_held_by_another_users_conflict_is_deactivated_when_it_ends(har
     harness.admin.patch(rehired, mail="anna.schmidt@contoso.example")
     harness.sync()  # the new account: conflict on Anna's email, which keeps Anna's Zammad user active
     harness.admin.remove(harness.groups[IT_SUPPORT], rehired)
-    harness.sync()  # nothing holds Anna's Zammad user any more, but she is not a target
-    harness.full_run()  # today: deactivates Anna, a leaver the feed never retried
+    harness.sync()  # nothing holds Anna's Zammad user any more: she shared the email, so she is decided too
+    harness.full_run()  # finds nothing left: Anna was deactivated by the targeted run
