@@ -88,6 +88,7 @@ links_digest = Table(
 OUTCOMES = ("started", "done", "failed", "would", "skipped", "blocked", "interrupted", "info")
 FINAL_OUTCOMES = ("done", "failed", "skipped", "interrupted")
 _CHUNK = 500  # ids per IN (...) clause
+_INSERT_CHUNK = 5000  # link rows per INSERT
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 _SQLITE_TRIGGERS = [
@@ -247,17 +248,17 @@ class AuditStore:
                 conn.execute(select(links.c.entra_key, links.c.zammad_id).where(links.c.profile == profile)).all()
             )
             stale = sorted(k for k, z in stored.items() if k not in current or current[k] != z)
-            fresh = [
-                {"profile": profile, "entra_key": k, "zammad_id": z}
-                for k, z in current.items()
-                if k not in stored or stored[k] != z
-            ]
+            fresh = [k for k, z in current.items() if k not in stored or stored[k] != z]
             for start in range(0, len(stale), _CHUNK):
                 chunk = stale[start : start + _CHUNK]
                 conn.execute(links.delete().where(links.c.profile == profile, links.c.entra_key.in_(chunk)))
-            if fresh:
-                conn.execute(insert(links), fresh)
-        return len(stale) + len(fresh) - len(set(stale) & {row["entra_key"] for row in fresh})
+            for start in range(0, len(fresh), _INSERT_CHUNK):  # rows built per chunk: a first run adds 100,000
+                rows = [
+                    {"profile": profile, "entra_key": k, "zammad_id": current[k]}
+                    for k in fresh[start : start + _INSERT_CHUNK]
+                ]
+                conn.execute(insert(links), rows)
+        return len(stale) + len(fresh) - len(set(stale) & set(fresh))
 
     def query(self, filters: AuditFilter = AuditFilter()) -> list[dict[str, Any]]:
         stmt = select(audit_log).order_by(audit_log.c.seq)
