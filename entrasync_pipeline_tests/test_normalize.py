@@ -354,6 +354,10 @@ def test_a_snapshot_mixing_the_identifier_cases_skips_only_the_members_without_o
     rows = normalize_members(members_frame(*users), normalize_options(sync_users_without_email=True))
     assert rows["skip_reason"].tolist() == [NO_IDENTIFIER_REASON, None, None, None]
     assert rows[["firstname", "lastname"]].values.tolist() == [["", ""], ["Kim", ""], ["", ""], ["Di", "Oh"]]
+    # A mapping without phone and mobile: a name or the email is then the only identifier.
+    mapping = {k: r for k, r in normalize_options().mapping.items() if k not in ("phone", "mobile")}
+    rows = normalize_members(members_frame(*users), normalize_options(mapping=mapping, sync_users_without_email=True))
+    assert rows["skip_reason"].tolist() == [NO_IDENTIFIER_REASON, None, NO_IDENTIFIER_REASON, None]
 
 
 def test_names_mapped_without_strip_are_stored_stripped_like_zammad_does() -> None:

@@ -9,7 +9,8 @@ with more than ``WHOLE_FILE_MAX`` mutants is sampled: ``SAMPLE_SHARE`` of its mu
 ``random.Random(f"{SEED}:{path}")`` from their sorted names. Then, per file: killed / (run −
 equivalent), where equivalent mutants are the ones docs/mutation.md lists by name.
 
-Exit status 1 when a file scores under ``TARGET`` or mutmut fails. ``--full`` runs every mutant.
+Exit status 1 when a file scores under ``TARGET`` or mutmut fails. ``--full`` runs every mutant;
+``--report`` only reports the verdicts of the last run (after editing docs/mutation.md, say).
 """
 
 from __future__ import annotations
@@ -123,25 +124,20 @@ def report(selected: dict[str, list[str]], status: dict[str, str]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="run every mutant instead of the seeded sample")
+    parser.add_argument("--report", action="store_true", help="report the last run's verdicts, run nothing")
     args = parser.parse_args()
     os.chdir(REPO)
-    shutil.rmtree(REPO / "mutants", ignore_errors=True)
     every = mutants_by_file()
     selected = {path: names if args.full else sample(names, path) for path, names in every.items()}
     names = [n for ns in selected.values() for n in ns]
-    print(
-        f"{len(names)} of {sum(map(len, every.values()))} mutants "
-        + (
-            "(all)"
-            if args.full
-            else f"(seed {SEED}: files over {WHOLE_FILE_MAX} mutants sampled at {SAMPLE_SHARE:.0%})"
-        )
-        + f", one worker; progress: tail -f {LOG.relative_to(REPO)}",
-        flush=True,
-    )
-    started = time.monotonic()
-    run_mutmut(names)
-    print(f"mutmut ran {len(names)} mutants in {(time.monotonic() - started) / 60:.1f} min")
+    how = "(all)" if args.full else f"(seed {SEED}: files over {WHOLE_FILE_MAX} mutants sampled at {SAMPLE_SHARE:.0%})"
+    print(f"{len(names)} of {sum(map(len, every.values()))} mutants {how}", flush=True)
+    if not args.report:
+        print(f"one worker; progress: tail -f {LOG.relative_to(REPO)}", flush=True)
+        shutil.rmtree(REPO / "mutants", ignore_errors=True)
+        started = time.monotonic()
+        run_mutmut(names)
+        print(f"mutmut ran {len(names)} mutants in {(time.monotonic() - started) / 60:.1f} min")
     if not report(selected, verdicts()):
         sys.exit(f"\nunder {TARGET:.0%} of the non-equivalent mutants killed in at least one file")
 
