@@ -96,9 +96,12 @@ def test_sigkill_during_the_apply_then_a_fresh_run_converges(
 
 
 def _reexecutable_job() -> dg.JobDefinition:
-    from entrasync_pipeline.definitions import defs
+    """The job as a code location loads it from $ENTRASYNC_CONFIG (built here, not the module's ``defs``,
+    which were built when this process first imported them, maybe under another config)."""
+    from entrasync_pipeline.definitions import build_definitions
+    from entrasync_pipeline.settings import configured_profile_names, schedule_settings
 
-    return defs.resolve_job_def("entrasync_sync_job")
+    return build_definitions(configured_profile_names(), schedule_settings()).resolve_job_def("entrasync_sync_job")
 
 
 def test_dagster_reexecution_from_failure_converges(
