@@ -1,7 +1,9 @@
 """Graph user → universal user: the email chain, #EXT# guests, names, Zammad's storage rules.
 
 Every row is a rule of DESIGN.md §2 or a storage rule of reference/zammad-api.md §2.4–2.7; the
-normalized values must equal what Zammad stores, or a second run would write again.
+normalized values must equal what Zammad stores, or a second run would write again. The rules run
+on both paths (the ``normalize`` fixture): ``normalize_user``, the reference, and the column-wise
+``normalize_members`` the sync uses; properties hold the two equal for any mapping and snapshot.
 """
 
 from __future__ import annotations

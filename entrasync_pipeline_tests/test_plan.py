@@ -1,6 +1,9 @@
 """compute_plan: one test row per rule of DESIGN.md §2, plus properties (planning again on the
 applied state yields only noop; users without entra_key and other profiles' users are never touched;
-the column-wise noop path decides exactly like the per-user rules).
+every member gets one decision that names them; a protected account is never written; the
+column-wise noop path and leaver filter decide exactly like the per-user rules). Also what a run
+reports of a plan (counts, writes, reviewed changes). ``make mutation`` measures how much of
+plan.py these tests hold (docs/mutation.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Safety rules: an empty or partial read never deactivates; thresholds block until approved."""
+"""Safety rules: an empty or partial read never deactivates; thresholds (a count, and a share of the
+managed users never under one) block until approved; an approval for N never covers more."""
 
 from __future__ import annotations
 
