@@ -21,12 +21,13 @@ def _session(info: dict) -> requests.Session:
     return session
 
 
-def _token(session: requests.Session, info: dict) -> str:
+def app_token(session: requests.Session, info: dict, app: str = "sync_app") -> str:
+    """A Graph token for one of the sandbox's app registrations (``sync_app`` reads, ``admin_app`` writes)."""
     response = session.post(
         f"{info['authority']}/oauth2/v2.0/token",
         data={
-            "client_id": info["sync_app"]["client_id"],
-            "client_secret": info["sync_app"]["client_secret"],
+            "client_id": info[app]["client_id"],
+            "client_secret": info[app]["client_secret"],
             "grant_type": "client_credentials",
             "scope": "https://graph.microsoft.com/.default",
         },
@@ -35,7 +36,7 @@ def _token(session: requests.Session, info: dict) -> str:
 
 
 def _graph_users(session: requests.Session, info: dict, group: str) -> list[dict]:
-    headers = {"Authorization": f"Bearer {_token(session, info)}"}
+    headers = {"Authorization": f"Bearer {app_token(session, info)}"}
     url = f"{info['graph_url']}/v1.0/groups/{group}/members?$select=id,mail,givenName,surname,department&$top=999"
     users = []
     while url:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.baselines import app_token
+
 ROOT = Path(__file__).resolve().parents[1]
 SENSOR = "entrasync_membership_delta"
 
@@ -98,15 +100,7 @@ class Tenant:
 
     def __init__(self, sandbox: Any) -> None:
         self.sandbox, info = sandbox, sandbox.info
-        token = sandbox.session.post(
-            f"{info['authority']}/oauth2/v2.0/token",
-            data={
-                "client_id": info["admin_app"]["client_id"],
-                "client_secret": info["admin_app"]["client_secret"],
-                "grant_type": "client_credentials",
-                "scope": "https://graph.microsoft.com/.default",
-            },
-        ).json()["access_token"]
+        token = app_token(sandbox.session, info, "admin_app")
         self.headers = {"Authorization": f"Bearer {token}"}
         self.base = f"{info['graph_url']}/v1.0"
         self.group = info["groups"]["All Staff"]

@@ -25,6 +25,7 @@ import requests
 import yaml
 
 from bench import feed
+from bench.baselines import app_token
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -202,15 +203,7 @@ def measure(
 def churn(sandbox: SandboxProcess, share: float) -> dict[str, int]:
     """1 % churn through the real Graph write API: new members, changed departments, leavers."""
     info = sandbox.info
-    token = sandbox.session.post(
-        f"{info['authority']}/oauth2/v2.0/token",
-        data={
-            "client_id": info["admin_app"]["client_id"],
-            "client_secret": info["admin_app"]["client_secret"],
-            "grant_type": "client_credentials",
-            "scope": "https://graph.microsoft.com/.default",
-        },
-    ).json()["access_token"]
+    token = app_token(sandbox.session, info, "admin_app")
     headers = {"Authorization": f"Bearer {token}"}
     group = info["groups"]["All Staff"]
     members = sandbox.control("GET", "graph", "state")["groups"][group]

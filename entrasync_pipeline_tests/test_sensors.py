@@ -48,6 +48,18 @@ def _tick(config: Path, cursor: str | None, instance: dg.DagsterInstance | None 
             return sensor(context)
 
 
+def _busy_run(instance: dg.DagsterInstance) -> dg.DagsterRun:
+    """A run of the profile that is still running, as the daemon would have one."""
+    run = dg.DagsterRun(
+        job_name="entrasync_sync_job",
+        run_id="busy-run",
+        status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/partition": "sandbox"},
+    )
+    instance.add_run(run)
+    return run
+
+
 def _targets(request: dg.RunRequest) -> list[str]:
     return request.run_config["resources"]["run_options"]["config"]["targets"]
 
@@ -140,13 +152,7 @@ def test_a_busy_profile_keeps_the_ids_and_merges_the_burst_into_one_run(
     sandbox: Sandbox, http: Any, sensor_env: Path, instance: dg.DagsterInstance
 ) -> None:
     baseline = _tick(sensor_env, None, instance).cursor
-    busy = dg.DagsterRun(
-        job_name="entrasync_sync_job",
-        run_id="busy-run",
-        status=dg.DagsterRunStatus.STARTED,
-        tags={"dagster/partition": "sandbox"},
-    )
-    instance.add_run(busy)
+    busy = _busy_run(instance)
     first = _add_finance_user(sandbox, http)
     held = _tick(sensor_env, baseline, instance)
     assert not held.run_requests and "1 ids wait" in held.skip_reason.skip_message
@@ -257,13 +263,7 @@ def test_a_reset_while_a_run_is_busy_still_asks_for_the_full_run(
     sandbox: Sandbox, sensor_env: Path, instance: dg.DagsterInstance
 ) -> None:
     baseline = _tick(sensor_env, None, instance).cursor
-    busy = dg.DagsterRun(
-        job_name="entrasync_sync_job",
-        run_id="busy-run",
-        status=dg.DagsterRunStatus.STARTED,
-        tags={"dagster/partition": "sandbox"},
-    )
-    instance.add_run(busy)
+    _busy_run(instance)
     sandbox.control("POST", "graph", "delta/expire")
     result = _tick(sensor_env, baseline, instance)
     assert len(result.run_requests) == 1 and result.run_requests[0].tags["entrasync/scope"] == "full"
