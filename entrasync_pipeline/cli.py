@@ -147,13 +147,19 @@ def _run(
 
 def _targets(settings: "Settings", profile: str, users: Optional[list[str]]) -> tuple[Optional[list[str]], list[str]]:
     """(Entra ids to target or None for a full run, the names that match nobody)."""
+    from entrasync_pipeline.entra.errors import GraphError
     from entrasync_pipeline.runtime import ProfileRuntime
     from entrasync_pipeline.steps import resolve_targets
+    from entrasync_pipeline.zammad.errors import ZammadError
 
     if not users:
         return None, []
-    with ProfileRuntime(profile, settings) as runtime:
-        return resolve_targets(runtime, users)
+    try:
+        with ProfileRuntime(profile, settings) as runtime:
+            return resolve_targets(runtime, users)
+    except (GraphError, ZammadError) as exc:  # looking the names up needs both services
+        typer.echo(f"error: {profile}: could not look up --user: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _verbose() -> bool:

@@ -380,3 +380,12 @@ def test_provision_on_demand_tells_each_step_for_each_user(cli_env: dict[str, st
     outsider = _graph_id(sandbox, department="Finance")
     out = entrasync("plan", "--user", outsider, "--json", env=cli_env)
     assert json.loads(out.stdout)["targets"][0]["scope"] == "out of scope: not a member of any configured group"
+
+
+def test_a_user_lookup_that_graph_refuses_is_a_clear_error_not_a_traceback(
+    cli_env: dict[str, str], sandbox: Sandbox
+) -> None:
+    sandbox.faults("graph", {"route": "GET /v1.0/users/{id}", "rate": 1.0, "statuses": [503]})
+    result = entrasync("plan", "--user", "jane.doe@contoso.example", env=cli_env)
+    assert result.returncode == 1
+    assert "could not look up --user" in result.stderr and "Traceback" not in result.stderr
