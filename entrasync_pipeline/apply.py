@@ -26,7 +26,7 @@ import pandas as pd
 
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.normalize import is_missing
-from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, Action, writes_of
+from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, Action, write_layers, writes_of
 from entrasync_pipeline.zammad.errors import (
     ZammadError,
     ZammadResponseError,
@@ -217,7 +217,7 @@ def apply_plan(
         if progress is not None:
             progress(finished[0], total)
 
-    for phase in (writes, deactivations):
+    for phase in (*write_layers(writes), deactivations):  # an address is freed before another user takes it
         _run_phase(phase, writer, options, escrow, buffer, result, careful, limit, tick)
     result.stopped = escrow.reason
     result.min_concurrency = limit.lowest

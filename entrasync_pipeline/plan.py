@@ -225,13 +225,91 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
     return _row(Action.NOOP, user, zammad, note.removeprefix("; ") or None)
 
 
-def _email_collision(row: dict[str, Any], index: _Index) -> str | None:
-    """An email change to an address another Zammad user has would be refused with 422."""
-    change = row["changes"].get("email")
-    if not change or row["action"] == Action.CREATE.value:
+@dataclass
+class _Claim:
+    """A decision that needs an address other Zammad users hold now; it stands if they all move away."""
+
+    row: dict[str, Any]
+    email: str
+    holders: tuple[int, ...]  # as Zammad listed them; the first is named in the conflict
+    refused: dict[str, Any]  # the conflict row if the address stays taken
+
+
+def _wanted_email(row: Mapping[str, Any]) -> str | None:
+    """The address a write gives its Zammad user: a create's email, or the new one of an email change."""
+    if row["action"] == Action.CREATE.value:
+        return zammad_email(row.get("email")) or None
+    change = (row.get("changes") or {}).get("email")
+    return zammad_email(change[1]) or None if change and row["action"] in _MOVES else None
+
+
+def _freed_email(row: Mapping[str, Any]) -> str | None:
+    """The address a write takes away from its Zammad user (an email change of an existing user)."""
+    change = (row.get("changes") or {}).get("email")
+    return zammad_email(change[0]) or None if change and row["action"] in _MOVES else None
+
+
+_MOVES = frozenset({Action.UPDATE.value, Action.REACTIVATE.value})
+
+
+def _email_claim(
+    row: dict[str, Any], user: Mapping[str, Any], zammad: Mapping[str, Any] | None, index: _Index
+) -> _Claim | None:
+    """An email change to an address another Zammad user has: Zammad refuses it (422) unless that user moves."""
+    wanted = _wanted_email(row) if row["action"] != Action.CREATE.value else None
+    if not wanted:
         return None
-    owners = [z for z in index.by_email.get(change[1], []) if int(z["id"]) != row["zammad_id"]]
-    return f"new email {change[1]} belongs to Zammad user #{owners[0]['id']}" if owners else None
+    holders = tuple(int(z["id"]) for z in index.by_email.get(wanted, []) if int(z["id"]) != row["zammad_id"])
+    if not holders:
+        return None
+    change = row["changes"]["email"]
+    refused = _row(Action.CONFLICT, user, zammad, f"new email {change[1]} belongs to Zammad user #{holders[0]}")
+    return _Claim(row, wanted, holders, refused)
+
+
+def _settle_claims(rows: list[dict[str, Any]], claims: list[_Claim]) -> list[dict[str, Any]]:
+    """Grant each claim whose holders all give the address up in this same plan, else refuse it.
+
+    A move counts once it is itself granted, so chains resolve (C moves, B takes C's address, A
+    takes B's) and a swap, which no order of writes can carry out, stays a conflict both ways.
+    ``apply`` writes the moves first (``write_layers``).
+    """
+    if not claims:
+        return rows
+    granted = {id(claim.row): False for claim in claims}
+    moving = {(r["zammad_id"], _freed_email(r)) for r in rows if id(r) not in granted and _freed_email(r)}
+    progressed = True
+    while progressed:
+        progressed = False
+        for claim in claims:
+            if not granted[id(claim.row)] and all((h, claim.email) in moving for h in claim.holders):
+                granted[id(claim.row)] = progressed = True
+                if _freed_email(claim.row):
+                    moving.add((claim.row["zammad_id"], _freed_email(claim.row)))
+    refused = {id(c.row): {"_pos": c.row["_pos"], **c.refused} for c in claims if not granted[id(c.row)]}
+    return [refused.get(id(row), row) for row in rows]
+
+
+def write_layers(writes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Writes in the order Zammad can take them: one that takes an address another write frees comes after it.
+
+    Almost every plan is one layer; the plan only grants such chains without cycles (``_settle_claims``).
+    """
+    freer = {email: i for i, row in enumerate(writes) if (email := _freed_email(row))}
+    if not freer:
+        return [writes] if writes else []
+    depth: dict[int, int] = {}
+
+    def level(i: int, trail: frozenset[int] = frozenset()) -> int:
+        if i not in depth:
+            before = freer.get(_wanted_email(writes[i]) or "")
+            depth[i] = 0 if before is None or before == i or before in trail else 1 + level(before, trail | {i})
+        return depth[i]
+
+    layers: dict[int, list[dict[str, Any]]] = {}
+    for i, row in enumerate(writes):
+        layers.setdefault(level(i), []).append(row)
+    return [layers[k] for k in sorted(layers)]
 
 
 def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptions) -> pd.DataFrame:
@@ -303,7 +381,8 @@ def _without_system_user(zammad: pd.DataFrame) -> pd.DataFrame:
 def _decide_all(
     users: list[dict[str, Any]], index: _Index, emails: Counter[str], seen: set[int], options: PlanOptions
 ) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
+    claims: list[_Claim] = []
     for user in users:
         position = user["_pos"]
         if user.get("skip_reason"):
@@ -312,18 +391,33 @@ def _decide_all(
         zammad_user, conflict = _match(user, index, options)
         for other in index.by_key.get(user["entra_key"], []):
             seen.add(int(other["id"]))  # its match, or users we could not place: never deactivated
-        if conflict is None and user["email"] and emails[user["email"]] > 1:
+        shared = bool(user["email"]) and emails[user["email"]] > 1
+        if conflict is None and shared:
             conflict = f"{emails[user['email']]} Entra users share the email {user['email']}"
         if conflict:
             # A Zammad user we could not place stays as it is: deactivating it could lock the person out.
             seen.update(int(z["id"]) for z in index.by_email.get(user["email"], []) if user["email"])
-            rows.append({"_pos": position, **_row(Action.CONFLICT, user, zammad_user, conflict)})
+            refused = {"_pos": position, **_row(Action.CONFLICT, user, zammad_user, conflict)}
+            claim = None if shared else _hire_claim(user, index, options, refused)
+            rows.append(claim.row if claim else refused)
+            claims.extend([claim] if claim else [])
             continue
-        row = _decide(user, zammad_user, options)
-        collision = _email_collision(row, index)
-        decided = _row(Action.CONFLICT, user, zammad_user, collision) if collision else row
-        rows.append({"_pos": position, **decided})
-    return rows
+        row = {"_pos": position, **_decide(user, zammad_user, options)}
+        claim = _email_claim(row, user, zammad_user, index)
+        rows.append(row)
+        claims.extend([claim] if claim else [])
+    return _settle_claims(rows, claims)
+
+
+def _hire_claim(user: Mapping[str, Any], index: _Index, options: PlanOptions, refused: dict[str, Any]) -> _Claim | None:
+    """A new member whose email only linked Zammad users hold: a create, if they all move away."""
+    holders = index.by_email.get(user["email"], []) if user["email"] else []
+    if index.by_key.get(user["entra_key"]) or not holders or not all(_text(z.get("entra_key")) for z in holders):
+        return None
+    row = {"_pos": refused["_pos"], **_decide(user, None, options)}
+    if row["action"] != Action.CREATE.value:
+        return None
+    return _Claim(row, user["email"], tuple(int(z["id"]) for z in holders), refused)
 
 
 def _leaver_candidates(zammad: pd.DataFrame, keys: np.ndarray, seen: set[int], options: PlanOptions) -> pd.DataFrame:

@@ -85,11 +85,10 @@ def _settings(examples: int, step_count: int) -> settings:
 
 
 # take_mail and rehire make one user's decision hang on another's email. A targeted run decides a
-# target's email neighbours with it (steps.with_neighbours), which fixed two of the three divergences
-# they revealed; the third needs the plan to free an email it moves away in the same pass (the xfail
-# test at the end of this file). Until then the machine leaves both rules out, so that it keeps
-# guarding everything else.
-SHARED_MAILS = False
+# target's email neighbours with it (steps.with_neighbours), and the plan grants an address that
+# another user gives up in the same plan (plan._settle_claims; apply writes the move first): the
+# three divergences these rules revealed are pinned by the tests at the end of this file.
+SHARED_MAILS = True
 
 # About 10 s per example on the shared 2-core machine: the file passes in under 3 minutes.
 SETTINGS = {"transitive": _settings(examples=8, step_count=10), "direct": _settings(examples=4, step_count=8)}
@@ -448,14 +447,7 @@ def harness(
     harness.close()
 
 
-# The divergences the machine found with SHARED_MAILS on, as short as they get. Two are fixed (email
-# neighbours); the last is strict xfail: when it passes, remove the marker and switch SHARED_MAILS on.
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 10 §5: an email freed by one user's targeted run is not retried for the user whose "
-    "change waited on it (the plan judges email collisions on Zammad before its own writes)",
-)
+# The divergences the machine found with SHARED_MAILS on, as short as they get.
 def test_a_mail_freed_by_a_rename_reaches_the_user_who_waited_for_it(harness: Harness) -> None:
     anna = harness.user_by_mail("anna.schmidt@contoso.example")
     jonas = harness.user_by_mail("jonas.weber@contoso.example")

@@ -146,6 +146,94 @@ def test_email_change_onto_another_users_address_is_a_conflict() -> None:
     ]
 
 
+JOHN = graph_user("john.roe")
+JOHN_SYNCED = zammad_user(11, "john.roe@contoso.example", JOHN["id"])
+
+
+def _emails(plan: pd.DataFrame) -> list[tuple[str, Any, str | None]]:
+    return [(r["action"], r["zammad_id"], r["email"]) for r in plan.to_dict("records")]
+
+
+def test_an_address_given_up_in_the_same_plan_is_granted_and_written_after_the_move() -> None:
+    jane = graph_user("jane.doe", mail="jane.smith@contoso.example")
+    john = graph_user("john.roe", mail="jane.doe@contoso.example")  # takes Jane's old address
+    plan = _plan([john, jane], [SYNCED, JOHN_SYNCED])
+    assert _emails(plan) == [
+        ("update", 11, "jane.doe@contoso.example"),
+        ("update", 10, "jane.smith@contoso.example"),
+    ]
+    layers = rules.write_layers(rules.writes_of(plan).to_dict("records"))
+    assert [[row["zammad_id"] for row in layer] for layer in layers] == [[10], [11]]
+
+
+def test_a_chain_of_moves_is_granted_link_by_link_and_written_from_its_end() -> None:
+    max_ = graph_user("max.muster")
+    users = [
+        graph_user("jane.doe", mail="john.roe@contoso.example"),  # takes John's
+        graph_user("john.roe", mail="max.muster@contoso.example"),  # takes Max's
+        {**max_, "mail": "max.new@contoso.example"},  # frees his
+    ]
+    zammad = [SYNCED, JOHN_SYNCED, zammad_user(12, "max.muster@contoso.example", max_["id"])]
+    plan = _plan(users, zammad)
+    assert _actions(plan) == ["update", "update", "update"]
+    layers = rules.write_layers(rules.writes_of(plan).to_dict("records"))
+    assert [[row["zammad_id"] for row in layer] for layer in layers] == [[12], [11], [10]]
+
+
+def test_a_swap_of_addresses_stays_a_conflict_both_ways() -> None:
+    """No order of writes can swap two addresses in Zammad (each would be refused with 422)."""
+    jane = graph_user("jane.doe", mail="john.roe@contoso.example")
+    john = graph_user("john.roe", mail="jane.doe@contoso.example")
+    plan = _plan([jane, john], [SYNCED, JOHN_SYNCED])
+    assert plan[["action", "zammad_id", "reason"]].to_dict("records") == [
+        {
+            "action": "conflict",
+            "zammad_id": 10,
+            "reason": "new email john.roe@contoso.example belongs to Zammad user #11",
+        },
+        {
+            "action": "conflict",
+            "zammad_id": 11,
+            "reason": "new email jane.doe@contoso.example belongs to Zammad user #10",
+        },
+    ]
+
+
+def test_an_address_whose_holder_cannot_move_stays_taken() -> None:
+    """Jane's move is refused (her new address is held), so John cannot take her old one either."""
+    jane = graph_user("jane.doe", mail="held@contoso.example")
+    john = graph_user("john.roe", mail="jane.doe@contoso.example")
+    plan = _plan([jane, john], [SYNCED, JOHN_SYNCED, zammad_user(12, "held@contoso.example")])
+    assert _actions(plan) == ["conflict", "conflict"]
+    assert "belongs to Zammad user #10" in _only(plan.iloc[[1]], Action.CONFLICT)["reason"]
+
+
+def test_a_new_member_gets_the_address_its_linked_holder_gives_up_in_the_same_plan() -> None:
+    jane = graph_user("jane.doe", mail="jane.smith@contoso.example")
+    hire = graph_user("jane.doe.2", mail="jane.doe@contoso.example")
+    plan = _plan([hire, jane], [SYNCED])
+    assert _emails(plan) == [("create", None, "jane.doe@contoso.example"), ("update", 10, "jane.smith@contoso.example")]
+    layers = rules.write_layers(rules.writes_of(plan).to_dict("records"))
+    assert [[row["action"] for row in layer] for layer in layers] == [["update"], ["create"]]
+    # a holder that keeps the address (a leaver keeps it when deactivated) keeps the hire a conflict
+    plan = _plan([hire], [SYNCED])
+    assert _only(plan, Action.CONFLICT)["reason"] == "email belongs to Zammad user #10, linked to another Entra object"
+
+
+def test_two_hires_for_one_freed_address_are_both_conflicts() -> None:
+    jane = graph_user("jane.doe", mail="jane.smith@contoso.example")
+    hires = [graph_user(f"hire.{n}", mail="jane.doe@contoso.example") for n in (1, 2)]
+    plan = _plan([*hires, jane], [SYNCED])
+    assert _actions(plan) == ["conflict", "conflict", "update"]
+
+
+def test_writes_without_moves_are_one_layer_in_plan_order() -> None:
+    plan = _plan([JANE, JOHN, graph_user("max.muster")], [])
+    writes = rules.writes_of(plan).to_dict("records")
+    assert rules.write_layers(writes) == [writes]
+    assert rules.write_layers([]) == []
+
+
 def test_create_payload_carries_identity_and_mapped_fields() -> None:
     row = _only(_plan([JANE], []), Action.CREATE)
     assert row["payload"] == {
