@@ -82,6 +82,17 @@ def test_zammad_seeded_customer_matches_the_recorded_list_entry(zammad) -> None:
     } == {k: system[k] for k in ("login", "firstname", "active")}
 
 
+def test_zammad_expanded_users_omit_an_unset_organization_like_the_recording(zammad) -> None:
+    recorded = _load("zammad", "zammad_py_test_users.json")[0]["response"]["body"]
+    real_without = [u for u in recorded if u["organization_id"] is None]
+    assert real_without and not any("organization" in u for u in real_without)
+    ours = zammad("GET", "/api/v1/users?page=1&per_page=10&expand=true").json()
+    assert [set(u) - {"organization"} == set(u) for u in ours] == [u["organization_id"] is None for u in ours]
+    system_real, system_ours = recorded[0], ours[0]
+    assert set(system_real) - {"preferences"} <= set(system_ours)
+    assert not set(system_ours) - set(system_real)
+
+
 def test_zammad_pagination_recording_replays(zammad) -> None:
     recorded = _load("zammad", "zammad_py_test_pagination.json")
     created = []
