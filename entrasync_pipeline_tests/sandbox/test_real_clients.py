@@ -30,6 +30,9 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.password_profile import PasswordProfile
 from msgraph.generated.models.reference_create import ReferenceCreate
 from msgraph.generated.models.user import User
+from msgraph.generated.users.item.check_member_groups.check_member_groups_post_request_body import (
+    CheckMemberGroupsPostRequestBody,
+)
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from msgraph_core import GraphClientFactory, PageIterator
 from requests import HTTPError
@@ -267,6 +270,27 @@ def test_writes_carry_odata_type(sandbox: Sandbox) -> None:
     stored = state["objects"][created.id]
     assert (stored["displayName"], stored["department"], stored["jobTitle"]) == ("Probe User", "Probes", "Tester")
     assert created.id in state["groups"][sales]
+
+
+def test_admin_deletes_restores_and_checks_membership(sandbox: Sandbox) -> None:
+    """The rest of the write API through the SDK: soft delete, restore, membership removal and check."""
+    sales, support = sandbox.info["groups"]["Sales"], sandbox.info["groups"]["IT Support"]
+    user = sorted(_live_members(sandbox, "Sales", "user"))[0]
+
+    async def work(client: GraphServiceClient) -> tuple[Any, list[str], list[str]]:
+        await client.users.by_user_id(user).delete()
+        restored = await client.directory.deleted_items.by_directory_object_id(user).restore.post()
+        await client.groups.by_group_id(sales).members.by_directory_object_id(user).ref.delete()
+        body = CheckMemberGroupsPostRequestBody(group_ids=[sales, support])
+        checked = await client.users.by_user_id(user).check_member_groups.post(body)
+        with pytest.raises(ODataError) as gone:
+            await client.groups.by_group_id(sales).members.by_directory_object_id(user).ref.delete()
+        return restored, checked.value, [gone.value.error.code]
+
+    restored, checked, gone = _run(sandbox, work, _credential(sandbox, "admin_app"))
+    assert isinstance(restored, User) and restored.id == user
+    assert sales not in checked and gone == ["Request_ResourceNotFound"]
+    assert user in sandbox.state("graph")["objects"] and user not in sandbox.state("graph")["groups"][sales]
 
 
 def test_odata_error_on_404_and_403(sandbox: Sandbox) -> None:
