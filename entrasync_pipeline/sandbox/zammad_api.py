@@ -398,13 +398,12 @@ class ZammadApp:
     def list_roles(self, request: Request, caller: Caller) -> Response:
         caller.require_any("admin.role", "admin.user", "admin.group", "ticket.agent")
         roles = [self._role(rid) for rid in ROLES]
-        return self._model_index(request, roles, ROLE_COLUMNS, self._role_names)
+        return self._model_index(request, "Role", roles, ROLE_COLUMNS, self._role_names)
 
     def show_role(self, request: Request, caller: Caller) -> Response:
         caller.require_any("admin.role", "admin.user", "admin.group", "ticket.agent")
-        rid = _record_id(request, ROLES, "Role")
-        role = self._role(rid)
-        return _json(200, self._role_names(role) if _flag(request.query, "expand") else role)
+        role = self._role(_record_id(request, ROLES, "Role"))
+        return self._model_show(request, "Role", role, self._role_names)
 
     def _role(self, rid: int) -> dict[str, Any]:
         role = ROLES[rid]
@@ -431,7 +430,7 @@ class ZammadApp:
         """Agents and organization admins see every organization, anyone else only their own."""
         ids = [oid for oid in ORGANIZATIONS if self._sees_organization(caller, oid)]
         organizations = [self._organization(oid) for oid in ids]
-        return self._model_index(request, organizations, ORGANIZATION_COLUMNS, self._organization_names)
+        return self._model_index(request, "Organization", organizations, ORGANIZATION_COLUMNS, self._organization_names)
 
     def show_organization(self, request: Request, caller: Caller) -> Response:
         """organizations_controller.rb#show: 404 for an unknown id; a caller who may not see it gets
@@ -441,8 +440,7 @@ class ZammadApp:
             if caller.user.get("organization_id"):
                 raise ApiError(403, "Not authorized")
             return _json(200, {})
-        organization = self._organization(oid)
-        return _json(200, self._organization_names(organization) if _flag(request.query, "expand") else organization)
+        return self._model_show(request, "Organization", self._organization(oid), self._organization_names)
 
     def _sees_organization(self, caller: Caller, oid: int) -> bool:
         if caller.may("ticket.agent") or caller.may("admin.organization"):
@@ -480,7 +478,7 @@ class ZammadApp:
         return {k: v for k, v in logins.items() if v is not None}
 
     def _model_index(
-        self, request: Request, records: list[dict[str, Any]], columns: tuple[str, ...], expand: Any
+        self, request: Request, model: str, records: list[dict[str, Any]], columns: tuple[str, ...], expand: Any
     ) -> Response:
         """model_index_render: ``sort_by``/``order_by`` (default id asc), pages of 500 (at most
         1000), ``expand`` with association names, ``full`` with assets and ``total_count``."""
@@ -491,8 +489,18 @@ class ZammadApp:
         if _flag(params, "expand"):
             return _json(200, [expand(r) for r in window])
         if _flag(params, "full"):
-            return _json(200, {"record_ids": [r["id"] for r in window], "assets": {}, "total_count": len(records)})
+            ids = [r["id"] for r in window]
+            return _json(200, {"record_ids": ids, "assets": _assets(model, window), "total_count": len(records)})
         return _json(200, window)
+
+    @staticmethod
+    def _model_show(request: Request, model: str, record: dict[str, Any], expand: Any) -> Response:
+        """model_show_render: the record, with association names on ``expand``, as assets on ``full``."""
+        if _flag(request.query, "expand"):
+            return _json(200, expand(record))
+        if _flag(request.query, "full"):
+            return _json(200, {"id": record["id"], "assets": _assets(model, [record])})
+        return _json(200, record)
 
     def version(self, request: Request, caller: Caller) -> Response:
         return _json(200, {"version": "6.5.0-sandbox"})
@@ -588,6 +596,10 @@ def build_store(seed: Seed, token_values: dict[str, str]) -> ZammadStore:
 
 def _public(user: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in user.items() if not k.startswith("_")}
+
+
+def _assets(model: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {model: {str(r["id"]): r for r in records}}
 
 
 def _full(users: list[dict[str, Any]]) -> dict[str, Any]:

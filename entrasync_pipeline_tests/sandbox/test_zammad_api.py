@@ -394,7 +394,9 @@ def test_roles_are_paged_sorted_and_shown_one_by_one(zammad: Zammad) -> None:
     }
     expanded = zammad.call("GET", "/roles/1", expand="true").json()
     assert "admin" in expanded["permissions"] and len(expanded["permissions"]) == len(admin["permission_ids"])
-    assert zammad.call("GET", "/roles", full="true").json()["total_count"] == 3
+    full = zammad.call("GET", "/roles", full="true", per_page=1).json()
+    assert (full["record_ids"], full["total_count"], full["assets"]["Role"]["1"]) == ([1], 3, admin)
+    assert zammad.call("GET", "/roles/1", full="true").json() == {"id": 1, "assets": {"Role": {"1": admin}}}
     _error(zammad.call("GET", "/roles/7"), 404, "Couldn't find Role with 'id'=7")
     response = zammad.call("GET", "/roles", sort_by="colour")
     assert (response.status_code, response.json()) == (500, {"error": "Found invalid column 'colour' for sorting."})
