@@ -1,7 +1,9 @@
 """Microsoft Graph v1.0 emulator (plus the tenant's token endpoint on the same server).
 
 The specification is reference/microsoft-graph-and-msal.md §1–4 and §9: group members and
-transitive members with OData casts, ``$select`` semantics, ``$top`` limits, opaque
+transitive members with OData casts (``microsoft.graph.user`` or the SDKs' ``graph.user``), the
+``/users`` and ``/groups`` collections with equality ``$filter`` and ``$search``
+(``graph_search.py``), ``$select`` semantics, ``$top`` limits, opaque
 ``$skiptoken`` nextLinks that keep the other parameters, permissions from the token's ``roles``
 (403 without GroupMember.Read.All, limited-information members without User.Read.All), Graph
 error bodies and headers, a user's group memberships (``memberOf``, ``transitiveMemberOf``,

@@ -4,8 +4,10 @@ Authentication (``Token token=``, ``Bearer``, Basic; 403 ``Authentication requir
 credentials), effective permissions = user ∩ token, the ``{error, error_human}`` envelope with
 ``X-Failure`` on 401/403, the users list (id ascending, system user and inactive users included,
 silent page cap, no total, an empty page at the end), search with the database-fallback
-semantics, create/update/delete with the model rules of ``zammad_store``, roles and the object
-manager. Errors behind a proxy (429, 502–504) come as the proxy sends them, not as JSON.
+semantics and ``sort_by``/``order_by`` as lib/sql_helper.rb validates them, create/update/delete
+with the model rules of ``zammad_store``, roles and organizations as ``model_index_render`` and
+``model_show_render`` page and show them, and the object manager. Unmapped errors are
+handles_errors.rb's 500; errors behind a proxy (429, 502–504) come as the proxy sends them, not as JSON.
 """
 
 from __future__ import annotations
