@@ -1,7 +1,9 @@
 """Microsoft Graph v1.0 emulator (plus the tenant's token endpoint on the same server).
 
 The specification is reference/microsoft-graph-and-msal.md §1–4 and §9: group members and
-transitive members with OData casts, ``$select`` semantics, ``$top`` limits, opaque
+transitive members with OData casts (``microsoft.graph.user`` or the SDKs' ``graph.user``), the
+``/users`` and ``/groups`` collections with equality ``$filter`` and ``$search``
+(``graph_search.py``), ``$select`` semantics, ``$top`` limits, opaque
 ``$skiptoken`` nextLinks that keep the other parameters, permissions from the token's ``roles``
 (403 without GroupMember.Read.All, limited-information members without User.Read.All), Graph
 error bodies and headers, a user's group memberships (``memberOf``, ``transitiveMemberOf``,
@@ -36,7 +38,8 @@ from entrasync_pipeline.sandbox.directory import (
 )
 from entrasync_pipeline.sandbox.graph_batch import BatchRejected, parse_batch, run_batch
 from entrasync_pipeline.sandbox.graph_delta import DeltaQueries
-from entrasync_pipeline.sandbox.graph_errors import GraphError, bad_request, not_found
+from entrasync_pipeline.sandbox.graph_errors import GraphError, bad_request, not_found, unsupported_query
+from entrasync_pipeline.sandbox.graph_search import SearchSyntaxError, UnknownSearchProperty, compile_search
 from entrasync_pipeline.sandbox.httpd import Request, Response, Route, json_response
 from entrasync_pipeline.sandbox.seeds import Seed
 from entrasync_pipeline.sandbox.token_endpoint import (
@@ -46,7 +49,12 @@ from entrasync_pipeline.sandbox.token_endpoint import (
     entra_error,
 )
 
-_EQUALS = re.compile(r"(mail|userPrincipalName|id) eq '((?:[^']|'')*)'")
+_EQUALS = re.compile(r"(\w+) eq '((?:[^']|'')*)'")
+# Properties an equality $filter works on without ConsistencyLevel (user-list.md, group-list.md).
+EQUALITY_FILTERS = {
+    "user": frozenset({"id", "mail", "userPrincipalName", "displayName"}),
+    "group": frozenset({"id", "mail", "mailNickname", "displayName"}),
+}
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 MAX_TOP = 999
@@ -69,7 +77,8 @@ READ_DIRECTORY = {"Directory.Read.All", "Directory.ReadWrite.All"}
 WRITE_USERS = {"User.ReadWrite.All", "Directory.ReadWrite.All"}
 DELETE_RESTORE_USERS = WRITE_USERS | {"User.DeleteRestore.All"}
 WRITE_MEMBERS = {"GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"}
-CASTS = {f"microsoft.graph.{kind}": kind for kind in TYPE_PROPERTIES}
+# The cast segment in full (microsoft.graph.user) or with the alias the SDKs generate (graph.user).
+CASTS = {f"{namespace}.{kind}": kind for kind in TYPE_PROPERTIES for namespace in ("microsoft.graph", "graph")}
 FAULT_CODES = {
     429: "TooManyRequests",
     500: "generalException",
@@ -125,6 +134,7 @@ class GraphApp:
             Route("GET", "/v1.0/groups/{id}/transitiveMembers/{segment}/$count", self._graph(self.list_members)),
             Route("POST", "/v1.0/groups/{id}/members/$ref", self._graph(self.add_member)),
             Route("DELETE", "/v1.0/groups/{id}/members/{member}/$ref", self._graph(self.remove_member)),
+            Route("GET", "/v1.0/groups", self._graph(self.list_groups)),
             Route("GET", "/v1.0/groups/{id}", self._graph(self.get_group)),
             Route("GET", "/v1.0/users", self._graph(self.list_users)),
             Route("POST", "/v1.0/users", self._graph(self.create_user)),
@@ -375,6 +385,27 @@ class GraphApp:
                 )
         return eventual
 
+    def _searched(self, request: Request, ids: list[str], on_type: str) -> list[str]:
+        """The ids whose objects match ``$search`` (graph_search.py); all of them without one.
+
+        Called after ``_check_advanced``, so a ``$search`` here came with ``ConsistencyLevel: eventual``.
+        """
+        raw = request.query.get("$search")
+        if raw is None:
+            return ids
+        known = TYPE_PROPERTIES.get(on_type, ALL_PROPERTIES)
+        try:
+            matches = compile_search(raw, known)
+        except UnknownSearchProperty as exc:
+            raise bad_request(
+                f"Could not find a property named '{exc.prop}' on type 'microsoft.graph.{on_type}'."
+            ) from None
+        except SearchSyntaxError:
+            raise unsupported_query("Unsupported Query.") from None
+        d = self.directory
+        with d.lock:
+            return [i for i in ids if i in d.objects and matches(d.objects[i])]
+
     # --- reads -----------------------------------------------------------------------------------
     def list_members(self, request: Request) -> Response:
         roles = self._roles(request)
@@ -390,7 +421,9 @@ class GraphApp:
             raise GraphError(400, "Request_UnsupportedQuery", f"The type '{cast}' is not a member type of a group.")
         eventual = self._check_advanced(request)
         kind_filter = CASTS.get(cast) if cast else None
-        ids = self._listed_members(group_id, transitive, kind_filter)
+        ids = self._searched(
+            request, self._listed_members(group_id, transitive, kind_filter), kind_filter or "directoryObject"
+        )
         if counting:
             if not eventual:
                 raise GraphError(400, "Request_BadRequest", "$count is not currently supported.")
@@ -416,13 +449,15 @@ class GraphApp:
                 self._member_cache[key] = cached
             return cached
 
-    def _listed_users(self) -> list[str]:
+    def _listed_of_kind(self, kind: str) -> list[str]:
+        """Every live object of ``kind`` (``/users``, ``/groups``), cached per directory version."""
         d = self.directory
         with d.lock:
-            key = ("*users*", False, "user", d.version)
+            key = ("*all*", False, kind, d.version)
             cached = self._member_cache.get(key)
             if cached is None:
-                cached = [i for i, k in d.kinds.items() if k == "user"]
+                cached = [i for i, k in d.kinds.items() if k == kind]
+                self._member_cache = {k: v for k, v in self._member_cache.items() if k[3] == d.version}
                 self._member_cache[key] = cached
             return cached
 
@@ -466,24 +501,37 @@ class GraphApp:
     def list_users(self, request: Request) -> Response:
         roles = self._roles(request)
         self._require(roles, READ_USERS | READ_USERS_BASIC)
-        equals = self._equality_filter(request)
-        self._check_advanced(request)
-        select = self._select(request, "user")
-        ids = self._listed_users()
+        return self._list_entity_set(request, roles, "user", self._listed_of_kind("user"), cost=2)
+
+    def list_groups(self, request: Request) -> Response:
+        """``GET /groups``: GroupMember.Read.All is the least privileged application permission (group-list.md)."""
+        roles = self._roles(request)
+        self._require(roles, READ_MEMBERS)
+        return self._list_entity_set(request, roles, "group", self._listed_of_kind("group"), cost=2)
+
+    def _list_entity_set(self, request: Request, roles: set[str], kind: str, ids: list[str], cost: int) -> Response:
+        """One page of ``/users`` or ``/groups`` after the equality ``$filter`` and ``$search``;
+        the items of an entity set carry no ``@odata.type``."""
+        equals = self._equality_filter(request, kind)
+        eventual = self._check_advanced(request)
+        select = self._select(request, kind)
         if equals is not None:
             prop, value = equals
             with self.directory.lock:
                 objects = self.directory.objects
                 ids = [i for i in ids if str(objects[i].get(prop) or "").lower() == value.lower()]
-        return self._page(request, ids, select, roles, self._context("user", select), 2, typed=False)
+        ids = self._searched(request, ids, kind)
+        context = self._context(kind, select)
+        return self._page(request, ids, select, roles, context, cost - (1 if select else 0), eventual, typed=False)
 
     @staticmethod
-    def _equality_filter(request: Request) -> tuple[str, str] | None:
-        """``$filter=mail eq '…'`` (or userPrincipalName, id): a default query Graph answers without
-        ConsistencyLevel, compared case-insensitively. It is taken out of the query here; any other
-        filter stays and is refused by ``_check_advanced``, never ignored."""
+    def _equality_filter(request: Request, kind: str) -> tuple[str, str] | None:
+        """``$filter=mail eq '…'`` (users: id, mail, userPrincipalName, displayName; groups: id,
+        mail, mailNickname, displayName): a default query Graph answers without ConsistencyLevel,
+        compared case-insensitively. It is taken out of the query here; any other filter stays and
+        is refused by ``_check_advanced``, never ignored."""
         match = _EQUALS.fullmatch(request.query.get("$filter", "").strip())
-        if match is None:
+        if match is None or match.group(1) not in EQUALITY_FILTERS[kind]:
             return None
         request.query.pop("$filter")
         return match.group(1), match.group(2).replace("''", "'")
@@ -552,7 +600,7 @@ class GraphApp:
         eventual = self._check_advanced(request)
         transitive = request.path.lower().endswith("/transitivememberof")
         select = self._select(request, "directoryObject")
-        ids = self.directory.groups_of(user_id, transitive)
+        ids = self._searched(request, self.directory.groups_of(user_id, transitive), "group")
         cost = 1 - (1 if select else 0)
         return self._page(request, ids, select, roles, self._context(None, select), cost, eventual)
 
@@ -622,7 +670,7 @@ class GraphApp:
     # --- writes (admin app) ----------------------------------------------------------------------
     def create_user(self, request: Request) -> Response:
         self._require(self._roles(request), WRITE_USERS)
-        body = _json_body(request)
+        body = _entity_body(request, "user")
         missing = [
             k
             for k in ("accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile")
@@ -658,7 +706,7 @@ class GraphApp:
         user_id = request.params["id"]
         if self.directory.kind(user_id) != "user":
             raise not_found(user_id)
-        body = _json_body(request)
+        body = _entity_body(request, "user")
         unknown = [k for k in body if k not in TYPE_PROPERTIES["user"] or k == "id"]
         if unknown:
             raise GraphError(
@@ -768,6 +816,30 @@ def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise GraphError(400, "BadRequest", "Unable to read JSON request payload.")
     return body
+
+
+def _entity_body(request: Request, kind: str) -> dict[str, Any]:
+    """A write's JSON body without its ``@odata.type`` annotation, which the SDKs always send.
+
+    The annotation must name the entity written (``#microsoft.graph.user``, the ``#`` optional);
+    an unknown type is OData's 400 for an unresolvable type name, another directory type a 400
+    the sandbox words itself (docs/sandbox.md).
+    """
+    body = _json_body(request)
+    annotated = body.pop("@odata.type", None)
+    if annotated is None:
+        return body
+    name = str(annotated).lstrip("#")
+    if name == f"microsoft.graph.{kind}":
+        return body
+    if name.removeprefix("microsoft.graph.") not in TYPE_PROPERTIES:
+        raise GraphError(
+            400,
+            "BadRequest",
+            f"A type named '{name}' could not be resolved by the model. "
+            "When a model is available, each type name must resolve to a valid type.",
+        )
+    raise GraphError(400, "BadRequest", f"The type '{name}' is not compatible with 'microsoft.graph.{kind}'.")
 
 
 def _query_pairs(raw_query: str) -> list[tuple[str, str]]:

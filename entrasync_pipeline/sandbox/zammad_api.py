@@ -4,8 +4,10 @@ Authentication (``Token token=``, ``Bearer``, Basic; 403 ``Authentication requir
 credentials), effective permissions = user ∩ token, the ``{error, error_human}`` envelope with
 ``X-Failure`` on 401/403, the users list (id ascending, system user and inactive users included,
 silent page cap, no total, an empty page at the end), search with the database-fallback
-semantics, create/update/delete with the model rules of ``zammad_store``, roles and the object
-manager. Errors behind a proxy (429, 502–504) come as the proxy sends them, not as JSON.
+semantics and ``sort_by``/``order_by`` as lib/sql_helper.rb validates them, create/update/delete
+with the model rules of ``zammad_store``, roles and organizations as ``model_index_render`` and
+``model_show_render`` page and show them, and the object manager. Unmapped errors are
+handles_errors.rb's 500; errors behind a proxy (429, 502–504) come as the proxy sends them, not as JSON.
 """
 
 from __future__ import annotations
@@ -13,30 +15,47 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 from entrasync_pipeline.sandbox.httpd import Request, Response, Route, json_response
 from entrasync_pipeline.sandbox.seeds import Seed
 from entrasync_pipeline.sandbox.zammad_store import (
+    ORGANIZATION_COLUMNS,
     ORGANIZATIONS,
+    PERMISSION_IDS,
+    ROLE_COLUMNS,
     ROLES,
+    SEEDED_AT,
     Token,
     ZammadRuleError,
     ZammadStore,
     has_permission,
+    order_records,
 )
 
 LIST_DEFAULT = 100
 SEARCH_DEFAULT, SEARCH_MAX = 50, 200
+# model_index_render (/roles, /organizations): paginate_with(default: 500) under CanPaginate's cap.
+MODEL_INDEX_DEFAULT, MODEL_INDEX_MAX = 500, 1000
+# User.search's sort when the request names none (app/models/user/search.rb).
+SEARCH_SORT, SEARCH_ORDER = ["active", "updated_at"], ["desc", "desc"]
 TRUTHY = frozenset({"true", "1", "yes"})
+ORDER_VALUE = re.compile(r"(asc|desc)", re.IGNORECASE)
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+class InternalError(RuntimeError):
+    """A Ruby exception Zammad does not map (``RuntimeError`` in lib/sql_helper.rb and the like):
+    500, with the message only for a caller whose user holds ``admin`` (handles_errors.rb)."""
 
 
 class Caller:
@@ -91,6 +110,9 @@ class ZammadApp:
             Route("PUT", f"{api}/users/{{id}}", self._api(self.update_user)),
             Route("DELETE", f"{api}/users/{{id}}", self._api(self.delete_user)),
             Route("GET", f"{api}/roles", self._api(self.list_roles)),
+            Route("GET", f"{api}/roles/{{id}}", self._api(self.show_role)),
+            Route("GET", f"{api}/organizations", self._api(self.list_organizations)),
+            Route("GET", f"{api}/organizations/{{id}}", self._api(self.show_organization)),
             Route("GET", f"{api}/version", self._api(self.version)),
             Route("GET", f"{api}/object_manager_attributes", self._api(self.list_attributes)),
             Route("POST", f"{api}/object_manager_attributes", self._api(self.create_attribute)),
@@ -155,15 +177,25 @@ class ZammadApp:
         def wrapped(request: Request) -> Response:
             try:
                 caller = self._authenticate(request)
+            except ApiError as exc:
+                return _envelope(exc.status, exc.message)
+            try:
                 return handler(request, caller)
             except ApiError as exc:
                 return _envelope(exc.status, exc.message)
             except ZammadRuleError as exc:
                 return _envelope(422, str(exc))
             except RuntimeError as exc:
-                return _envelope(500, str(exc))
+                return self._internal_error(caller, str(exc))
 
         return wrapped
+
+    def _internal_error(self, caller: Caller, message: str) -> Response:
+        """handles_errors.rb's 500: the message itself for a user with ``admin`` permission, an
+        error id to look up in the log for anyone else; no ``error_human`` either way."""
+        if has_permission(self.store.permissions(caller.user), "admin"):
+            return _json(500, {"error": message})
+        return _json(500, {"error": f"Error ID {secrets.token_urlsafe(6)}: Please contact your administrator."})
 
     def _authenticate(self, request: Request) -> Caller:
         auth = request.header("Authorization").strip()
@@ -232,7 +264,7 @@ class ZammadApp:
             other = self.store.get(uid) if isinstance(uid, int) else None
             return other["login"] if other else None
 
-        return {
+        expansion = {
             "roles": [ROLES[r]["name"] for r in user.get("role_ids", []) if r in ROLES],
             "organization": ORGANIZATIONS.get(user.get("organization_id")),
             "groups": {},
@@ -243,6 +275,32 @@ class ZammadApp:
             "created_by": login_of(user.get("created_by_id")),
             "updated_by": login_of(user.get("updated_by_id")),
         }
+        # attributes_with_association_names skips an association that is not set: no "organization": null.
+        return {k: v for k, v in expansion.items() if v is not None}
+
+    def _login_of(self, user_id: int) -> str | None:
+        user = self.store.get(user_id)
+        return user["login"] if user else None
+
+    @staticmethod
+    def _order(
+        params: dict[str, Any], columns: frozenset[str] | tuple[str, ...], sort: list[str], order: list[str]
+    ) -> list[tuple[str, bool]]:
+        """``sort_by``/``order_by`` as lib/sql_helper.rb reads them: a comma-separated string or
+        an array; every column must exist (else 500 "Found invalid column 'x' for sorting."),
+        every direction be asc or desc; the n-th column takes the n-th direction and a column
+        without one is dropped; no ``sort_by`` means ``sort``, no ``order_by`` means ``order``.
+        Returns (column, descending) pairs."""
+        sort_by, order_by = _param_list(params, "sort_by"), _param_list(params, "order_by")
+        for column in sort_by:
+            if column not in columns:
+                raise InternalError(f"Found invalid column '{column}' for sorting.")
+        for direction in order_by:
+            if not ORDER_VALUE.fullmatch(direction):
+                raise InternalError(f"Found invalid order by value {direction}. Please use 'asc' or 'desc'.")
+        sort_by = sort_by or sort
+        order_by = [d.lower() for d in order_by] or order
+        return [(c, order_by[i].lower() == "desc") for i, c in enumerate(sort_by) if c and i < len(order_by)]
 
     @staticmethod
     def _page_args(params: dict[str, Any], default: int, maximum: int) -> tuple[int, int]:
@@ -278,9 +336,10 @@ class ZammadApp:
 
     def search_users(self, request: Request, caller: Caller) -> Response:
         caller.require_any("ticket.agent", "admin.user")
-        params: dict[str, Any] = dict(request.query)
+        params = _rails_params(request)
         if request.method == "POST":
             params.update(_object_body(request))
+        order = self._order(params, self.store.user_columns(), SEARCH_SORT, SEARCH_ORDER) or [("updated_at", True)]
         condition = params.get("condition")
         if isinstance(condition, str):
             try:
@@ -288,7 +347,7 @@ class ZammadApp:
             except ValueError:
                 raise ApiError(422, "Invalid condition") from None
         query = str(params.get("query") or params.get("term") or "")
-        hits = self.store.search(query, condition if isinstance(condition, dict) else None)
+        hits = self.store.search(query, condition if isinstance(condition, dict) else None, order)
         if _flag(params, "only_total_count"):
             return _json(200, {"total_count": len(hits)})
         page, per_page = self._page_args(params, SEARCH_DEFAULT, SEARCH_MAX)
@@ -337,25 +396,113 @@ class ZammadApp:
         self.store.delete(user_id)
         return _json(200, {})
 
+    # --- roles and organizations (model_index_render / model_show_render) ---------------------
     def list_roles(self, request: Request, caller: Caller) -> Response:
         caller.require_any("admin.role", "admin.user", "admin.group", "ticket.agent")
-        return _json(
-            200,
-            [
-                {
-                    "id": rid,
-                    "name": r["name"],
-                    "permission_ids": [],
-                    "active": True,
-                    "note": "",
-                    "default_at_signup": rid == 3,
-                    "preferences": {},
-                    "updated_by_id": 1,
-                    "created_by_id": 1,
-                }
-                for rid, r in ROLES.items()
-            ],
-        )
+        roles = [self._role(rid) for rid in ROLES]
+        return self._model_index(request, "Role", roles, ROLE_COLUMNS, self._role_names)
+
+    def show_role(self, request: Request, caller: Caller) -> Response:
+        caller.require_any("admin.role", "admin.user", "admin.group", "ticket.agent")
+        role = self._role(_record_id(request, ROLES, "Role"))
+        return self._model_show(request, "Role", role, self._role_names)
+
+    def _role(self, rid: int) -> dict[str, Any]:
+        role = ROLES[rid]
+        return {
+            "id": rid,
+            "name": role["name"],
+            "preferences": {},
+            "default_at_signup": rid == 3,
+            "active": True,
+            "note": role["note"],
+            "updated_by_id": 1,
+            "created_by_id": 1,
+            "created_at": SEEDED_AT,
+            "updated_at": SEEDED_AT,
+            "permission_ids": [PERMISSION_IDS[p] for p in role["permissions"]],
+            "group_ids": {},
+        }
+
+    def _role_names(self, role: dict[str, Any]) -> dict[str, Any]:
+        names = {"permissions": list(ROLES[role["id"]]["permissions"]), "groups": {}}
+        return {**role, **names, **self._audit_logins(role)}
+
+    def list_organizations(self, request: Request, caller: Caller) -> Response:
+        """Agents and organization admins see every organization, anyone else only their own."""
+        ids = [oid for oid in ORGANIZATIONS if self._sees_organization(caller, oid)]
+        organizations = [self._organization(oid) for oid in ids]
+        return self._model_index(request, "Organization", organizations, ORGANIZATION_COLUMNS, self._organization_names)
+
+    def show_organization(self, request: Request, caller: Caller) -> Response:
+        """organizations_controller.rb#show: 404 for an unknown id; a caller who may not see it gets
+        403, or ``{}`` when they have no organization themselves."""
+        oid = _record_id(request, ORGANIZATIONS, "Organization")
+        if not self._sees_organization(caller, oid):
+            if caller.user.get("organization_id"):
+                raise ApiError(403, "Not authorized")
+            return _json(200, {})
+        return self._model_show(request, "Organization", self._organization(oid), self._organization_names)
+
+    def _sees_organization(self, caller: Caller, oid: int) -> bool:
+        if caller.may("ticket.agent") or caller.may("admin.organization"):
+            return True
+        user = caller.user
+        return oid == user.get("organization_id") or oid in (user.get("organization_ids") or [])
+
+    def _organization(self, oid: int) -> dict[str, Any]:
+        return {
+            "id": oid,
+            "name": ORGANIZATIONS[oid],
+            "shared": True,
+            "domain": "",
+            "domain_assignment": False,
+            "active": True,
+            "vip": False,
+            "note": "",
+            "updated_by_id": 1,
+            "created_by_id": 1,
+            "created_at": SEEDED_AT,
+            "updated_at": SEEDED_AT,
+            "member_ids": self.store.organization_members(oid),
+            "secondary_member_ids": [],
+        }
+
+    def _organization_names(self, organization: dict[str, Any]) -> dict[str, Any]:
+        members = [login for uid in organization["member_ids"] if (login := self._login_of(uid))]
+        return {**organization, "members": members, "secondary_members": [], **self._audit_logins(organization)}
+
+    def _audit_logins(self, record: dict[str, Any]) -> dict[str, str]:
+        logins = {
+            "created_by": self._login_of(record["created_by_id"]),
+            "updated_by": self._login_of(record["updated_by_id"]),
+        }
+        return {k: v for k, v in logins.items() if v is not None}
+
+    def _model_index(
+        self, request: Request, model: str, records: list[dict[str, Any]], columns: tuple[str, ...], expand: Any
+    ) -> Response:
+        """model_index_render: ``sort_by``/``order_by`` (default id asc), pages of 500 (at most
+        1000), ``expand`` with association names, ``full`` with assets and ``total_count``."""
+        params = _rails_params(request)
+        order = self._order(params, columns, ["id"], ["asc"])
+        page, per_page = self._page_args(params, MODEL_INDEX_DEFAULT, MODEL_INDEX_MAX)
+        window = order_records(records, order)[(page - 1) * per_page : page * per_page]
+        if _flag(params, "expand"):
+            return _json(200, [expand(r) for r in window])
+        if _flag(params, "full"):
+            ids = [r["id"] for r in window]
+            return _json(200, {"record_ids": ids, "assets": _assets(model, window), "total_count": len(records)})
+        return _json(200, window)
+
+    @staticmethod
+    def _model_show(request: Request, model: str, record: dict[str, Any], expand: Any) -> Response:
+        """model_show_render: the record, with association names on ``expand``, as assets on ``full``."""
+        if _flag(request.query, "expand"):
+            return _json(200, expand(record))
+        if _flag(request.query, "full"):
+            return _json(200, {"id": record["id"], "assets": _assets(model, [record])})
+        return _json(200, record)
 
     def version(self, request: Request, caller: Caller) -> Response:
         return _json(200, {"version": "6.5.0-sandbox"})
@@ -453,8 +600,41 @@ def _public(user: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in user.items() if not k.startswith("_")}
 
 
+def _assets(model: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {model: {str(r["id"]): r for r in records}}
+
+
 def _full(users: list[dict[str, Any]]) -> dict[str, Any]:
     return {"record_ids": [u["id"] for u in users], "assets": {"User": {str(u["id"]): _public(u) for u in users}}}
+
+
+def _rails_params(request: Request) -> dict[str, Any]:
+    """The query as Rails reads it: ``key[]=a&key[]=b`` is the array ``key``, else the last value wins."""
+    params: dict[str, Any] = {}
+    for key, value in parse_qsl(request.raw_query, keep_blank_values=True):
+        if key.endswith("[]"):
+            params.setdefault(key[:-2], []).append(value)
+        else:
+            params[key] = value
+    return params
+
+
+def _param_list(params: dict[str, Any], key: str) -> list[str]:
+    """SqlHelper#get_param_key: a string is split at commas, an array taken as is, blank is empty."""
+    value = params.get(key)
+    if isinstance(value, str):
+        return [v for v in re.split(r"\s*,\s*", value.strip()) if v] if value.strip() else []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return []
+
+
+def _record_id(request: Request, records: dict[int, Any], model: str) -> int:
+    """The record of ``GET /<model>s/:id``; 404 "Couldn't find <Model> with 'id'=…" otherwise."""
+    raw = request.params["id"]
+    if not raw.isdigit() or int(raw) not in records:
+        raise ApiError(404, f"Couldn't find {model} with 'id'={raw}")
+    return int(raw)
 
 
 def _flag(params: dict[str, Any], name: str) -> bool:

@@ -113,15 +113,56 @@ NOT_WRITABLE = frozenset(
 )
 BOOLEAN_COLUMNS = frozenset({"vip", "verified", "active", "out_of_office"})
 
+# db/seeds/roles.rb: names, notes and permissions of Zammad's three seeded roles.
 ROLES = {
-    1: {"name": "Admin", "permissions": ["admin", "user_preferences", "report", "knowledge_base.editor"]},
+    1: {
+        "name": "Admin",
+        "note": "To configure your system.",
+        "permissions": ["admin", "user_preferences", "report", "knowledge_base.editor"],
+    },
     2: {
         "name": "Agent",
+        "note": "To work on Tickets.",
         "permissions": ["ticket.agent", "chat.agent", "cti.agent", "user_preferences", "knowledge_base.reader"],
     },
-    3: {"name": "Customer", "permissions": ["ticket.customer", "user_preferences"]},
+    3: {
+        "name": "Customer",
+        "note": "People who create Tickets ask for help.",
+        "permissions": ["ticket.customer", "user_preferences"],
+    },
 }
+# Permission ids are instance-specific in Zammad; the sandbox numbers the names its roles use.
+PERMISSION_IDS = {
+    name: index for index, name in enumerate(sorted({p for r in ROLES.values() for p in r["permissions"]}), start=1)
+}
+ROLE_COLUMNS = (
+    "id",
+    "name",
+    "preferences",
+    "default_at_signup",
+    "active",
+    "note",
+    "updated_by_id",
+    "created_by_id",
+    "created_at",
+    "updated_at",
+)
 ORGANIZATIONS = {1: "Zammad Foundation"}
+ORGANIZATION_COLUMNS = (
+    "id",
+    "name",
+    "shared",
+    "domain",
+    "domain_assignment",
+    "active",
+    "vip",
+    "note",
+    "updated_by_id",
+    "created_by_id",
+    "created_at",
+    "updated_at",
+)
+SEEDED_AT = "2025-05-13T09:00:00.000Z"
 RESERVED_NAMES = frozenset(
     {
         "destroy",
@@ -413,19 +454,30 @@ class ZammadStore:
             start = (page - 1) * per_page
             return [copy.deepcopy(self.users[i]) for i in self.order[start : start + per_page]]
 
-    def search(self, query: str, condition: dict[str, Any] | None) -> list[dict[str, Any]]:
-        """The database fallback: one lower-cased substring over every string column, id 1 excluded."""
+    def search(
+        self, query: str, condition: dict[str, Any] | None, order: list[tuple[str, bool]]
+    ) -> list[dict[str, Any]]:
+        """The database fallback: one lower-cased substring over every string column, id 1
+        excluded, in ``order`` ((column, descending) pairs; rows equal on all of them by id, newest first)."""
         needle = query.replace("*", "").strip().lower()
         with self.lock:
             candidates = self._condition_ids(condition) if condition else None
             pool = candidates if candidates is not None else self.order
             hits = [
                 self.users[i]
-                for i in pool
+                for i in sorted(pool, reverse=True)
                 if i != 1 and i in self.users and (not needle or needle in self.haystacks[i])
             ]
-            hits.sort(key=lambda u: (not u["active"], _negated(u["updated_at"]), -u["id"]))
-            return [copy.deepcopy(u) for u in hits]
+            return [copy.deepcopy(u) for u in order_records(hits, order)]
+
+    def user_columns(self) -> frozenset[str]:
+        """The ``users`` table's columns (``password`` included, custom attributes once migrated):
+        what ``sort_by`` may name (lib/sql_helper.rb checks ``columns_hash``)."""
+        return frozenset(COLUMN_ORDER) | {"password"} | {a.name for a in self.custom_columns()}
+
+    def organization_members(self, organization_id: int) -> list[int]:
+        with self.lock:
+            return [i for i in self.order if self.users[i].get("organization_id") == organization_id]
 
     def _condition_ids(self, condition: dict[str, Any]) -> list[int]:
         ids = set(self.order)
@@ -718,9 +770,24 @@ class ZammadStore:
             del self.login_index[user["login"]]
 
 
-def _negated(stamp: str) -> str:
-    """Sort key that orders ISO timestamps descending inside an ascending sort."""
-    return "".join(chr(0x10FFFF - ord(c)) for c in stamp)
+def order_records(records: list[dict[str, Any]], order: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+    """``ORDER BY`` as PostgreSQL runs it: each (column, descending) in turn, NULLs last when
+    ascending and first when descending, strings by a case-insensitive collation; rows equal on
+    every column keep their order."""
+    out = list(records)
+    for column, descending in reversed(order):
+        present = [r for r in out if r.get(column) is not None]
+        missing = [r for r in out if r.get(column) is None]
+        present.sort(key=lambda r: _sort_value(r[column]), reverse=descending)
+        out = missing + present if descending else present + missing
+    return out
+
+
+def _sort_value(value: Any) -> tuple[int, Any]:
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return (0, value)
+    text = value if isinstance(value, str) else str(value)
+    return (1, (text.casefold(), text))
 
 
 def _humanize(name: str) -> str:

@@ -160,6 +160,73 @@ def test_search_needs_consistency_level(graph: GraphCaller) -> None:
     )
 
 
+EVENTUAL = {"ConsistencyLevel": "eventual"}
+
+
+def test_search_is_applied_with_consistency_level_and_counted(graph: GraphCaller) -> None:
+    """Tokenized on displayName (a word prefix, never "contains"); startswith on other properties."""
+    names = graph.get("/users", headers=EVENTUAL, search='"displayName:schm"', count="true", select="displayName")
+    assert sorted(u["displayName"] for u in names.json()["value"]) == ["Anna Schmidt", "Felix Schmitt"]
+    assert names.json()["@odata.count"] == 2
+    assert graph.get("/users", headers=EVENTUAL, search='"displayName:chmidt"').json()["value"] == []
+    mail = graph.get("/users", headers=EVENTUAL, search='"mail:anna.s"', select="mail").json()["value"]
+    assert [u["mail"] for u in mail] == ["anna.schmidt@contoso.example"]
+    either = graph.get("/users", headers=EVENTUAL, search='"displayName:anna" OR "mail:jonas"', select="displayName")
+    assert sorted(u["displayName"] for u in either.json()["value"]) == ["Anna Schmidt", "Jonas Weber"]
+    both = graph.get("/users", headers=EVENTUAL, search='"displayName:anna" AND "mail:jonas"')
+    assert both.json()["value"] == []
+
+
+def test_search_on_members_member_of_and_groups(graph: GraphCaller) -> None:
+    members = graph.get(f"/groups/{graph.group('IT Support')}/members", headers=EVENTUAL, search='"displayName:tier"')
+    assert [m["id"] for m in members.json()["value"]] == [graph.group("IT Support Tier 2")]
+    groups = graph.get("/groups", headers=EVENTUAL, search='"displayName:support" AND "displayName:tier"')
+    assert [g["displayName"] for g in groups.json()["value"]] == ["IT Support Tier 2"]
+    nested = graph.get(f"/groups/{graph.group('IT Support Tier 2')}/members/graph.user", select="id").json()["value"]
+    of = graph.get(f"/users/{nested[0]['id']}/transitiveMemberOf", headers=EVENTUAL, search='"displayName:tier"')
+    assert [g["id"] for g in of.json()["value"]] == [graph.group("IT Support Tier 2")]
+
+
+@pytest.mark.parametrize(
+    ("search", "status", "code"),
+    [
+        ("displayName:anna", 400, "Request_UnsupportedQuery"),
+        ('"displayName:anna" and "mail:a"', 400, "Request_UnsupportedQuery"),
+        ('("displayName:anna"', 400, "Request_UnsupportedQuery"),
+        ('"displayName"', 400, "Request_UnsupportedQuery"),
+        ('"favouriteColour:blue"', 400, "Request_BadRequest"),
+    ],
+    ids=["unquoted", "lower-case-and", "unbalanced", "no-colon", "unknown-property"],
+)
+def test_malformed_search_is_refused_never_ignored(graph: GraphCaller, search: str, status: int, code: str) -> None:
+    assert_graph_error(graph.get("/users", headers=EVENTUAL, search=search), status, code)
+
+
+def test_groups_list_pages_filters_and_omits_the_type(graph: GraphCaller, sandbox: Sandbox) -> None:
+    listed = graph.get("/groups", top="2").json()
+    assert listed["@odata.context"].endswith("$metadata#groups") and len(listed["value"]) == 2
+    every = graph.all_pages("/groups", top="2")
+    assert {g["displayName"]: g["id"] for g in every} == sandbox.info["groups"]
+    assert all("@odata.type" not in g for g in every)
+    sales = graph.get("/groups", filter="displayName eq 'sales'", select="id,displayName").json()
+    assert sales["value"] == [{"id": graph.group("Sales"), "displayName": "Sales"}]
+    assert_graph_error(graph.get("/groups", filter="startswith(displayName,'S')"), 400, "Request_UnsupportedQuery")
+    no_group_read = sandbox.app("users_only_app")
+    token = sandbox.graph_token(no_group_read["client_id"], no_group_read["client_secret"])
+    assert_graph_error(graph.get("/groups", token=token), 403, "Authorization_RequestDenied")
+
+
+def test_the_sdk_cast_alias_graph_user_is_the_full_cast(graph: GraphCaller) -> None:
+    group = graph.group("IT Support")
+    full = graph.get(f"/groups/{group}/members/microsoft.graph.user", top="999").json()
+    alias = graph.get(f"/groups/{group}/members/graph.user", top="999").json()
+    assert alias["value"] == full["value"] and alias["@odata.context"] == full["@odata.context"]
+    counted = graph.get(f"/groups/{group}/transitiveMembers/graph.user/$count", headers=EVENTUAL)
+    assert int(counted.text) == len(
+        graph.get(f"/groups/{group}/transitiveMembers/graph.user", top="999").json()["value"]
+    )
+
+
 def test_members_without_user_read_come_back_with_limited_information(graph: GraphCaller, sandbox: Sandbox) -> None:
     app = sandbox.app("members_only_app")
     token = sandbox.graph_token(app["client_id"], app["client_secret"])
@@ -269,6 +336,30 @@ def test_write_api_creates_updates_and_deletes_users(graph: GraphCaller) -> None
     assert graph.get(f"/users/{user_id}", select="department").json()["department"] == "Sales"
     assert graph.write("DELETE", f"/users/{user_id}").status_code == 204
     assert_graph_error(graph.get(f"/users/{user_id}"), 404, "Request_ResourceNotFound")
+
+
+def test_writes_accept_the_odata_type_of_the_entity_written(graph: GraphCaller, sandbox: Sandbox) -> None:
+    body = {
+        "@odata.type": "#microsoft.graph.user",
+        "accountEnabled": True,
+        "displayName": "Typed User",
+        "mailNickname": "typed",
+        "userPrincipalName": "typed@contoso.example",
+        "passwordProfile": {"@odata.type": "#microsoft.graph.passwordProfile", "password": "x"},
+    }
+    created = graph.write("POST", "/users", body)
+    assert created.status_code == 201, created.text
+    user = created.json()["id"]
+    assert (
+        graph.write("PATCH", f"/users/{user}", {"@odata.type": "microsoft.graph.user", "city": "Graz"}).status_code
+        == 204
+    )
+    assert sandbox.state("graph")["objects"][user]["city"] == "Graz"
+    wrong = graph.write("PATCH", f"/users/{user}", {"@odata.type": "#microsoft.graph.group", "city": "Linz"})
+    assert assert_graph_error(wrong, 400, "BadRequest")["message"].startswith("The type 'microsoft.graph.group'")
+    unknown = graph.write("PATCH", f"/users/{user}", {"@odata.type": "#microsoft.graph.nothing", "city": "Linz"})
+    assert "could not be resolved by the model" in assert_graph_error(unknown, 400, "BadRequest")["message"]
+    assert sandbox.state("graph")["objects"][user]["city"] == "Graz"
 
 
 def test_write_api_validates_required_properties_and_uniqueness(graph: GraphCaller) -> None:

@@ -371,6 +371,107 @@ def test_roles_list(zammad: Zammad) -> None:
     assert names == {1: "Admin", 2: "Agent", 3: "Customer"}
 
 
+def test_roles_are_paged_sorted_and_shown_one_by_one(zammad: Zammad) -> None:
+    """model_index_render: pages (default 500), sort_by/order_by (default id asc); model_show_render."""
+    pages = [[r["id"] for r in zammad.call("GET", "/roles", per_page=2, page=n).json()] for n in (1, 2, 3)]
+    assert pages == [[1, 2], [3], []]
+    by_name = zammad.call("GET", "/roles", sort_by="name", order_by="desc").json()
+    assert [r["name"] for r in by_name] == ["Customer", "Agent", "Admin"]
+    admin = zammad.call("GET", "/roles/1").json()
+    assert set(admin) == {
+        "id",
+        "name",
+        "preferences",
+        "default_at_signup",
+        "active",
+        "note",
+        "updated_by_id",
+        "created_by_id",
+        "created_at",
+        "updated_at",
+        "permission_ids",
+        "group_ids",
+    }
+    expanded = zammad.call("GET", "/roles/1", expand="true").json()
+    assert "admin" in expanded["permissions"] and len(expanded["permissions"]) == len(admin["permission_ids"])
+    full = zammad.call("GET", "/roles", full="true", per_page=1).json()
+    assert (full["record_ids"], full["total_count"], full["assets"]["Role"]["1"]) == ([1], 3, admin)
+    assert zammad.call("GET", "/roles/1", full="true").json() == {"id": 1, "assets": {"Role": {"1": admin}}}
+    _error(zammad.call("GET", "/roles/7"), 404, "Couldn't find Role with 'id'=7")
+    response = zammad.call("GET", "/roles", sort_by="colour")
+    assert (response.status_code, response.json()) == (500, {"error": "Found invalid column 'colour' for sorting."})
+
+
+def test_organizations_index_and_show(zammad: Zammad, sandbox: Sandbox) -> None:
+    users = sandbox.state("zammad")["users"]
+    members = [u["id"] for u in users if u["organization_id"] == 1]
+    listed = zammad.call("GET", "/organizations").json()
+    assert [(o["id"], o["name"], o["member_ids"]) for o in listed] == [(1, "Zammad Foundation", members)]
+    shown = zammad.call("GET", "/organizations/1", expand="true").json()
+    assert shown["members"] == [u["login"] for u in users if u["organization_id"] == 1]
+    _error(zammad.call("GET", "/organizations/5"), 404, "Couldn't find Organization with 'id'=5")
+
+
+def test_a_customer_sees_only_their_own_organization(zammad: Zammad, sandbox: Sandbox) -> None:
+    """organizations_controller.rb#show: a customer without an organization gets ``{}``, not 403."""
+    users = sandbox.state("zammad")["users"]
+    member = next(u for u in users if u["organization_id"] == 1 and u["role_ids"] == [3])
+    loner = next(u for u in users if u["organization_id"] is None and u["role_ids"] == [3] and u["active"])
+    as_member = Zammad(sandbox, zammad.http, sandbox.zammad_token("sync"))
+    as_member_headers = {"From": str(member["id"])}
+    assert as_member.call("GET", "/organizations/1", headers=as_member_headers).json()["name"] == "Zammad Foundation"
+    assert len(as_member.call("GET", "/organizations", headers=as_member_headers).json()) == 1
+    loner_headers = {"From": str(loner["id"])}
+    assert as_member.call("GET", "/organizations", headers=loner_headers).json() == []
+    shown = as_member.call("GET", "/organizations/1", headers=loner_headers)
+    assert (shown.status_code, shown.json()) == (200, {})
+
+
+def test_search_sort_by_and_order_by_follow_sql_helper(zammad: Zammad) -> None:
+    for login, first in (("order-b", "Xavier"), ("order-c", "Xavier"), ("order-a", "Yvonne")):
+        zammad.create(login=login, firstname=first, lastname=login[-1])
+
+    def logins(**params: Any) -> list[str]:
+        return [u["login"] for u in zammad.call("GET", "/users/search", query="order-", **params).json()]
+
+    assert logins(sort_by="login", order_by="asc") == ["order-a", "order-b", "order-c"]
+    assert logins(sort_by="login") == ["order-c", "order-b", "order-a"]  # User.search's default: desc
+    assert logins(**{"sort_by[]": ["firstname", "login"], "order_by[]": ["asc", "desc"]}) == [
+        "order-c",
+        "order-b",
+        "order-a",
+    ]
+    assert logins(sort_by="firstname, login", order_by="desc, asc") == ["order-a", "order-b", "order-c"]
+    # Only as many columns as directions: login has none and is dropped, so b and c tie.
+    tied = logins(sort_by="firstname,login", order_by="asc")
+    assert set(tied[:2]) == {"order-b", "order-c"} and tied[2] == "order-a"
+    by_body = zammad.call("POST", "/users/search", {"query": "order-", "sort_by": ["login"], "order_by": ["ASC"]})
+    assert [u["login"] for u in by_body.json()] == ["order-a", "order-b", "order-c"]
+    assert logins() == ["order-a", "order-c", "order-b"]  # active desc, updated_at desc
+
+
+def test_search_with_an_invalid_sort_is_zammads_500(zammad: Zammad, sandbox: Sandbox) -> None:
+    """lib/sql_helper.rb raises RuntimeError; handles_errors.rb shows its text to admins only."""
+    bad_column = zammad.call("GET", "/users/search", query="x", sort_by="login,colour")
+    assert (bad_column.status_code, bad_column.json()) == (500, {"error": "Found invalid column 'colour' for sorting."})
+    bad_order = zammad.call("GET", "/users/search", query="x", sort_by="login", order_by="up")
+    assert bad_order.json() == {"error": "Found invalid order by value up. Please use 'asc' or 'desc'."}
+    agent = Zammad(sandbox, zammad.http, sandbox.zammad_token("agent"))
+    hidden = agent.call("GET", "/users/search", query="x", sort_by="colour")
+    assert hidden.status_code == 500 and list(hidden.json()) == ["error"]
+    assert hidden.json()["error"].startswith("Error ID ") and "colour" not in hidden.json()["error"]
+
+
+def test_sorting_by_a_custom_attribute_works_once_migrated(zammad: Zammad) -> None:
+    response = zammad.call("GET", "/users/search", query="x", sort_by="entra_key")
+    assert response.status_code == 500
+    zammad.setup_entra_attributes()
+    zammad.create(login="keyed-2", firstname="K", entra_key="b")
+    zammad.create(login="keyed-1", firstname="K", entra_key="a")
+    found = zammad.call("GET", "/users/search", query="keyed-", sort_by="entra_key", order_by="asc").json()
+    assert [u["login"] for u in found] == ["keyed-1", "keyed-2"]
+
+
 def test_unknown_route_is_404_with_the_envelope(zammad: Zammad) -> None:
     _error(zammad.call("GET", ""), 404, "No route matches [GET] /api/v1")
 
