@@ -243,7 +243,7 @@ class ProfileSettings(_Model):
 class TlsSettings(_Model):
     ca_bundle: str | None = Field(
         None,
-        description="PEM CA bundle for Graph, the token endpoint and Zammad "
+        description="PEM CA bundle for Graph, the token endpoint, Zammad and the heartbeat "
         "(private CAs). Verification is never switched off.",
     )
 
@@ -271,7 +271,7 @@ class ScheduleSettings(_Model):
     )
     health_interval_s: int = Field(
         120,
-        ge=30,
+        ge=10,
         description="How often the daemon's health sensor evaluates each profile's freshness check "
         "and blocked plans (reads the Dagster instance only).",
     )
