@@ -159,8 +159,6 @@ def _info(instance: dg.DagsterInstance, record: Any) -> RunInfo:
         outcome = outcome_of_run(instance, run.run_id)
         status, error, reason = outcome.status, outcome.error, outcome.blocked_reason
         held, approve = outcome.held_deactivations, outcome.approve_with
-        if status == "ok":  # canceled before any step failed
-            status, error = "failed", f"run ended as {run.status.value}"
     return RunInfo(
         run_id=run.run_id,
         status=status,
@@ -306,8 +304,9 @@ def probe(runtime: ProfileRuntime) -> dict[str, str]:
     """
     result = {}
     try:
-        names = [runtime.graph.group(group.id)["displayName"] for group in runtime.config.groups]
-        result["graph"] = f"ok: {len(names)} group(s) readable"
+        for group in runtime.config.groups:
+            runtime.graph.group(group.id)
+        result["graph"] = f"ok: {len(runtime.config.groups)} group(s) readable"
     except (GraphError, EntraAuthError, ConfigError) as exc:
         result["graph"] = f"failed: {type(exc).__name__}: {exc}"
     try:
