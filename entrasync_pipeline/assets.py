@@ -431,6 +431,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             context.log.warning("%d writes failed: %s", result.failed, result.failures[:5])
         if result.stopped:
             raise dg.Failure(description=result.stopped, metadata=metadata)
+        if options.counts_for_health:  # the run's last step succeeded: the dead man's switch hears it
+            steps.heartbeat(runtime)
         return dg.MaterializeResult(metadata=metadata)
 
     return [entra_group_members, universal_users, zammad_users, sync_plan, zammad_sync]

@@ -282,6 +282,51 @@ def audit_command(
     report.print_audit(rows, fmt)
 
 
+@app.command("status")
+def status_command(
+    config: Optional[Path] = CONFIG_OPTION,
+    profile: Optional[str] = PROFILE_OPTION,
+    as_json: bool = JSON_OPTION,
+    probe: bool = typer.Option(
+        False, "--probe", help="Also check that Graph and Zammad answer with the configured credentials (reads only)."
+    ),
+) -> None:
+    """Is the sync healthy? Per profile: last full and targeted runs, last failure, a blocked plan,
+    the run holding the profile, the change feed, the audit store, and a verdict ok|stale|failing|blocked.
+
+    Reads the Dagster instance of $DAGSTER_HOME and the audit store; calls Graph and Zammad only with
+    --probe. Exit 0 when every profile is ok, 1 otherwise (a monitoring probe can run it).
+
+    Example: entrasync status --json
+    """
+    import time
+
+    from entrasync_pipeline import report
+    from entrasync_pipeline.health import probe_health, profile_health
+    from entrasync_pipeline.runs import cli_instance
+    from entrasync_pipeline.settings import ConfigError
+
+    settings = _settings(config)
+    names = _profiles(settings, profile)
+    if not os.environ.get("DAGSTER_HOME"):
+        typer.echo("error: status reads the Dagster instance of $DAGSTER_HOME: set DAGSTER_HOME", err=True)
+        raise typer.Exit(1)
+    try:
+        with cli_instance() as instance:
+            found = [profile_health(instance, settings, name, time.time()) for name in names]
+        if probe:
+            found = [probe_health(item, settings) for item in found]
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        payload = [item.to_json() for item in found]
+        typer.echo(report.to_json(payload if len(payload) > 1 else payload[0]))
+    else:
+        report.print_status([item.to_json() for item in found])
+    raise typer.Exit(0 if all(item.verdict.ok for item in found) else 1)
+
+
 @app.command("config-reference")
 def config_reference_command() -> None:
     """Print the configuration reference (Markdown) generated from the config model.

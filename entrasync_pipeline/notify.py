@@ -97,3 +97,45 @@ class Notifier:
         if not ok:
             log.warning("at least one notification target did not accept the message")
         return ok
+
+
+# --- health: a sync that stopped, recovered, or waits for approval (the health sensor) ---------------
+def stale_message(
+    profile: str, last_success: str | None, max_age_h: float, latest: str | None, status_command: str
+) -> Message:
+    """Sent once when the freshness check turns red: no successful full run within ``max_age_h``."""
+    since = (
+        f"The last successful full sync ended {_clean(last_success)}."
+        if last_success
+        else "No full sync succeeded yet."
+    )
+    lines = [
+        f"{since} The limit is {max_age_h:g} h (freshness.max_age_h).",
+        f"Latest run: {_clean(latest, 400)}" if latest else "No run since.",
+        "Check that the Dagster daemon runs, the schedule entrasync_daily_sync is on and no run waits in the queue.",
+        f"Details: {status_command}",
+    ]
+    return Message(
+        f"entrasync {profile}: no successful full sync for more than {max_age_h:g} h", "\n".join(lines), "failure"
+    )
+
+
+def recovered_message(profile: str, run_id: str, ended: str) -> Message:
+    """Sent once when the freshness check turns green again."""
+    return Message(
+        f"entrasync {profile}: syncing again",
+        f"A full sync succeeded: run {_clean(run_id)}, ended {_clean(ended)}.",
+        "info",
+    )
+
+
+def approval_reminder_message(
+    profile: str, deactivations: int, since: str, waited: str, reason: str | None, approve_with: str | None
+) -> Message:
+    """Sent once per blocked streak after ``approval_reminder_h``: a held plan nobody approved."""
+    lines = [f"A plan with {deactivations} deactivations has been blocked since {_clean(since)} ({_clean(waited)})."]
+    if reason:
+        lines.append(f"Blocked: {_clean(reason, 400)}")
+    if approve_with:
+        lines.append(f"Review it with entrasync plan, then approve: {_clean(approve_with, 200)}")
+    return Message(f"entrasync {profile}: a blocked plan waits for approval", "\n".join(lines), "warning")

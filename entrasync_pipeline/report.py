@@ -161,3 +161,79 @@ def print_audit(rows: Sequence[dict[str, Any]], fmt: str) -> None:
             )
         )
     _console.print(table)
+
+
+# --- entrasync status ------------------------------------------------------------------------------------
+_VERDICT_STYLE = {"ok": "green", "stale": "red", "failing": "red", "blocked": "yellow"}
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _run_line(run: dict[str, Any] | None, now: datetime) -> str:
+    if not run:
+        return "none"
+    ended = run.get("ended") or run.get("started")
+    age = _age((now - datetime.fromisoformat(ended)).total_seconds()) if ended else ""
+    return f"{run['status']} · {ended or '?'} ({age}) · {run['trigger']} · run {run['run_id']}"
+
+
+def _status_rows(item: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
+    failure = item["last_failure"]
+    blocked = item["blocked"]
+    feed = item["feed"]
+    holder = item["current_run"]
+    rows = [
+        ("last full sync (success)", _run_line(item["last_full_success"], now) + f" · limit {item['max_age_h']:g} h"),
+        ("last targeted run", _run_line(item["last_targeted"], now)),
+        (
+            "last failure",
+            _run_line(failure, now) + (f"\n{failure['error']}" if failure and failure.get("error") else ""),
+        ),
+        (
+            "blocked plan",
+            f"{blocked['deactivations']} deactivations held since {blocked['since']}\napprove: {blocked['approve_with']}"
+            if blocked
+            else "none",
+        ),
+        (
+            "current run",
+            f"run {holder['run_id']} on {holder['host']} (pid {holder['pid']}) since {holder['since']}"
+            if holder
+            else "none",
+        ),
+        (
+            "change feed",
+            f"sensor {feed['sensor']} · position {feed['position'] or 'none'} · advanced {feed['advanced'] or 'never'}"
+            f" ({_age(feed['age_s'])}) · {feed['pending']} ids waiting"
+            if feed
+            else "sensor never ran",
+        ),
+        ("audit store", item["audit_store"]),
+    ]
+    rows += [(f"probe {service}", answer) for service, answer in (item.get("probe") or {}).items()]
+    return rows
+
+
+def print_status(items: Sequence[dict[str, Any]]) -> None:
+    """One table per profile; the verdict and its reasons in the title."""
+    now = datetime.now(timezone.utc)
+    for item in items:
+        verdict = item["verdict"]
+        style = _VERDICT_STYLE.get(verdict, "red")
+        title = f"entrasync {escape(item['profile'])}: [{style}]{verdict}[/{style}]"
+        table = Table(title=title, show_header=False)
+        table.add_column("what", style="bold")
+        table.add_column("value")
+        for name, value in _status_rows(item, now):
+            table.add_row(name, escape(value))
+        _console.print(table)
+        for reason in item["reasons"]:
+            _console.print(f"  - {escape(reason)}")

@@ -51,6 +51,16 @@ class RunOptions:
     def scope(self) -> str:
         return "full" if self.targets is None else "targeted"
 
+    @property
+    def counts_for_health(self) -> bool:
+        """Whether the run is a sync as far as health goes (freshness, heartbeat, ``status``).
+
+        A dry run asked for by a person (``entrasync plan``, the launchpad, a run tag) writes
+        nothing, so it must neither keep a stopped sync looking fresh nor ping the heartbeat;
+        a deployment whose config file says ``dry_run`` has only dry runs, and they count.
+        """
+        return not self.dry_run or self.dry_run_from == "config file"
+
 
 def parse_approval(value: object, source: str) -> int:
     """A non-negative whole number of deactivations; anything else is refused, never read as 0."""

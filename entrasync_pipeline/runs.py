@@ -52,6 +52,7 @@ class RunOutcome:
     blocked_reason: str | None = None
     stopped: str | None = None
     approve_with: str | None = None
+    held_deactivations: int = 0  # a blocked run: the deactivations it holds back
     skipped_member_types: dict[str, int] = field(default_factory=dict)
     scope: str = "full"
     targets: list[dict[str, Any]] = field(default_factory=list)  # a targeted run's per-user story
@@ -214,6 +215,7 @@ def outcome_of_run(instance: dg.DagsterInstance, run_id: str, plan: pd.DataFrame
     if blocked and safety is not None:
         outcome.blocked_reason = str(getattr(safety.metadata.get("summary"), "value", safety.description))
         held = int(getattr(safety.metadata.get("deactivations"), "value", 0) or 0)
+        outcome.held_deactivations = held
         outcome.approve_with = f"entrasync sync --profile {profile} --approve-deactivations {held}"
     elif status == "failed":
         outcome.error = "; ".join(dict.fromkeys(failures)) or f"run ended as {run.status.value}"

@@ -170,6 +170,35 @@ class NotificationSettings(_Model):
     on_failure: bool = Field(True, description="Notify when a run fails.")
     on_blocked: bool = Field(True, description="Notify when a safety rule blocks the apply.")
     max_examples: int = Field(5, ge=0, le=50, description="Example changes per message.")
+    heartbeat_url: str | None = Field(
+        None,
+        description="A dead man's switch (healthchecks.io, Uptime Kuma, Cronitor, ...): one GET after each "
+        "successful run, full or targeted. '${VAR}' is read from the environment (the URL is a secret). "
+        "A dry run pings only when the config file's dry_run is on.",
+    )
+    heartbeat_fail_suffix: str | None = Field(
+        None,
+        description="Appended verbatim to heartbeat_url for one GET when a run fails (e.g. '/fail' for "
+        "healthchecks.io). Empty: failures send no heartbeat.",
+    )
+    heartbeat_timeout_s: float = Field(
+        10.0, gt=0, le=60, description="Connect and read timeout of a heartbeat; a late one is logged, never fatal."
+    )
+
+
+class FreshnessSettings(_Model):
+    max_age_h: float = Field(
+        26.0,
+        gt=0,
+        description="The profile's freshness check fails when its last successful full run is older than "
+        "this (hours); announced once per episode, and again when it recovers.",
+    )
+    approval_reminder_h: float = Field(
+        24.0,
+        gt=0,
+        description="A plan blocked waiting for approval longer than this (hours) is reminded once "
+        "through the profile's notification URLs.",
+    )
 
 
 class ProfileSettings(_Model):
@@ -185,6 +214,7 @@ class ProfileSettings(_Model):
     protected: ProtectedSettings = Field(default_factory=ProtectedSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
 
     @field_validator("mapping")
     @classmethod
@@ -213,7 +243,7 @@ class ProfileSettings(_Model):
 class TlsSettings(_Model):
     ca_bundle: str | None = Field(
         None,
-        description="PEM CA bundle for Graph, the token endpoint and Zammad "
+        description="PEM CA bundle for Graph, the token endpoint, Zammad and the heartbeat "
         "(private CAs). Verification is never switched off.",
     )
 
@@ -238,6 +268,12 @@ class ScheduleSettings(_Model):
         ge=1,
         description="A change touching more users than this runs a full sync instead of a targeted one "
         "(reading everything is then cheaper than reading each user).",
+    )
+    health_interval_s: int = Field(
+        120,
+        ge=10,
+        description="How often the daemon's health sensor evaluates each profile's freshness check "
+        "and blocked plans (reads the Dagster instance only).",
     )
 
 
@@ -422,6 +458,14 @@ def notification_urls(settings: NotificationSettings, environ: Mapping[str, str]
     return [
         SecretValue(expand_env(raw.strip(), environ, "notification URL"), "notification URL") for raw in settings.urls
     ]
+
+
+def heartbeat_url(settings: NotificationSettings, environ: Mapping[str, str] | None = None) -> SecretValue | None:
+    """``heartbeat_url`` with ``${VAR}`` resolved, or None; secret, because ping URLs are tokens."""
+    environ = os.environ if environ is None else environ
+    if not settings.heartbeat_url:
+        return None
+    return SecretValue(expand_env(settings.heartbeat_url.strip(), environ, "heartbeat URL"), "heartbeat URL")
 
 
 def schedule_settings(environ: Mapping[str, str] | None = None) -> ScheduleSettings:

@@ -19,12 +19,13 @@ import pandas as pd
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
+from entrasync_pipeline.heartbeat import ping
 from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, normalize_members
 from entrasync_pipeline.notify import Message, summary_message
 from entrasync_pipeline.plan import COUNT_NAMES, WRITE_ACTIONS, PlanOptions, compute_plan
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.safety import SafetyLimits, SafetyVerdict, evaluate, managed_count
-from entrasync_pipeline.settings import ProfileSettings
+from entrasync_pipeline.settings import ConfigError, ProfileSettings, heartbeat_url
 from entrasync_pipeline.zammad.client import ADMIN_ROLE_NAME, ENTRA_ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -459,6 +460,25 @@ def notify(
     except Exception as exc:  # configuration errors of notifications never fail the sync
         log.warning("notification not sent: %s", exc)
     return message
+
+
+def heartbeat(profile: ProfileRuntime, failed: bool = False) -> bool | None:
+    """Ping the profile's heartbeat URL (``heartbeat_fail_suffix`` appended after a failed run).
+
+    None when there is nothing to send (no URL, or a failure without a suffix); False when it
+    was not delivered. Never raises: the heartbeat never fails a run.
+    """
+    settings = profile.config.notifications
+    suffix = settings.heartbeat_fail_suffix or ""
+    try:
+        url = heartbeat_url(settings, profile.environ)
+    except ConfigError as exc:  # names the missing variable, never the URL
+        log.warning("heartbeat not sent: %s", exc)
+        return False
+    if url is None or (failed and not suffix):
+        return None
+    http, ca_bundle = profile.settings.http, profile.settings.tls.ca_bundle
+    return ping(url, http, ca_bundle, settings.heartbeat_timeout_s, suffix if failed else "")
 
 
 # --- one-time setup ---------------------------------------------------------------------------------

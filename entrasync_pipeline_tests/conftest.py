@@ -296,3 +296,61 @@ def smtp() -> Iterator[_Smtp]:
     server = _Smtp()
     yield server
     server.controller.stop()
+
+
+class _Heartbeat:
+    """A loopback HTTPS dead man's switch (healthchecks.io-like): records each GET's path.
+
+    Its certificate comes from its own CA; ``ca_bundle`` is a private bundle holding both that CA
+    and the sandbox's, as an admin with a private CA would configure ``tls.ca_bundle``.
+    """
+
+    def __init__(self, tmp_path: Path, sandbox_ca: Path | None = None) -> None:
+        import ssl
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import trustme
+
+        ca = trustme.CA()
+        self.paths: list[str] = []
+        self.status, self.delay_s = 200, 0.0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.paths.append(self.path)
+                time.sleep(outer.delay_s)
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.ca_bundle = tmp_path / "ca-bundle.pem"
+        extra = sandbox_ca.read_text() if sandbox_ca else ""
+        self.ca_bundle.write_text(extra + ca.cert_pem.bytes().decode())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        """The ping URL; the last segment stands for the check's secret token."""
+        return f"https://127.0.0.1:{self.port}/ping/5e3c-secret-token"
+
+
+@pytest.fixture
+def heartbeat(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[_Heartbeat]:
+    """A heartbeat receiver; with the sandbox in use, its CA bundle trusts the sandbox too."""
+    sandbox_ca = None
+    if "sandbox" in request.fixturenames:
+        sandbox_ca = Path(request.getfixturevalue("sandbox").info["ca_bundle"])
+    receiver = _Heartbeat(tmp_path, sandbox_ca)
+    yield receiver
+    receiver.server.shutdown()

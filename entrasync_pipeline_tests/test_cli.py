@@ -48,7 +48,15 @@ def cli_env(sandbox: Sandbox, environ: dict[str, str], config_path: Path) -> dic
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    for command in (["plan"], ["sync"], ["audit"], ["zammad-setup"], ["sandbox", "serve"], ["config-reference"]):
+    for command in (
+        ["plan"],
+        ["sync"],
+        ["status"],
+        ["audit"],
+        ["zammad-setup"],
+        ["sandbox", "serve"],
+        ["config-reference"],
+    ):
         result = entrasync(*command, "--help")
         assert result.returncode == 0 and "Example:" in result.stdout, command
 

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "entrasync_pipeline"
-CORE = ["normalize.py", "plan.py", "safety.py", "schemas.py", "run_options.py", "targeted.py"]
+CORE = ["normalize.py", "plan.py", "safety.py", "schemas.py", "run_options.py", "targeted.py", "freshness.py"]
 SHELL = [
     "entra",
     "zammad",
@@ -16,6 +16,7 @@ SHELL = [
     "audit.py",
     "lease.py",
     "notify.py",
+    "heartbeat.py",
     "runtime.py",
     "steps.py",
     "settings.py",

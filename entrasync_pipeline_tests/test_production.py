@@ -436,3 +436,88 @@ def _screenshot(deployment: Deployment, path: str, text: str, name: str) -> None
     assert shot.stat().st_size > 10_000
     if os.environ.get("ENTRASYNC_UPDATE_SCREENSHOTS"):
         shutil.copy(shot, SCREENSHOTS / name)
+
+
+def _wait_for(what: str, condition: Any, deployment: Deployment, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: {(deployment.home / 'daemon.log').read_text()[-3000:]}")
+        time.sleep(1)
+
+
+def _freshness_check_status(home: Path) -> str | None:
+    import dagster as dg
+
+    key = dg.AssetCheckKey(dg.AssetKey("zammad_sync"), "fresh_full_sync_sandbox")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
+    return latest.status.value if latest else None
+
+
+def test_the_daemon_announces_a_stale_profile_once_even_across_a_restart(
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path, pg_url: str, webhook: Any, heartbeat: Any
+) -> None:
+    """The health sensor in a real dagster-daemon: the freshness check turns red after max_age_h, one
+    message; a restarted daemon says nothing again; a full sync turns it green with one message.
+    ``entrasync status`` reads the same instance (including the change feed's cursor)."""
+    home = Path(environ["DAGSTER_HOME"])
+    instance = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    instance["storage"] = {"postgres": {"postgres_url": pg_url}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
+    groups = [{"id": g, "name": n} for n, g in sandbox.info["groups"].items()]
+    notifications = {"urls": [webhook.url], "on_changes": False, "heartbeat_url": heartbeat.url}
+    config = write_config(
+        tmp_path / "entrasync.yaml",
+        sandbox.info,
+        {"sandbox": {"groups": groups, "notifications": notifications, "freshness": {"max_age_h": 0.01}}},  # 36 s
+        audit={"url": pg_url},
+        schedule={"health_interval_s": 10, "sensor_interval_s": 10},
+        tls={"ca_bundle": str(heartbeat.ca_bundle)},
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ENTRA", "ZAMMAD"))},
+        **environ,
+        "ENTRASYNC_CONFIG": str(config),
+    }
+    probe_shell = {"PATH": os.environ["PATH"], "ENTRASYNC_CONFIG": str(config), "DAGSTER_HOME": str(home)}
+    deployment = Deployment(home, env)
+    try:
+        # The first tick watches the profile from now: never synced, but not stale yet.
+        _wait_for("the first health tick", lambda: _freshness_check_status(home) == "SUCCEEDED", deployment)
+        assert _cli(deployment, "zammad-setup").returncode == 0
+        synced = _cli(deployment, "sync")
+        assert synced.returncode == 0, synced.stderr[-2000:]
+        assert len(heartbeat.paths) == 1
+        deployment.graphql(
+            """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { ... on Sensor { id } } }""",
+            {"s": {**REPO_SELECTOR, "sensorName": "entrasync_membership_delta"}},
+        )
+        _wait_for("the check turns red", lambda: _freshness_check_status(home) == "FAILED", deployment)
+        _wait_for("the stale message", lambda: len(webhook.received) == 1, deployment, timeout=30)
+        assert webhook.received[0]["title"] == "entrasync sandbox: no successful full sync for more than 0.01 h"
+        status = subprocess.run(
+            [sys.executable, "-m", "entrasync_pipeline.cli", "status", "--json"],
+            env=probe_shell,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.returncode == 1, status.stderr[-2000:]
+        seen = json.loads(status.stdout)
+        assert seen["verdict"] == "stale" and seen["feed"]["sensor"] == "running" and seen["feed"]["position"]
+    finally:
+        deployment.stop()
+
+    deployment = Deployment(home, env)  # a new daemon process reads the stored cursor
+    try:
+        time.sleep(35)  # three ticks of the health sensor
+        assert len(webhook.received) == 1
+        assert _cli(deployment, "sync").returncode == 0
+        _wait_for("the recovered message", lambda: len(webhook.received) == 2, deployment, timeout=30)
+        assert webhook.received[1]["title"] == "entrasync sandbox: syncing again"
+        assert _freshness_check_status(home) == "SUCCEEDED"
+        assert len(heartbeat.paths) == 2
+    finally:
+        deployment.stop()

@@ -281,7 +281,12 @@ def test_hostile_input_never_crashes_and_every_bad_record_is_audited(
 
 # --- secrets ----------------------------------------------------------------------------------------
 def test_secrets_never_appear_in_any_output(
-    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path, webhook: Any, monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox,
+    environ: dict[str, str],
+    tmp_path: Path,
+    webhook: Any,
+    heartbeat: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hook_secret = "hook-password-4711"
     hook_url = webhook.url.replace("json://", f"json://alerts:{hook_secret}@")
@@ -299,16 +304,22 @@ def test_secrets_never_appear_in_any_output(
                     "authority_host": info["graph_url"],
                     "graph_url": info["graph_url"],
                 },
-                "notifications": {"urls": [hook_url]},
+                "notifications": {
+                    "urls": [hook_url],
+                    "heartbeat_url": "${ENTRASYNC_HEARTBEAT_URL}",
+                    "heartbeat_fail_suffix": "/fail",
+                },
             }
         },
+        tls={"ca_bundle": str(heartbeat.ca_bundle)},
     )
-    env = _env(environ, secret_config)
+    env = {**_env(environ, secret_config), "ENTRASYNC_HEARTBEAT_URL": heartbeat.url}
     secrets = {
         "client secret": info["sync_app"]["client_secret"],
         "private key": Path(info["sync_app"]["private_key_path"]).read_text().splitlines()[1],
         "zammad token": info["zammad_token"],
         "webhook password": hook_secret,
+        "heartbeat token": "5e3c-secret-token",  # the last segment of heartbeat.url
     }
     outputs = [entrasync("-v", "zammad-setup", env=env)]
     for which in ("graph", "zammad"):
@@ -317,11 +328,13 @@ def test_secrets_never_appear_in_any_output(
         entrasync("-v", "sync", "--json", env=env),
         entrasync("-v", "sync", env=env),
         entrasync("-v", "plan", "--json", env=env),
+        entrasync("-v", "status", "--json", "--probe", env=env),
     ]
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 1.0, "statuses": [500]})
     text = "\n".join(o.stdout + o.stderr for o in outputs)
     text += entrasync("audit", "--format", "json", env=env).stdout
     text += json.dumps(webhook.received)
+    assert heartbeat.paths  # the runs did ping it, so the URL was in use
     # The certificate profile through Dagster: scan the whole event log too.
     cert_config = write_config(tmp_path / "cert.yaml", info)
     for key, value in _env(environ, cert_config).items():

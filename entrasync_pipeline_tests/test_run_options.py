@@ -108,3 +108,21 @@ def test_the_trigger_a_starting_run_gets(tags: dict[str, str], expected: str | N
     from entrasync_pipeline.run_options import trigger_for_new_run
 
     assert trigger_for_new_run(tags) == expected
+
+
+@pytest.mark.parametrize(
+    ("explicit", "tags", "file_dry_run", "counts"),
+    [
+        pytest.param(None, {}, False, True, id="a-real-sync"),
+        pytest.param(True, {}, False, False, id="entrasync-plan"),
+        pytest.param(None, {TAG_DRY_RUN: "true"}, False, False, id="dry-run-tag"),
+        pytest.param(None, {}, True, True, id="deployment-in-dry-run"),
+        pytest.param(False, {}, True, True, id="real-sync-despite-the-file"),
+        pytest.param(True, {}, True, False, id="explicit-dry-run-in-a-dry-deployment"),
+    ],
+)
+def test_a_persons_dry_run_never_counts_for_health(
+    explicit: bool | None, tags: dict[str, str], file_dry_run: bool, counts: bool
+) -> None:
+    """Freshness, the heartbeat and ``status`` ignore the dry runs people ask for, not a dry deployment's runs."""
+    assert resolve_run_options(explicit, None, tags, file_dry_run).counts_for_health is counts

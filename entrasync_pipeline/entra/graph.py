@@ -150,6 +150,14 @@ class GraphClient:
         except GraphNotFoundError:
             return None
 
+    def group(self, group_id: str) -> dict[str, Any]:
+        """One group's id and displayName; raises GraphNotFoundError when there is no such group.
+
+        A cheap read that proves the token, the app's group permission and the id (``status --probe``).
+        """
+        params = {"$select": "id,displayName"}
+        return self._request("GET", f"{self.base}/groups/{quote(group_id)}", "/v1.0/groups/{id}", params)
+
     def find_user_id(self, identifier: str) -> str | None:
         """The object id of a user named by object id, UPN or mail; None when there is none."""
         found = self.user(identifier, ["id"])
