@@ -38,6 +38,10 @@ SEARCH_LIMIT = 200
 # ``permission_ids`` but not permission names, so the name is what identifies it.
 ADMIN_ROLE_NAME = "Admin"
 
+# /roles is a model index (``paginate_with(default: 500)``, at most 1000 per page): it is paged
+# like the users list, so a client that reads only the first page misses roles past it.
+ROLES_PER_PAGE = 500
+
 # Zammad orders a user form's fields by ``position``; its own user attributes use 100…1800
 # (db/seeds/object_manager_attributes.rb: login 100, role_ids 1600, active 1800). A new attribute
 # goes this far past the highest existing one, so it never shares a position with Zammad's fields
@@ -149,8 +153,21 @@ class ZammadClient:
         return self._request("PUT", f"/users/{int(user_id)}", "/api/v1/users/{id}", body=payload)
 
     def roles(self) -> dict[str, int]:
-        """Role ids by Zammad role name (names are unique in Zammad), from ``GET /api/v1/roles``."""
-        return {r["name"]: int(r["id"]) for r in self._request("GET", "/roles", "/api/v1/roles")}
+        """Role ids by Zammad role name (names are unique in Zammad), every page of ``GET /api/v1/roles``.
+
+        Zammad pages the list (500 by default); a page shorter than asked for is the last, so a
+        helpdesk with a few roles costs one request.
+        """
+        names: dict[str, int] = {}
+        page = 1
+        while True:
+            batch = self._request("GET", "/roles", "/api/v1/roles", params={"page": page, "per_page": ROLES_PER_PAGE})
+            if not isinstance(batch, list):
+                raise ZammadResponseError(200, "GET", "/api/v1/roles", "expected a JSON array of roles")
+            names.update({r["name"]: int(r["id"]) for r in batch})
+            if len(batch) < ROLES_PER_PAGE:
+                return names
+            page += 1
 
     def admin_role_ids(self) -> frozenset[int]:
         """The id of Zammad's "Admin" role, read from Zammad instead of assuming the seeded id 1.

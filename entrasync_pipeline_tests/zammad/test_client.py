@@ -9,6 +9,7 @@ import pytest
 
 from entrasync_pipeline.settings import HttpSettings, SecretValue, ZammadSettings
 from entrasync_pipeline.transport import Transport
+from entrasync_pipeline.zammad import client as client_module
 from entrasync_pipeline.zammad.client import ATTRIBUTE_POSITION_STEP, ENTRA_ATTRIBUTES, ZammadClient
 from entrasync_pipeline.zammad.errors import (
     ZammadAuthError,
@@ -134,6 +135,19 @@ def test_a_retry_after_beyond_the_bound_is_a_response_error_without_waiting(
 
 def test_the_admin_role_id_comes_from_zammad(zammad: ZammadClient) -> None:
     assert zammad.admin_role_ids() == frozenset({zammad.roles()["Admin"]})
+
+
+def test_roles_are_read_page_by_page_until_a_short_page(
+    zammad: ZammadClient, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zammad pages /roles like any model index; a first page alone would miss roles past it."""
+    sandbox.control("DELETE", "zammad", "stats")
+    assert zammad.roles() == {"Admin": 1, "Agent": 2, "Customer": 3}
+    assert sandbox.stats("zammad")["requests"]["GET /api/v1/roles"] == 1  # three roles: one short page
+    monkeypatch.setattr(client_module, "ROLES_PER_PAGE", 2)
+    sandbox.control("DELETE", "zammad", "stats")
+    assert zammad.roles() == {"Admin": 1, "Agent": 2, "Customer": 3}
+    assert sandbox.stats("zammad")["requests"]["GET /api/v1/roles"] == 2
 
 
 def test_new_attributes_go_after_every_existing_one_in_order(zammad: ZammadClient) -> None:
