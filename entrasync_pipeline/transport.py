@@ -237,6 +237,7 @@ class Transport:
     ) -> HttpResponse:
         started = time.monotonic()
         proxy = choose(self.proxies, url)
+        via = f" (via {display(proxy)})" if proxy else ""  # which way the request went, never a password
         try:
             raw = self.session.request(
                 method,
@@ -250,23 +251,25 @@ class Transport:
             )
             body = raw.content
         except requests.exceptions.SSLError as exc:
-            raise NoResponse("tls", _describe(exc), ambiguous=False) from None
+            raise NoResponse("tls", _describe(exc) + via, ambiguous=False) from None
         except requests.exceptions.ProxyError as exc:
-            where = display(proxy) if proxy else "proxy"
-            failure = NoResponse("proxy", f"{where}: {_proxy_reason(exc)}", ambiguous=False)
+            failure = NoResponse("proxy", f"{display(proxy) if proxy else 'proxy'}: {_proxy_reason(exc)}", False)
             if _refused(exc):
                 raise _Retry(None, "proxy unreachable", no_response=failure, refused=True) from None
             raise failure from None
         except requests.exceptions.ConnectTimeout as exc:
             raise _Retry(
-                None, "connect timeout", no_response=NoResponse("connect-timeout", _describe(exc), False), refused=True
+                None,
+                "connect timeout",
+                no_response=NoResponse("connect-timeout", _describe(exc) + via, False),
+                refused=True,
             ) from None
         except requests.exceptions.ConnectionError as exc:
             refused = _refused(exc)
             raise _Retry(
                 None,
                 "connection error",
-                no_response=NoResponse("connection", _describe(exc), not refused),
+                no_response=NoResponse("connection", _describe(exc) + via, not refused),
                 refused=refused,
             ) from None
         except requests.exceptions.Timeout as exc:

@@ -156,6 +156,7 @@ def test_tls_is_verified_end_to_end_through_the_tunnel(sandbox: Sandbox, tinypro
     with pytest.raises(NoResponse) as caught:
         _get(sandbox, _proxies(proxy.url), ca_bundle=None)
     assert caught.value.kind == "tls"
+    assert f"(via {proxy.url} (from http.proxy))" in caught.value.detail  # the operator sees which way
     assert proxy.tunnels()  # the tunnel was made: verification happened through it
 
 

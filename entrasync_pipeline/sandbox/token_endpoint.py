@@ -226,10 +226,34 @@ class TokenEndpoint:
                 "tenant or consented to by any user in the tenant.",
             )
         problem = self._authenticate(app, form, f"{request.base_url}/{tenant}/oauth2/v2.0/token")
+        if problem is None:
+            problem = self._scope_problem(form.get("scope", ""), request.base_url, tenant)
         if problem is not None:
             return problem
-        resource = self._resource(form.get("scope", ""))
-        if resource is not None and not self._is_own_graph(resource, request.base_url):
+        access_token, lifetime = self.issuer.issue(app, request.base_url)
+        body = {
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": access_token,
+        }
+        return json_response(200, body, NO_STORE)
+
+    def _scope_problem(self, scope: str, own_base: str, tenant: str) -> Response | None:
+        """Entra's answer to a scope it cannot grant: malformed (AADSTS70011) or another resource (500011)."""
+        resource = self._resource(scope)
+        if resource is None:
+            return entra_error(
+                400,
+                "invalid_scope",
+                70011,
+                "The provided request must include a 'scope' input parameter. The "
+                "provided value for the input parameter 'scope' is not valid. The scope "
+                f"{scope} is not valid. The scope format is invalid. "
+                "Scope must be in a valid URI form <https://example/scope> or a valid "
+                "Guid <guid/scope>.",
+            )
+        if not self._is_own_graph(resource, own_base):
             return entra_error(
                 400,
                 "invalid_resource",
@@ -239,25 +263,7 @@ class TokenEndpoint:
                 "consented to by any user in the tenant. You might have sent your authentication request to "
                 "the wrong tenant.",
             )
-        if resource is None:
-            return entra_error(
-                400,
-                "invalid_scope",
-                70011,
-                "The provided request must include a 'scope' input parameter. The "
-                "provided value for the input parameter 'scope' is not valid. The scope "
-                f"{form.get('scope', '')} is not valid. The scope format is invalid. "
-                "Scope must be in a valid URI form <https://example/scope> or a valid "
-                "Guid <guid/scope>.",
-            )
-        access_token, lifetime = self.issuer.issue(app, request.base_url)
-        body = {
-            "token_type": "Bearer",
-            "expires_in": lifetime,
-            "ext_expires_in": lifetime,
-            "access_token": access_token,
-        }
-        return json_response(200, body, NO_STORE)
+        return None
 
     def _authenticate(self, app: AppRegistration, form: dict[str, str], endpoint: str) -> Response | None:
         if "client_secret" in form:
