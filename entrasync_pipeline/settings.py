@@ -113,9 +113,9 @@ class EntraSettings(_Model):
     )
     cloud: Literal["global", "usgov", "usgov_dod", "china"] = Field(
         "global",
-        description="Microsoft cloud: sets the authority host and the Graph base "
+        description="Microsoft cloud: sets the authority host and the Graph base ("
         + "; ".join(f"{name}: {hosts[0]}, {hosts[1]}" for name, hosts in CLOUDS.items())
-        + ". authority_host and graph_url, when set, win.",
+        + "). authority_host and graph_url, when set, win.",
     )
     authority_host: str | None = Field(
         None, description="Token authority host; default: the one of `cloud`. Set it only for a custom endpoint."
@@ -123,7 +123,7 @@ class EntraSettings(_Model):
     graph_url: str | None = Field(
         None,
         description="Microsoft Graph base URL; default: the one of `cloud`. The token scope is always "
-        "<graph_url>/.default.",
+        "`<graph_url>/.default`.",
     )
 
     @model_validator(mode="before")
