@@ -29,7 +29,7 @@ def app_token(session: requests.Session, info: dict, app: str = "sync_app") -> s
             "client_id": info[app]["client_id"],
             "client_secret": info[app]["client_secret"],
             "grant_type": "client_credentials",
-            "scope": "https://graph.microsoft.com/.default",
+            "scope": f"{info['graph_url']}/.default",  # the sandbox grants only its own Graph
         },
     )
     return response.json()["access_token"]

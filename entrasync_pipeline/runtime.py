@@ -17,9 +17,11 @@ from entrasync_pipeline.lease import Alive, Lease, LeaseOptions
 from entrasync_pipeline.notify import Notifier
 from entrasync_pipeline.settings import (
     ProfileSettings,
+    Proxies,
     Settings,
     entra_credential,
     notification_urls,
+    proxy_settings,
     zammad_token,
 )
 from entrasync_pipeline.transport import Transport
@@ -50,7 +52,7 @@ class ProfileRuntime:
     @property
     def graph(self) -> GraphClient:
         if self._graph is None:
-            transport = Transport(self.settings.http, self.settings.tls.ca_bundle, "graph")
+            transport = Transport(self.settings.http, self.settings.tls.ca_bundle, "graph", proxies=self._proxies())
             material = entra_credential(self.config.entra, self.environ)
             self._graph = GraphClient(
                 self.config.entra, EntraCredential(self.config.entra, material, transport), transport
@@ -61,10 +63,18 @@ class ProfileRuntime:
     def zammad(self) -> ZammadClient:
         if self._zammad is None:
             transport = Transport(
-                self.settings.http, self.settings.tls.ca_bundle, "zammad", pool_size=max(16, self.settings.workers * 2)
+                self.settings.http,
+                self.settings.tls.ca_bundle,
+                "zammad",
+                pool_size=max(16, self.settings.workers * 2),
+                proxies=self._proxies(),
             )
             self._zammad = ZammadClient(self.config.zammad, zammad_token(self.config.zammad, self.environ), transport)
         return self._zammad
+
+    def _proxies(self) -> Proxies:
+        """The proxy for both clients (the token endpoint goes through the Graph client's transport)."""
+        return proxy_settings(self.settings.http, self.environ)
 
     @property
     def audit(self) -> AuditStore:

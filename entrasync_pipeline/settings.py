@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
+from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_ENV = "ENTRASYNC_CONFIG"
@@ -76,22 +78,69 @@ def default_mapping() -> dict[str, FieldRule]:
     }
 
 
+# Authority host and Graph base of each Microsoft cloud (learn.microsoft.com: "National cloud
+# deployments" and "Microsoft Graph national cloud deployments"). US Government L4 (GCC High) and
+# L5 (DoD) share the login host but not the Graph host.
+CLOUDS: dict[str, tuple[str, str]] = {
+    "global": ("https://login.microsoftonline.com", "https://graph.microsoft.com"),
+    "usgov": ("https://login.microsoftonline.us", "https://graph.microsoft.us"),
+    "usgov_dod": ("https://login.microsoftonline.us", "https://dod-graph.microsoft.us"),
+    "china": ("https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"),
+}
+
+
 class EntraSettings(_Model):
     tenant_id: str = Field(description="Directory (tenant) id of the Entra tenant. Never 'common'.")
     client_id: str = Field(description="Application (client) id of the app registration.")
-    credential: Literal["certificate", "secret"] = Field(
-        "certificate", description="Certificate credentials are recommended; a secret also works."
+    credential: Literal["certificate", "secret", "federated"] = Field(
+        "certificate",
+        description="Certificate credentials are recommended; a secret also works; 'federated' exchanges a "
+        "workload identity token (e.g. AKS workload identity) read from the file named by "
+        "federated_token_file_env, so no secret exists at all.",
     )
     client_secret_env: str = Field("ENTRA_CLIENT_SECRET", description="Env var holding the client secret.")
     certificate_env: str = Field("ENTRA_CLIENT_CERTIFICATE", description="Env var: path of the PEM certificate.")
     private_key_env: str = Field("ENTRA_CLIENT_KEY", description="Env var: path of the PEM private key.")
-    authority_host: str = Field(
-        "https://login.microsoftonline.com",
-        description="Token authority host (sovereign clouds: e.g. https://login.microsoftonline.us).",
+    private_key_passphrase_env: str = Field(
+        "ENTRA_CLIENT_KEY_PASSPHRASE",
+        description="Env var holding the passphrase of an encrypted private key (needed only when the key is "
+        "encrypted).",
     )
-    graph_url: str = Field(
-        "https://graph.microsoft.com", description="Microsoft Graph base URL (e.g. https://graph.microsoft.us)."
+    federated_token_file_env: str = Field(
+        "AZURE_FEDERATED_TOKEN_FILE",
+        description="Env var: path of the file holding the federated token (credential: federated). Read again "
+        "for every token request, because the platform rotates it.",
     )
+    cloud: Literal["global", "usgov", "usgov_dod", "china"] = Field(
+        "global",
+        description="Microsoft cloud: sets the authority host and the Graph base ("
+        + "; ".join(f"{name}: {hosts[0]}, {hosts[1]}" for name, hosts in CLOUDS.items())
+        + "). authority_host and graph_url, when set, win.",
+    )
+    authority_host: str | None = Field(
+        None, description="Token authority host; default: the one of `cloud`. Set it only for a custom endpoint."
+    )
+    graph_url: str | None = Field(
+        None,
+        description="Microsoft Graph base URL; default: the one of `cloud`. The token scope is always "
+        "`<graph_url>/.default`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cloud_hosts(cls, data: Any) -> Any:
+        """Fill the hosts the config leaves out from the cloud, so an explicit host always wins."""
+        if not isinstance(data, Mapping):
+            return data
+        hosts = CLOUDS.get(str(data.get("cloud", "global")))
+        if hosts is None:
+            return data  # the Literal check names the bad cloud
+        data = dict(data)
+        if data.get("authority_host") is None:
+            data["authority_host"] = hosts[0]
+        if data.get("graph_url") is None:
+            data["graph_url"] = hosts[1]
+        return data
 
     @field_validator("tenant_id")
     @classmethod
@@ -113,7 +162,8 @@ class EntraSettings(_Model):
 
     @property
     def scope(self) -> str:
-        return "https://graph.microsoft.com/.default"
+        """The app-permission scope of the configured Graph: each cloud grants only its own resource."""
+        return f"{self.graph_url}/.default"
 
 
 class GroupSettings(_Model):
@@ -255,6 +305,13 @@ class HttpSettings(_Model):
     backoff_base_s: float = Field(0.5, ge=0, description="First backoff; doubles with jitter.")
     backoff_max_s: float = Field(30.0, gt=0, description="Longest backoff between attempts.")
     max_retry_after_s: float = Field(300.0, gt=0, description="A longer Retry-After fails the request instead.")
+    proxy: str | None = Field(
+        None,
+        description="Outbound proxy for the token endpoint, Graph and Zammad, e.g. http://proxy.example.com:3128 "
+        "or http://user:${PROXY_PASSWORD}@proxy.example.com:3128 (${VAR} is read from the environment). "
+        "Default: $HTTPS_PROXY (https:// targets) and $HTTP_PROXY (http:// targets). $NO_PROXY applies "
+        "either way. TLS is verified end to end through the proxy's CONNECT tunnel.",
+    )
 
 
 class ScheduleSettings(_Model):
@@ -406,10 +463,14 @@ class SecretValue:
 
 @dataclass(frozen=True)
 class EntraCredentialMaterial:
-    kind: Literal["certificate", "secret"]
+    """What the credential needs: a secret, a certificate and its (decrypted) key, or a token file."""
+
+    kind: Literal["certificate", "secret", "federated"]
     secret: SecretValue | None = None
     certificate_pem: str | None = None
     private_key: SecretValue | None = None
+    federated_token_file: Path | None = None
+    federated_token_file_env: str | None = None
 
 
 def _require_env(environ: Mapping[str, str], name: str, purpose: str) -> str:
@@ -424,19 +485,50 @@ def entra_credential(entra: EntraSettings, environ: Mapping[str, str] | None = N
     if entra.credential == "secret":
         value = _require_env(environ, entra.client_secret_env, "Entra client secret")
         return EntraCredentialMaterial("secret", secret=SecretValue(value, entra.client_secret_env))
+    if entra.credential == "federated":
+        path = _require_env(environ, entra.federated_token_file_env, "path of the federated token file")
+        return EntraCredentialMaterial(
+            "federated", federated_token_file=Path(path), federated_token_file_env=entra.federated_token_file_env
+        )
     cert_path = _require_env(environ, entra.certificate_env, "path of the Entra client certificate")
     key_path = _require_env(environ, entra.private_key_env, "path of the Entra client private key")
     try:
         certificate = Path(cert_path).read_text(encoding="ascii")
-        key = Path(key_path).read_text(encoding="ascii")
+        key = Path(key_path).read_bytes()
     except OSError as exc:
         raise ConfigError(
             f"cannot read the Entra certificate or key ({exc.strerror}); "
             f"check {entra.certificate_env} and {entra.private_key_env}"
         ) from None
     return EntraCredentialMaterial(
-        "certificate", certificate_pem=certificate, private_key=SecretValue(key, entra.private_key_env)
+        "certificate",
+        certificate_pem=certificate,
+        private_key=SecretValue(_unlocked_key(key, key_path, entra, environ), entra.private_key_env),
     )
+
+
+def _unlocked_key(key: bytes, key_path: str, entra: EntraSettings, environ: Mapping[str, str]) -> str:
+    """The private key as unencrypted PEM, decrypted with the passphrase when it is encrypted.
+
+    Decrypted here, once, so a missing or wrong passphrase is a clear config error at the start
+    instead of an error deep inside msal; the message names the variable, never its value.
+    """
+    passphrase = environ.get(entra.private_key_passphrase_env) or None
+    encrypted = b"ENCRYPTED" in key  # PKCS#8 "ENCRYPTED PRIVATE KEY" or OpenSSL "Proc-Type: 4,ENCRYPTED"
+    if encrypted and passphrase is None:
+        raise ConfigError(
+            f"the Entra private key {key_path} is encrypted: set {entra.private_key_passphrase_env} to its passphrase"
+        )
+    try:
+        loaded = serialization.load_pem_private_key(key, passphrase.encode() if encrypted and passphrase else None)
+    except (TypeError, ValueError):
+        reason = (
+            f"the passphrase in {entra.private_key_passphrase_env} does not open it" if encrypted else "not a PEM key"
+        )
+        raise ConfigError(f"cannot load the Entra private key {key_path}: {reason}") from None
+    return loaded.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
 
 
 def zammad_token(zammad: ZammadSettings, environ: Mapping[str, str] | None = None) -> SecretValue:
@@ -474,3 +566,64 @@ def schedule_settings(environ: Mapping[str, str] | None = None) -> ScheduleSetti
     if not environ.get(CONFIG_ENV):
         return ScheduleSettings()
     return load_settings(environ=environ).schedule
+
+
+# --- proxy ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProxyChoice:
+    """The proxy URL for one target scheme (it may carry a password) and where it came from."""
+
+    url: SecretValue
+    source: str
+
+
+@dataclass(frozen=True)
+class Proxies:
+    """The proxies per target scheme and the NO_PROXY rules, read once from the config and environment."""
+
+    by_scheme: dict[str, ProxyChoice]
+    no_proxy: tuple[str, ...]
+
+
+def _first_env(environ: Mapping[str, str], *names: str) -> tuple[str, str] | None:
+    """The first set variable, lower case first as curl and urllib read them."""
+    for name in names:
+        value = (environ.get(name) or "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def _proxy_url(raw: str, source: str) -> SecretValue:
+    """Check the scheme; ``host:port`` alone means ``http://host:port``, as curl and requests read it."""
+    url = raw if "://" in raw else f"http://{raw}"
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: the proxy must be an http:// or https:// URL (socks is not supported)")
+    try:
+        valid = bool(urlsplit(url).hostname) and urlsplit(url).port != 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(f"{source}: the proxy URL needs a host and a valid port")
+    return SecretValue(url.rstrip("/"), source)
+
+
+def proxy_settings(http: HttpSettings, environ: Mapping[str, str] | None = None) -> Proxies:
+    """``http.proxy`` (``${VAR}`` expanded) or else HTTPS_PROXY / HTTP_PROXY, and the NO_PROXY rules.
+
+    Read here and nowhere else: the transports keep ``trust_env`` off so the CA-bundle variables
+    (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) can never replace ``tls.ca_bundle``.
+    """
+    environ = os.environ if environ is None else environ
+    by_scheme: dict[str, ProxyChoice] = {}
+    if http.proxy:
+        url = _proxy_url(expand_env(http.proxy.strip(), environ, "http.proxy"), "http.proxy")
+        by_scheme = {"https": ProxyChoice(url, "http.proxy"), "http": ProxyChoice(url, "http.proxy")}
+    else:
+        for scheme, names in (("https", ("https_proxy", "HTTPS_PROXY")), ("http", ("http_proxy", "HTTP_PROXY"))):
+            found = _first_env(environ, *names)
+            if found is not None:
+                by_scheme[scheme] = ProxyChoice(_proxy_url(found[1], found[0]), found[0])
+    rules = _first_env(environ, "no_proxy", "NO_PROXY")
+    no_proxy = tuple(r.strip() for r in rules[1].split(",") if r.strip()) if rules else ()
+    return Proxies(by_scheme, no_proxy)

@@ -7,7 +7,12 @@ fractional seconds or HTTP-date) is always honoured in full, never shortened, be
 counting usage while a client retries early (reference/microsoft-graph-and-msal.md §4.2). A
 non-idempotent request (a create) is sent once; an ambiguous failure is reported as such so
 ``apply`` can look before it tries again. TLS is always verified; ``trust_env`` is off so
-``REQUESTS_CA_BUNDLE`` cannot override the configured CA (reference §5.2).
+``REQUESTS_CA_BUNDLE`` cannot override the configured CA (reference §5.2); the proxy comes from
+``settings.proxy_settings`` instead (``http.proxy``, HTTPS_PROXY, NO_PROXY), chosen per request by
+``proxy.choose``. Through a proxy an https:// request is a CONNECT tunnel and TLS is still verified
+against the origin's certificate. A proxy that refuses the tunnel (403, 407) is not retried: the
+request never reached the server and the answer will not change; an unreachable proxy is retried
+like a refused connection.
 
 ``send`` returns the final answer even when it is still a retryable status (attempts used up, or a
 Retry-After beyond ``max_retry_after_s``): only the client knows how to turn a status into its own
@@ -31,7 +36,8 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from urllib3.exceptions import NewConnectionError
 
-from entrasync_pipeline.settings import HttpSettings
+from entrasync_pipeline.proxy import choose, display
+from entrasync_pipeline.settings import HttpSettings, Proxies
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +123,10 @@ class Transport:
         name: str,
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
+        proxies: Proxies | None = None,
     ) -> None:
         self.http, self.name = http, name
+        self.proxies = proxies or Proxies({}, ())
         self.session = requests.Session()
         self.session.verify = ca_bundle or True
         self.session.trust_env = False
@@ -228,6 +236,8 @@ class Transport:
         expect_json: bool,
     ) -> HttpResponse:
         started = time.monotonic()
+        proxy = choose(self.proxies, url)
+        via = f" (via {display(proxy)})" if proxy else ""  # which way the request went, never a password
         try:
             raw = self.session.request(
                 method,
@@ -237,20 +247,29 @@ class Transport:
                 data=data,
                 headers=headers,
                 timeout=(self.http.connect_timeout_s, self.http.read_timeout_s),
+                proxies={"all": proxy.url.reveal()} if proxy else {},
             )
             body = raw.content
         except requests.exceptions.SSLError as exc:
-            raise NoResponse("tls", _describe(exc), ambiguous=False) from None
+            raise NoResponse("tls", _describe(exc) + via, ambiguous=False) from None
+        except requests.exceptions.ProxyError as exc:
+            failure = NoResponse("proxy", f"{display(proxy) if proxy else 'proxy'}: {_proxy_reason(exc)}", False)
+            if _refused(exc):
+                raise _Retry(None, "proxy unreachable", no_response=failure, refused=True) from None
+            raise failure from None
         except requests.exceptions.ConnectTimeout as exc:
             raise _Retry(
-                None, "connect timeout", no_response=NoResponse("connect-timeout", _describe(exc), False), refused=True
+                None,
+                "connect timeout",
+                no_response=NoResponse("connect-timeout", _describe(exc) + via, False),
+                refused=True,
             ) from None
         except requests.exceptions.ConnectionError as exc:
             refused = _refused(exc)
             raise _Retry(
                 None,
                 "connection error",
-                no_response=NoResponse("connection", _describe(exc), not refused),
+                no_response=NoResponse("connection", _describe(exc) + via, not refused),
                 refused=refused,
             ) from None
         except requests.exceptions.Timeout as exc:
@@ -352,3 +371,14 @@ def _describe(exc: Exception) -> str:
     reason = getattr(exc, "args", [None])[0]
     text = str(getattr(reason, "reason", reason) or type(exc).__name__)
     return text.split(" (Caused by")[0][:200]
+
+
+def _proxy_reason(exc: Exception) -> str:
+    """What went wrong at the proxy (e.g. ``Tunnel connection failed: 403 Forbidden``), without its URL.
+
+    urllib3 keeps the underlying error of its ProxyError in ``original_error``; the proxy URL, which
+    may hold a password, is never part of it.
+    """
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    original = getattr(reason, "original_error", None) or reason or exc
+    return str(original).split(" (Caused by")[0][:200]

@@ -49,7 +49,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # Keep the host's proxy and CA variables from leaking into the code under test.
-for _var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+for _var in (
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "AZURE_FEDERATED_TOKEN_FILE",
+):
     os.environ.pop(_var, None)
 
 
@@ -152,7 +162,7 @@ class Sandbox:
                     "client_id": client_id,
                     "client_secret": client_secret,
                     "grant_type": "client_credentials",
-                    "scope": "https://graph.microsoft.com/.default",
+                    "scope": f"{self.info['graph_url']}/.default",  # the sandbox grants only its own Graph
                 },
             )
         response.raise_for_status()
@@ -354,3 +364,90 @@ def heartbeat(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[_Heart
     receiver = _Heartbeat(tmp_path, sandbox_ca)
     yield receiver
     receiver.server.shutdown()
+
+
+class _Tinyproxy:
+    """A real forward proxy (Debian's tinyproxy) on a free loopback port, for the proxy tests.
+
+    ``rules`` are extra tinyproxy.conf lines: ``BasicAuth user password`` demands credentials,
+    ``ConnectPort 443`` refuses every CONNECT to the sandbox's ports (403 Access violation). The
+    log records every CONNECT, so a test can tell which hosts went through the proxy.
+    """
+
+    def __init__(self, workdir: Path, rules: list[str]) -> None:
+        import shutil
+        import socket
+
+        binary = shutil.which("tinyproxy")
+        if binary is None:
+            raise RuntimeError("tinyproxy is not installed: apt-get install tinyproxy (.ci/run installs it)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.log = workdir / "tinyproxy.log"
+        conf = workdir / "tinyproxy.conf"
+        lines = [
+            f"Port {self.port}",
+            "Listen 127.0.0.1",
+            "Timeout 60",
+            f'LogFile "{self.log}"',
+            "LogLevel Connect",
+            "MaxClients 100",
+            "Allow 127.0.0.1",
+            "DisableViaHeader Yes",
+            *rules,
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(
+            [binary, "-d", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "tinyproxy.err", "wb"),  # noqa: SIM115 - closed with the process
+            start_new_session=True,
+        )
+        self._wait_until_listening()
+
+    def _wait_until_listening(self) -> None:
+        import socket
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tinyproxy exited with {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("tinyproxy did not start listening")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def tunnels(self) -> list[str]:
+        """The ``host:port`` of every CONNECT the proxy was asked for, in order."""
+        text = self.log.read_text() if self.log.exists() else ""
+        return [
+            line.split("CONNECT ", 2)[-1].split()[0]
+            for line in text.splitlines()
+            if "Request" in line and "CONNECT " in line
+        ]
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+@pytest.fixture
+def tinyproxy(tmp_path: Path) -> Iterator[Any]:
+    """A factory: ``tinyproxy()`` starts an open proxy, ``tinyproxy([...rules])`` a restricted one."""
+    started: list[_Tinyproxy] = []
+
+    def start(rules: list[str] | None = None) -> _Tinyproxy:
+        proxy = _Tinyproxy(tmp_path / f"tinyproxy-{len(started)}", rules or [])
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()

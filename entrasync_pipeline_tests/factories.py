@@ -165,3 +165,30 @@ def write_config(
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def federated_assertion(
+    info: dict[str, Any], lifetime_s: int = 600, key_pem: bytes | None = None, kid: str | None = None, **claims: Any
+) -> str:
+    """A service-account token from the sandbox's workload issuer, as the platform writes it to the
+    token file; ``claims`` replace the issuer's (another audience, subject, issuer, ``nbf``), and
+    ``key_pem`` / ``kid`` sign it with another key or name another key."""
+    import time
+
+    import jwt
+
+    federated = info["federated"]
+    now = int(time.time())
+    body = {
+        "iss": federated["issuer"],
+        "sub": federated["subject"],
+        "aud": [federated["audience"]],
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime_s,
+        "jti": str(uuid.uuid4()),
+        **claims,
+    }
+    own_key = Path(federated["signing_key_path"]).read_bytes()
+    own_kid = jwt.get_unverified_header(Path(federated["token_file"]).read_text())["kid"]
+    return jwt.encode(body, key_pem or own_key, algorithm="RS256", headers={"kid": kid or own_kid})

@@ -137,3 +137,18 @@ def test_the_architecture_names_the_five_assets_and_the_checks() -> None:
         "entrasync_lease",
     ):
         assert f"`{name}`" in text, name
+
+
+def test_the_workload_identity_overlay_gives_the_code_server_and_every_run_pod_the_identity() -> None:
+    import yaml
+
+    values = yaml.safe_load((REPO / "deploy" / "kubernetes" / "values-workload-identity.yaml").read_text())
+    users = values["dagster-user-deployments"]
+    account = users["serviceAccount"]
+    assert account["create"] and "azure.workload.identity/client-id" in account["annotations"]
+    deployment = users["deployments"][0]
+    assert deployment["labels"]["azure.workload.identity/use"] == "true"
+    assert not any(e["name"].startswith("ENTRA_CLIENT") for e in deployment["env"])
+    run = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
+    assert run["podSpecConfig"]["serviceAccountName"] == account["name"]
+    assert run["podTemplateSpecMetadata"]["labels"]["azure.workload.identity/use"] == "true"

@@ -12,6 +12,7 @@ SHELL = [
     "entra",
     "zammad",
     "transport.py",
+    "proxy.py",
     "apply.py",
     "audit.py",
     "lease.py",

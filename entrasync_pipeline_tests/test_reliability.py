@@ -287,9 +287,12 @@ def test_secrets_never_appear_in_any_output(
     webhook: Any,
     heartbeat: Any,
     monkeypatch: pytest.MonkeyPatch,
+    tinyproxy: Any,
 ) -> None:
     hook_secret = "hook-password-4711"
     hook_url = webhook.url.replace("json://", f"json://alerts:{hook_secret}@")
+    proxy_secret = "proxy-password-0815"
+    proxy = tinyproxy([f"BasicAuth entrasync {proxy_secret}"])
     info = sandbox.info
     secret_config = write_config(
         tmp_path / "secret.yaml",
@@ -312,14 +315,41 @@ def test_secrets_never_appear_in_any_output(
             }
         },
         tls={"ca_bundle": str(heartbeat.ca_bundle)},
+        http={"proxy": f"http://entrasync:${{PROXY_PASSWORD}}@127.0.0.1:{proxy.port}", "backoff_base_s": 0.05},
     )
-    env = {**_env(environ, secret_config), "ENTRASYNC_HEARTBEAT_URL": heartbeat.url}
+    env = {
+        **_env(environ, secret_config),
+        "PROXY_PASSWORD": proxy_secret,
+        "ENTRASYNC_HEARTBEAT_URL": heartbeat.url,
+    }
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(Path(info["federated"]["token_file"]).read_text())
+    federated_config = write_config(
+        tmp_path / "federated.yaml",
+        info,
+        {
+            "sandbox": {
+                "groups": [{"id": g} for g in info["groups"].values()],
+                "entra": {
+                    "tenant_id": info["tenant_id"],
+                    "client_id": info["sync_app"]["client_id"],
+                    "credential": "federated",
+                    "authority_host": info["graph_url"],
+                    "graph_url": info["graph_url"],
+                },
+            }
+        },
+    )
+    federated_env = {**_env(environ, federated_config), "AZURE_FEDERATED_TOKEN_FILE": str(token_file)}
     secrets = {
         "client secret": info["sync_app"]["client_secret"],
         "private key": Path(info["sync_app"]["private_key_path"]).read_text().splitlines()[1],
         "zammad token": info["zammad_token"],
         "webhook password": hook_secret,
         "heartbeat token": "5e3c-secret-token",  # the last segment of heartbeat.url
+        "proxy password": proxy_secret,
+        "key passphrase": info["sync_app"]["private_key_passphrase"],
+        "federated assertion": token_file.read_text().split(".")[2],  # its signature part
     }
     outputs = [entrasync("-v", "zammad-setup", env=env)]
     for which in ("graph", "zammad"):
@@ -329,16 +359,20 @@ def test_secrets_never_appear_in_any_output(
         entrasync("-v", "sync", env=env),
         entrasync("-v", "plan", "--json", env=env),
         entrasync("-v", "status", "--json", "--probe", env=env),
+        entrasync("-v", "plan", "--json", env=federated_env),
     ]
+    assert outputs[-1].returncode == 0, outputs[-1].stderr  # the federated credential really got a token
+    assert len(proxy.tunnels()) > 10  # the secret profile's requests really went through the proxy
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "rate": 1.0, "statuses": [500]})
     text = "\n".join(o.stdout + o.stderr for o in outputs)
     text += entrasync("audit", "--format", "json", env=env).stdout
     text += json.dumps(webhook.received)
     assert heartbeat.paths  # the runs did ping it, so the URL was in use
-    # The certificate profile through Dagster: scan the whole event log too.
+    # The certificate profile (its key passphrase-protected) through Dagster: scan the event log too.
     cert_config = write_config(tmp_path / "cert.yaml", info)
     for key, value in _env(environ, cert_config).items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ENTRA_CLIENT_KEY", info["sync_app"]["encrypted_private_key_path"])
     from entrasync_pipeline.definitions import build_definitions
     from entrasync_pipeline.settings import ScheduleSettings
 

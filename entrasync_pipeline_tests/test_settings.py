@@ -150,3 +150,59 @@ def test_the_sandbox_config_is_a_valid_config(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(sandbox_config(info)))
     assert load_settings(path).profiles["sandbox"].groups[0].id == GROUP
+
+
+@pytest.mark.parametrize(
+    ("cloud", "authority", "graph"),
+    [
+        ("global", "https://login.microsoftonline.com", "https://graph.microsoft.com"),
+        ("usgov", "https://login.microsoftonline.us", "https://graph.microsoft.us"),
+        ("usgov_dod", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us"),
+        ("china", "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"),
+    ],
+)
+def test_the_cloud_sets_the_authority_the_graph_and_so_the_scope(cloud: str, authority: str, graph: str) -> None:
+    entra = (
+        parse_settings(_config(entra={"tenant_id": TENANT, "client_id": "app", "cloud": cloud})).profiles["main"].entra
+    )
+    assert (entra.authority, entra.graph_url) == (f"{authority}/{TENANT}", graph)
+    assert entra.scope == f"{graph}/.default"
+
+
+def test_explicit_hosts_win_over_the_cloud_and_the_scope_follows_graph_url() -> None:
+    entra = (
+        parse_settings(
+            _config(
+                entra={
+                    "tenant_id": TENANT,
+                    "client_id": "app",
+                    "cloud": "china",
+                    "authority_host": "https://login.example.com/",
+                    "graph_url": "https://graph.example.com/",
+                }
+            )
+        )
+        .profiles["main"]
+        .entra
+    )
+    assert entra.authority == f"https://login.example.com/{TENANT}"
+    assert entra.scope == "https://graph.example.com/.default"
+    assert parse_settings(_config()).profiles["main"].entra.scope == "https://graph.microsoft.com/.default"
+
+
+def test_an_unknown_cloud_is_an_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match="profiles.main.entra.cloud"):
+        parse_settings(_config(entra={"tenant_id": TENANT, "client_id": "app", "cloud": "germany"}))
+
+
+def test_a_federated_credential_names_its_token_file_variable(tmp_path: Path) -> None:
+    entra = (
+        parse_settings(_config(entra={"tenant_id": TENANT, "client_id": "app", "credential": "federated"}))
+        .profiles["main"]
+        .entra
+    )
+    with pytest.raises(ConfigError, match="AZURE_FEDERATED_TOKEN_FILE is not set"):
+        entra_credential(entra, environ={})
+    material = entra_credential(entra, environ={"AZURE_FEDERATED_TOKEN_FILE": str(tmp_path / "token")})
+    assert material.kind == "federated" and material.federated_token_file == tmp_path / "token"
+    assert material.secret is None and material.private_key is None

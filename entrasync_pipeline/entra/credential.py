@@ -3,13 +3,21 @@
 msal does network I/O in its constructor (OIDC discovery) and keeps its token cache per
 instance, so the instance is cached per (authority, client id) for the life of the process
 (reference/microsoft-graph-and-msal.md §5.1). ``instance_discovery=False`` keeps msal from
-calling login.microsoftonline.com for custom hosts; our own verified session is its HTTP client.
+calling login.microsoftonline.com for custom hosts; our own verified session is its HTTP client,
+so the token endpoint is reached through the same proxy and TLS rules as Graph (msal ignores its own
+``verify``/``proxies`` when given an http client).
+
+Three credentials: a client secret, a certificate (its key already decrypted by ``settings``), and
+a federated token (workload identity): msal takes a callable ``client_assertion`` and calls it for
+each token request, and the callable reads the token file again every time, because the platform
+(AKS, a CI runner) replaces it before it expires. The assertion is never logged or put in a message.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from pathlib import Path
 from typing import Any
 
 import msal
@@ -63,8 +71,30 @@ class _MsalHttpClient:
         """msal may close its client; the transport belongs to the Graph client."""
 
 
+class _FederatedAssertion:
+    """The client assertion msal asks for on each token request: the token file as it is now."""
+
+    def __init__(self, path: Path, env_name: str) -> None:
+        self.path, self.env_name = path, env_name
+
+    def __call__(self) -> str:
+        try:
+            assertion = self.path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a token (not ASCII)"
+            raise EntraAuthError(
+                "federated_token_unreadable",
+                f"cannot read the federated token file {self.path} ({self.env_name}): {reason}",
+            ) from None
+        if not assertion:
+            raise EntraAuthError(
+                "federated_token_unreadable", f"the federated token file {self.path} ({self.env_name}) is empty"
+            )
+        return assertion
+
+
 class EntraCredential:
-    """Acquires Graph access tokens with client credentials (secret or certificate)."""
+    """Acquires Graph access tokens with client credentials (secret, certificate or federated token)."""
 
     def __init__(self, entra: EntraSettings, material: EntraCredentialMaterial, transport: Transport) -> None:
         self.entra, self._material = entra, material
@@ -72,7 +102,7 @@ class EntraCredential:
 
     def _fingerprint(self) -> str:
         m = self._material
-        raw = (m.secret.reveal() if m.secret else "") + (m.certificate_pem or "")
+        raw = (m.secret.reveal() if m.secret else "") + (m.certificate_pem or "") + str(m.federated_token_file or "")
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def _app(self) -> msal.ConfidentialClientApplication:
@@ -90,6 +120,11 @@ class EntraCredential:
         if m.kind == "secret":
             assert m.secret is not None
             credential = m.secret.reveal()
+        elif m.kind == "federated":
+            assert m.federated_token_file is not None
+            credential = {
+                "client_assertion": _FederatedAssertion(m.federated_token_file, str(m.federated_token_file_env))
+            }
         else:
             assert m.private_key is not None and m.certificate_pem is not None
             credential = {"private_key": m.private_key.reveal(), "public_certificate": m.certificate_pem}

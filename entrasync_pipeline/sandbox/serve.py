@@ -1,8 +1,9 @@
 """Start the sandbox: both emulators on 127.0.0.1, the state file, the env file, optionally a config.
 
 Writes ``DIR/sandbox.json`` (DESIGN.md §4.2) and ``DIR/sandbox.env`` (§4.4) once both servers
-listen, so a caller that waits for ``sandbox.json`` can use it at once. Secrets, the CA and the
-client certificate are new on every start.
+listen, so a caller that waits for ``sandbox.json`` can use it at once. Secrets, the CA, the
+client certificate (plain and passphrase-protected) and the workload issuer's key are new on every
+start. A federated token for the sync app is kept fresh in ``DIR/federated-token`` while it runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from entrasync_pipeline.sandbox.federation import TokenFile, WorkloadIssuer
 from entrasync_pipeline.sandbox.graph import GraphApp
 from entrasync_pipeline.sandbox.httpd import SandboxServer
 from entrasync_pipeline.sandbox.seeds import Seed, load_seed
@@ -50,10 +52,23 @@ class Sandbox:
     graph: SandboxServer
     zammad: SandboxServer
     info: dict[str, Any]
+    token_file: TokenFile
 
     def stop(self) -> None:
+        self.token_file.stop()
         self.graph.stop()
         self.zammad.stop()
+
+
+def _workload_issuer(state_dir: Path, tenant_id: str) -> tuple[WorkloadIssuer, Path]:
+    """A cluster-like OIDC issuer (an AKS issuer URL has this shape) and its key file for tests.
+
+    ``.invalid`` is a reserved name: nothing resolves it, and nothing needs to (see ``federation``).
+    """
+    issuer = WorkloadIssuer(f"https://oidc.sandbox.invalid/{tenant_id}/{uuid.uuid4()}/", new_signing_key())
+    key_path = state_dir / "federated-issuer.key.pem"
+    issuer.write_key(key_path)
+    return issuer, key_path
 
 
 def _app(name: str, roles: list[str], certificate: bytes | None = None) -> AppRegistration:
@@ -72,6 +87,9 @@ def start_sandbox(seed: Seed, state_dir: Path, graph_port: int = 0, zammad_port:
     tls = make_server_tls(state_dir)
     client_cert = make_client_certificate(state_dir, "sync-app")
     sync_app = _app("entrasync-sync", SYNC_ROLES, client_cert.certificate_pem)
+    workload, workload_key = _workload_issuer(state_dir, seed.tenant_id)
+    sync_app.federated_credentials.append(workload.credential())
+    token_file = TokenFile(workload, state_dir / "federated-token")
     admin_app = _app("entrasync-sandbox-admin", ADMIN_ROLES)
     extra = {name: _app(name, roles) for name, roles in EXTRA_APPS.items()}
     apps = {a.client_id: a for a in [sync_app, admin_app, *extra.values()]}
@@ -82,6 +100,7 @@ def start_sandbox(seed: Seed, state_dir: Path, graph_port: int = 0, zammad_port:
     zammad = SandboxServer(zammad_app, control_key, tls.context, port=zammad_port)
     graph.start()
     zammad.start()
+    token_file.start()
     info = {
         "tenant_id": seed.tenant_id,
         "authority": f"{graph.base_url}/{seed.tenant_id}",
@@ -91,6 +110,15 @@ def start_sandbox(seed: Seed, state_dir: Path, graph_port: int = 0, zammad_port:
             "client_secret": sync_app.client_secret,
             "certificate_path": str(client_cert.certificate_path),
             "private_key_path": str(client_cert.private_key_path),
+            "encrypted_private_key_path": str(client_cert.encrypted_private_key_path),
+            "private_key_passphrase": client_cert.private_key_passphrase,
+        },
+        "federated": {
+            "issuer": workload.issuer,
+            "subject": workload.subject,
+            "audience": workload.credential().audiences[0],
+            "token_file": str(token_file.path),
+            "signing_key_path": str(workload_key),
         },
         "admin_app": {"client_id": admin_app.client_id, "client_secret": admin_app.client_secret},
         "groups": seed.group_ids(),
@@ -99,7 +127,7 @@ def start_sandbox(seed: Seed, state_dir: Path, graph_port: int = 0, zammad_port:
         "ca_bundle": str(tls.ca_bundle),
         "control_key": control_key,
     }
-    return Sandbox(seed, state_dir, graph, zammad, info)
+    return Sandbox(seed, state_dir, graph, zammad, info, token_file)
 
 
 def write_state_files(sandbox: Sandbox, config_path: Path | None) -> None:
@@ -108,6 +136,8 @@ def write_state_files(sandbox: Sandbox, config_path: Path | None) -> None:
         "ENTRA_CLIENT_SECRET": info["sync_app"]["client_secret"],
         "ENTRA_CLIENT_CERTIFICATE": info["sync_app"]["certificate_path"],
         "ENTRA_CLIENT_KEY": info["sync_app"]["private_key_path"],
+        "ENTRA_CLIENT_KEY_PASSPHRASE": info["sync_app"]["private_key_passphrase"],
+        "AZURE_FEDERATED_TOKEN_FILE": info["federated"]["token_file"],
         "ZAMMAD_TOKEN": info["zammad_token"],
     }
     if config_path is not None:

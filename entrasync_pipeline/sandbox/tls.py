@@ -9,6 +9,7 @@ needs HTTPS, the certificate carries SAN IP:127.0.0.1 and DNS:localhost).
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +44,16 @@ class ClientCertificate:
     certificate_path: Path
     private_key_path: Path
     certificate_pem: bytes
+    encrypted_private_key_path: Path
+    private_key_passphrase: str
 
 
 def make_client_certificate(state_dir: Path, name: str) -> ClientCertificate:
-    """A self-signed RSA certificate, as an admin uploads to an Entra app registration."""
+    """A self-signed RSA certificate, as an admin uploads to an Entra app registration.
+
+    The key is written twice: plain, and encrypted with a new passphrase (PKCS#8, the form
+    ``openssl pkcs8 -topk8`` and most key vault exports produce), so both ways of keeping a key work.
+    """
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.timezone.utc)
@@ -68,10 +75,18 @@ def make_client_certificate(state_dir: Path, name: str) -> ClientCertificate:
     )
     cert_path = state_dir / f"{name}.crt.pem"
     key_path = state_dir / f"{name}.key.pem"
+    passphrase = secrets.token_urlsafe(18)
+    encrypted_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
+    encrypted_path = state_dir / f"{name}.key.encrypted.pem"
     cert_path.write_bytes(cert_pem)
-    key_path.write_bytes(key_pem)
-    key_path.chmod(0o600)
-    return ClientCertificate(cert_path, key_path, cert_pem)
+    for path, pem in ((key_path, key_pem), (encrypted_path, encrypted_pem)):
+        path.write_bytes(pem)
+        path.chmod(0o600)
+    return ClientCertificate(cert_path, key_path, cert_pem, encrypted_path, passphrase)
 
 
 def new_signing_key() -> rsa.RSAPrivateKey:

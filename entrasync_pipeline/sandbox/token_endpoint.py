@@ -6,6 +6,14 @@ JWT checked against the app's registered certificate, Entra-shaped errors with t
 (``error``, ``error_description``, ``error_codes``, ``timestamp``, ``trace_id``,
 ``correlation_id``), and ``Cache-Control: no-store``. Access tokens are RS256 JWTs carrying
 ``aud``, ``tid``, ``roles`` and ``exp`` so the Graph emulator can enforce permissions.
+
+The only resource is the sandbox's own Graph: the scope must be ``<graph base>/.default`` (the port
+may be left out) or Graph's application id; anything else, ``https://graph.microsoft.com``
+included, is ``invalid_resource`` (AADSTS500011), as a national cloud refuses the global Graph.
+A ``client_assertion`` whose issuer is the app itself is a certificate assertion; any other issuer
+makes it a federated token (workload identity), checked as Entra checks one against the app's
+federated credentials: issuer (AADSTS700211), signing key (AADSTS7000272), signature (AADSTS700027),
+time range (AADSTS700024), audience (AADSTS700212) and subject (AADSTS700213).
 """
 
 from __future__ import annotations
@@ -24,9 +32,15 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from entrasync_pipeline.sandbox.federation import FederatedCredential
 from entrasync_pipeline.sandbox.httpd import Request, Response, json_response
 
-GRAPH_RESOURCE = "https://graph.microsoft.com"
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+CLOCK_SKEW_S = 300  # Entra tolerates five minutes of clock difference on an assertion's nbf
+FIC_HINT = (
+    "Please check your federated identity credential Subject, Audience and Issuer against the presented "
+    "assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+)
 RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
 NO_STORE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
 
@@ -41,6 +55,7 @@ class AppRegistration:
     roles: list[str]
     service_principal_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     certificate_pem: bytes | None = None
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
 
     def public_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +64,10 @@ class AppRegistration:
             "client_secret": self.client_secret,
             "roles": self.roles,
             "has_certificate": self.certificate_pem is not None,
+            "federated_credentials": [
+                {"issuer": c.issuer, "subject": c.subject, "audiences": list(c.audiences)}
+                for c in self.federated_credentials
+            ],
         }
 
 
@@ -207,21 +226,11 @@ class TokenEndpoint:
                 "tenant or consented to by any user in the tenant.",
             )
         problem = self._authenticate(app, form, f"{request.base_url}/{tenant}/oauth2/v2.0/token")
+        if problem is None:
+            problem = self._scope_problem(form.get("scope", ""), request.base_url, tenant)
         if problem is not None:
             return problem
-        audience = self._audience(form.get("scope", ""), request.base_url)
-        if audience is None:
-            return entra_error(
-                400,
-                "invalid_scope",
-                70011,
-                "The provided request must include a 'scope' input parameter. The "
-                "provided value for the input parameter 'scope' is not valid. The scope "
-                f"{form.get('scope', '')} is not valid. The scope format is invalid. "
-                "Scope must be in a valid URI form <https://example/scope> or a valid "
-                "Guid <guid/scope>.",
-            )
-        access_token, lifetime = self.issuer.issue(app, audience)
+        access_token, lifetime = self.issuer.issue(app, request.base_url)
         body = {
             "token_type": "Bearer",
             "expires_in": lifetime,
@@ -229,6 +238,32 @@ class TokenEndpoint:
             "access_token": access_token,
         }
         return json_response(200, body, NO_STORE)
+
+    def _scope_problem(self, scope: str, own_base: str, tenant: str) -> Response | None:
+        """Entra's answer to a scope it cannot grant: malformed (AADSTS70011) or another resource (500011)."""
+        resource = self._resource(scope)
+        if resource is None:
+            return entra_error(
+                400,
+                "invalid_scope",
+                70011,
+                "The provided request must include a 'scope' input parameter. The "
+                "provided value for the input parameter 'scope' is not valid. The scope "
+                f"{scope} is not valid. The scope format is invalid. "
+                "Scope must be in a valid URI form <https://example/scope> or a valid "
+                "Guid <guid/scope>.",
+            )
+        if not self._is_own_graph(resource, own_base):
+            return entra_error(
+                400,
+                "invalid_resource",
+                500011,
+                f"The resource principal named {resource} was not found in the tenant named {tenant}. This can "
+                "happen if the application has not been installed by the administrator of the tenant or "
+                "consented to by any user in the tenant. You might have sent your authentication request to "
+                "the wrong tenant.",
+            )
+        return None
 
     def _authenticate(self, app: AppRegistration, form: dict[str, str], endpoint: str) -> Response | None:
         if "client_secret" in form:
@@ -255,6 +290,18 @@ class TokenEndpoint:
         )
 
     def _check_assertion(self, app: AppRegistration, assertion: str, endpoint: str) -> Response | None:
+        try:
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+            header = jwt.get_unverified_header(assertion)
+        except jwt.InvalidTokenError:
+            return entra_error(
+                401,
+                "invalid_client",
+                50027,
+                "JWT token is invalid or malformed. [Reason - The assertion is not a JWT.]",
+            )
+        if unverified.get("iss") != app.client_id:
+            return _check_federated(app, assertion, unverified, str(header.get("kid", "")))
         if app.certificate_pem is None:
             return entra_error(
                 401,
@@ -283,15 +330,96 @@ class TokenEndpoint:
         return None
 
     @staticmethod
-    def _audience(scope: str, own_base: str) -> str | None:
-        """Graph is the only resource; the emulator's own base URL is accepted as Graph too."""
+    def _resource(scope: str) -> str | None:
+        """The resource of a client-credentials scope (``<resource>/.default``); None when malformed."""
         scopes = [s for s in scope.split() if s not in RESERVED_SCOPES]
         if len(scopes) != 1 or not scopes[0].endswith("/.default"):
             return None
-        resource = scopes[0][: -len("/.default")].rstrip("/")
-        if resource in (GRAPH_RESOURCE, own_base, "00000003-0000-0000-c000-000000000000"):
-            return GRAPH_RESOURCE
-        return None
+        return scopes[0][: -len("/.default")].rstrip("/") or None
+
+    @staticmethod
+    def _is_own_graph(resource: str, own_base: str) -> bool:
+        """This tenant's Graph: its base URL with or without the port, or Graph's application id."""
+        without_port = own_base.rsplit(":", 1)[0] if own_base.count(":") == 2 else own_base
+        return resource in (own_base, without_port, GRAPH_APP_ID)
+
+
+def _check_federated(app: AppRegistration, assertion: str, unverified: dict[str, Any], kid: str) -> Response | None:
+    """A federated token checked as Entra checks one: issuer, key, signature, time, audience, subject."""
+    issuer = str(unverified.get("iss", ""))
+    candidates = [c for c in app.federated_credentials if c.issuer == issuer]
+    if not candidates:
+        return entra_error(
+            401,
+            "invalid_client",
+            700211,
+            f"No matching federated identity record found for presented assertion issuer '{issuer}'. {FIC_HINT}",
+        )
+    key = next((c.issuer_keys[kid] for c in candidates if kid in c.issuer_keys), None)
+    if key is None:
+        return entra_error(
+            401,
+            "invalid_client",
+            7000272,
+            f"The certificate with identifier {kid} used to sign the federated credential could not be found in "
+            f"the metadata of identity provider {issuer}. Please validate that your Identity Provider's metadata "
+            "exposes the key used to sign the incoming token.",
+        )
+    try:
+        claims = jwt.decode(
+            assertion,
+            key,
+            algorithms=["RS256"],
+            options={"verify_aud": False, "verify_exp": False, "verify_nbf": False},
+        )
+    except jwt.InvalidTokenError:
+        return entra_error(
+            401,
+            "invalid_client",
+            700027,
+            "Client assertion failed signature validation. [Reason - The provided signature value did not match "
+            "the expected signature value.]",
+        )
+    return _federated_claims_problem(candidates, claims)
+
+
+def _federated_claims_problem(candidates: list[FederatedCredential], claims: dict[str, Any]) -> Response | None:
+    now = time.time()
+    exp, nbf = claims.get("exp"), claims.get("nbf", claims.get("iat", 0))
+    if not isinstance(exp, (int, float)) or exp <= now or not isinstance(nbf, (int, float)) or nbf > now + CLOCK_SKEW_S:
+        return entra_error(
+            401,
+            "invalid_client",
+            700024,
+            f"Client assertion is not within its valid time range. Current time: {_iso(now)}, assertion valid "
+            f"from {_iso(nbf if isinstance(nbf, (int, float)) else 0)}, expiry time of assertion "
+            f"{_iso(exp if isinstance(exp, (int, float)) else 0)}. Review the documentation at "
+            "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+        )
+    audiences = claims.get("aud")
+    audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
+    candidates = [c for c in candidates if set(audiences) & set(c.audiences)]
+    if not candidates:
+        return entra_error(
+            401,
+            "invalid_client",
+            700212,
+            "No matching federated identity record found for presented assertion audience "
+            f"'{','.join(audiences)}'. {FIC_HINT}",
+        )
+    if not any(c.subject == claims.get("sub") for c in candidates):
+        return entra_error(
+            401,
+            "invalid_client",
+            700213,
+            f"No matching federated identity record found for presented assertion subject '{claims.get('sub')}'. "
+            f"{FIC_HINT}",
+        )
+    return None
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
 
 
 def entra_error(

@@ -29,13 +29,25 @@ STATE_KEYS = {
     "zammad_token",
     "ca_bundle",
     "control_key",
+    "federated",
 }
 
 
 def test_state_file_has_exactly_the_documented_keys(sandbox: Sandbox) -> None:
     info = json.loads((sandbox.state_dir / "sandbox.json").read_text())
     assert set(info) == STATE_KEYS
-    assert set(info["sync_app"]) == {"client_id", "client_secret", "certificate_path", "private_key_path"}
+    assert set(info["sync_app"]) == {
+        "client_id",
+        "client_secret",
+        "certificate_path",
+        "private_key_path",
+        "encrypted_private_key_path",
+        "private_key_passphrase",
+    }
+    # DESIGN.md names issuer, subject, audience and token_file; signing_key_path lets tests mint tokens.
+    assert set(info["federated"]) == {"issuer", "subject", "audience", "token_file", "signing_key_path"}
+    assert info["federated"]["audience"] == "api://AzureADTokenExchange"
+    assert Path(info["federated"]["token_file"]).stat().st_mode & 0o077 == 0
     assert set(info["admin_app"]) == {"client_id", "client_secret"}
     assert info["authority"] == f"{info['graph_url']}/{info['tenant_id']}"
     assert info["graph_url"].startswith("https://127.0.0.1:") and info["zammad_url"].startswith("https://127.0.0.1:")
@@ -48,6 +60,8 @@ def test_env_file_holds_the_secrets_under_the_documented_names(sandbox: Sandbox)
     assert env["ENTRA_CLIENT_SECRET"] == sandbox.info["sync_app"]["client_secret"]
     assert env["ZAMMAD_TOKEN"] == sandbox.info["zammad_token"]
     assert Path(env["ENTRA_CLIENT_CERTIFICATE"]).exists() and Path(env["ENTRA_CLIENT_KEY"]).exists()
+    assert env["ENTRA_CLIENT_KEY_PASSPHRASE"] == sandbox.info["sync_app"]["private_key_passphrase"]
+    assert env["AZURE_FEDERATED_TOKEN_FILE"] == sandbox.info["federated"]["token_file"]
     assert (sandbox.state_dir / "sandbox.env").stat().st_mode & 0o077 == 0
 
 
