@@ -26,7 +26,7 @@ import pandas as pd
 
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.normalize import is_missing
-from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, Action, writes_of
+from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, HELD_ACTIONS, Action, writes_of
 from entrasync_pipeline.zammad.errors import (
     ZammadError,
     ZammadResponseError,
@@ -193,7 +193,7 @@ def apply_plan(
     result = ApplyResult(counts, options.dry_run, blocked=blocked)
     for row in rows:
         action = Action(row["action"])
-        if action in (Action.SKIP, Action.CONFLICT):
+        if action in HELD_ACTIONS:  # nothing to write; audited with the reason
             counts[COUNT_NAMES[action]] += 1
             buffer.add(_audit_row(row, options, "skipped"))
     writes = [r for r in rows if Action(r["action"]) in (Action.CREATE, Action.UPDATE, Action.REACTIVATE)]

@@ -34,7 +34,7 @@ from entrasync_pipeline.run_options import (
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.safety import managed_count
 from entrasync_pipeline.schemas import ENTRA_MEMBERS, ZAMMAD_USERS
-from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES, TRACE_LIMIT, scope_plan, trace, write_outcomes
+from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES, TRACE_LIMIT, trace, write_outcomes
 
 GROUP = "entrasync"
 OWNERS = ["team:it-identity"]
@@ -42,7 +42,7 @@ READ_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENT
 PREVIEW_ROWS = 10
 SCOPE = "scope"  # metadata: "full" or "targeted" (then "targets": how many)
 MANAGED_USERS = "managed_users"
-KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.NOOP)]
+KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.NOOP, Action.GRACE)]
 
 EntraMembersType = pandera_schema_to_dagster_type(ENTRA_MEMBERS)
 ZammadUsersType = pandera_schema_to_dagster_type(ZAMMAD_USERS)
@@ -357,14 +357,16 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             if not options.dry_run:
                 steps.require_entra_attributes(zammad_users)
             if options.targets is None:
-                plan = steps.compute_sync_plan(runtime, universal_users, zammad_users)
+                plan = steps.compute_sync_plan(runtime, universal_users, zammad_users, remember=not options.dry_run)
                 per_group = steps.members_per_group(entra_group_members, runtime.config)
                 verdict = steps.judge(runtime, plan, per_group, zammad_users, options.approve_deactivations)
                 story: list[dict[str, Any]] = []
             else:
                 targets = steps.with_neighbours(runtime, options.targets)
                 zammad_users = steps.with_email_matches(runtime, universal_users, zammad_users)
-                plan = scope_plan(steps.compute_sync_plan(runtime, universal_users, zammad_users), targets)
+                plan = steps.compute_sync_plan(
+                    runtime, universal_users, zammad_users, targets, remember=not options.dry_run
+                )
                 population = _managed_population(context, zammad_users)
                 verdict = steps.judge(
                     runtime, plan, {}, zammad_users, options.approve_deactivations, managed=population

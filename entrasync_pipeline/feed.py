@@ -76,7 +76,18 @@ def watch_key(config: ProfileSettings) -> str:
     """What a feed position was taken for; another configuration (or Graph endpoint: the links are
     absolute URLs) needs another baseline."""
     raw = json.dumps(
-        [sorted(g.id for g in config.groups), config.membership, config.graph_select(), config.entra.graph_url]
+        [
+            sorted(g.id for g in config.groups),
+            config.membership,
+            config.graph_select(),
+            config.entra.graph_url,
+            # Other scope rules put other users in scope (no rules: the key of the releases before them).
+            *(
+                [config.scope.model_dump(mode="json", by_alias=True)]
+                if config.scope.include or config.scope.exclude
+                else []
+            ),
+        ]
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from entrasync_pipeline.normalize import is_missing, zammad_email
+from entrasync_pipeline.normalize import is_missing, plain_text, zammad_email
 
 SYSTEM_USER_ID = 1
 PLAN_COLUMNS = ("action", "entra_key", "zammad_id", "email", "upn", "changes", "payload", "reason")
@@ -35,6 +35,8 @@ class Action(StrEnum):
     NOOP = "noop"
     SKIP = "skip"
     CONFLICT = "conflict"
+    GRACE = "grace"  # left the scope, kept active until the grace period is over
+    OPTED_OUT = "opted_out"  # the Zammad user has entrasync_ignore set: never written
 
 
 _NOTHING: dict[str, Any] = {}  # shared by every noop row; never mutated
@@ -48,10 +50,26 @@ COUNT_NAMES: dict[Action, str] = {
     Action.NOOP: "unchanged",
     Action.SKIP: "skipped",
     Action.CONFLICT: "conflicts",
+    Action.GRACE: "in_grace",
+    Action.OPTED_OUT: "opted_out",
 }
+# Decisions that write nothing but are reported and audited (outcome "skipped"), each with its reason.
+HELD_ACTIONS = (Action.SKIP, Action.CONFLICT, Action.GRACE, Action.OPTED_OUT)
 COUNT_COLUMNS = (*COUNT_NAMES.values(), "failed")
 # People read the destructive decisions first (previews, tables, JSON "changes").
-REVIEW_ORDER = (Action.DEACTIVATE, Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.CONFLICT, Action.SKIP)
+REVIEW_ORDER = (
+    Action.DEACTIVATE,
+    Action.CREATE,
+    Action.UPDATE,
+    Action.REACTIVATE,
+    Action.GRACE,
+    Action.OPTED_OUT,
+    Action.CONFLICT,
+    Action.SKIP,
+)
+LEFT_GROUPS = "no longer a member of the configured groups"
+OPT_OUT_ATTRIBUTE = "entrasync_ignore"
+OPTED_OUT_REASON = f"opted out in Zammad ({OPT_OUT_ATTRIBUTE} is set): never written"
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,11 @@ class PlanOptions:
     admin_role_ids: frozenset[int] = frozenset({1})
     role_ids: Mapping[str, int] | None = None  # None: roles are not managed
     group_roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    on_leave: str = "deactivate"  # or "ignore": a user who left the scope is left as is
+    # The grace period, in the shell's datetime values (the core reads no clock and imports no datetime):
+    grace: Any = None  # a timedelta: a leaver is deactivated only after missing this long; None/0: at once
+    now: Any = None  # the aware datetime the grace period is measured at
+    missing_since: Mapping[str, Any] = field(default_factory=dict)  # entra_key → aware datetime first missing
 
 
 ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
@@ -78,7 +101,7 @@ class _Index:
 
 
 def _text(value: Any) -> str:
-    return "" if is_missing(value) else str(value)
+    return "" if is_missing(value) else plain_text(value)
 
 
 def _index(zammad: list[dict[str, Any]]) -> _Index:
@@ -126,6 +149,54 @@ def _protection(zammad: Mapping[str, Any], options: PlanOptions) -> str | None:
 
 def _owner(zammad: Mapping[str, Any]) -> str:
     return _text(zammad.get("entrasync_profile"))
+
+
+def _opted_out(zammad: Mapping[str, Any]) -> bool:
+    """The Zammad user carries ``entrasync_ignore`` = true: an admin took it out of the sync."""
+    value = zammad.get(OPT_OUT_ATTRIBUTE)
+    return not is_missing(value) and bool(value)
+
+
+def _managed_active(zammad: Mapping[str, Any], options: PlanOptions) -> bool:
+    """An active Zammad user linked to Entra and managed by this profile: one we may deactivate."""
+    return bool(_text(zammad.get("entra_key"))) and _owner(zammad) == options.profile and bool(zammad.get("active"))
+
+
+def _leaving(user: Mapping[str, Any] | None, zammad: dict[str, Any], why: str, options: PlanOptions) -> dict[str, Any]:
+    """A managed active user who left the scope (``why``): protection, opt-out, ``on_leave`` and the
+    grace period decide whether it is deactivated now (never deleted)."""
+    protected = _protection(zammad, options)
+    if protected:
+        return _row(Action.SKIP, user, zammad, f"{protected}; {why}")
+    if _opted_out(zammad):
+        return _row(Action.OPTED_OUT, user, zammad, f"{OPTED_OUT_REASON}; {why}")
+    if options.on_leave == "ignore":
+        return _row(Action.SKIP, user, zammad, f"{why}; left as it is (on_leave: ignore)")
+    if options.grace and options.now is not None:
+        since = options.missing_since.get(_text(zammad.get("entra_key")), options.now)
+        until = since + options.grace
+        if options.now < until:
+            return _row(
+                Action.GRACE,
+                user,
+                zammad,
+                f"{why}; in the grace period since {_when(since)}, deactivated from {_when(until)}",
+            )
+        why = f"{why}; missing since {_when(since)}, grace period over"
+    return _row(Action.DEACTIVATE, user, zammad, why, {"active": [True, False]}, {"active": False})
+
+
+def _when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _out_of_scope(user: Mapping[str, Any], keyed: list[dict[str, Any]], options: PlanOptions) -> dict[str, Any]:
+    """A member a scope rule leaves out: treated like a leaver; never created, never adopted."""
+    reason = str(user["scope_reason"])
+    zammad = keyed[0] if len(keyed) == 1 else None
+    if zammad is not None and _managed_active(zammad, options):
+        return _leaving(user, zammad, reason, options)
+    return _row(Action.SKIP, user, zammad, reason)
 
 
 def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tuple[dict[str, Any] | None, str | None]:
@@ -189,6 +260,8 @@ def _role_note(user: Mapping[str, Any], options: PlanOptions) -> str:
 def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: PlanOptions) -> dict[str, Any]:
     owner = _owner(zammad or {})
     if zammad is not None:
+        if _opted_out(zammad):
+            return _row(Action.OPTED_OUT, user, zammad, OPTED_OUT_REASON)
         protected = _protection(zammad, options)
         if protected:
             return _row(Action.SKIP, user, zammad, protected)
@@ -260,7 +333,7 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
     index = _index(relevant.to_dict("records"))
     email_counts: Counter[str] = Counter()
     if len(rest):
-        synced = universal.loc[universal["skip_reason"].isna(), "email"]  # an empty email is never looked up
+        synced = universal.loc[_synced(universal), "email"]  # an empty email is never looked up
         email_counts = Counter(synced.value_counts().to_dict())
     seen: set[int] = set(unchanged_ids)
     rows = _decide_all(users, index, email_counts, seen, options)
@@ -306,8 +379,16 @@ def _decide_all(
     rows = []
     for user in users:
         position = user["_pos"]
+        keyed = index.by_key.get(user["entra_key"], [])
         if user.get("skip_reason"):
-            rows.append({"_pos": position, **_row(Action.SKIP, user, None, user["skip_reason"])})
+            # A member we cannot read or sync keeps their Zammad user as it is: not a leaver.
+            seen.update(int(z["id"]) for z in keyed)
+            zammad_user = keyed[0] if len(keyed) == 1 else None
+            rows.append({"_pos": position, **_row(Action.SKIP, user, zammad_user, user["skip_reason"])})
+            continue
+        if _text(user.get("scope_reason")) and user["active"]:
+            seen.update(int(z["id"]) for z in keyed)
+            rows.append({"_pos": position, **_out_of_scope(user, keyed, options)})
             continue
         zammad_user, conflict = _match(user, index, options)
         for other in index.by_key.get(user["entra_key"], []):
@@ -356,12 +437,7 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
         return empty, set()
     u_keys = universal["entra_key"].to_numpy()
     at = _row_holding(zammad, u_keys)
-    candidate = (
-        (at >= 0)
-        & universal["skip_reason"].isna().to_numpy()
-        & _truthy(universal["active"])
-        & _unique_synced_emails(universal)
-    )
+    candidate = (at >= 0) & _synced(universal) & _truthy(universal["active"]) & _unique_synced_emails(universal)
     if options.role_ids is not None:  # managed roles are decided per user
         candidate &= ~_truthy(universal["roles"])
     candidate[candidate] = _untouched(zammad, options)[at[candidate]]
@@ -440,10 +516,18 @@ def _repeated(values: np.ndarray) -> np.ndarray:
     return pd.Series(values).duplicated(keep=False).to_numpy()
 
 
+def _synced(universal: pd.DataFrame) -> np.ndarray:
+    """Members the sync writes: neither skipped nor out of scope."""
+    synced = universal["skip_reason"].isna().to_numpy()
+    if "scope_reason" in universal.columns:
+        synced = synced & universal["scope_reason"].isna().to_numpy()
+    return synced
+
+
 def _unique_synced_emails(universal: pd.DataFrame) -> np.ndarray:
     """Users whose email no other synced (not skipped) user shares; an empty email never counts."""
     emails = universal["email"].to_numpy()
-    synced = universal["skip_reason"].isna().to_numpy() & np.fromiter(map(bool, emails), dtype=bool, count=len(emails))
+    synced = _synced(universal) & np.fromiter(map(bool, emails), dtype=bool, count=len(emails))
     unique = synced.copy()
     unique[synced] = ~_repeated(emails[synced])
     return unique
@@ -456,6 +540,10 @@ def _untouched(zammad: pd.DataFrame, options: PlanOptions) -> np.ndarray:
         & (pd.Series(_column(zammad, "entrasync_profile")) == options.profile).to_numpy()
         & (pd.Series(_column(zammad, "entra_object_type")) == "user").to_numpy()
     )
+    if OPT_OUT_ATTRIBUTE in zammad.columns:
+        ok &= ~np.fromiter(
+            (not is_missing(v) and bool(v) for v in zammad[OPT_OUT_ATTRIBUTE].tolist()), dtype=bool, count=len(zammad)
+        )
     if options.protect_admins:
         ok &= ~_admins(_column(zammad, "role_ids"), options.admin_role_ids)
     if options.protected_ids or options.protected_logins or options.protected_emails:
@@ -488,25 +576,23 @@ def _listed(zammad: pd.DataFrame, options: PlanOptions) -> np.ndarray:
 
 
 def _leavers(candidates: list[dict[str, Any]], options: PlanOptions) -> list[dict[str, Any]]:
-    """Active users this profile manages that are no longer in scope (``_leaver_candidates``):
-    deactivate (never delete), unless protected."""
-    rows = []
-    for zammad_user in candidates:
-        protected = _protection(zammad_user, options)
-        if protected:
-            rows.append(_row(Action.SKIP, None, zammad_user, f"{protected}; left the groups"))
-            continue
-        rows.append(
-            _row(
-                Action.DEACTIVATE,
-                None,
-                zammad_user,
-                "no longer a member of the configured groups",
-                {"active": [True, False]},
-                {"active": False},
-            )
-        )
-    return rows
+    """Active users this profile manages that are no longer members (``_leaver_candidates``):
+    deactivated (never deleted) as ``_leaving`` decides."""
+    return [_leaving(None, zammad_user, LEFT_GROUPS, options) for zammad_user in candidates]
+
+
+def missing_ledger(plan: pd.DataFrame, options: PlanOptions) -> dict[str, Any]:
+    """The first-missing times to keep after this plan: every user in the grace period or being
+    deactivated, since when it has been missing (kept from before, else now).
+
+    A deactivation that fails keeps its time, so the next run does not start the grace period
+    again; any other decision about a user means it is back (or gone from Zammad): its time goes.
+    """
+    if plan.empty or options.now is None:
+        return {}
+    held = plan[plan["action"].isin([Action.GRACE.value, Action.DEACTIVATE.value])]
+    keys = [k for k in held["entra_key"].tolist() if isinstance(k, str) and k]
+    return {k: options.missing_since.get(k, options.now) for k in keys}
 
 
 def action_counts(plan: pd.DataFrame) -> dict[str, int]:

@@ -105,6 +105,9 @@ UNIVERSAL_USERS = pa.DataFrameSchema(
         "roles": pa.Column(object, description="Zammad role names from the group mapping"),
         "source_groups": pa.Column(object, description="Configured groups the user came through"),
         "skip_reason": pa.Column(Text, nullable=True, description="Why the user is not synced"),
+        "scope_reason": pa.Column(
+            Text, nullable=True, required=False, description="The scope rule that leaves the user out"
+        ),
     },
     checks=[
         pa.Check(

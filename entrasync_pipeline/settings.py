@@ -172,6 +172,57 @@ class NotificationSettings(_Model):
     max_examples: int = Field(5, ge=0, le=50, description="Example changes per message.")
 
 
+class ScopeRule(_Model):
+    """One test on a Graph user attribute: exactly one of ``equals``, ``in`` or ``matches``."""
+
+    attribute: str = Field(description="Graph user attribute, e.g. userType, employeeType, companyName.")
+    equals: str | None = Field(None, description="Matches when the value equals this text (case-insensitive).")
+    one_of: list[str] | None = Field(
+        None, alias="in", description="Matches when the value equals one of these texts (case-insensitive)."
+    )
+    matches: str | None = Field(
+        None, description="Matches when this regular expression matches the whole value (case-insensitive)."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("attribute")
+    @classmethod
+    def _attribute_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not a Graph attribute name")
+        return value
+
+    @field_validator("matches")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"'matches' is not a regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_test(self) -> "ScopeRule":
+        given = [
+            k for k, v in (("equals", self.equals), ("in", self.one_of), ("matches", self.matches)) if v is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(f"a scope rule needs exactly one of equals, in, matches (got {given or 'none'})")
+        return self
+
+
+class ScopeSettings(_Model):
+    include: list[ScopeRule] = Field(
+        default_factory=list,
+        description="When set, a member is in scope only if at least one of these rules matches.",
+    )
+    exclude: list[ScopeRule] = Field(
+        default_factory=list, description="A member any of these rules matches is out of scope."
+    )
+
+
 class ProfileSettings(_Model):
     entra: EntraSettings
     groups: list[GroupSettings] = Field(min_length=1, description="The Entra groups whose members are synced.")
@@ -182,6 +233,14 @@ class ProfileSettings(_Model):
     )
     adopt_by_email: bool = Field(True, description="Link existing Zammad users without entra_key by email.")
     sync_users_without_email: bool = Field(False, description="Create users that have no usable email.")
+    scope: ScopeSettings = Field(default_factory=ScopeSettings)
+    on_leave: Literal["deactivate", "ignore"] = Field(
+        "deactivate",
+        description="A managed user who left the groups or the scope: deactivated, or left as is (ignore).",
+    )
+    grace_days: int = Field(
+        0, ge=0, description="Deactivate a managed user only after missing from the scope this many days."
+    )
     protected: ProtectedSettings = Field(default_factory=ProtectedSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
@@ -207,7 +266,8 @@ class ProfileSettings(_Model):
             "userType",
         ]
         sources = [s for rule in self.mapping.values() for s in rule.source]
-        return list(dict.fromkeys(fixed + sources))
+        scoped = [r.attribute for r in (*self.scope.include, *self.scope.exclude)]
+        return list(dict.fromkeys(fixed + sources + scoped))
 
 
 class TlsSettings(_Model):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
@@ -19,12 +20,20 @@ import pandas as pd
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
-from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, normalize_members
+from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, ScopeTest, normalize_members
 from entrasync_pipeline.notify import Message, summary_message
-from entrasync_pipeline.plan import COUNT_NAMES, WRITE_ACTIONS, PlanOptions, compute_plan
+from entrasync_pipeline.plan import (
+    COUNT_NAMES,
+    OPT_OUT_ATTRIBUTE,
+    WRITE_ACTIONS,
+    PlanOptions,
+    compute_plan,
+    missing_ledger,
+)
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.safety import SafetyLimits, SafetyVerdict, evaluate, managed_count
-from entrasync_pipeline.settings import ProfileSettings
+from entrasync_pipeline.settings import ProfileSettings, ScopeRule
+from entrasync_pipeline.targeted import scope_plan
 from entrasync_pipeline.zammad.client import ADMIN_ROLE_NAME, ENTRA_ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,7 @@ ZAMMAD_COLUMNS = (
     "entra_key",
     "entra_object_type",
     "entrasync_profile",
+    OPT_OUT_ATTRIBUTE,
 )
 REQUIRED_ATTRIBUTES = ("entra_key", "entra_object_type", "entrasync_profile")
 
@@ -199,7 +209,18 @@ def normalize_options(config: ProfileSettings) -> NormalizeOptions:
         for target, rule in config.mapping.items()
     }
     roles = {g.id: tuple(g.roles) for g in config.groups}
-    return NormalizeOptions(mapping, roles, config.sync_users_without_email)
+    return NormalizeOptions(
+        mapping,
+        roles,
+        config.sync_users_without_email,
+        include=tuple(map(_scope_test, config.scope.include)),
+        exclude=tuple(map(_scope_test, config.scope.exclude)),
+    )
+
+
+def _scope_test(rule: ScopeRule) -> ScopeTest:
+    one_of = tuple(rule.one_of) if rule.one_of is not None else None
+    return ScopeTest(rule.attribute, rule.equals, one_of, rule.matches)
 
 
 def universal_users(members: pd.DataFrame, config: ProfileSettings) -> pd.DataFrame:
@@ -307,8 +328,14 @@ def require_entra_attributes(zammad: pd.DataFrame) -> None:
 
 
 # --- step 4: plan ---------------------------------------------------------------------------------
-def plan_options(profile: ProfileRuntime, role_ids: Mapping[str, int]) -> PlanOptions:
-    """``role_ids``: Zammad's role ids by name, read from Zammad (never assumed)."""
+def plan_options(
+    profile: ProfileRuntime,
+    role_ids: Mapping[str, int],
+    now: datetime | None = None,
+    missing_since: Mapping[str, datetime] | None = None,
+) -> PlanOptions:
+    """``role_ids``: Zammad's role ids by name, read from Zammad (never assumed). ``now`` and
+    ``missing_since`` (the audit store's first-missing times) measure the grace period."""
     config = profile.config
     protected = config.protected
     manages_roles = any(g.roles for g in config.groups)
@@ -323,6 +350,10 @@ def plan_options(profile: ProfileRuntime, role_ids: Mapping[str, int]) -> PlanOp
         admin_role_ids=frozenset(i for name, i in role_ids.items() if name == ADMIN_ROLE_NAME),
         role_ids=role_ids if manages_roles else None,
         group_roles={g.id: tuple(g.roles) for g in config.groups},
+        on_leave=config.on_leave,
+        grace=timedelta(days=config.grace_days),
+        now=now,
+        missing_since=dict(missing_since or {}),
     )
 
 
@@ -343,10 +374,27 @@ def zammad_roles(profile: ProfileRuntime) -> dict[str, int]:
     return roles
 
 
-def compute_sync_plan(profile: ProfileRuntime, users: pd.DataFrame, zammad: pd.DataFrame) -> pd.DataFrame:
-    options = plan_options(profile, zammad_roles(profile))
+def compute_sync_plan(
+    profile: ProfileRuntime,
+    users: pd.DataFrame,
+    zammad: pd.DataFrame,
+    targets: Sequence[str] | None = None,
+    remember: bool = False,
+) -> pd.DataFrame:
+    """The plan (only the targets' decisions in a targeted run). ``remember``: keep the first-missing
+    times it found in the audit store, so the grace period runs across runs (not in a dry run)."""
+    grace = profile.config.grace_days > 0
+    now = datetime.now(timezone.utc)
+    missing_since = profile.audit.missing_since(profile.name) if grace else {}
+    options = plan_options(profile, zammad_roles(profile), now, missing_since)
     with _bulk():
-        return compute_plan(users, zammad, options)
+        plan = compute_plan(users, zammad, options)
+    if targets is not None:
+        plan = scope_plan(plan, targets)
+    if remember and (grace or targets is None):  # without a grace period, a full run clears the times
+        decided = None if targets is None else [*targets, *plan["entra_key"].dropna().tolist()]
+        profile.audit.update_missing(profile.name, missing_ledger(plan, options) if grace else {}, decided)
+    return plan
 
 
 def judge(

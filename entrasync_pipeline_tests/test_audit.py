@@ -203,3 +203,17 @@ def test_email_neighbours_are_the_users_who_ever_shared_an_email_in_this_profile
     assert store.email_neighbours("it", ["rehire"]) == {"anna"}
     assert store.email_neighbours("it", ["anna", "rehire"]) == set()  # only others
     assert store.email_neighbours("it", ["bob"]) == set()
+
+
+def test_first_missing_times_are_kept_per_profile_and_replaced_by_full_runs(store: AuditStore) -> None:
+    """The grace period's memory: a full run replaces the profile's ledger, a targeted run only its users'."""
+    day = datetime(2026, 12, 1, 8, 30, tzinfo=timezone.utc)
+    store.update_missing("it", {"a": day, "b": day + timedelta(days=1)})
+    store.update_missing("sales", {"a": day - timedelta(days=3)})
+    assert store.missing_since("it") == {"a": day, "b": day + timedelta(days=1)}
+    store.update_missing("it", {"c": day}, decided=["b", "x"])  # targeted: b is back, c newly missing
+    assert store.missing_since("it") == {"a": day, "c": day}
+    store.update_missing("it", {"c": day})  # full: a is no longer missing
+    assert store.missing_since("it") == {"c": day}
+    assert store.missing_since("sales") == {"a": day - timedelta(days=3)}
+    assert all(t.tzinfo is not None for t in store.missing_since("it").values())
