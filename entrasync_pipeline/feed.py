@@ -119,7 +119,7 @@ def advance(graph: GraphClient, config: ProfileSettings, position: FeedPosition 
         return FeedStep(baseline(graph, config), note="baseline taken")
     if position.watch != watch_key(config):
         fresh = baseline(graph, config)
-        return FeedStep(fresh, full_run="the configured groups or mapping changed; new baseline")
+        return FeedStep(fresh, full_run="the configured groups, mapping or scope rules changed; new baseline")
     try:
         users = graph.user_delta(position.users)
         rounds = [(chunk, graph.group_delta(chunk[1:], chunk[0])) for chunk in position.groups]

@@ -18,7 +18,7 @@ from entrasync_pipeline.audit import AuditFilter, AuditStore
 from entrasync_pipeline.settings import load_settings
 from entrasync_pipeline_tests.conftest import Sandbox
 from entrasync_pipeline_tests.factories import write_config
-from entrasync_pipeline_tests.tenant import Admin, Runner, it_support_config, setup_attributes
+from entrasync_pipeline_tests.tenant import Admin, Helpdesk, Runner, it_support_config, setup_attributes
 
 pytestmark = pytest.mark.e2e
 
@@ -324,3 +324,103 @@ def test_a_failed_run_is_announced_by_the_failure_sensor(
     _evaluate_failure_sensor(runner, config, failed)
     assert len(webhook.received) == 1 and "sync failed" in webhook.received[0]["title"]
     assert "zammad-setup" in webhook.received[0]["message"]
+
+
+# --- who is in scope and who wins (issue 12) --------------------------------------------------------
+def _plan_rows(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    return {k: v.value for k, v in result.asset_materializations_for_node("sync_plan")[0].metadata.items()}
+
+
+def _audited(config: Path, env: dict[str, str], run_id: str) -> list[dict[str, Any]]:
+    audit = AuditStore(load_settings(config).audit_url(env))
+    try:
+        return audit.query(AuditFilter(run_id=run_id))
+    finally:
+        audit.close()
+
+
+def test_a_scope_rule_keeps_guests_out_and_deactivates_a_managed_member_who_becomes_one(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    group = sandbox.info["groups"]["IT Support"]
+    guest = admin.hire("gail.guest", group)
+    admin.patch(guest, userType="Guest")
+    admin.patch(anna, userType="Guest")
+    scoped = it_support_config(sandbox, tmp_path, scope={"exclude": [{"attribute": "userType", "equals": "Guest"}]})
+    runner = Runner(scoped, ["sandbox"], instance)
+    result = runner.run()
+    assert result.success
+    helpdesk = {u.get("entra_key"): u for u in sandbox.state("zammad")["users"]}
+    grace = next(k for k, u in helpdesk.items() if u["email"] == "grace@partner.example")  # the seeded guest
+    counts = runner.counts(result)
+    assert (counts["created"], counts["deactivated"]) == (0, 2)
+    assert helpdesk[anna]["active"] is False and helpdesk[grace]["active"] is False and guest not in helpdesk
+    rule = "out of scope: scope.exclude[0] (userType equals 'Guest')"
+    rows = {r["entra_key"]: r for r in _audited(scoped, dagster_env, result.run_id) if r["outcome"] != "started"}
+    for key in (anna, grace):
+        assert (rows[key]["action"], rows[key]["outcome"], rows[key]["reason"]) == ("deactivate", "done", rule)
+    assert (rows[guest]["action"], rows[guest]["outcome"], rows[guest]["reason"]) == ("skip", "skipped", rule)
+    assert runner.counts(runner.run())["deactivated"] == 0  # and then nothing more
+
+
+def test_a_leaver_waits_out_the_grace_period_in_targeted_and_full_runs(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    _, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    config = it_support_config(sandbox, tmp_path, grace_days=7)
+    runner = Runner(config, ["sandbox"], instance)
+    admin.remove(sandbox.info["groups"]["IT Support"], anna)
+    dry = runner.run(run_config={"resources": {"run_options": {"config": {"dry_run": True}}}})
+    assert _plan_rows(dry)["grace"] == 1
+    audit = AuditStore(load_settings(config).audit_url(dagster_env))
+    assert audit.missing_since("sandbox") == {}  # a dry run keeps no first-missing time
+    full = runner.run()
+    assert runner.counts(full)["in_grace"] == 1 and runner.counts(full)["deactivated"] == 0
+    since = audit.missing_since("sandbox")[anna]
+    targeted = runner.targeted([anna])
+    assert _plan_rows(targeted)["grace"] == 1 and audit.missing_since("sandbox") == {anna: since}
+    assert Helpdesk(sandbox, None).user(anna)["active"] is True
+    audit.update_missing("sandbox", {anna: since - dt.timedelta(days=7)}, decided=[anna])  # a week later
+    later = runner.targeted([anna])
+    assert runner.counts(later)["deactivated"] == 1
+    assert Helpdesk(sandbox, None).user(anna)["active"] is False
+    reason = next(r["reason"] for r in _audited(config, dagster_env, later.run_id) if r["outcome"] == "done")
+    assert reason.startswith("no longer a member of the configured groups; missing since ")
+    last = runner.run()
+    assert runner.counts(last)["deactivated"] == 0 and audit.missing_since("sandbox") == {}
+    audit.close()
+
+
+def test_a_member_back_within_the_grace_period_is_untouched(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    _, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    runner = Runner(it_support_config(sandbox, tmp_path, grace_days=3), ["sandbox"], instance)
+    group = sandbox.info["groups"]["IT Support"]
+    admin.remove(group, anna)
+    assert runner.counts(runner.run())["in_grace"] == 1
+    admin.add(group, anna)
+    writes = {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")}
+    back = runner.counts(runner.run())
+    assert (back["in_grace"], back["reactivated"], back["updated"]) == (0, 0, 0)
+    assert {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")} == writes
+
+
+def test_an_opted_out_user_is_never_written_whatever_entra_says(
+    sandbox: Sandbox, admin: Admin, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    helpdesk = Helpdesk(sandbox, http)
+    helpdesk.edit(anna, entrasync_ignore=True, department="Kept by hand")
+    admin.patch(anna, department="Service Desk")
+    changed = runner.run()
+    assert runner.counts(changed)["opted_out"] == 1 and runner.counts(changed)["updated"] == 0
+    admin.remove(sandbox.info["groups"]["IT Support"], anna)
+    left = runner.run()
+    assert runner.counts(left)["opted_out"] == 1 and runner.counts(left)["deactivated"] == 0
+    user = helpdesk.user(anna)
+    assert (user["active"], user["department"]) == (True, "Kept by hand")
+    rows = [r for r in _audited(runner.config, dagster_env, left.run_id) if r["entra_key"] == anna]
+    assert [(r["action"], r["outcome"]) for r in rows] == [("opted_out", "skipped")]
+    assert rows[0]["reason"].startswith("opted out in Zammad (entrasync_ignore is set)")

@@ -150,3 +150,34 @@ def test_the_sandbox_config_is_a_valid_config(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(sandbox_config(info)))
     assert load_settings(path).profiles["sandbox"].groups[0].id == GROUP
+
+
+def test_scope_rules_need_exactly_one_test_and_a_valid_pattern() -> None:
+    from pydantic import ValidationError
+
+    from entrasync_pipeline.settings import ScopeRule
+
+    assert ScopeRule(attribute="userType", equals="Guest").equals == "Guest"
+    assert ScopeRule.model_validate({"attribute": "employeeType", "in": ["Employee"]}).one_of == ["Employee"]
+    for bad, message in (
+        ({"attribute": "userType"}, "exactly one of equals, in, matches"),
+        ({"attribute": "userType", "equals": "Guest", "in": ["Member"]}, "exactly one of equals, in, matches"),
+        ({"attribute": "mail", "matches": "(unclosed"}, "not a regular expression"),
+        ({"attribute": "user type", "equals": "x"}, "not a Graph attribute name"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            ScopeRule.model_validate(bad)
+
+
+def test_the_scope_rules_attributes_are_read_from_graph() -> None:
+    from entrasync_pipeline.settings import ProfileSettings
+
+    guid = "9a0f1b7c-0000-4000-8000-000000000001"
+    profile = ProfileSettings(
+        entra={"tenant_id": guid, "client_id": guid},
+        groups=[{"id": guid}],
+        zammad={"url": "https://helpdesk.example.com"},
+        scope={"include": [{"attribute": "employeeType", "in": ["Employee"]}]},
+        grace_days=7,
+    )
+    assert "employeeType" in profile.graph_select() and profile.grace_days == 7 and profile.on_leave == "deactivate"
