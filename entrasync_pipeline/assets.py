@@ -274,6 +274,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         skipped = users[users["skip_reason"].notna()]
         if len(skipped):
             context.log.warning("%d users skipped: %s", len(skipped), skipped["skip_reason"].value_counts().to_dict())
+        kept = users[users["phone_problem"].notna()] if "phone_problem" in users else users.iloc[0:0]
+        if len(kept):
+            context.log.warning("%d users have phone numbers kept as typed (not valid numbers)", len(kept))
         yield dg.Output(
             users,
             metadata={
@@ -285,6 +288,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 "skipped": len(skipped),
                 "skip_reasons": dg.MetadataValue.md(
                     _md_table(skipped.head(20).to_dict("records"), ["entra_key", "upn", "skip_reason"])
+                ),
+                "phones_kept_as_typed": len(kept),
+                "phone_problems": dg.MetadataValue.md(
+                    _md_table(kept.head(20).to_dict("records"), ["entra_key", "upn", "phone_problem"])
                 ),
             },
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import phonenumbers
 
 USER_TYPE = "#microsoft.graph.user"
 CORE_FIELDS = ("email", "firstname", "lastname", "phone", "mobile", "department")
@@ -50,18 +51,10 @@ _SPACES = re.compile(r"\s+")
 LIMITED_REASON = "Graph returned no properties for this user (is User.Read.All granted?)"
 NO_EMAIL_REASON = "no usable email (mail, otherMails, non-guest userPrincipalName)"
 NO_IDENTIFIER_REASON = "no name, phone or email: Zammad needs one identifier"
-UNIVERSAL_COLUMNS = (
-    "entra_key",
-    "entra_object_type",
-    "upn",
-    "display_name",
-    *CORE_FIELDS,
-    "active",
-    "roles",
-    "source_groups",
-    "skip_reason",
-    "scope_reason",
-)
+PHONE_FIELDS = ("phone", "mobile", "fax")
+# After the mapped fields: what the sync knows about the user beyond Zammad's values.
+TAIL_COLUMNS = ("active", "roles", "source_groups", "skip_reason", "scope_reason", "phone_problem")
+UNIVERSAL_COLUMNS = ("entra_key", "entra_object_type", "upn", "display_name", *CORE_FIELDS, *TAIL_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -98,6 +91,8 @@ class NormalizeOptions:
     sync_users_without_email: bool = False
     include: tuple[ScopeTest, ...] = ()
     exclude: tuple[ScopeTest, ...] = ()
+    phone_format: str = "as_is"  # or "e164"
+    phone_region: str | None = None  # ISO 3166 region of numbers typed without a country code
 
 
 # --- values ----------------------------------------------------------------------------------------
@@ -112,6 +107,49 @@ def plain_text(value: Any) -> str:
     if value.__class__ is not str and isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+# --- phones ------------------------------------------------------------------------------------------
+def phone_number(value: str | None, options: NormalizeOptions) -> tuple[str | None, str | None]:
+    """(the number as Zammad gets it, why it was kept as typed or None).
+
+    ``e164``: a valid number (phonenumbers' metadata) becomes +<country><number>, with its extension
+    after " ext. "; anything else is kept exactly as typed and reported, never dropped. The output
+    parses back to itself, so a second run compares equal and writes nothing.
+    """
+    if not value or options.phone_format != "e164":
+        return value, None
+    try:
+        number = phonenumbers.parse(value, options.phone_region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        region = f" (default region {options.phone_region})" if options.phone_region else " (no default_region)"
+        return value, f"{value[:40]!r} is not a valid phone number{region}"
+    text = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return (f"{text} ext. {number.extension}" if number.extension else text), None
+
+
+def _phones(
+    values: list[str | None], field: str, options: NormalizeOptions
+) -> tuple[list[str | None], list[str | None]]:
+    """``phone_number`` for a column (each distinct value parsed once); problems name the field."""
+    known: dict[str, tuple[str | None, str | None]] = {}
+    out: list[str | None] = []
+    problems: list[str | None] = []
+    for value in values:
+        if not value:
+            out.append(value)
+            problems.append(None)
+            continue
+        number, problem = known.get(value) or known.setdefault(value, phone_number(value, options))
+        out.append(number)
+        problems.append(f"{field} {problem}; kept as typed" if problem else None)
+    return out, problems
+
+
+def _joined(*notes: str | None) -> str | None:
+    return "; ".join(n for n in notes if n) or None
 
 
 # --- scope -------------------------------------------------------------------------------------------
@@ -282,9 +320,15 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
     elif not email and not options.sync_users_without_email:
         out["skip_reason"] = out["skip_reason"] or NO_EMAIL_REASON
     out["email"] = email
+    problems: list[str | None] = []
     for field, rule in options.mapping.items():
         if field != "email":  # the names are replaced below, by Zammad's name rules
-            out[field] = zammad_value(field, map_field(record, rule))
+            value = map_field(record, rule)
+            if field in PHONE_FIELDS:
+                value, problem = phone_number(value, options)
+                problems.append(f"{field} {problem}; kept as typed" if problem else None)
+            out[field] = zammad_value(field, value)
+    out["phone_problem"] = _joined(*problems)
     first = map_field(record, options.mapping["firstname"]) if "firstname" in options.mapping else None
     last = map_field(record, options.mapping["lastname"]) if "lastname" in options.mapping else None
     if not first and not last:
@@ -310,7 +354,7 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
     ``normalize_user`` to each first occurrence (a property test holds the two together).
     """
     fields = list(dict.fromkeys([*CORE_FIELDS, *options.mapping]))
-    columns = list(dict.fromkeys([*UNIVERSAL_COLUMNS[:4], *fields, *UNIVERSAL_COLUMNS[-5:]]))
+    columns = list(dict.fromkeys([*UNIVERSAL_COLUMNS[:4], *fields, *TAIL_COLUMNS]))
     if members.empty:
         return pd.DataFrame(columns=columns)
     is_user = members["@odata.type"] == USER_TYPE
@@ -553,10 +597,16 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
         elif not options.sync_users_without_email:
             reasons[i] = reasons[i] or NO_EMAIL_REASON
     out["email"] = emails
+    problems: list[list[str | None]] = []
     for field, rule in options.mapping.items():
         if field not in ("email", "firstname", "lastname"):
             limit = FIELD_LIMITS.get(field)
-            out[field] = _truncated(_map_column(frame, rule), limit)
+            values = _map_column(frame, rule)
+            if field in PHONE_FIELDS and options.phone_format == "e164":
+                values, found = _phones(values, field, options)
+                problems.append(found)
+            out[field] = _truncated(values, limit)
+    out["phone_problem"] = [_joined(*row) for row in zip(*problems)] if problems else [None] * n
     firsts = _map_column(frame, options.mapping["firstname"]) if "firstname" in options.mapping else [None] * n
     lasts = _map_column(frame, options.mapping["lastname"]) if "lastname" in options.mapping else [None] * n
     out["firstname"], out["lastname"] = _names(firsts, lasts, frame, emails)

@@ -108,6 +108,9 @@ UNIVERSAL_USERS = pa.DataFrameSchema(
         "scope_reason": pa.Column(
             Text, nullable=True, required=False, description="The scope rule that leaves the user out"
         ),
+        "phone_problem": pa.Column(
+            Text, nullable=True, required=False, description="Phone numbers kept as typed, and why"
+        ),
     },
     checks=[
         pa.Check(

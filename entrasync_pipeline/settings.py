@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import phonenumbers
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -223,6 +224,27 @@ class ScopeSettings(_Model):
     )
 
 
+PHONE_FIELDS = ("phone", "mobile", "fax")
+
+
+class PhoneSettings(_Model):
+    format: Literal["as_is", "e164"] = Field(
+        "as_is",
+        description="How phone, mobile and fax are written: as typed in Entra, or E.164 (+4930123456); "
+        "a number that is not a valid phone number is kept as typed and reported.",
+    )
+    default_region: str | None = Field(
+        None, description="Region (ISO 3166 code, e.g. DE) of numbers typed without a country code."
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region phonenumbers knows (ISO 3166 alpha-2, e.g. DE)")
+        return value.upper() if value is not None else None
+
+
 class ProfileSettings(_Model):
     entra: EntraSettings
     groups: list[GroupSettings] = Field(min_length=1, description="The Entra groups whose members are synced.")
@@ -234,6 +256,7 @@ class ProfileSettings(_Model):
     adopt_by_email: bool = Field(True, description="Link existing Zammad users without entra_key by email.")
     sync_users_without_email: bool = Field(False, description="Create users that have no usable email.")
     scope: ScopeSettings = Field(default_factory=ScopeSettings)
+    phones: PhoneSettings = Field(default_factory=PhoneSettings)
     on_leave: Literal["deactivate", "ignore"] = Field(
         "deactivate",
         description="A managed user who left the groups or the scope: deactivated, or left as is (ignore).",

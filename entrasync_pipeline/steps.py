@@ -215,6 +215,8 @@ def normalize_options(config: ProfileSettings) -> NormalizeOptions:
         config.sync_users_without_email,
         include=tuple(map(_scope_test, config.scope.include)),
         exclude=tuple(map(_scope_test, config.scope.exclude)),
+        phone_format=config.phones.format,
+        phone_region=config.phones.default_region,
     )
 
 

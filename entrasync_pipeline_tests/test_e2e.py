@@ -424,3 +424,26 @@ def test_an_opted_out_user_is_never_written_whatever_entra_says(
     rows = [r for r in _audited(runner.config, dagster_env, left.run_id) if r["entra_key"] == anna]
     assert [(r["action"], r["outcome"]) for r in rows] == [("opted_out", "skipped")]
     assert rows[0]["reason"].startswith("opted out in Zammad (entrasync_ignore is set)")
+
+
+def test_phones_are_written_in_e164_once_and_a_number_that_is_none_is_kept_and_reported(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    config = it_support_config(sandbox, tmp_path, phones={"format": "e164", "default_region": "DE"})
+    setup_attributes(config, dagster_env)
+    runner = Runner(config, ["sandbox"], instance)
+    group = sandbox.info["groups"]["IT Support"]
+    hire = admin.hire("nina.nummer", group)
+    admin.patch(hire, businessPhones=["030 1234567"], mobilePhone="ask reception")
+    first = runner.run()
+    assert first.success
+    zammad = Helpdesk(sandbox, None).user(hire)
+    assert (zammad["phone"], zammad["mobile"]) == ("+49301234567", "ask reception")
+    normalized = first.asset_materializations_for_node("universal_users")[0].metadata
+    assert normalized["phones_kept_as_typed"].value >= 1 and "ask reception" in normalized["phone_problems"].value
+    synced = [u for u in sandbox.state("zammad")["users"] if u.get("entra_key")]
+    assert any(u["phone"] and u["phone"].startswith("+49") and " " not in u["phone"] for u in synced)
+    writes = {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")}
+    again = runner.counts(runner.run())
+    assert (again["created"], again["updated"]) == (0, 0)
+    assert {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")} == writes

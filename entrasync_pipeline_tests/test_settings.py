@@ -181,3 +181,14 @@ def test_the_scope_rules_attributes_are_read_from_graph() -> None:
         grace_days=7,
     )
     assert "employeeType" in profile.graph_select() and profile.grace_days == 7 and profile.on_leave == "deactivate"
+
+
+def test_the_phone_region_is_one_phonenumbers_knows() -> None:
+    from pydantic import ValidationError
+
+    from entrasync_pipeline.settings import PhoneSettings
+
+    assert PhoneSettings(format="e164", default_region="de").default_region == "DE"
+    assert PhoneSettings().format == "as_is" and PhoneSettings().default_region is None
+    with pytest.raises(ValidationError, match="not a region phonenumbers knows"):
+        PhoneSettings(default_region="Germany")
