@@ -42,7 +42,7 @@ READ_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENT
 PREVIEW_ROWS = 10
 SCOPE = "scope"  # metadata: "full" or "targeted" (then "targets": how many)
 MANAGED_USERS = "managed_users"
-KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.NOOP, Action.GRACE)]
+KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.RELINK, Action.NOOP, Action.GRACE)]
 
 EntraMembersType = pandera_schema_to_dagster_type(ENTRA_MEMBERS)
 ZammadUsersType = pandera_schema_to_dagster_type(ZAMMAD_USERS)
@@ -348,7 +348,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 description="empty-read guard and deactivation threshold",
             ),
         ],
-        description="One row per decision (create, update, reactivate, deactivate, noop, skip, conflict) with "
+        description="One row per decision (create, update, reactivate, relink, deactivate, grace, noop, skip, "
+        "conflict, opted_out) with "
         "the changed fields before → after. Blocked plans stay visible here.",
     )
     def sync_plan(

@@ -1,10 +1,14 @@
 """Universal users × Zammad users → the sync plan: one decision per user (pure; DESIGN.md §2).
 
 Matching order: the Zammad user whose ``entra_key`` is the Entra object id; else (adoption on)
-the Zammad user with that email (case-insensitive) and an empty ``entra_key``; an email that
-belongs to a user with another ``entra_key`` is a conflict. Decisions: create, update only the
-differing fields, reactivate, deactivate (managed users of this profile only), noop, skip,
-conflict. Never delete. Protected accounts, unmanaged users and the system user are left alone.
+the Zammad user with that email (case-insensitive) and an empty ``entra_key`` (or, when nobody has
+the email, one without an email whose login is the address); a managed user linked to an object
+Graph confirmed deleted is relinked (a re-hire); any other email that belongs to a user with another
+``entra_key`` is a conflict. Decisions: create, update only the differing fields, reactivate,
+relink, deactivate (managed users of this profile only, after the grace period, unless
+``on_leave: ignore``), grace, noop, skip, conflict, opted_out. A member out of scope (a scope rule)
+is a leaver. Never delete. Protected and opted-out accounts, unmanaged users and the system user are
+left alone.
 Reads everything, then decides: no I/O here (STYLE.md §1.3, ssosync's getUserOperations).
 """
 
@@ -31,6 +35,7 @@ class Action(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     REACTIVATE = "reactivate"
+    RELINK = "relink"  # a Zammad user whose Entra object was deleted, linked to the new object with its email
     DEACTIVATE = "deactivate"
     NOOP = "noop"
     SKIP = "skip"
@@ -40,12 +45,13 @@ class Action(StrEnum):
 
 
 _NOTHING: dict[str, Any] = {}  # shared by every noop row; never mutated
-WRITE_ACTIONS = (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.DEACTIVATE)
+WRITE_ACTIONS = (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.RELINK, Action.DEACTIVATE)
 # What a run reports per action (CLI, JSON, metadata, notifications): one name each, defined here.
 COUNT_NAMES: dict[Action, str] = {
     Action.CREATE: "created",
     Action.UPDATE: "updated",
     Action.REACTIVATE: "reactivated",
+    Action.RELINK: "relinked",
     Action.DEACTIVATE: "deactivated",
     Action.NOOP: "unchanged",
     Action.SKIP: "skipped",
@@ -62,6 +68,7 @@ REVIEW_ORDER = (
     Action.CREATE,
     Action.UPDATE,
     Action.REACTIVATE,
+    Action.RELINK,
     Action.GRACE,
     Action.OPTED_OUT,
     Action.CONFLICT,
@@ -89,6 +96,8 @@ class PlanOptions:
     grace: Any = None  # a timedelta: a leaver is deactivated only after missing this long; None/0: at once
     now: Any = None  # the aware datetime the grace period is measured at
     missing_since: Mapping[str, Any] = field(default_factory=dict)  # entra_key → aware datetime first missing
+    relink_deleted: bool = True  # relink a user whose Entra object is gone to the new object with its email
+    deleted_keys: frozenset[str] = frozenset()  # entra_keys Graph confirmed deleted (404), from the shell
 
 
 ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
@@ -98,6 +107,7 @@ ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
 class _Index:
     by_key: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     by_email: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    by_login: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # users without an email only
 
 
 def _text(value: Any) -> str:
@@ -109,8 +119,10 @@ def _index(zammad: list[dict[str, Any]]) -> _Index:
     for user in zammad:
         if _text(user.get("entra_key")):
             index.by_key.setdefault(_text(user["entra_key"]), []).append(user)
-        if _text(user.get("email")):
+        if _text(user.get("email")).strip():
             index.by_email.setdefault(zammad_email(user["email"]), []).append(user)
+        elif _text(user.get("login")):
+            index.by_login.setdefault(zammad_email(user["login"]), []).append(user)
     return index
 
 
@@ -209,8 +221,12 @@ def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tupl
         return keyed[0], None
     same_email = index.by_email.get(user["email"], [])  # no Zammad user is indexed under ""
     foreign = [z for z in same_email if _text(z.get("entra_key"))]
+    if len(same_email) == 1 and foreign and _relinkable(user, foreign[0], options):
+        return foreign[0], None
     if foreign:
         return None, f"email belongs to Zammad user #{foreign[0]['id']}, linked to another Entra object"
+    if not same_email:  # a user created without an email, whose login is the address: adopted the same way
+        same_email = [z for z in index.by_login.get(user["email"], []) if not _text(z.get("entra_key"))]
     if len(same_email) > 1:
         ids = ", ".join(f"#{z['id']}" for z in same_email)
         return None, f"several Zammad users have this email ({ids})"
@@ -219,6 +235,36 @@ def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tupl
             return None, f"Zammad user #{same_email[0]['id']} has this email and adoption by email is off"
         return same_email[0], None
     return None, None
+
+
+def _relinkable(user: Mapping[str, Any], zammad: Mapping[str, Any], options: PlanOptions) -> bool:
+    """A re-hire: the Zammad user this profile manages is linked to an Entra object Graph confirmed
+    deleted, and its email now belongs to this active member (DESIGN.md §2, issue 12 §5)."""
+    return (
+        options.relink_deleted
+        and bool(user["active"])
+        and _text(zammad.get("entra_key")) in options.deleted_keys
+        and _owner(zammad) == options.profile
+    )
+
+
+def relink_candidates(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptions) -> set[str]:
+    """entra_keys the shell must ask Graph about: this profile's Zammad users whose email an active
+    member without a Zammad user of their own now has, linked to an object that is not a member.
+    Only those Graph answers 404 for (``deleted_keys``) are relinked."""
+    if not options.relink_deleted or universal.empty or zammad.empty:
+        return set()
+    members = universal[_synced(universal) & _truthy(universal["active"])]
+    wanted = {e for e in members["email"].tolist() if e}
+    current = set(universal["entra_key"].tolist())
+    keys = _texts(_column(zammad, "entra_key"))
+    owners = _texts(_column(zammad, "entrasync_profile"))
+    emails = _texts(_column(zammad, "email"))
+    return {
+        key
+        for key, owner, email in zip(keys.tolist(), owners.tolist(), emails.tolist())
+        if key and owner == options.profile and key not in current and zammad_email(email) in wanted
+    }
 
 
 def _desired(user: Mapping[str, Any], options: PlanOptions) -> tuple[dict[str, Any], str | None]:
@@ -287,13 +333,19 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
         return _row(Action.CREATE, user, None, "new member" + note, {k: [None, v] for k, v in payload.items()}, payload)
     changes = _diff(zammad, desired)
     adopted = not _text(zammad.get("entra_key"))
+    if not adopted and _text(zammad.get("entra_key")) != user["entra_key"]:  # only _relinkable matches do
+        if not zammad.get("active"):
+            changes["active"] = [False, True]
+        reason = f"relinked: Entra object {zammad['entra_key']} was deleted; its email now belongs to this one"
+        return _row(Action.RELINK, user, zammad, reason + note, changes, {k: v[1] for k, v in changes.items()})
     if not zammad.get("active"):
         changes["active"] = [False, True]
         return _row(
             Action.REACTIVATE, user, zammad, "member again" + note, changes, {k: v[1] for k, v in changes.items()}
         )
     if changes:
-        reason = ("adopted by email" if adopted else "attributes changed") + note
+        how = "adopted by email" if _text(zammad.get("email")).strip() else "adopted by login (Zammad had no email)"
+        reason = (how if adopted else "attributes changed") + note
         return _row(Action.UPDATE, user, zammad, reason, changes, {k: v[1] for k, v in changes.items()})
     return _row(Action.NOOP, user, zammad, note.removeprefix("; ") or None)
 
@@ -327,7 +379,9 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
     z_keys = _texts(_column(zammad, "entra_key"))
     if users and len(zammad):
         z_emails = pd.Series(_texts(_column(zammad, "email"))).str.strip().str.lower()
-        relevant = zammad[(pd.Series(z_keys).isin(keys) | z_emails.isin(emails)).to_numpy()]
+        z_logins = pd.Series(_texts(_column(zammad, "login"))).str.strip().str.lower().where(z_emails == "", "")
+        held = z_emails.isin(emails) | z_logins.isin(emails)
+        relevant = zammad[(pd.Series(z_keys).isin(keys) | held).to_numpy()]
     else:
         relevant = zammad.iloc[0:0]
     index = _index(relevant.to_dict("records"))
@@ -391,8 +445,8 @@ def _decide_all(
             rows.append({"_pos": position, **_out_of_scope(user, keyed, options)})
             continue
         zammad_user, conflict = _match(user, index, options)
-        for other in index.by_key.get(user["entra_key"], []):
-            seen.add(int(other["id"]))  # its match, or users we could not place: never deactivated
+        for other in [*keyed, *([zammad_user] if zammad_user is not None else [])]:
+            seen.add(int(other["id"]))  # its match (a relinked one too), or users we could not place
         if conflict is None and user["email"] and emails[user["email"]] > 1:
             conflict = f"{emails[user['email']]} Entra users share the email {user['email']}"
         if conflict:

@@ -155,12 +155,14 @@ SYNC_PLAN = pa.DataFrameSchema(
             lambda df: df.loc[df["action"] == "create", "zammad_id"].isna().all(), name="creates_have_no_zammad_id"
         ),
         pa.Check(
-            lambda df: df.loc[df["action"].isin(["update", "reactivate", "deactivate"]), "zammad_id"].notna().all(),
+            lambda df: (
+                df.loc[df["action"].isin(["update", "reactivate", "relink", "deactivate"]), "zammad_id"].notna().all()
+            ),
             name="writes_name_their_zammad_user",
         ),
         pa.Check(
             lambda df: (
-                not df.loc[df["action"].isin(["update", "reactivate", "deactivate"]), "zammad_id"]
+                not df.loc[df["action"].isin(["update", "reactivate", "relink", "deactivate"]), "zammad_id"]
                 .dropna()
                 .duplicated()
                 .any()
@@ -174,5 +176,6 @@ SYNC_PLAN = pa.DataFrameSchema(
     ],
     strict=True,
     name="SyncPlan",
-    description="One row per decision: create, update, reactivate, deactivate, noop, skip, conflict",
+    description="One row per decision: create, update, reactivate, relink, deactivate, grace, noop, skip, "
+    "conflict, opted_out",
 )

@@ -253,7 +253,14 @@ class ProfileSettings(_Model):
     mapping: dict[str, FieldRule] = Field(
         default_factory=default_mapping, description="Zammad field ← Graph attributes; replaces the default mapping."
     )
-    adopt_by_email: bool = Field(True, description="Link existing Zammad users without entra_key by email.")
+    adopt_by_email: bool = Field(
+        True, description="Link existing Zammad users without entra_key by email (or, without email, by login)."
+    )
+    relink_deleted: bool = Field(
+        True,
+        description="Relink a managed Zammad user whose Entra object Graph no longer has to the new member "
+        "with its email (a re-hire), instead of a conflict.",
+    )
     sync_users_without_email: bool = Field(False, description="Create users that have no usable email.")
     scope: ScopeSettings = Field(default_factory=ScopeSettings)
     phones: PhoneSettings = Field(default_factory=PhoneSettings)

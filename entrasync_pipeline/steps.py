@@ -8,6 +8,7 @@ clients and stores come from a ``ProfileRuntime``; the decisions come from the p
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from entrasync_pipeline.plan import (
     PlanOptions,
     compute_plan,
     missing_ledger,
+    relink_candidates,
 )
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.safety import SafetyLimits, SafetyVerdict, evaluate, managed_count
@@ -270,15 +272,18 @@ def read_targeted_zammad_users(profile: ProfileRuntime, targets: tuple[str, ...]
 def with_email_matches(profile: ProfileRuntime, users: pd.DataFrame, zammad: pd.DataFrame) -> pd.DataFrame:
     """The targeted Zammad users plus those holding a target's email: whom a full run would match.
 
-    Only where the email is not already the linked user's: a new hire to adopt, or an address
-    another user holds (a conflict, as a full run would report it).
+    Only where the email is not already the linked user's: a new hire to adopt (by email, or by
+    login when nobody has the email), a re-hire to relink, or an address another user holds (a
+    conflict, as a full run would report it).
     """
     linked = {str(k): str(e or "").lower() for k, e in zammad[["entra_key", "email"]].itertuples(index=False)}
     seen = set(zammad["id"].tolist())
     extra: dict[int, dict[str, Any]] = {}
     for key, email in users[["entra_key", "email"]].itertuples(index=False):
         if isinstance(email, str) and email and linked.get(key) != email.lower():
-            extra.update({int(h["id"]): h for h in profile.zammad.find_by_email(email) if int(h["id"]) not in seen})
+            # Nobody with the email: a Zammad user without one whose login is the address (adoption by login).
+            hits = profile.zammad.find_by_email(email) or profile.zammad.find_by_attribute("login", email.lower())
+            extra.update({int(h["id"]): h for h in hits if int(h["id"]) not in seen})
     if not extra:
         return zammad
     more, _ = _users_frame(profile, iter(extra.values()))
@@ -352,6 +357,7 @@ def plan_options(
         admin_role_ids=frozenset(i for name, i in role_ids.items() if name == ADMIN_ROLE_NAME),
         role_ids=role_ids if manages_roles else None,
         group_roles={g.id: tuple(g.roles) for g in config.groups},
+        relink_deleted=config.relink_deleted,
         on_leave=config.on_leave,
         grace=timedelta(days=config.grace_days),
         now=now,
@@ -389,6 +395,11 @@ def compute_sync_plan(
     now = datetime.now(timezone.utc)
     missing_since = profile.audit.missing_since(profile.name) if grace else {}
     options = plan_options(profile, zammad_roles(profile), now, missing_since)
+    candidates = sorted(relink_candidates(users, zammad, options))
+    if candidates:  # re-hires: Zammad users linked to an object that may be gone, their email on a new one
+        deleted = profile.graph.deleted_users(candidates)
+        log.info("relink: %d of %d linked Entra objects are deleted", len(deleted), len(candidates))
+        options = dataclasses.replace(options, deleted_keys=frozenset(deleted))
     with _bulk():
         plan = compute_plan(users, zammad, options)
     if targets is not None:

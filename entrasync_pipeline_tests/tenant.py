@@ -86,6 +86,13 @@ class Helpdesk:
     def user(self, entra_key: str) -> dict[str, Any]:
         return next(u for u in self.sandbox.state("zammad")["users"] if u.get("entra_key") == entra_key)
 
+    def create(self, **fields: Any) -> int:
+        response = self.http.post(
+            f"{self.base}/users", json=fields, headers={"Authorization": f"Token token={self.token}"}
+        )
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
     def edit(self, entra_key: str, **changes: Any) -> None:
         response = self.http.put(
             f"{self.base}/users/{self.user(entra_key)['id']}",

@@ -447,3 +447,57 @@ def test_phones_are_written_in_e164_once_and_a_number_that_is_none_is_kept_and_r
     again = runner.counts(runner.run())
     assert (again["created"], again["updated"]) == (0, 0)
     assert {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")} == writes
+
+
+def test_a_rehire_under_the_old_mail_is_relinked_to_the_same_zammad_user(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    """Deleted in Entra and created again with the same mail: the Zammad user follows the new object."""
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    before = Helpdesk(sandbox, None).user(anna)
+    admin.delete(anna)
+    assert runner.counts(runner.run())["deactivated"] == 1  # she left: deactivated as usual
+    again = admin.hire("anna.schmidt", sandbox.info["groups"]["IT Support"])
+    result = runner.targeted([again])  # as the change feed launches it for the new object
+    assert runner.counts(result)["relinked"] == 1
+    after = Helpdesk(sandbox, None).user(again)
+    assert (after["id"], after["active"]) == (before["id"], True)
+    assert not [u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == anna]
+    rows = [r for r in _audited(runner.config, dagster_env, result.run_id) if r["outcome"] == "done"]
+    assert [(r["action"], r["zammad_id"]) for r in rows] == [("relink", before["id"])]
+    assert rows[0]["changes"]["entra_key"] == [anna, again] and rows[0]["reason"].startswith("relinked: Entra object")
+    full = runner.counts(runner.run())
+    assert (full["created"], full["updated"], full["relinked"], full["conflicts"]) == (0, 0, 0, 0)
+
+
+def test_a_rehire_stays_a_conflict_while_the_old_object_exists_or_relinking_is_off(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    group = sandbox.info["groups"]["IT Support"]
+    admin.remove(group, anna)
+    admin.patch(anna, mail="anna.old@contoso.example", userPrincipalName="anna.old@contoso.example")  # lives on
+    twin = admin.hire("anna.schmidt", group)
+    counts = runner.counts(runner.run())
+    assert (counts["relinked"], counts["conflicts"], counts["created"]) == (0, 1, 0)
+    admin.delete(anna)
+    it_support_config(sandbox, tmp_path, relink_deleted=False)  # the same file, rewritten
+    assert runner.counts(runner.run())["relinked"] == 0
+    assert Helpdesk(sandbox, None).user(anna)["active"] is True  # held by the conflict, as before
+    it_support_config(sandbox, tmp_path)  # relink_deleted: true, the default
+    assert runner.counts(runner.run())["relinked"] == 1 and Helpdesk(sandbox, None).user(twin)["active"]
+
+
+def test_a_zammad_user_without_email_is_adopted_by_its_login_not_duplicated(
+    sandbox: Sandbox, admin: Admin, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, _ = _synced(sandbox, tmp_path, dagster_env, instance)
+    helpdesk = Helpdesk(sandbox, http)
+    walk_in = helpdesk.create(login="Lara.Login@contoso.example", firstname="Lara", lastname="Login")
+    hire = admin.hire("lara.login", sandbox.info["groups"]["IT Support"])
+    result = runner.targeted([hire])
+    assert runner.counts(result)["updated"] == 1 and runner.counts(result)["created"] == 0
+    adopted = helpdesk.user(hire)
+    assert (adopted["id"], adopted["email"]) == (walk_in, "lara.login@contoso.example")
+    full = runner.counts(runner.run())
+    assert (full["created"], full["updated"]) == (0, 0)

@@ -863,6 +863,134 @@ def test_a_whole_number_zammad_holds_as_a_float_is_no_change() -> None:
     assert list(compute_plan(users, zammad, options)["action"]) == ["noop", "noop"]
 
 
+# --- re-hires and relinks, adoption by login (issue 12 §5) -------------------------------------------
+REHIRED = zammad_user(10, "jane.doe@contoso.example", "old-key")
+RELINKED = "relinked: Entra object old-key was deleted; its email now belongs to this one"
+FOREIGN = "email belongs to Zammad user #10, linked to another Entra object"
+
+
+@pytest.mark.parametrize(
+    ("member", "zammad", "options", "expected"),
+    [
+        pytest.param({}, REHIRED, {"deleted_keys": frozenset({"old-key"})}, ("relink", RELINKED), id="relinked"),
+        pytest.param(
+            {},
+            {**REHIRED, "active": False},
+            {"deleted_keys": frozenset({"old-key"})},
+            ("relink", RELINKED),
+            id="relinked-and-reactivated",
+        ),
+        pytest.param({}, REHIRED, {}, ("conflict", FOREIGN), id="old-object-still-exists"),
+        pytest.param(
+            {},
+            REHIRED,
+            {"deleted_keys": frozenset({"old-key"}), "relink_deleted": False},
+            ("conflict", FOREIGN),
+            id="relink-off",
+        ),
+        pytest.param(
+            {},
+            {**REHIRED, "entrasync_profile": "other"},
+            {"deleted_keys": frozenset({"old-key"})},
+            ("conflict", FOREIGN),
+            id="other-profiles-user",
+        ),
+        pytest.param(
+            {"accountEnabled": False},
+            REHIRED,
+            {"deleted_keys": frozenset({"old-key"})},
+            ("conflict", FOREIGN),
+            id="new-object-disabled",
+        ),
+        pytest.param(
+            {},
+            {**REHIRED, "entrasync_ignore": True},
+            {"deleted_keys": frozenset({"old-key"})},
+            ("opted_out", rules.OPTED_OUT_REASON),
+            id="opted-out",
+        ),
+        pytest.param(
+            {},
+            {**REHIRED, "role_ids": (1,)},
+            {"deleted_keys": frozenset({"old-key"})},
+            ("skip", "protected account (holds the Admin role)"),
+            id="protected",
+        ),
+    ],
+)
+def test_a_rehire_is_relinked_when_graph_confirms_the_old_object_is_gone(
+    member: dict, zammad: dict, options: dict, expected: tuple
+) -> None:
+    plan = _plan([graph_user("jane.doe", **member)], [zammad], **options)
+    assert len(plan) == 1, plan  # the old Zammad user is never a leaver too
+    row = plan.iloc[0].to_dict()
+    assert (row["action"], row["reason"]) == expected
+    if row["action"] == "relink":
+        assert row["changes"]["entra_key"] == ["old-key", KEY] and row["payload"]["entra_key"] == KEY
+        assert ("active" in row["changes"]) is (not zammad["active"]) and row["zammad_id"] == 10
+
+
+def test_the_relink_candidates_are_the_linked_users_whose_email_a_new_member_has() -> None:
+    others = [
+        zammad_user(11, "john.roe@contoso.example", graph_user("john.roe")["id"]),  # a member: not asked about
+        zammad_user(12, "max.muster@contoso.example", "max-key", profile="other"),  # another profile's
+        zammad_user(13, "eve.adams@contoso.example", "eve-key"),  # no member has this email
+    ]
+    users = universal(JANE, graph_user("john.roe"))
+    zammad = zammad_frame(REHIRED, *others)
+    assert rules.relink_candidates(users, zammad, plan_options()) == {"old-key"}
+    assert rules.relink_candidates(users, zammad, plan_options(relink_deleted=False)) == set()
+    assert rules.relink_candidates(universal(), zammad, plan_options()) == set()
+    guest = universal(JANE, exclude=NO_GUESTS)  # not a guest: still a candidate
+    assert rules.relink_candidates(guest, zammad, plan_options()) == {"old-key"}
+    out = universal(graph_user("jane.doe", userType="Guest"), exclude=NO_GUESTS)
+    assert rules.relink_candidates(out, zammad, plan_options()) == set()
+
+
+LOGIN_ONLY = {**zammad_user(10, "jane.doe@contoso.example"), "login": "Jane.Doe@Contoso.Example", "email": ""}
+
+
+@pytest.mark.parametrize(
+    ("zammad", "options", "expected"),
+    [
+        pytest.param([LOGIN_ONLY], {}, ("update", "adopted by login (Zammad had no email)"), id="adopted"),
+        pytest.param(
+            [{**LOGIN_ONLY, "email": None}], {}, ("update", "adopted by login (Zammad had no email)"), id="email-null"
+        ),
+        pytest.param(
+            [LOGIN_ONLY],
+            {"adopt_by_email": False},
+            ("conflict", "Zammad user #10 has this email and adoption by email is off"),
+            id="adoption-off",
+        ),
+        pytest.param(
+            [LOGIN_ONLY, {**LOGIN_ONLY, "id": 11}],
+            {},
+            ("conflict", "several Zammad users have this email (#10, #11)"),
+            id="two-logins",
+        ),
+        pytest.param(
+            [{**LOGIN_ONLY, "entra_key": "other", "entrasync_profile": PROFILE}],
+            {},
+            ("create", "new member"),
+            id="keyed-not-adopted",
+        ),
+        pytest.param(
+            [{**LOGIN_ONLY, "email": "someone@else.example"}],
+            {},
+            ("create", "new member"),
+            id="login-with-another-email",
+        ),
+    ],
+)
+def test_a_zammad_user_without_email_is_adopted_by_its_login(zammad: list, options: dict, expected: tuple) -> None:
+    plan = _plan([JANE], zammad, **options)
+    member = plan.iloc[0].to_dict()
+    assert (member["action"], member["reason"]) == expected
+    if member["action"] == "update":
+        assert member["changes"]["email"][1] == "jane.doe@contoso.example" and member["payload"]["entra_key"] == KEY
+
+
 def test_a_reactivation_writes_active_and_the_differing_fields() -> None:
     row = _only(_plan([graph_user("jane.doe", department="Sales")], [{**SYNCED, "active": False}]), Action.REACTIVATE)
     assert row["changes"] == {"department": ["IT", "Sales"], "active": [False, True]}
@@ -938,6 +1066,7 @@ def test_action_counts_name_every_action_even_when_none_is_planned() -> None:
         "noop": 1,
         "skip": 1,
         "conflict": 0,
+        "relink": 0,
         "grace": 0,
         "opted_out": 0,
     }
@@ -1056,7 +1185,7 @@ def _apply(plan: pd.DataFrame, zammad: pd.DataFrame) -> pd.DataFrame:
                 **row["payload"],
             }
             next_id += 1
-        elif row["action"] in ("update", "reactivate", "deactivate"):
+        elif row["action"] in ("update", "reactivate", "relink", "deactivate"):
             users[int(row["zammad_id"])].update(row["payload"])
     return pd.DataFrame(list(users.values()))
 
@@ -1130,10 +1259,14 @@ def _mail(name: str) -> str:
 
 def _zammad_user(name: str, kind: str, email: str, **overrides: Any) -> dict:
     """kind: synced (this person's entra_key), walk-in (no entra_key), foreign (another Entra object's),
-    other-profile (this person's entra_key, managed by another profile)."""
+    other-profile (this person's entra_key, managed by another profile), login-only (no entra_key and
+    no email, the address as its login)."""
     key = graph_user(name)["id"]
     given, _, surname = name.partition(".")
-    entra_key = None if kind == "walk-in" else f"other-{key}" if kind == "foreign" else key
+    entra_key = None if kind in ("walk-in", "login-only") else f"other-{key}" if kind == "foreign" else key
+    if kind == "login-only":
+        overrides = {"login": email, **overrides}
+        email = ""
     return zammad_user(
         0,
         email,
@@ -1216,7 +1349,12 @@ def _in_sync(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
 @st.composite
 def _known_by_email(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
     """A person Zammad knows only by email (any case): walk-ins to adopt, or an address another Entra object holds."""
-    holders = draw(st.sampled_from([("walk-in",)] * 4 + [("walk-in", "walk-in"), ("foreign",), ("walk-in", "foreign")]))
+    holders = draw(
+        st.sampled_from(
+            [("walk-in",)] * 4
+            + [("walk-in", "walk-in"), ("foreign",), ("walk-in", "foreign"), ("login-only",), ("login-only", "walk-in")]
+        )
+    )
     zammad = [
         _zammad_user(
             name,
@@ -1256,7 +1394,9 @@ def _anything(draw: st.DrawFn, name: str) -> tuple[dict | None, list[dict]]:
     given, _, surname = name.partition(".")
     zammad = []
     for _ in range(draw(st.integers(0, 2))):
-        kind = draw(st.sampled_from(["synced", "synced", "synced", "walk-in", "foreign", "other-profile"]))
+        kind = draw(
+            st.sampled_from(["synced", "synced", "synced", "walk-in", "foreign", "other-profile", "login-only"])
+        )
         email = draw(_ANY_CASE)(_mail(draw(st.sampled_from([name, name, f"{name}.new", f"{name}.old"]))))
         user = _zammad_user(
             name,
@@ -1306,6 +1446,10 @@ def _planning_inputs(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
         role_ids=draw(st.sampled_from([None, None, _ROLE_IDS])),
         group_roles=group_roles,
         on_leave=draw(st.sampled_from(["deactivate", "deactivate", "ignore"])),
+        relink_deleted=draw(st.sampled_from([True, True, False])),
+        deleted_keys=frozenset(  # Graph's 404s: some of the objects the foreign users are linked to
+            draw(st.sets(st.sampled_from([f"other-{graph_user(name)['id']}" for name in _PEOPLE]), max_size=4))
+        ),
         grace=draw(st.sampled_from([timedelta(0), timedelta(0), timedelta(days=7)])),
         now=_NOW,
         missing_since={  # some leavers missing for a while already, some for longer than the grace period
@@ -1399,7 +1543,11 @@ def test_every_member_gets_one_decision_naming_them_in_member_order_then_the_lea
         assert (row["zammad_id"] is None) is (row["action"] == "create") or row["action"] in ("skip", "conflict")
         if row["zammad_id"] is not None:
             theirs = by_id[row["zammad_id"]]
-            assert theirs["entra_key"] == user["entra_key"] or theirs["email"].lower() == user["email"]
+            assert (
+                theirs["entra_key"] == user["entra_key"]
+                or theirs["email"].lower() == user["email"]
+                or (not theirs["email"] and theirs["login"].lower() == user["email"])
+            )
     in_scope = {u["entra_key"] for u in members if u["active"] and pd.isna(u["skip_reason"])}
     for row in plan[len(members) :]:
         theirs = by_id[row["zammad_id"]]
