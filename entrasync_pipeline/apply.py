@@ -26,7 +26,7 @@ import pandas as pd
 
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.normalize import is_missing
-from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, HELD_ACTIONS, Action, writes_of
+from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, HELD_ACTIONS, Action, drift_count, writes_of
 from entrasync_pipeline.zammad.errors import (
     ZammadError,
     ZammadResponseError,
@@ -188,6 +188,7 @@ def apply_plan(
     counts = empty_counts()
     noop = plan["action"] == Action.NOOP.value if not plan.empty else pd.Series(dtype=bool)
     counts["unchanged"] = int(noop.sum())
+    counts["drift"] = drift_count(plan)
     rows = plan[~noop].to_dict("records") if counts["unchanged"] else plan.to_dict("records")
     buffer = _AuditBuffer(audit)
     result = ApplyResult(counts, options.dry_run, blocked=blocked)

@@ -102,6 +102,7 @@ missing = Table(
 # row with the same attempt_id: done, failed, skipped, or (found unfinished by a later run) interrupted.
 OUTCOMES = ("started", "done", "failed", "would", "skipped", "blocked", "interrupted", "info")
 FINAL_OUTCOMES = ("done", "failed", "skipped", "interrupted")
+WRITTEN_ACTIONS = ("create", "update", "reactivate", "relink", "deactivate")  # writes that change a user
 _CHUNK = 500  # ids per IN (...) clause
 _INSERT_CHUNK = 5000  # link rows per INSERT
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -274,6 +275,33 @@ class AuditStore:
                 ]
                 conn.execute(insert(links), rows)
         return len(stale) + len(fresh) - len(set(stale) & set(fresh))
+
+    def last_written(self, profile: str, zammad_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """What this profile's real runs last wrote to each of these Zammad users: field → value, and
+        ``active``, folded from the writes that succeeded (rows ``done``, not dry runs). A create
+        leaves the user active. Users never written have no entry: their hand edits are not judged.
+        """
+        ids = sorted(set(zammad_ids))
+        written: dict[int, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                stmt = (
+                    select(audit_log.c.zammad_id, audit_log.c.action, audit_log.c.changes)
+                    .where(
+                        audit_log.c.profile == profile,
+                        audit_log.c.zammad_id.in_(ids[start : start + _CHUNK]),
+                        audit_log.c.outcome == "done",
+                        audit_log.c.dry_run.is_(False),
+                        audit_log.c.action.in_(WRITTEN_ACTIONS),
+                    )
+                    .order_by(audit_log.c.seq)
+                )
+                for zammad_id, action, changes in conn.execute(stmt):
+                    values = written.setdefault(int(zammad_id), {})
+                    if action == "create":
+                        values["active"] = True
+                    values.update({k: v[1] for k, v in (changes or {}).items() if isinstance(v, list) and len(v) == 2})
+        return written
 
     def missing_since(self, profile: str) -> dict[str, datetime]:
         """Since when each user the profile's runs found missing from the scope has been missing (UTC)."""

@@ -61,7 +61,8 @@ COUNT_NAMES: dict[Action, str] = {
 }
 # Decisions that write nothing but are reported and audited (outcome "skipped"), each with its reason.
 HELD_ACTIONS = (Action.SKIP, Action.CONFLICT, Action.GRACE, Action.OPTED_OUT)
-COUNT_COLUMNS = (*COUNT_NAMES.values(), "failed")
+# "drift": decisions that found hand edits in Zammad (``drift_count``), whatever their action.
+COUNT_COLUMNS = (*COUNT_NAMES.values(), "drift", "failed")
 # People read the destructive decisions first (previews, tables, JSON "changes").
 REVIEW_ORDER = (
     Action.DEACTIVATE,
@@ -75,6 +76,7 @@ REVIEW_ORDER = (
     Action.SKIP,
 )
 LEFT_GROUPS = "no longer a member of the configured groups"
+DRIFT_NOTE = "changed by hand in Zammad since entrasync wrote it"
 OPT_OUT_ATTRIBUTE = "entrasync_ignore"
 OPTED_OUT_REASON = f"opted out in Zammad ({OPT_OUT_ATTRIBUTE} is set): never written"
 
@@ -98,6 +100,12 @@ class PlanOptions:
     missing_since: Mapping[str, Any] = field(default_factory=dict)  # entra_key → aware datetime first missing
     relink_deleted: bool = True  # relink a user whose Entra object is gone to the new object with its email
     deleted_keys: frozenset[str] = frozenset()  # entra_keys Graph confirmed deleted (404), from the shell
+    # Hand edits: what entrasync last wrote to each Zammad user (zammad id → field → value, and
+    # "active"), from the audit log; who wins per field; a manual deactivation kept or undone.
+    last_written: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    drift_default: str = "entra"  # or "zammad"
+    drift_fields: Mapping[str, str] = field(default_factory=dict)
+    manual_deactivation: str = "keep"  # or "reactivate"
 
 
 ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
@@ -338,6 +346,13 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
             changes["active"] = [False, True]
         reason = f"relinked: Entra object {zammad['entra_key']} was deleted; its email now belongs to this one"
         return _row(Action.RELINK, user, zammad, reason + note, changes, {k: v[1] for k, v in changes.items()})
+    written = options.last_written.get(int(zammad["id"]), {}) if not adopted else {}
+    if not zammad.get("active") and written.get("active") is True:  # entrasync left it active: a person did this
+        return _deactivated_by_hand(user, zammad, changes, note, options)
+    changes, drift = _hand_edits(zammad, changes, written, options)
+    if drift and not changes:
+        return _row(Action.SKIP, user, zammad, drift.removeprefix("; ") + note)
+    note = drift + note
     if not zammad.get("active"):
         changes["active"] = [False, True]
         return _row(
@@ -348,6 +363,60 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
         reason = (how if adopted else "attributes changed") + note
         return _row(Action.UPDATE, user, zammad, reason, changes, {k: v[1] for k, v in changes.items()})
     return _row(Action.NOOP, user, zammad, note.removeprefix("; ") or None)
+
+
+def _hand_edits(
+    zammad: Mapping[str, Any], changes: dict[str, list[Any]], written: Mapping[str, Any], options: PlanOptions
+) -> tuple[dict[str, list[Any]], str]:
+    """The changes less the hand edits Zammad wins, and a note naming every hand edit found.
+
+    A hand edit: a mapped field whose Zammad value is no longer what entrasync last wrote there
+    (compared as Zammad stores it). Fields entrasync never wrote are not judged.
+    """
+    kept, overwritten = [], []
+    for name in [f for f in changes if f in options.fields and f in written]:
+        stored = zammad_email if name == "email" else _text
+        if stored(zammad.get(name)) == stored(written[name]):
+            continue
+        if options.drift_fields.get(name, options.drift_default) == "zammad":
+            kept.append(name)
+        else:
+            overwritten.append(name)
+    if not kept and not overwritten:
+        return changes, ""
+    parts = [f"{name} kept (drift: zammad)" for name in kept] + [
+        f"{name} overwritten (drift: entra)" for name in overwritten
+    ]
+    remaining = {k: v for k, v in changes.items() if k not in kept}
+    return remaining, f"; {DRIFT_NOTE}: {', '.join(parts)}"
+
+
+def _deactivated_by_hand(
+    user: Mapping[str, Any], zammad: dict[str, Any], changes: dict[str, list[Any]], note: str, options: PlanOptions
+) -> dict[str, Any]:
+    """An active member's Zammad user someone deactivated (entrasync last left it active)."""
+    if options.manual_deactivation == "keep":
+        why = f"{DRIFT_NOTE}: deactivated; kept inactive (drift.manual_deactivation: keep)"
+        return _row(Action.SKIP, user, zammad, why + note)
+    changes = {**changes, "active": [False, True]}
+    why = f"member again; {DRIFT_NOTE}: deactivated; reactivated (drift.manual_deactivation: reactivate)"
+    return _row(Action.REACTIVATE, user, zammad, why + note, changes, {k: v[1] for k, v in changes.items()})
+
+
+def hand_edit_candidates(plan: pd.DataFrame) -> list[int]:
+    """Zammad users the plan would write as members (update, reactivate): the only ones whose hand
+    edits matter. The shell reads what it last wrote to them and plans again."""
+    if plan.empty:
+        return []
+    rows = plan[plan["action"].isin([Action.UPDATE.value, Action.REACTIVATE.value]) & plan["zammad_id"].notna()]
+    return sorted({int(z) for z in rows["zammad_id"].tolist()})
+
+
+def drift_count(plan: pd.DataFrame) -> int:
+    """Decisions that found hand edits in Zammad (kept or overwritten), or a manual deactivation."""
+    if plan.empty:
+        return 0
+    return sum(DRIFT_NOTE in r for r in plan["reason"].dropna().tolist() if isinstance(r, str))
 
 
 def _email_collision(row: dict[str, Any], index: _Index) -> str | None:

@@ -249,6 +249,7 @@ def _counts(applied: Mapping[str, Any], planned: Mapping[str, Any]) -> dict[str,
     counts = dict.fromkeys(COUNT_COLUMNS, 0)
     for action in (Action.NOOP, *HELD_ACTIONS):
         counts[COUNT_NAMES[action]] = int(planned.get(action.value, 0) or 0)
+    counts["drift"] = int(planned.get("drift", 0) or 0)
     return counts
 
 

@@ -227,6 +227,22 @@ class ScopeSettings(_Model):
 PHONE_FIELDS = ("phone", "mobile", "fax")
 
 
+class DriftSettings(_Model):
+    default: Literal["entra", "zammad"] = Field(
+        "entra",
+        description="Who wins when a field was changed by hand in Zammad since entrasync last wrote it: "
+        "entra (overwrite, and report) or zammad (keep the hand edit, and report).",
+    )
+    fields: dict[str, Literal["entra", "zammad"]] = Field(
+        default_factory=dict, description="The same, per mapped Zammad field, e.g. {phone: zammad}."
+    )
+    manual_deactivation: Literal["keep", "reactivate"] = Field(
+        "keep",
+        description="A managed user deactivated by hand in Zammad while still in scope: kept inactive, "
+        "or reactivated (both reported).",
+    )
+
+
 class PhoneSettings(_Model):
     format: Literal["as_is", "e164"] = Field(
         "as_is",
@@ -264,6 +280,7 @@ class ProfileSettings(_Model):
     sync_users_without_email: bool = Field(False, description="Create users that have no usable email.")
     scope: ScopeSettings = Field(default_factory=ScopeSettings)
     phones: PhoneSettings = Field(default_factory=PhoneSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     on_leave: Literal["deactivate", "ignore"] = Field(
         "deactivate",
         description="A managed user who left the groups or the scope: deactivated, or left as is (ignore).",
@@ -281,6 +298,13 @@ class ProfileSettings(_Model):
         if "email" not in value:
             raise ValueError("the mapping needs an 'email' field (it is how users are adopted and reached)")
         return value
+
+    @model_validator(mode="after")
+    def _drift_fields_are_mapped(self) -> "ProfileSettings":
+        unknown = sorted(set(self.drift.fields) - set(self.mapping))
+        if unknown:
+            raise ValueError(f"drift.fields names fields the mapping does not have: {', '.join(unknown)}")
+        return self
 
     def graph_select(self) -> list[str]:
         """Exactly the Graph properties the mapping and the fixed rules need (reference §2)."""

@@ -29,6 +29,7 @@ from entrasync_pipeline.plan import (
     WRITE_ACTIONS,
     PlanOptions,
     compute_plan,
+    hand_edit_candidates,
     missing_ledger,
     relink_candidates,
 )
@@ -358,6 +359,9 @@ def plan_options(
         role_ids=role_ids if manages_roles else None,
         group_roles={g.id: tuple(g.roles) for g in config.groups},
         relink_deleted=config.relink_deleted,
+        drift_default=config.drift.default,
+        drift_fields=dict(config.drift.fields),
+        manual_deactivation=config.drift.manual_deactivation,
         on_leave=config.on_leave,
         grace=timedelta(days=config.grace_days),
         now=now,
@@ -402,6 +406,10 @@ def compute_sync_plan(
         options = dataclasses.replace(options, deleted_keys=frozenset(deleted))
     with _bulk():
         plan = compute_plan(users, zammad, options)
+        edited = hand_edit_candidates(plan)
+        written = profile.audit.last_written(profile.name, edited) if edited else {}
+        if written:  # what entrasync last wrote to them: a hand edit since decides per drift settings
+            plan = compute_plan(users, zammad, dataclasses.replace(options, last_written=written))
     if targets is not None:
         plan = scope_plan(plan, targets)
     if remember and (grace or targets is None):  # without a grace period, a full run clears the times

@@ -501,3 +501,46 @@ def test_a_zammad_user_without_email_is_adopted_by_its_login_not_duplicated(
     assert (adopted["id"], adopted["email"]) == (walk_in, "lara.login@contoso.example")
     full = runner.counts(runner.run())
     assert (full["created"], full["updated"]) == (0, 0)
+
+
+def test_hand_edits_in_zammad_are_reported_and_overwritten_or_kept_per_field(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    helpdesk = Helpdesk(sandbox, http)
+    wrote = helpdesk.user(anna)["department"]
+    helpdesk.edit(anna, department="Fixed by hand")
+    overwritten = runner.run()
+    assert (runner.counts(overwritten)["updated"], runner.counts(overwritten)["drift"]) == (1, 1)
+    assert helpdesk.user(anna)["department"] == wrote
+    row = next(r for r in _audited(runner.config, dagster_env, overwritten.run_id) if r["outcome"] == "done")
+    assert row["changes"]["department"] == ["Fixed by hand", wrote]
+    assert "changed by hand in Zammad since entrasync wrote it: department overwritten (drift: entra)" in row["reason"]
+
+    it_support_config(sandbox, tmp_path, drift={"fields": {"department": "zammad"}})  # the runner's file
+    helpdesk.edit(anna, department="Fixed by hand")
+    kept = runner.run()
+    skipped_before = runner.counts(overwritten)["skipped"]  # the tenant's members without a usable email
+    assert (runner.counts(kept)["updated"], runner.counts(kept)["drift"]) == (0, 1)
+    assert runner.counts(kept)["skipped"] == skipped_before + 1
+    assert helpdesk.user(anna)["department"] == "Fixed by hand"
+    writes = {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")}
+    assert runner.counts(runner.run())["updated"] == 0  # kept, run after run, without a write
+    assert {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")} == writes
+
+
+def test_a_member_deactivated_by_hand_stays_deactivated_unless_configured(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    helpdesk = Helpdesk(sandbox, http)
+    helpdesk.edit(anna, active=False)  # a compromised account, locked by the helpdesk
+    held = runner.run()
+    assert (runner.counts(held)["reactivated"], runner.counts(held)["drift"]) == (0, 1)
+    assert helpdesk.user(anna)["active"] is False
+    rows = [r for r in _audited(runner.config, dagster_env, held.run_id) if r["entra_key"] == anna]
+    assert [(r["action"], r["outcome"]) for r in rows] == [("skip", "skipped")]
+    assert "deactivated; kept inactive (drift.manual_deactivation: keep)" in rows[0]["reason"]
+    it_support_config(sandbox, tmp_path, drift={"manual_deactivation": "reactivate"})
+    undone = runner.run()
+    assert runner.counts(undone)["reactivated"] == 1 and helpdesk.user(anna)["active"] is True

@@ -991,6 +991,144 @@ def test_a_zammad_user_without_email_is_adopted_by_its_login(zammad: list, optio
         assert member["changes"]["email"][1] == "jane.doe@contoso.example" and member["payload"]["entra_key"] == KEY
 
 
+# --- hand edits in Zammad (issue 12 §4) -------------------------------------------------------------
+WROTE = {10: {"department": "IT", "phone": "+1 555 0100", "email": "jane.doe@contoso.example", "active": True}}
+EDITED = {**SYNCED, "department": "Field Ops"}
+DRIFT = rules.DRIFT_NOTE
+
+
+@pytest.mark.parametrize(
+    ("member", "zammad", "options", "expected"),
+    [
+        pytest.param(
+            {},
+            EDITED,
+            {},
+            (
+                "update",
+                {"department": ["Field Ops", "IT"]},
+                f"attributes changed; {DRIFT}: department overwritten (drift: entra)",
+            ),
+            id="overwritten-by-default",
+        ),
+        pytest.param(
+            {},
+            EDITED,
+            {"drift_fields": {"department": "zammad"}},
+            ("skip", {}, f"{DRIFT}: department kept (drift: zammad)"),
+            id="kept-per-field",
+        ),
+        pytest.param(
+            {"department": "Sales"},
+            EDITED,
+            {"drift_default": "zammad"},
+            ("skip", {}, f"{DRIFT}: department kept (drift: zammad)"),
+            id="kept-when-entra-changed-too",
+        ),
+        pytest.param(
+            {"mobilePhone": "+1 555 0199"},
+            EDITED,
+            {"drift_default": "zammad"},
+            (
+                "update",
+                {"mobile": ["", "+1 555 0199"]},
+                f"attributes changed; {DRIFT}: department kept (drift: zammad)",
+            ),
+            id="kept-beside-another-change",
+        ),
+        pytest.param(
+            {},
+            {**EDITED, "phone": "+1 555 0111"},
+            {"drift_fields": {"phone": "zammad"}},
+            (
+                "update",
+                {"department": ["Field Ops", "IT"]},
+                f"attributes changed; {DRIFT}: phone kept (drift: zammad), department overwritten (drift: entra)",
+            ),
+            id="one-kept-one-overwritten",
+        ),
+        pytest.param(
+            {"department": "Sales"},
+            SYNCED,
+            {"drift_default": "zammad"},
+            ("update", {"department": ["IT", "Sales"]}, "attributes changed"),
+            id="entra-changed-zammad-untouched",
+        ),
+        pytest.param(
+            {},
+            EDITED,
+            {"last_written": {10: {"phone": "+1 555 0100"}}},
+            ("update", {"department": ["Field Ops", "IT"]}, "attributes changed"),
+            id="field-never-written",
+        ),
+        pytest.param(
+            {},
+            EDITED,
+            {"last_written": {11: WROTE[10]}},
+            ("update", {"department": ["Field Ops", "IT"]}, "attributes changed"),
+            id="someone-elses-record",
+        ),
+        pytest.param(
+            {},
+            {**EDITED, "entra_key": None, "entrasync_profile": None, "entra_object_type": None},
+            {"drift_default": "zammad"},
+            ("update", None, "adopted by email"),
+            id="adoption-not-judged",
+        ),
+        pytest.param(
+            {"mail": "Jane.Doe@contoso.example"},
+            {**SYNCED, "email": "JANE.DOE@contoso.example"},
+            {"drift_default": "zammad"},
+            ("noop", {}, None),
+            id="email-case-is-no-edit",
+        ),
+    ],
+)
+def test_hand_edits_in_zammad(member: dict, zammad: dict, options: dict, expected: tuple) -> None:
+    row = _plan([graph_user("jane.doe", **member)], [zammad], **{"last_written": WROTE, **options}).iloc[0].to_dict()
+    action, changes, reason = expected
+    assert (row["action"], row["reason"]) == (action, reason)
+    if changes is not None:
+        assert {k: v for k, v in row["changes"].items() if k not in rules.IDENTITY_FIELDS} == changes
+        assert row["payload"] == {k: v[1] for k, v in row["changes"].items()}
+
+
+@pytest.mark.parametrize(
+    ("written", "options", "expected"),
+    [
+        pytest.param(
+            {"active": True},
+            {},
+            ("skip", f"{DRIFT}: deactivated; kept inactive (drift.manual_deactivation: keep)"),
+            id="kept-by-default",
+        ),
+        pytest.param(
+            {"active": True},
+            {"manual_deactivation": "reactivate"},
+            ("reactivate", f"member again; {DRIFT}: deactivated; reactivated (drift.manual_deactivation: reactivate)"),
+            id="reactivated",
+        ),
+        pytest.param({"active": False}, {}, ("reactivate", "member again"), id="entrasync-deactivated-it"),
+        pytest.param({}, {}, ("reactivate", "member again"), id="never-written"),
+    ],
+)
+def test_a_member_deactivated_by_hand(written: dict, options: dict, expected: tuple) -> None:
+    inactive = {**SYNCED, "active": False}
+    row = _plan([JANE], [inactive], last_written={10: written}, **options).iloc[0].to_dict()
+    assert (row["action"], row["reason"]) == expected
+    assert ("active" in row["payload"]) is (row["action"] == "reactivate")
+
+
+def test_the_hand_edit_candidates_and_the_drift_count() -> None:
+    zammad = [EDITED, zammad_user(11, "john.roe@contoso.example", graph_user("john.roe")["id"], active=False)]
+    first = _plan([JANE, graph_user("john.roe")], zammad)
+    assert list(first["action"]) == ["update", "reactivate"] and rules.hand_edit_candidates(first) == [10, 11]
+    assert rules.drift_count(first) == 0 and rules.hand_edit_candidates(first.iloc[0:0]) == []
+    second = _plan([JANE, graph_user("john.roe")], zammad, last_written={**WROTE, 11: {"active": True}})
+    assert list(second["action"]) == ["update", "skip"] and rules.drift_count(second) == 2
+    assert "drift" in rules.COUNT_COLUMNS
+
+
 def test_a_reactivation_writes_active_and_the_differing_fields() -> None:
     row = _only(_plan([graph_user("jane.doe", department="Sales")], [{**SYNCED, "active": False}]), Action.REACTIVATE)
     assert row["changes"] == {"department": ["IT", "Sales"], "active": [False, True]}
@@ -1447,6 +1585,18 @@ def _planning_inputs(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
         group_roles=group_roles,
         on_leave=draw(st.sampled_from(["deactivate", "deactivate", "ignore"])),
         relink_deleted=draw(st.sampled_from([True, True, False])),
+        drift_default=draw(st.sampled_from(["entra", "zammad"])),
+        drift_fields=draw(st.sampled_from([{}, {"department": "zammad"}, {"phone": "entra", "department": "entra"}])),
+        manual_deactivation=draw(st.sampled_from(["keep", "reactivate"])),
+        last_written={  # what entrasync last wrote to some of them: hand edits since are judged
+            user["id"]: {
+                "department": draw(st.sampled_from(["IT", "Old", "Sales"])),
+                "phone": draw(st.sampled_from(["+1 555 0100", ""])),
+                "active": draw(st.booleans()),
+            }
+            for user in zammad
+            if draw(st.booleans())
+        },
         deleted_keys=frozenset(  # Graph's 404s: some of the objects the foreign users are linked to
             draw(st.sets(st.sampled_from([f"other-{graph_user(name)['id']}" for name in _PEOPLE]), max_size=4))
         ),

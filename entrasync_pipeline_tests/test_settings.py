@@ -192,3 +192,20 @@ def test_the_phone_region_is_one_phonenumbers_knows() -> None:
     assert PhoneSettings().format == "as_is" and PhoneSettings().default_region is None
     with pytest.raises(ValidationError, match="not a region phonenumbers knows"):
         PhoneSettings(default_region="Germany")
+
+
+def test_drift_fields_must_be_mapped_fields() -> None:
+    from pydantic import ValidationError
+
+    from entrasync_pipeline.settings import ProfileSettings
+
+    guid = "9a0f1b7c-0000-4000-8000-000000000001"
+    base = {
+        "entra": {"tenant_id": guid, "client_id": guid},
+        "groups": [{"id": guid}],
+        "zammad": {"url": "https://z.example"},
+    }
+    assert ProfileSettings(**base, drift={"fields": {"phone": "zammad"}}).drift.fields == {"phone": "zammad"}
+    assert ProfileSettings(**base).drift.manual_deactivation == "keep"
+    with pytest.raises(ValidationError, match="drift.fields names fields the mapping does not have: pager"):
+        ProfileSettings(**base, drift={"fields": {"pager": "zammad"}})
