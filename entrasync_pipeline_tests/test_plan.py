@@ -1723,3 +1723,15 @@ def test_a_protected_account_is_never_written_whatever_the_case_of_its_login_or_
         assert theirs["email"].strip().lower() not in options.protected_emails
         assert not (options.protect_admins and set(theirs["role_ids"]) & options.admin_role_ids)
         assert theirs.get(rules.OPT_OUT_ATTRIBUTE) is not True, "an opted-out user was written"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_planning_inputs())
+def test_a_second_run_on_the_applied_state_writes_nothing_whatever_the_rules(inputs: tuple) -> None:
+    """With any scope rule, grace period, on_leave, opt-outs, hand edits, drift policy, manual
+    deactivation, re-hire and login-only user: planning again after the writes plans none."""
+    users, zammad, options = inputs
+    applied = _apply(compute_plan(users, zammad, options), zammad)
+    again = compute_plan(users, applied, options)
+    writes = rules.writes_of(again)
+    assert writes.empty, writes.to_dict("records")
