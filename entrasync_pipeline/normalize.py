@@ -597,16 +597,7 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
         elif not options.sync_users_without_email:
             reasons[i] = reasons[i] or NO_EMAIL_REASON
     out["email"] = emails
-    problems: list[list[str | None]] = []
-    for field, rule in options.mapping.items():
-        if field not in ("email", "firstname", "lastname"):
-            limit = FIELD_LIMITS.get(field)
-            values = _map_column(frame, rule)
-            if field in PHONE_FIELDS and options.phone_format == "e164":
-                values, found = _phones(values, field, options)
-                problems.append(found)
-            out[field] = _truncated(values, limit)
-    out["phone_problem"] = [_joined(*row) for row in zip(*problems)] if problems else [None] * n
+    _map_other_fields(frame, options, out)
     firsts = _map_column(frame, options.mapping["firstname"]) if "firstname" in options.mapping else [None] * n
     lasts = _map_column(frame, options.mapping["lastname"]) if "lastname" in options.mapping else [None] * n
     out["firstname"], out["lastname"] = _names(firsts, lasts, frame, emails)
@@ -618,6 +609,20 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
     out["skip_reason"] = reasons
     out["scope_reason"] = _scope_reasons(frame, options)
     return out
+
+
+def _map_other_fields(frame: pd.DataFrame, options: NormalizeOptions, out: dict[str, list[Any]]) -> None:
+    """Every mapped field but email and the names (their own rules), phones in the configured format,
+    truncated to Zammad's limits; ``phone_problem`` names the numbers kept as typed."""
+    problems: list[list[str | None]] = []
+    for field, rule in options.mapping.items():
+        if field not in ("email", "firstname", "lastname"):
+            values = _map_column(frame, rule)
+            if field in PHONE_FIELDS and options.phone_format == "e164":
+                values, found = _phones(values, field, options)
+                problems.append(found)
+            out[field] = _truncated(values, FIELD_LIMITS.get(field))
+    out["phone_problem"] = [_joined(*row) for row in zip(*problems)] if problems else [None] * len(frame)
 
 
 def _scope_reasons(frame: pd.DataFrame, options: NormalizeOptions) -> list[str | None]:

@@ -339,6 +339,14 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
     if zammad is None:
         payload = {k: v for k, v in desired.items() if v not in ("", None)}
         return _row(Action.CREATE, user, None, "new member" + note, {k: [None, v] for k, v in payload.items()}, payload)
+    return _decide_matched(user, zammad, desired, note, options)
+
+
+def _decide_matched(
+    user: Mapping[str, Any], zammad: dict[str, Any], desired: Mapping[str, Any], note: str, options: PlanOptions
+) -> dict[str, Any]:
+    """A member in scope and the Zammad user matched to them: relink, reactivate, update or noop,
+    with hand edits since entrasync's last write judged per the drift settings."""
     changes = _diff(zammad, desired)
     adopted = not _text(zammad.get("entra_key"))
     if not adopted and _text(zammad.get("entra_key")) != user["entra_key"]:  # only _relinkable matches do

@@ -1,7 +1,9 @@
-"""compute_plan: one test row per rule of DESIGN.md §2, plus properties (planning again on the
-applied state yields only noop; users without entra_key and other profiles' users are never touched;
-every member gets one decision that names them; a protected account is never written; the
-column-wise noop path and leaver filter decide exactly like the per-user rules). Also what a run
+"""compute_plan: one test row per rule of DESIGN.md §2 and of issue 12 (scope rules, leaving and the
+grace period, opt-out, hand edits, re-hires, adoption by login), plus properties (planning again on
+the applied state writes nothing, whatever the rules; users without entra_key and other profiles'
+users are never touched; every member gets one decision that names them; a protected or opted-out
+account is never written; the column-wise noop path and leaver filter decide exactly like the
+per-user rules). Also what a run
 reports of a plan (counts, writes, reviewed changes). ``make mutation`` measures how much of
 plan.py these tests hold (docs/mutation.md).
 """
