@@ -26,7 +26,15 @@ import pandas as pd
 
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.normalize import is_missing
-from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, Action, write_layers, writes_of
+from entrasync_pipeline.plan import (
+    COUNT_COLUMNS,
+    COUNT_NAMES,
+    HELD_ACTIONS,
+    Action,
+    drift_count,
+    write_layers,
+    writes_of,
+)
 from entrasync_pipeline.zammad.errors import (
     ZammadError,
     ZammadResponseError,
@@ -188,15 +196,18 @@ def apply_plan(
     counts = empty_counts()
     noop = plan["action"] == Action.NOOP.value if not plan.empty else pd.Series(dtype=bool)
     counts["unchanged"] = int(noop.sum())
+    counts["drift"] = drift_count(plan)
     rows = plan[~noop].to_dict("records") if counts["unchanged"] else plan.to_dict("records")
     buffer = _AuditBuffer(audit)
     result = ApplyResult(counts, options.dry_run, blocked=blocked)
     for row in rows:
         action = Action(row["action"])
-        if action in (Action.SKIP, Action.CONFLICT):
+        if action in HELD_ACTIONS:  # nothing to write; audited with the reason
             counts[COUNT_NAMES[action]] += 1
             buffer.add(_audit_row(row, options, "skipped"))
-    writes = [r for r in rows if Action(r["action"]) in (Action.CREATE, Action.UPDATE, Action.REACTIVATE)]
+    writes = [
+        r for r in rows if Action(r["action"]) in (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.RELINK)
+    ]
     deactivations = [r for r in rows if r["action"] == Action.DEACTIVATE.value]
     _log_summary(plan, options, blocked)
     if blocked or options.dry_run:
@@ -416,6 +427,7 @@ def _execute(row: dict[str, Any], writer: ZammadWriter, careful: bool = False) -
         Action.CREATE.value: _create_carefully if careful else _create,
         Action.UPDATE.value: _update,
         Action.REACTIVATE.value: _update,
+        Action.RELINK.value: _update,
         Action.DEACTIVATE.value: _deactivate,
     }[row["action"]]
     try:
@@ -505,7 +517,8 @@ def _revalidate(row: dict[str, Any], writer: ZammadWriter) -> tuple[dict[str, An
         return None, _Outcome("failed", error=f"Zammad user #{row['zammad_id']} no longer exists")
     planned_key = row.get("entra_key")
     live_key = live.get("entra_key") or ""
-    if live_key and planned_key and live_key != planned_key:
+    relinked_from = (row.get("changes") or {}).get("entra_key", [None])[0] if row["action"] == Action.RELINK else None
+    if live_key and planned_key and live_key not in (planned_key, relinked_from):
         return None, _Outcome("skipped", reason="changed since the plan was made (entra_key differs); re-plan")
     return live, None
 

@@ -21,7 +21,7 @@ from entrasync_pipeline.apply import ApplyResult
 from entrasync_pipeline.audit import AuditFilter
 from entrasync_pipeline.lease import Lease, ProfileBusy
 from entrasync_pipeline.normalize import skipped_member_types
-from entrasync_pipeline.plan import Action, action_counts, plan_changes, role_merge_count
+from entrasync_pipeline.plan import Action, action_counts, drift_count, plan_changes, role_merge_count
 from entrasync_pipeline.resources import EntrasyncResource, Progress, SyncRunOptions
 from entrasync_pipeline.run_options import (
     RUN_OPTIONS_RESOURCE,
@@ -34,7 +34,7 @@ from entrasync_pipeline.run_options import (
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.safety import managed_count
 from entrasync_pipeline.schemas import ENTRA_MEMBERS, ZAMMAD_USERS
-from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES, TRACE_LIMIT, scope_plan, trace, write_outcomes
+from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES, TRACE_LIMIT, trace, write_outcomes
 
 GROUP = "entrasync"
 OWNERS = ["team:it-identity"]
@@ -42,7 +42,7 @@ READ_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENT
 PREVIEW_ROWS = 10
 SCOPE = "scope"  # metadata: "full" or "targeted" (then "targets": how many)
 MANAGED_USERS = "managed_users"
-KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.NOOP)]
+KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.RELINK, Action.NOOP, Action.GRACE)]
 
 EntraMembersType = pandera_schema_to_dagster_type(ENTRA_MEMBERS)
 ZammadUsersType = pandera_schema_to_dagster_type(ZAMMAD_USERS)
@@ -274,6 +274,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         skipped = users[users["skip_reason"].notna()]
         if len(skipped):
             context.log.warning("%d users skipped: %s", len(skipped), skipped["skip_reason"].value_counts().to_dict())
+        kept = users[users["phone_problem"].notna()] if "phone_problem" in users else users.iloc[0:0]
+        if len(kept):
+            context.log.warning("%d users have phone numbers kept as typed (not valid numbers)", len(kept))
         yield dg.Output(
             users,
             metadata={
@@ -285,6 +288,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 "skipped": len(skipped),
                 "skip_reasons": dg.MetadataValue.md(
                     _md_table(skipped.head(20).to_dict("records"), ["entra_key", "upn", "skip_reason"])
+                ),
+                "phones_kept_as_typed": len(kept),
+                "phone_problems": dg.MetadataValue.md(
+                    _md_table(kept.head(20).to_dict("records"), ["entra_key", "upn", "phone_problem"])
                 ),
             },
         )
@@ -341,7 +348,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 description="empty-read guard and deactivation threshold",
             ),
         ],
-        description="One row per decision (create, update, reactivate, deactivate, noop, skip, conflict) with "
+        description="One row per decision (create, update, reactivate, relink, deactivate, grace, noop, skip, "
+        "conflict, opted_out) with "
         "the changed fields before → after. Blocked plans stay visible here.",
     )
     def sync_plan(
@@ -357,14 +365,16 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             if not options.dry_run:
                 steps.require_entra_attributes(zammad_users)
             if options.targets is None:
-                plan = steps.compute_sync_plan(runtime, universal_users, zammad_users)
+                plan = steps.compute_sync_plan(runtime, universal_users, zammad_users, remember=not options.dry_run)
                 per_group = steps.members_per_group(entra_group_members, runtime.config)
                 verdict = steps.judge(runtime, plan, per_group, zammad_users, options.approve_deactivations)
                 story: list[dict[str, Any]] = []
             else:
                 targets = steps.with_neighbours(runtime, options.targets)
                 zammad_users = steps.with_email_matches(runtime, universal_users, zammad_users)
-                plan = scope_plan(steps.compute_sync_plan(runtime, universal_users, zammad_users), targets)
+                plan = steps.compute_sync_plan(
+                    runtime, universal_users, zammad_users, targets, remember=not options.dry_run
+                )
                 population = _managed_population(context, zammad_users)
                 verdict = steps.judge(
                     runtime, plan, {}, zammad_users, options.approve_deactivations, managed=population
@@ -387,6 +397,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 "dagster/row_count": len(plan),
                 **{a: dg.MetadataValue.int(n) for a, n in counts.items()},
                 "role_mapping_conflicts": role_merge_count(plan),
+                "drift": drift_count(plan),
                 "preview": dg.MetadataValue.md(_preview(plan)),
                 "dry_run": dg.MetadataValue.bool(options.dry_run),
                 "safety": verdict.summary,

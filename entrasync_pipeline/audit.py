@@ -3,8 +3,10 @@
 SQLite under DAGSTER_HOME by default, any SQLAlchemy URL (PostgreSQL) by config. The store only
 inserts and reads the log; a database trigger refuses UPDATE and DELETE on both dialects, so even a
 bug elsewhere cannot rewrite history. Beside the log, the same database keeps the profile's current
-Entra ↔ Zammad links (``entrasync_links``, replaced by each full run), which are state, not history. Exports are safe to open in a spreadsheet: cells that start
-with = + - @ (or a tab/CR) are prefixed with a quote (OWASP CSV injection).
+Entra ↔ Zammad links (``entrasync_links``, replaced by each full run) and since when users have been
+missing from the scope (``entrasync_missing``, for the grace period), which are state, not history.
+Exports are safe to open in a spreadsheet: cells that start with = + - @ (or a tab/CR) are prefixed
+with a quote (OWASP CSV injection).
 """
 
 from __future__ import annotations
@@ -83,10 +85,24 @@ links_digest = Table(
     Column("digest", String(64), nullable=False),
 )
 
+# State too: since when each managed user of the profile has been missing from the scope (left the
+# groups, or out of scope by a rule), for the grace period (``grace_days``). A user gets a row when a
+# run first finds them missing and loses it once any other decision is made about them (back in
+# scope, deactivated and gone from the candidates). Kept here, not in memory: a grace period spans days
+# of runs, processes and hosts.
+missing = Table(
+    "entrasync_missing",
+    metadata,
+    Column("profile", String(64), primary_key=True),
+    Column("entra_key", String(64), primary_key=True),
+    Column("since", DateTime(timezone=True), nullable=False),
+)
+
 # "started" is the write-ahead intent recorded before a write; every intent gets exactly one final
 # row with the same attempt_id: done, failed, skipped, or (found unfinished by a later run) interrupted.
 OUTCOMES = ("started", "done", "failed", "would", "skipped", "blocked", "interrupted", "info")
 FINAL_OUTCOMES = ("done", "failed", "skipped", "interrupted")
+WRITTEN_ACTIONS = ("create", "update", "reactivate", "relink", "deactivate")  # writes that change a user
 _CHUNK = 500  # ids per IN (...) clause
 _INSERT_CHUNK = 5000  # link rows per INSERT
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -260,6 +276,56 @@ class AuditStore:
                 conn.execute(insert(links), rows)
         return len(stale) + len(fresh) - len(set(stale) & set(fresh))
 
+    def last_written(self, profile: str, zammad_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """What this profile's real runs last wrote to each of these Zammad users: field → value, and
+        ``active``, folded from the writes that succeeded (rows ``done``, not dry runs). A create
+        leaves the user active. Users never written have no entry: their hand edits are not judged.
+        """
+        ids = sorted(set(zammad_ids))
+        written: dict[int, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                stmt = (
+                    select(audit_log.c.zammad_id, audit_log.c.action, audit_log.c.changes)
+                    .where(
+                        audit_log.c.profile == profile,
+                        audit_log.c.zammad_id.in_(ids[start : start + _CHUNK]),
+                        audit_log.c.outcome == "done",
+                        audit_log.c.dry_run.is_(False),
+                        audit_log.c.action.in_(WRITTEN_ACTIONS),
+                    )
+                    .order_by(audit_log.c.seq)
+                )
+                for zammad_id, action, changes in conn.execute(stmt):
+                    values = written.setdefault(int(zammad_id), {})
+                    if action == "create":
+                        values["active"] = True
+                    values.update({k: v[1] for k, v in (changes or {}).items() if isinstance(v, list) and len(v) == 2})
+        return written
+
+    def missing_since(self, profile: str) -> dict[str, datetime]:
+        """Since when each user the profile's runs found missing from the scope has been missing (UTC)."""
+        stmt = select(missing.c.entra_key, missing.c.since).where(missing.c.profile == profile)
+        with self.engine.connect() as conn:
+            return {key: _utc(since) for key, since in conn.execute(stmt)}
+
+    def update_missing(self, profile: str, ledger: dict[str, datetime], decided: Iterable[str] | None = None) -> None:
+        """Make the missing users of ``decided`` (every user, when None: a full run) exactly ``ledger``.
+
+        A targeted run decides about a few users: only their rows change.
+        """
+        with self._lock, self.engine.begin() as conn:
+            if decided is None:
+                conn.execute(missing.delete().where(missing.c.profile == profile))
+            else:
+                keys = sorted(set(decided) | set(ledger))
+                for start in range(0, len(keys), _CHUNK):
+                    chunk = keys[start : start + _CHUNK]
+                    conn.execute(missing.delete().where(missing.c.profile == profile, missing.c.entra_key.in_(chunk)))
+            rows = [{"profile": profile, "entra_key": k, "since": v} for k, v in sorted(ledger.items())]
+            for start in range(0, len(rows), _INSERT_CHUNK):
+                conn.execute(insert(missing), rows[start : start + _INSERT_CHUNK])
+
     def query(self, filters: AuditFilter = AuditFilter()) -> list[dict[str, Any]]:
         stmt = select(audit_log).order_by(audit_log.c.seq)
         if filters.run_id:
@@ -312,11 +378,14 @@ def _to_db(row: AuditRow) -> dict[str, Any]:
     return values
 
 
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives back naive timestamps; every stored time is UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 def _from_db(row: dict[str, Any]) -> dict[str, Any]:
     ts = row["ts"]
-    if isinstance(ts, datetime) and ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    row["ts"] = ts.isoformat() if isinstance(ts, datetime) else ts
+    row["ts"] = _utc(ts).isoformat() if isinstance(ts, datetime) else ts
     return row
 
 

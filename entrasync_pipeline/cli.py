@@ -214,7 +214,8 @@ def sync_command(
 
 @app.command("zammad-setup")
 def zammad_setup_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] = PROFILE_OPTION) -> None:
-    """Create the custom user attributes entra_key, entra_object_type and entrasync_profile (idempotent).
+    """Create the custom user attributes entra_key, entra_object_type, entrasync_profile and the opt-out
+    flag entrasync_ignore (idempotent).
 
     Needs a Zammad token with admin.object. Example: entrasync zammad-setup --config entrasync.yaml
     """

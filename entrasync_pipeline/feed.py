@@ -76,7 +76,18 @@ def watch_key(config: ProfileSettings) -> str:
     """What a feed position was taken for; another configuration (or Graph endpoint: the links are
     absolute URLs) needs another baseline."""
     raw = json.dumps(
-        [sorted(g.id for g in config.groups), config.membership, config.graph_select(), config.entra.graph_url]
+        [
+            sorted(g.id for g in config.groups),
+            config.membership,
+            config.graph_select(),
+            config.entra.graph_url,
+            # Other scope rules put other users in scope (no rules: the key of the releases before them).
+            *(
+                [config.scope.model_dump(mode="json", by_alias=True)]
+                if config.scope.include or config.scope.exclude
+                else []
+            ),
+        ]
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -108,7 +119,7 @@ def advance(graph: GraphClient, config: ProfileSettings, position: FeedPosition 
         return FeedStep(baseline(graph, config), note="baseline taken")
     if position.watch != watch_key(config):
         fresh = baseline(graph, config)
-        return FeedStep(fresh, full_run="the configured groups or mapping changed; new baseline")
+        return FeedStep(fresh, full_run="the configured groups, mapping or scope rules changed; new baseline")
     try:
         users = graph.user_delta(position.users)
         rounds = [(chunk, graph.group_delta(chunk[1:], chunk[0])) for chunk in position.groups]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import phonenumbers
 
 USER_TYPE = "#microsoft.graph.user"
 CORE_FIELDS = ("email", "firstname", "lastname", "phone", "mobile", "department")
@@ -50,17 +51,10 @@ _SPACES = re.compile(r"\s+")
 LIMITED_REASON = "Graph returned no properties for this user (is User.Read.All granted?)"
 NO_EMAIL_REASON = "no usable email (mail, otherMails, non-guest userPrincipalName)"
 NO_IDENTIFIER_REASON = "no name, phone or email: Zammad needs one identifier"
-UNIVERSAL_COLUMNS = (
-    "entra_key",
-    "entra_object_type",
-    "upn",
-    "display_name",
-    *CORE_FIELDS,
-    "active",
-    "roles",
-    "source_groups",
-    "skip_reason",
-)
+PHONE_FIELDS = ("phone", "mobile", "fax")
+# After the mapped fields: what the sync knows about the user beyond Zammad's values.
+TAIL_COLUMNS = ("active", "roles", "source_groups", "skip_reason", "scope_reason", "phone_problem")
+UNIVERSAL_COLUMNS = ("entra_key", "entra_object_type", "upn", "display_name", *CORE_FIELDS, *TAIL_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -74,16 +68,127 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class ScopeTest:
+    """A scope rule (``scope.include`` / ``scope.exclude``): exactly one of equals, one_of, matches."""
+
+    attribute: str
+    equals: str | None = None
+    one_of: tuple[str, ...] | None = None
+    matches: str | None = None
+
+    def __str__(self) -> str:
+        if self.equals is not None:
+            return f"{self.attribute} equals {self.equals!r}"
+        if self.one_of is not None:
+            return f"{self.attribute} in {list(self.one_of)!r}"
+        return f"{self.attribute} matches {self.matches!r}"
+
+
+@dataclass(frozen=True)
 class NormalizeOptions:
     mapping: Mapping[str, Rule]
     group_roles: Mapping[str, tuple[str, ...]]
     sync_users_without_email: bool = False
+    include: tuple[ScopeTest, ...] = ()
+    exclude: tuple[ScopeTest, ...] = ()
+    phone_format: str = "as_is"  # or "e164"
+    phone_region: str | None = None  # ISO 3166 region of numbers typed without a country code
 
 
 # --- values ----------------------------------------------------------------------------------------
 def is_missing(value: Any) -> bool:
     """None, or pandas' NaN for a missing cell."""
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def plain_text(value: Any) -> str:
+    """A scalar as text; a whole number held as a float (a numeric column with a gap becomes float64
+    in pandas) is written without its ".0", so 4711 and 4711.0 are one value and never flap."""
+    if value.__class__ is not str and isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --- phones ------------------------------------------------------------------------------------------
+def phone_number(value: str | None, options: NormalizeOptions) -> tuple[str | None, str | None]:
+    """(the number as Zammad gets it, why it was kept as typed or None).
+
+    ``e164``: a valid number (phonenumbers' metadata) becomes +<country><number>, with its extension
+    after " ext. "; anything else is kept exactly as typed and reported, never dropped. The output
+    parses back to itself, so a second run compares equal and writes nothing.
+    """
+    if not value or options.phone_format != "e164":
+        return value, None
+    try:
+        number = phonenumbers.parse(value, options.phone_region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        region = f" (default region {options.phone_region})" if options.phone_region else " (no default_region)"
+        return value, f"{value[:40]!r} is not a valid phone number{region}"
+    text = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return (f"{text} ext. {number.extension}" if number.extension else text), None
+
+
+def _phones(
+    values: list[str | None], field: str, options: NormalizeOptions
+) -> tuple[list[str | None], list[str | None]]:
+    """``phone_number`` for a column (each distinct value parsed once); problems name the field."""
+    known: dict[str, tuple[str | None, str | None]] = {}
+    out: list[str | None] = []
+    problems: list[str | None] = []
+    for value in values:
+        if not value:
+            out.append(value)
+            problems.append(None)
+            continue
+        number, problem = known.get(value) or known.setdefault(value, phone_number(value, options))
+        out.append(number)
+        problems.append(f"{field} {problem}; kept as typed" if problem else None)
+    return out, problems
+
+
+def _joined(*notes: str | None) -> str | None:
+    return "; ".join(n for n in notes if n) or None
+
+
+# --- scope -------------------------------------------------------------------------------------------
+def _scope_texts(value: Any) -> list[str]:
+    """The texts a scope rule tests: each item of a list, true/false for a flag; none when missing."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    texts = []
+    for item in items:
+        if is_missing(item):
+            continue
+        texts.append(("true" if item else "false") if isinstance(item, bool) else plain_text(item))
+    return texts
+
+
+def scope_matches(record: Mapping[str, Any], test: ScopeTest) -> bool:
+    """Case-insensitive, on any item of a list value; a missing attribute matches no rule."""
+    for text in _scope_texts(record.get(test.attribute)):
+        folded = text.casefold()
+        if test.equals is not None and folded == test.equals.casefold():
+            return True
+        if test.one_of is not None and folded in {v.casefold() for v in test.one_of}:
+            return True
+        if test.matches is not None and re.fullmatch(test.matches, text, re.IGNORECASE):
+            return True
+    return False
+
+
+def scope_reason(record: Mapping[str, Any], options: NormalizeOptions) -> str | None:
+    """Why a member is out of scope, naming the rule; None when in scope.
+
+    An exclude rule wins over the include rules; with include rules, a member must match one.
+    """
+    for position, test in enumerate(options.exclude):
+        if scope_matches(record, test):
+            return f"out of scope: scope.exclude[{position}] ({test})"
+    if options.include and not any(scope_matches(record, test) for test in options.include):
+        rules = "; ".join(str(t) for t in options.include)
+        return f"out of scope: matches no scope.include rule ({rules})"
+    return None
 
 
 def _transform(value: Any, transforms: Iterable[str]) -> str | None:
@@ -98,7 +203,7 @@ def _transform(value: Any, transforms: Iterable[str]) -> str | None:
             continue
         if value is None:
             return None
-        value = str(value)
+        value = plain_text(value)
         if name == "strip":
             value = value.strip()
         elif name == "lower":
@@ -109,7 +214,7 @@ def _transform(value: Any, transforms: Iterable[str]) -> str | None:
             value = _SPACES.sub(" ", value)
     if isinstance(value, list):
         value = next((str(v) for v in value if str(v).strip()), None)
-    return None if value is None else str(value)
+    return None if value is None else plain_text(value)
 
 
 def map_field(record: Mapping[str, Any], rule: Rule, reject: Any = None) -> str | None:
@@ -215,9 +320,15 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
     elif not email and not options.sync_users_without_email:
         out["skip_reason"] = out["skip_reason"] or NO_EMAIL_REASON
     out["email"] = email
+    problems: list[str | None] = []
     for field, rule in options.mapping.items():
         if field != "email":  # the names are replaced below, by Zammad's name rules
-            out[field] = zammad_value(field, map_field(record, rule))
+            value = map_field(record, rule)
+            if field in PHONE_FIELDS:
+                value, problem = phone_number(value, options)
+                problems.append(f"{field} {problem}; kept as typed" if problem else None)
+            out[field] = zammad_value(field, value)
+    out["phone_problem"] = _joined(*problems)
     first = map_field(record, options.mapping["firstname"]) if "firstname" in options.mapping else None
     last = map_field(record, options.mapping["lastname"]) if "lastname" in options.mapping else None
     if not first and not last:
@@ -226,6 +337,7 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
     out["firstname"], out["lastname"] = zammad_names(first, last, email)
     if not any(out.get(f) for f in ("firstname", "lastname", "phone", "mobile", "email")):
         out["skip_reason"] = out["skip_reason"] or NO_IDENTIFIER_REASON
+    out["scope_reason"] = scope_reason(record, options)
     return out
 
 
@@ -242,7 +354,7 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
     ``normalize_user`` to each first occurrence (a property test holds the two together).
     """
     fields = list(dict.fromkeys([*CORE_FIELDS, *options.mapping]))
-    columns = list(dict.fromkeys([*UNIVERSAL_COLUMNS[:4], *fields, *UNIVERSAL_COLUMNS[-4:]]))
+    columns = list(dict.fromkeys([*UNIVERSAL_COLUMNS[:4], *fields, *TAIL_COLUMNS]))
     if members.empty:
         return pd.DataFrame(columns=columns)
     is_user = members["@odata.type"] == USER_TYPE
@@ -318,7 +430,9 @@ def _values(frame: pd.DataFrame, column: str) -> tuple[list[Any], bool]:
     if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
         return values.tolist(), True
     plain = [
-        v if (c := v.__class__) is str or c is list else (None if v is None or (c is float and v != v) else str(v))
+        v
+        if (c := v.__class__) is str or c is list
+        else (None if v is None or (c is float and v != v) else plain_text(v))
         for v in values.tolist()
     ]
     return plain, False
@@ -483,10 +597,7 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
         elif not options.sync_users_without_email:
             reasons[i] = reasons[i] or NO_EMAIL_REASON
     out["email"] = emails
-    for field, rule in options.mapping.items():
-        if field not in ("email", "firstname", "lastname"):
-            limit = FIELD_LIMITS.get(field)
-            out[field] = _truncated(_map_column(frame, rule), limit)
+    _map_other_fields(frame, options, out)
     firsts = _map_column(frame, options.mapping["firstname"]) if "firstname" in options.mapping else [None] * n
     lasts = _map_column(frame, options.mapping["lastname"]) if "lastname" in options.mapping else [None] * n
     out["firstname"], out["lastname"] = _names(firsts, lasts, frame, emails)
@@ -496,7 +607,31 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
             if not (first or last or phones[i] or mobiles[i] or emails[i]):
                 reasons[i] = reasons[i] or NO_IDENTIFIER_REASON
     out["skip_reason"] = reasons
+    out["scope_reason"] = _scope_reasons(frame, options)
     return out
+
+
+def _map_other_fields(frame: pd.DataFrame, options: NormalizeOptions, out: dict[str, list[Any]]) -> None:
+    """Every mapped field but email and the names (their own rules), phones in the configured format,
+    truncated to Zammad's limits; ``phone_problem`` names the numbers kept as typed."""
+    problems: list[list[str | None]] = []
+    for field, rule in options.mapping.items():
+        if field not in ("email", "firstname", "lastname"):
+            values = _map_column(frame, rule)
+            if field in PHONE_FIELDS and options.phone_format == "e164":
+                values, found = _phones(values, field, options)
+                problems.append(found)
+            out[field] = _truncated(values, FIELD_LIMITS.get(field))
+    out["phone_problem"] = [_joined(*row) for row in zip(*problems)] if problems else [None] * len(frame)
+
+
+def _scope_reasons(frame: pd.DataFrame, options: NormalizeOptions) -> list[str | None]:
+    """``scope_reason`` per row; only the rules' attributes are read, and nothing without rules."""
+    if not options.include and not options.exclude:
+        return [None] * len(frame)
+    attributes = list(dict.fromkeys(t.attribute for t in (*options.include, *options.exclude)))
+    columns = {a: frame[a].tolist() if a in frame.columns else [None] * len(frame) for a in attributes}
+    return [scope_reason({a: columns[a][i] for a in attributes}, options) for i in range(len(frame))]
 
 
 def _names(firsts: list[Any], lasts: list[Any], frame: pd.DataFrame, emails: list[str]) -> tuple[list[str], list[str]]:

@@ -1,10 +1,14 @@
 """Universal users × Zammad users → the sync plan: one decision per user (pure; DESIGN.md §2).
 
 Matching order: the Zammad user whose ``entra_key`` is the Entra object id; else (adoption on)
-the Zammad user with that email (case-insensitive) and an empty ``entra_key``; an email that
-belongs to a user with another ``entra_key`` is a conflict. Decisions: create, update only the
-differing fields, reactivate, deactivate (managed users of this profile only), noop, skip,
-conflict. Never delete. Protected accounts, unmanaged users and the system user are left alone.
+the Zammad user with that email (case-insensitive) and an empty ``entra_key`` (or, when nobody has
+the email, one without an email whose login is the address); a managed user linked to an object
+Graph confirmed deleted is relinked (a re-hire); any other email that belongs to a user with another
+``entra_key`` is a conflict. Decisions: create, update only the differing fields, reactivate,
+relink, deactivate (managed users of this profile only, after the grace period, unless
+``on_leave: ignore``), grace, noop, skip, conflict, opted_out. A member out of scope (a scope rule)
+is a leaver. Never delete. Protected and opted-out accounts, unmanaged users and the system user are
+left alone.
 Reads everything, then decides: no I/O here (STYLE.md §1.3, ssosync's getUserOperations).
 """
 
@@ -20,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from entrasync_pipeline.normalize import is_missing, zammad_email
+from entrasync_pipeline.normalize import is_missing, plain_text, zammad_email
 
 SYSTEM_USER_ID = 1
 PLAN_COLUMNS = ("action", "entra_key", "zammad_id", "email", "upn", "changes", "payload", "reason")
@@ -31,27 +35,50 @@ class Action(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     REACTIVATE = "reactivate"
+    RELINK = "relink"  # a Zammad user whose Entra object was deleted, linked to the new object with its email
     DEACTIVATE = "deactivate"
     NOOP = "noop"
     SKIP = "skip"
     CONFLICT = "conflict"
+    GRACE = "grace"  # left the scope, kept active until the grace period is over
+    OPTED_OUT = "opted_out"  # the Zammad user has entrasync_ignore set: never written
 
 
 _NOTHING: dict[str, Any] = {}  # shared by every noop row; never mutated
-WRITE_ACTIONS = (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.DEACTIVATE)
+WRITE_ACTIONS = (Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.RELINK, Action.DEACTIVATE)
 # What a run reports per action (CLI, JSON, metadata, notifications): one name each, defined here.
 COUNT_NAMES: dict[Action, str] = {
     Action.CREATE: "created",
     Action.UPDATE: "updated",
     Action.REACTIVATE: "reactivated",
+    Action.RELINK: "relinked",
     Action.DEACTIVATE: "deactivated",
     Action.NOOP: "unchanged",
     Action.SKIP: "skipped",
     Action.CONFLICT: "conflicts",
+    Action.GRACE: "in_grace",
+    Action.OPTED_OUT: "opted_out",
 }
-COUNT_COLUMNS = (*COUNT_NAMES.values(), "failed")
+# Decisions that write nothing but are reported and audited (outcome "skipped"), each with its reason.
+HELD_ACTIONS = (Action.SKIP, Action.CONFLICT, Action.GRACE, Action.OPTED_OUT)
+# "drift": decisions that found hand edits in Zammad (``drift_count``), whatever their action.
+COUNT_COLUMNS = (*COUNT_NAMES.values(), "drift", "failed")
 # People read the destructive decisions first (previews, tables, JSON "changes").
-REVIEW_ORDER = (Action.DEACTIVATE, Action.CREATE, Action.UPDATE, Action.REACTIVATE, Action.CONFLICT, Action.SKIP)
+REVIEW_ORDER = (
+    Action.DEACTIVATE,
+    Action.CREATE,
+    Action.UPDATE,
+    Action.REACTIVATE,
+    Action.RELINK,
+    Action.GRACE,
+    Action.OPTED_OUT,
+    Action.CONFLICT,
+    Action.SKIP,
+)
+LEFT_GROUPS = "no longer a member of the configured groups"
+DRIFT_NOTE = "changed by hand in Zammad since entrasync wrote it"
+OPT_OUT_ATTRIBUTE = "entrasync_ignore"
+OPTED_OUT_REASON = f"opted out in Zammad ({OPT_OUT_ATTRIBUTE} is set): never written"
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,19 @@ class PlanOptions:
     admin_role_ids: frozenset[int] = frozenset({1})
     role_ids: Mapping[str, int] | None = None  # None: roles are not managed
     group_roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    on_leave: str = "deactivate"  # or "ignore": a user who left the scope is left as is
+    # The grace period, in the shell's datetime values (the core reads no clock and imports no datetime):
+    grace: Any = None  # a timedelta: a leaver is deactivated only after missing this long; None/0: at once
+    now: Any = None  # the aware datetime the grace period is measured at
+    missing_since: Mapping[str, Any] = field(default_factory=dict)  # entra_key → aware datetime first missing
+    relink_deleted: bool = True  # relink a user whose Entra object is gone to the new object with its email
+    deleted_keys: frozenset[str] = frozenset()  # entra_keys Graph confirmed deleted (404), from the shell
+    # Hand edits: what entrasync last wrote to each Zammad user (zammad id → field → value, and
+    # "active"), from the audit log; who wins per field; a manual deactivation kept or undone.
+    last_written: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    drift_default: str = "entra"  # or "zammad"
+    drift_fields: Mapping[str, str] = field(default_factory=dict)
+    manual_deactivation: str = "keep"  # or "reactivate"
 
 
 ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
@@ -75,10 +115,11 @@ ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
 class _Index:
     by_key: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     by_email: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    by_login: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # users without an email only
 
 
 def _text(value: Any) -> str:
-    return "" if is_missing(value) else str(value)
+    return "" if is_missing(value) else plain_text(value)
 
 
 def _index(zammad: list[dict[str, Any]]) -> _Index:
@@ -86,8 +127,10 @@ def _index(zammad: list[dict[str, Any]]) -> _Index:
     for user in zammad:
         if _text(user.get("entra_key")):
             index.by_key.setdefault(_text(user["entra_key"]), []).append(user)
-        if _text(user.get("email")):
+        if _text(user.get("email")).strip():
             index.by_email.setdefault(zammad_email(user["email"]), []).append(user)
+        elif _text(user.get("login")):
+            index.by_login.setdefault(zammad_email(user["login"]), []).append(user)
     return index
 
 
@@ -128,6 +171,54 @@ def _owner(zammad: Mapping[str, Any]) -> str:
     return _text(zammad.get("entrasync_profile"))
 
 
+def _opted_out(zammad: Mapping[str, Any]) -> bool:
+    """The Zammad user carries ``entrasync_ignore`` = true: an admin took it out of the sync."""
+    value = zammad.get(OPT_OUT_ATTRIBUTE)
+    return not is_missing(value) and bool(value)
+
+
+def _managed_active(zammad: Mapping[str, Any], options: PlanOptions) -> bool:
+    """An active Zammad user linked to Entra and managed by this profile: one we may deactivate."""
+    return bool(_text(zammad.get("entra_key"))) and _owner(zammad) == options.profile and bool(zammad.get("active"))
+
+
+def _leaving(user: Mapping[str, Any] | None, zammad: dict[str, Any], why: str, options: PlanOptions) -> dict[str, Any]:
+    """A managed active user who left the scope (``why``): protection, opt-out, ``on_leave`` and the
+    grace period decide whether it is deactivated now (never deleted)."""
+    protected = _protection(zammad, options)
+    if protected:
+        return _row(Action.SKIP, user, zammad, f"{protected}; {why}")
+    if _opted_out(zammad):
+        return _row(Action.OPTED_OUT, user, zammad, f"{OPTED_OUT_REASON}; {why}")
+    if options.on_leave == "ignore":
+        return _row(Action.SKIP, user, zammad, f"{why}; left as it is (on_leave: ignore)")
+    if options.grace and options.now is not None:
+        since = options.missing_since.get(_text(zammad.get("entra_key")), options.now)
+        until = since + options.grace
+        if options.now < until:
+            return _row(
+                Action.GRACE,
+                user,
+                zammad,
+                f"{why}; in the grace period since {_when(since)}, deactivated from {_when(until)}",
+            )
+        why = f"{why}; missing since {_when(since)}, grace period over"
+    return _row(Action.DEACTIVATE, user, zammad, why, {"active": [True, False]}, {"active": False})
+
+
+def _when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _out_of_scope(user: Mapping[str, Any], keyed: list[dict[str, Any]], options: PlanOptions) -> dict[str, Any]:
+    """A member a scope rule leaves out: treated like a leaver; never created, never adopted."""
+    reason = str(user["scope_reason"])
+    zammad = keyed[0] if len(keyed) == 1 else None
+    if zammad is not None and _managed_active(zammad, options):
+        return _leaving(user, zammad, reason, options)
+    return _row(Action.SKIP, user, zammad, reason)
+
+
 def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tuple[dict[str, Any] | None, str | None]:
     """Return (zammad user or None, conflict reason or None)."""
     keyed = index.by_key.get(user["entra_key"], [])
@@ -138,8 +229,12 @@ def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tupl
         return keyed[0], None
     same_email = index.by_email.get(user["email"], [])  # no Zammad user is indexed under ""
     foreign = [z for z in same_email if _text(z.get("entra_key"))]
+    if len(same_email) == 1 and foreign and _relinkable(user, foreign[0], options):
+        return foreign[0], None
     if foreign:
         return None, f"email belongs to Zammad user #{foreign[0]['id']}, linked to another Entra object"
+    if not same_email:  # a user created without an email, whose login is the address: adopted the same way
+        same_email = [z for z in index.by_login.get(user["email"], []) if not _text(z.get("entra_key"))]
     if len(same_email) > 1:
         ids = ", ".join(f"#{z['id']}" for z in same_email)
         return None, f"several Zammad users have this email ({ids})"
@@ -148,6 +243,36 @@ def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tupl
             return None, f"Zammad user #{same_email[0]['id']} has this email and adoption by email is off"
         return same_email[0], None
     return None, None
+
+
+def _relinkable(user: Mapping[str, Any], zammad: Mapping[str, Any], options: PlanOptions) -> bool:
+    """A re-hire: the Zammad user this profile manages is linked to an Entra object Graph confirmed
+    deleted, and its email now belongs to this active member (DESIGN.md §2, issue 12 §5)."""
+    return (
+        options.relink_deleted
+        and bool(user["active"])
+        and _text(zammad.get("entra_key")) in options.deleted_keys
+        and _owner(zammad) == options.profile
+    )
+
+
+def relink_candidates(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptions) -> set[str]:
+    """entra_keys the shell must ask Graph about: this profile's Zammad users whose email an active
+    member without a Zammad user of their own now has, linked to an object that is not a member.
+    Only those Graph answers 404 for (``deleted_keys``) are relinked."""
+    if not options.relink_deleted or universal.empty or zammad.empty:
+        return set()
+    members = universal[_synced(universal) & _truthy(universal["active"])]
+    wanted = {e for e in members["email"].tolist() if e}
+    current = set(universal["entra_key"].tolist())
+    keys = _texts(_column(zammad, "entra_key"))
+    owners = _texts(_column(zammad, "entrasync_profile"))
+    emails = _texts(_column(zammad, "email"))
+    return {
+        key
+        for key, owner, email in zip(keys.tolist(), owners.tolist(), emails.tolist())
+        if key and owner == options.profile and key not in current and zammad_email(email) in wanted
+    }
 
 
 def _desired(user: Mapping[str, Any], options: PlanOptions) -> tuple[dict[str, Any], str | None]:
@@ -189,6 +314,8 @@ def _role_note(user: Mapping[str, Any], options: PlanOptions) -> str:
 def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: PlanOptions) -> dict[str, Any]:
     owner = _owner(zammad or {})
     if zammad is not None:
+        if _opted_out(zammad):
+            return _row(Action.OPTED_OUT, user, zammad, OPTED_OUT_REASON)
         protected = _protection(zammad, options)
         if protected:
             return _row(Action.SKIP, user, zammad, protected)
@@ -212,17 +339,92 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
     if zammad is None:
         payload = {k: v for k, v in desired.items() if v not in ("", None)}
         return _row(Action.CREATE, user, None, "new member" + note, {k: [None, v] for k, v in payload.items()}, payload)
+    return _decide_matched(user, zammad, desired, note, options)
+
+
+def _decide_matched(
+    user: Mapping[str, Any], zammad: dict[str, Any], desired: Mapping[str, Any], note: str, options: PlanOptions
+) -> dict[str, Any]:
+    """A member in scope and the Zammad user matched to them: relink, reactivate, update or noop,
+    with hand edits since entrasync's last write judged per the drift settings."""
     changes = _diff(zammad, desired)
     adopted = not _text(zammad.get("entra_key"))
+    if not adopted and _text(zammad.get("entra_key")) != user["entra_key"]:  # only _relinkable matches do
+        if not zammad.get("active"):
+            changes["active"] = [False, True]
+        reason = f"relinked: Entra object {zammad['entra_key']} was deleted; its email now belongs to this one"
+        return _row(Action.RELINK, user, zammad, reason + note, changes, {k: v[1] for k, v in changes.items()})
+    written = options.last_written.get(int(zammad["id"]), {}) if not adopted else {}
+    if not zammad.get("active") and written.get("active") is True:  # entrasync left it active: a person did this
+        return _deactivated_by_hand(user, zammad, changes, note, options)
+    changes, drift = _hand_edits(zammad, changes, written, options)
+    if drift and not changes:
+        return _row(Action.SKIP, user, zammad, drift.removeprefix("; ") + note)
+    note = drift + note
     if not zammad.get("active"):
         changes["active"] = [False, True]
         return _row(
             Action.REACTIVATE, user, zammad, "member again" + note, changes, {k: v[1] for k, v in changes.items()}
         )
     if changes:
-        reason = ("adopted by email" if adopted else "attributes changed") + note
+        how = "adopted by email" if _text(zammad.get("email")).strip() else "adopted by login (Zammad had no email)"
+        reason = (how if adopted else "attributes changed") + note
         return _row(Action.UPDATE, user, zammad, reason, changes, {k: v[1] for k, v in changes.items()})
     return _row(Action.NOOP, user, zammad, note.removeprefix("; ") or None)
+
+
+def _hand_edits(
+    zammad: Mapping[str, Any], changes: dict[str, list[Any]], written: Mapping[str, Any], options: PlanOptions
+) -> tuple[dict[str, list[Any]], str]:
+    """The changes less the hand edits Zammad wins, and a note naming every hand edit found.
+
+    A hand edit: a mapped field whose Zammad value is no longer what entrasync last wrote there
+    (compared as Zammad stores it). Fields entrasync never wrote are not judged.
+    """
+    kept, overwritten = [], []
+    for name in [f for f in changes if f in options.fields and f in written]:
+        stored = zammad_email if name == "email" else _text
+        if stored(zammad.get(name)) == stored(written[name]):
+            continue
+        if options.drift_fields.get(name, options.drift_default) == "zammad":
+            kept.append(name)
+        else:
+            overwritten.append(name)
+    if not kept and not overwritten:
+        return changes, ""
+    parts = [f"{name} kept (drift: zammad)" for name in kept] + [
+        f"{name} overwritten (drift: entra)" for name in overwritten
+    ]
+    remaining = {k: v for k, v in changes.items() if k not in kept}
+    return remaining, f"; {DRIFT_NOTE}: {', '.join(parts)}"
+
+
+def _deactivated_by_hand(
+    user: Mapping[str, Any], zammad: dict[str, Any], changes: dict[str, list[Any]], note: str, options: PlanOptions
+) -> dict[str, Any]:
+    """An active member's Zammad user someone deactivated (entrasync last left it active)."""
+    if options.manual_deactivation == "keep":
+        why = f"{DRIFT_NOTE}: deactivated; kept inactive (drift.manual_deactivation: keep)"
+        return _row(Action.SKIP, user, zammad, why + note)
+    changes = {**changes, "active": [False, True]}
+    why = f"member again; {DRIFT_NOTE}: deactivated; reactivated (drift.manual_deactivation: reactivate)"
+    return _row(Action.REACTIVATE, user, zammad, why + note, changes, {k: v[1] for k, v in changes.items()})
+
+
+def hand_edit_candidates(plan: pd.DataFrame) -> list[int]:
+    """Zammad users the plan would write as members (update, reactivate): the only ones whose hand
+    edits matter. The shell reads what it last wrote to them and plans again."""
+    if plan.empty:
+        return []
+    rows = plan[plan["action"].isin([Action.UPDATE.value, Action.REACTIVATE.value]) & plan["zammad_id"].notna()]
+    return sorted({int(z) for z in rows["zammad_id"].tolist()})
+
+
+def drift_count(plan: pd.DataFrame) -> int:
+    """Decisions that found hand edits in Zammad (kept or overwritten), or a manual deactivation."""
+    if plan.empty:
+        return 0
+    return sum(DRIFT_NOTE in r for r in plan["reason"].dropna().tolist() if isinstance(r, str))
 
 
 @dataclass
@@ -332,13 +534,15 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
     z_keys = _texts(_column(zammad, "entra_key"))
     if users and len(zammad):
         z_emails = pd.Series(_texts(_column(zammad, "email"))).str.strip().str.lower()
-        relevant = zammad[(pd.Series(z_keys).isin(keys) | z_emails.isin(emails)).to_numpy()]
+        z_logins = pd.Series(_texts(_column(zammad, "login"))).str.strip().str.lower().where(z_emails == "", "")
+        held = z_emails.isin(emails) | z_logins.isin(emails)
+        relevant = zammad[(pd.Series(z_keys).isin(keys) | held).to_numpy()]
     else:
         relevant = zammad.iloc[0:0]
     index = _index(relevant.to_dict("records"))
     email_counts: Counter[str] = Counter()
     if len(rest):
-        synced = universal.loc[universal["skip_reason"].isna(), "email"]  # an empty email is never looked up
+        synced = universal.loc[_synced(universal), "email"]  # an empty email is never looked up
         email_counts = Counter(synced.value_counts().to_dict())
     seen: set[int] = set(unchanged_ids)
     rows = _decide_all(users, index, email_counts, seen, options)
@@ -385,12 +589,20 @@ def _decide_all(
     claims: list[_Claim] = []
     for user in users:
         position = user["_pos"]
+        keyed = index.by_key.get(user["entra_key"], [])
         if user.get("skip_reason"):
-            rows.append({"_pos": position, **_row(Action.SKIP, user, None, user["skip_reason"])})
+            # A member we cannot read or sync keeps their Zammad user as it is: not a leaver.
+            seen.update(int(z["id"]) for z in keyed)
+            zammad_user = keyed[0] if len(keyed) == 1 else None
+            rows.append({"_pos": position, **_row(Action.SKIP, user, zammad_user, user["skip_reason"])})
+            continue
+        if _text(user.get("scope_reason")) and user["active"]:
+            seen.update(int(z["id"]) for z in keyed)
+            rows.append({"_pos": position, **_out_of_scope(user, keyed, options)})
             continue
         zammad_user, conflict = _match(user, index, options)
-        for other in index.by_key.get(user["entra_key"], []):
-            seen.add(int(other["id"]))  # its match, or users we could not place: never deactivated
+        for other in [*keyed, *([zammad_user] if zammad_user is not None else [])]:
+            seen.add(int(other["id"]))  # its match (a relinked one too), or users we could not place
         shared = bool(user["email"]) and emails[user["email"]] > 1
         if conflict is None and shared:
             conflict = f"{emails[user['email']]} Entra users share the email {user['email']}"
@@ -450,12 +662,7 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
         return empty, set()
     u_keys = universal["entra_key"].to_numpy()
     at = _row_holding(zammad, u_keys)
-    candidate = (
-        (at >= 0)
-        & universal["skip_reason"].isna().to_numpy()
-        & _truthy(universal["active"])
-        & _unique_synced_emails(universal)
-    )
+    candidate = (at >= 0) & _synced(universal) & _truthy(universal["active"]) & _unique_synced_emails(universal)
     if options.role_ids is not None:  # managed roles are decided per user
         candidate &= ~_truthy(universal["roles"])
     candidate[candidate] = _untouched(zammad, options)[at[candidate]]
@@ -534,10 +741,18 @@ def _repeated(values: np.ndarray) -> np.ndarray:
     return pd.Series(values).duplicated(keep=False).to_numpy()
 
 
+def _synced(universal: pd.DataFrame) -> np.ndarray:
+    """Members the sync writes: neither skipped nor out of scope."""
+    synced = universal["skip_reason"].isna().to_numpy()
+    if "scope_reason" in universal.columns:
+        synced = synced & universal["scope_reason"].isna().to_numpy()
+    return synced
+
+
 def _unique_synced_emails(universal: pd.DataFrame) -> np.ndarray:
     """Users whose email no other synced (not skipped) user shares; an empty email never counts."""
     emails = universal["email"].to_numpy()
-    synced = universal["skip_reason"].isna().to_numpy() & np.fromiter(map(bool, emails), dtype=bool, count=len(emails))
+    synced = _synced(universal) & np.fromiter(map(bool, emails), dtype=bool, count=len(emails))
     unique = synced.copy()
     unique[synced] = ~_repeated(emails[synced])
     return unique
@@ -550,6 +765,10 @@ def _untouched(zammad: pd.DataFrame, options: PlanOptions) -> np.ndarray:
         & (pd.Series(_column(zammad, "entrasync_profile")) == options.profile).to_numpy()
         & (pd.Series(_column(zammad, "entra_object_type")) == "user").to_numpy()
     )
+    if OPT_OUT_ATTRIBUTE in zammad.columns:
+        ok &= ~np.fromiter(
+            (not is_missing(v) and bool(v) for v in zammad[OPT_OUT_ATTRIBUTE].tolist()), dtype=bool, count=len(zammad)
+        )
     if options.protect_admins:
         ok &= ~_admins(_column(zammad, "role_ids"), options.admin_role_ids)
     if options.protected_ids or options.protected_logins or options.protected_emails:
@@ -582,25 +801,23 @@ def _listed(zammad: pd.DataFrame, options: PlanOptions) -> np.ndarray:
 
 
 def _leavers(candidates: list[dict[str, Any]], options: PlanOptions) -> list[dict[str, Any]]:
-    """Active users this profile manages that are no longer in scope (``_leaver_candidates``):
-    deactivate (never delete), unless protected."""
-    rows = []
-    for zammad_user in candidates:
-        protected = _protection(zammad_user, options)
-        if protected:
-            rows.append(_row(Action.SKIP, None, zammad_user, f"{protected}; left the groups"))
-            continue
-        rows.append(
-            _row(
-                Action.DEACTIVATE,
-                None,
-                zammad_user,
-                "no longer a member of the configured groups",
-                {"active": [True, False]},
-                {"active": False},
-            )
-        )
-    return rows
+    """Active users this profile manages that are no longer members (``_leaver_candidates``):
+    deactivated (never deleted) as ``_leaving`` decides."""
+    return [_leaving(None, zammad_user, LEFT_GROUPS, options) for zammad_user in candidates]
+
+
+def missing_ledger(plan: pd.DataFrame, options: PlanOptions) -> dict[str, Any]:
+    """The first-missing times to keep after this plan: every user in the grace period or being
+    deactivated, since when it has been missing (kept from before, else now).
+
+    A deactivation that fails keeps its time, so the next run does not start the grace period
+    again; any other decision about a user means it is back (or gone from Zammad): its time goes.
+    """
+    if plan.empty or options.now is None:
+        return {}
+    held = plan[plan["action"].isin([Action.GRACE.value, Action.DEACTIVATE.value])]
+    keys = [k for k in held["entra_key"].tolist() if isinstance(k, str) and k]
+    return {k: options.missing_since.get(k, options.now) for k in keys}
 
 
 def action_counts(plan: pd.DataFrame) -> dict[str, int]:

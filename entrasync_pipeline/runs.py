@@ -24,7 +24,15 @@ import pandas as pd
 
 from entrasync_pipeline.checks import SYNC_PLAN_SAFETY_CHECK
 from entrasync_pipeline.jobs import SYNC_JOB_NAME
-from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, WRITE_ACTIONS, Action, action_counts, plan_changes
+from entrasync_pipeline.plan import (
+    COUNT_COLUMNS,
+    COUNT_NAMES,
+    HELD_ACTIONS,
+    WRITE_ACTIONS,
+    Action,
+    action_counts,
+    plan_changes,
+)
 from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE, TAG_SCOPE, TAG_TRIGGER, scope_tags, trigger_of
 from entrasync_pipeline.settings import ConfigError, Settings
 from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES
@@ -241,8 +249,9 @@ def _counts(applied: Mapping[str, Any], planned: Mapping[str, Any]) -> dict[str,
     if applied:
         return {k: int(applied.get(k, 0) or 0) for k in COUNT_COLUMNS}
     counts = dict.fromkeys(COUNT_COLUMNS, 0)
-    for action in (Action.NOOP, Action.SKIP, Action.CONFLICT):
+    for action in (Action.NOOP, *HELD_ACTIONS):
         counts[COUNT_NAMES[action]] = int(planned.get(action.value, 0) or 0)
+    counts["drift"] = int(planned.get("drift", 0) or 0)
     return counts
 
 

@@ -105,6 +105,12 @@ UNIVERSAL_USERS = pa.DataFrameSchema(
         "roles": pa.Column(object, description="Zammad role names from the group mapping"),
         "source_groups": pa.Column(object, description="Configured groups the user came through"),
         "skip_reason": pa.Column(Text, nullable=True, description="Why the user is not synced"),
+        "scope_reason": pa.Column(
+            Text, nullable=True, required=False, description="The scope rule that leaves the user out"
+        ),
+        "phone_problem": pa.Column(
+            Text, nullable=True, required=False, description="Phone numbers kept as typed, and why"
+        ),
     },
     checks=[
         pa.Check(
@@ -149,12 +155,14 @@ SYNC_PLAN = pa.DataFrameSchema(
             lambda df: df.loc[df["action"] == "create", "zammad_id"].isna().all(), name="creates_have_no_zammad_id"
         ),
         pa.Check(
-            lambda df: df.loc[df["action"].isin(["update", "reactivate", "deactivate"]), "zammad_id"].notna().all(),
+            lambda df: (
+                df.loc[df["action"].isin(["update", "reactivate", "relink", "deactivate"]), "zammad_id"].notna().all()
+            ),
             name="writes_name_their_zammad_user",
         ),
         pa.Check(
             lambda df: (
-                not df.loc[df["action"].isin(["update", "reactivate", "deactivate"]), "zammad_id"]
+                not df.loc[df["action"].isin(["update", "reactivate", "relink", "deactivate"]), "zammad_id"]
                 .dropna()
                 .duplicated()
                 .any()
@@ -168,5 +176,6 @@ SYNC_PLAN = pa.DataFrameSchema(
     ],
     strict=True,
     name="SyncPlan",
-    description="One row per decision: create, update, reactivate, deactivate, noop, skip, conflict",
+    description="One row per decision: create, update, reactivate, relink, deactivate, grace, noop, skip, "
+    "conflict, opted_out",
 )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import phonenumbers
 import yaml
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -251,6 +252,94 @@ class FreshnessSettings(_Model):
     )
 
 
+class ScopeRule(_Model):
+    """One test on a Graph user attribute: exactly one of ``equals``, ``in`` or ``matches``."""
+
+    attribute: str = Field(description="Graph user attribute, e.g. userType, employeeType, companyName.")
+    equals: str | None = Field(None, description="Matches when the value equals this text (case-insensitive).")
+    one_of: list[str] | None = Field(
+        None, alias="in", description="Matches when the value equals one of these texts (case-insensitive)."
+    )
+    matches: str | None = Field(
+        None, description="Matches when this regular expression matches the whole value (case-insensitive)."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("attribute")
+    @classmethod
+    def _attribute_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not a Graph attribute name")
+        return value
+
+    @field_validator("matches")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"'matches' is not a regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_test(self) -> "ScopeRule":
+        given = [
+            k for k, v in (("equals", self.equals), ("in", self.one_of), ("matches", self.matches)) if v is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(f"a scope rule needs exactly one of equals, in, matches (got {given or 'none'})")
+        return self
+
+
+class ScopeSettings(_Model):
+    include: list[ScopeRule] = Field(
+        default_factory=list,
+        description="When set, a member is in scope only if at least one of these rules matches.",
+    )
+    exclude: list[ScopeRule] = Field(
+        default_factory=list, description="A member any of these rules matches is out of scope."
+    )
+
+
+PHONE_FIELDS = ("phone", "mobile", "fax")
+
+
+class DriftSettings(_Model):
+    default: Literal["entra", "zammad"] = Field(
+        "entra",
+        description="Who wins when a field was changed by hand in Zammad since entrasync last wrote it: "
+        "entra (overwrite, and report) or zammad (keep the hand edit, and report).",
+    )
+    fields: dict[str, Literal["entra", "zammad"]] = Field(
+        default_factory=dict, description="The same, per mapped Zammad field, e.g. {phone: zammad}."
+    )
+    manual_deactivation: Literal["keep", "reactivate"] = Field(
+        "keep",
+        description="A managed user deactivated by hand in Zammad while still in scope: kept inactive, "
+        "or reactivated (both reported).",
+    )
+
+
+class PhoneSettings(_Model):
+    format: Literal["as_is", "e164"] = Field(
+        "as_is",
+        description="How phone, mobile and fax are written: as typed in Entra, or E.164 (+4930123456); "
+        "a number that is not a valid phone number is kept as typed and reported.",
+    )
+    default_region: str | None = Field(
+        None, description="Region (ISO 3166 code, e.g. DE) of numbers typed without a country code."
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region phonenumbers knows (ISO 3166 alpha-2, e.g. DE)")
+        return value.upper() if value is not None else None
+
+
 class ProfileSettings(_Model):
     entra: EntraSettings
     groups: list[GroupSettings] = Field(min_length=1, description="The Entra groups whose members are synced.")
@@ -259,8 +348,25 @@ class ProfileSettings(_Model):
     mapping: dict[str, FieldRule] = Field(
         default_factory=default_mapping, description="Zammad field ← Graph attributes; replaces the default mapping."
     )
-    adopt_by_email: bool = Field(True, description="Link existing Zammad users without entra_key by email.")
+    adopt_by_email: bool = Field(
+        True, description="Link existing Zammad users without entra_key by email (or, without email, by login)."
+    )
+    relink_deleted: bool = Field(
+        True,
+        description="Relink a managed Zammad user whose Entra object Graph no longer has to the new member "
+        "with its email (a re-hire), instead of a conflict.",
+    )
     sync_users_without_email: bool = Field(False, description="Create users that have no usable email.")
+    scope: ScopeSettings = Field(default_factory=ScopeSettings)
+    phones: PhoneSettings = Field(default_factory=PhoneSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    on_leave: Literal["deactivate", "ignore"] = Field(
+        "deactivate",
+        description="A managed user who left the groups or the scope: deactivated, or left as is (ignore).",
+    )
+    grace_days: int = Field(
+        0, ge=0, description="Deactivate a managed user only after missing from the scope this many days."
+    )
     protected: ProtectedSettings = Field(default_factory=ProtectedSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
@@ -272,6 +378,13 @@ class ProfileSettings(_Model):
         if "email" not in value:
             raise ValueError("the mapping needs an 'email' field (it is how users are adopted and reached)")
         return value
+
+    @model_validator(mode="after")
+    def _drift_fields_are_mapped(self) -> "ProfileSettings":
+        unknown = sorted(set(self.drift.fields) - set(self.mapping))
+        if unknown:
+            raise ValueError(f"drift.fields names fields the mapping does not have: {', '.join(unknown)}")
+        return self
 
     def graph_select(self) -> list[str]:
         """Exactly the Graph properties the mapping and the fixed rules need (reference §2)."""
@@ -287,7 +400,8 @@ class ProfileSettings(_Model):
             "userType",
         ]
         sources = [s for rule in self.mapping.values() for s in rule.source]
-        return list(dict.fromkeys(fixed + sources))
+        scoped = [r.attribute for r in (*self.scope.include, *self.scope.exclude)]
+        return list(dict.fromkeys(fixed + sources + scoped))
 
 
 class TlsSettings(_Model):

@@ -8,10 +8,12 @@ clients and stores come from a ``ProfileRuntime``; the decisions come from the p
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
@@ -20,12 +22,22 @@ from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empt
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
 from entrasync_pipeline.heartbeat import ping
-from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, normalize_members
+from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, ScopeTest, normalize_members
 from entrasync_pipeline.notify import Message, summary_message
-from entrasync_pipeline.plan import COUNT_NAMES, WRITE_ACTIONS, PlanOptions, compute_plan
+from entrasync_pipeline.plan import (
+    COUNT_NAMES,
+    OPT_OUT_ATTRIBUTE,
+    WRITE_ACTIONS,
+    PlanOptions,
+    compute_plan,
+    hand_edit_candidates,
+    missing_ledger,
+    relink_candidates,
+)
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.safety import SafetyLimits, SafetyVerdict, evaluate, managed_count
-from entrasync_pipeline.settings import ConfigError, ProfileSettings, heartbeat_url
+from entrasync_pipeline.settings import ConfigError, ProfileSettings, ScopeRule, heartbeat_url
+from entrasync_pipeline.targeted import scope_plan
 from entrasync_pipeline.zammad.client import ADMIN_ROLE_NAME, ENTRA_ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -44,6 +56,7 @@ ZAMMAD_COLUMNS = (
     "entra_key",
     "entra_object_type",
     "entrasync_profile",
+    OPT_OUT_ATTRIBUTE,
 )
 REQUIRED_ATTRIBUTES = ("entra_key", "entra_object_type", "entrasync_profile")
 
@@ -210,7 +223,20 @@ def normalize_options(config: ProfileSettings) -> NormalizeOptions:
         for target, rule in config.mapping.items()
     }
     roles = {g.id: tuple(g.roles) for g in config.groups}
-    return NormalizeOptions(mapping, roles, config.sync_users_without_email)
+    return NormalizeOptions(
+        mapping,
+        roles,
+        config.sync_users_without_email,
+        include=tuple(map(_scope_test, config.scope.include)),
+        exclude=tuple(map(_scope_test, config.scope.exclude)),
+        phone_format=config.phones.format,
+        phone_region=config.phones.default_region,
+    )
+
+
+def _scope_test(rule: ScopeRule) -> ScopeTest:
+    one_of = tuple(rule.one_of) if rule.one_of is not None else None
+    return ScopeTest(rule.attribute, rule.equals, one_of, rule.matches)
 
 
 def universal_users(members: pd.DataFrame, config: ProfileSettings) -> pd.DataFrame:
@@ -258,15 +284,18 @@ def read_targeted_zammad_users(profile: ProfileRuntime, targets: tuple[str, ...]
 def with_email_matches(profile: ProfileRuntime, users: pd.DataFrame, zammad: pd.DataFrame) -> pd.DataFrame:
     """The targeted Zammad users plus those holding a target's email: whom a full run would match.
 
-    Only where the email is not already the linked user's: a new hire to adopt, or an address
-    another user holds (a conflict, as a full run would report it).
+    Only where the email is not already the linked user's: a new hire to adopt (by email, or by
+    login when nobody has the email), a re-hire to relink, or an address another user holds (a
+    conflict, as a full run would report it).
     """
     linked = {str(k): str(e or "").lower() for k, e in zammad[["entra_key", "email"]].itertuples(index=False)}
     seen = set(zammad["id"].tolist())
     extra: dict[int, dict[str, Any]] = {}
     for key, email in users[["entra_key", "email"]].itertuples(index=False):
         if isinstance(email, str) and email and linked.get(key) != email.lower():
-            extra.update({int(h["id"]): h for h in profile.zammad.find_by_email(email) if int(h["id"]) not in seen})
+            # Nobody with the email: a Zammad user without one whose login is the address (adoption by login).
+            hits = profile.zammad.find_by_email(email) or profile.zammad.find_by_attribute("login", email.lower())
+            extra.update({int(h["id"]): h for h in hits if int(h["id"]) not in seen})
     if not extra:
         return zammad
     more, _ = _users_frame(profile, iter(extra.values()))
@@ -319,8 +348,14 @@ def require_entra_attributes(zammad: pd.DataFrame) -> None:
 
 
 # --- step 4: plan ---------------------------------------------------------------------------------
-def plan_options(profile: ProfileRuntime, role_ids: Mapping[str, int]) -> PlanOptions:
-    """``role_ids``: Zammad's role ids by name, read from Zammad (never assumed)."""
+def plan_options(
+    profile: ProfileRuntime,
+    role_ids: Mapping[str, int],
+    now: datetime | None = None,
+    missing_since: Mapping[str, datetime] | None = None,
+) -> PlanOptions:
+    """``role_ids``: Zammad's role ids by name, read from Zammad (never assumed). ``now`` and
+    ``missing_since`` (the audit store's first-missing times) measure the grace period."""
     config = profile.config
     protected = config.protected
     manages_roles = any(g.roles for g in config.groups)
@@ -335,6 +370,14 @@ def plan_options(profile: ProfileRuntime, role_ids: Mapping[str, int]) -> PlanOp
         admin_role_ids=frozenset(i for name, i in role_ids.items() if name == ADMIN_ROLE_NAME),
         role_ids=role_ids if manages_roles else None,
         group_roles={g.id: tuple(g.roles) for g in config.groups},
+        relink_deleted=config.relink_deleted,
+        drift_default=config.drift.default,
+        drift_fields=dict(config.drift.fields),
+        manual_deactivation=config.drift.manual_deactivation,
+        on_leave=config.on_leave,
+        grace=timedelta(days=config.grace_days),
+        now=now,
+        missing_since=dict(missing_since or {}),
     )
 
 
@@ -355,10 +398,36 @@ def zammad_roles(profile: ProfileRuntime) -> dict[str, int]:
     return roles
 
 
-def compute_sync_plan(profile: ProfileRuntime, users: pd.DataFrame, zammad: pd.DataFrame) -> pd.DataFrame:
-    options = plan_options(profile, zammad_roles(profile))
+def compute_sync_plan(
+    profile: ProfileRuntime,
+    users: pd.DataFrame,
+    zammad: pd.DataFrame,
+    targets: Sequence[str] | None = None,
+    remember: bool = False,
+) -> pd.DataFrame:
+    """The plan (only the targets' decisions in a targeted run). ``remember``: keep the first-missing
+    times it found in the audit store, so the grace period runs across runs (not in a dry run)."""
+    grace = profile.config.grace_days > 0
+    now = datetime.now(timezone.utc)
+    missing_since = profile.audit.missing_since(profile.name) if grace else {}
+    options = plan_options(profile, zammad_roles(profile), now, missing_since)
+    candidates = sorted(relink_candidates(users, zammad, options))
+    if candidates:  # re-hires: Zammad users linked to an object that may be gone, their email on a new one
+        deleted = profile.graph.deleted_users(candidates)
+        log.info("relink: %d of %d linked Entra objects are deleted", len(deleted), len(candidates))
+        options = dataclasses.replace(options, deleted_keys=frozenset(deleted))
     with _bulk():
-        return compute_plan(users, zammad, options)
+        plan = compute_plan(users, zammad, options)
+        edited = hand_edit_candidates(plan)
+        written = profile.audit.last_written(profile.name, edited) if edited else {}
+        if written:  # what entrasync last wrote to them: a hand edit since decides per drift settings
+            plan = compute_plan(users, zammad, dataclasses.replace(options, last_written=written))
+    if targets is not None:
+        plan = scope_plan(plan, targets)
+    if remember and (grace or targets is None):  # without a grace period, a full run clears the times
+        decided = None if targets is None else [*targets, *plan["entra_key"].dropna().tolist()]
+        profile.audit.update_missing(profile.name, missing_ledger(plan, options) if grace else {}, decided)
+    return plan
 
 
 def judge(

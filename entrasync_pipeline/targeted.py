@@ -82,6 +82,8 @@ def _scope(entra: Mapping[str, Any], user: Mapping[str, Any] | None) -> str:
         return "out of scope: not a member of any configured group"
     if user is not None and not is_missing(user.get("skip_reason")):
         return f"member of {', '.join(groups)}, but skipped: {user['skip_reason']}"
+    if user is not None and not is_missing(user.get("scope_reason")):
+        return f"member of {', '.join(groups)}, but {user['scope_reason']}"
     return f"in scope: member of {', '.join(groups)}"
 
 

@@ -58,6 +58,7 @@ def members_frame(*users: dict[str, Any], group: str = GROUP) -> pd.DataFrame:
             "businessPhones",
             "mobilePhone",
             "department",
+            "employeeType",
         ],
     )
 

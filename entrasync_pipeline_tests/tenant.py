@@ -76,6 +76,32 @@ class Admin:
         return self.sandbox.state("graph")["groups"][group]
 
 
+class Helpdesk:
+    """Changes Zammad users by hand, as a helpdesk admin does in the UI (the REST API with an admin token)."""
+
+    def __init__(self, sandbox: Sandbox, http: Any) -> None:
+        self.sandbox, self.http = sandbox, http
+        self.base, self.token = f"{sandbox.info['zammad_url']}/api/v1", sandbox.zammad_token("sync")
+
+    def user(self, entra_key: str) -> dict[str, Any]:
+        return next(u for u in self.sandbox.state("zammad")["users"] if u.get("entra_key") == entra_key)
+
+    def create(self, **fields: Any) -> int:
+        response = self.http.post(
+            f"{self.base}/users", json=fields, headers={"Authorization": f"Token token={self.token}"}
+        )
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    def edit(self, entra_key: str, **changes: Any) -> None:
+        response = self.http.put(
+            f"{self.base}/users/{self.user(entra_key)['id']}",
+            json=changes,
+            headers={"Authorization": f"Token token={self.token}"},
+        )
+        assert response.status_code == 200, response.text
+
+
 class Runner:
     def __init__(self, config: Path, profiles: list[str], instance: dg.DagsterInstance) -> None:
         self.defs = build_definitions(profiles, ScheduleSettings(), config_path=str(config))

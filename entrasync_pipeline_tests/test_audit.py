@@ -203,3 +203,45 @@ def test_email_neighbours_are_the_users_who_ever_shared_an_email_in_this_profile
     assert store.email_neighbours("it", ["rehire"]) == {"anna"}
     assert store.email_neighbours("it", ["anna", "rehire"]) == set()  # only others
     assert store.email_neighbours("it", ["bob"]) == set()
+
+
+def test_first_missing_times_are_kept_per_profile_and_replaced_by_full_runs(store: AuditStore) -> None:
+    """The grace period's memory: a full run replaces the profile's ledger, a targeted run only its users'."""
+    day = datetime(2026, 12, 1, 8, 30, tzinfo=timezone.utc)
+    store.update_missing("it", {"a": day, "b": day + timedelta(days=1)})
+    store.update_missing("sales", {"a": day - timedelta(days=3)})
+    assert store.missing_since("it") == {"a": day, "b": day + timedelta(days=1)}
+    store.update_missing("it", {"c": day}, decided=["b", "x"])  # targeted: b is back, c newly missing
+    assert store.missing_since("it") == {"a": day, "c": day}
+    store.update_missing("it", {"c": day})  # full: a is no longer missing
+    assert store.missing_since("it") == {"c": day}
+    assert store.missing_since("sales") == {"a": day - timedelta(days=3)}
+    assert all(t.tzinfo is not None for t in store.missing_since("it").values())
+
+
+def test_what_was_last_written_folds_the_successful_real_writes_per_zammad_user(store: AuditStore) -> None:
+    """The base for hand edits: dry runs, failures, blocked rows, other profiles and skips do not count."""
+    store.record(
+        [
+            _row(
+                profile="it", action="create", zammad_id=7, changes={"department": [None, "IT"], "phone": [None, "1"]}
+            ),
+            _row(profile="it", action="update", zammad_id=7, changes={"department": ["IT", "Sales"]}),
+            _row(profile="it", action="update", zammad_id=7, outcome="failed", changes={"phone": ["1", "2"]}),
+            _row(
+                profile="it", action="update", zammad_id=7, dry_run=True, outcome="done", changes={"phone": ["1", "3"]}
+            ),
+            _row(profile="it", action="update", zammad_id=7, outcome="blocked", changes={"phone": ["1", "4"]}),
+            _row(profile="it", action="skip", zammad_id=7, outcome="skipped", changes={"phone": ["1", "5"]}),
+            _row(profile="sales", action="update", zammad_id=7, changes={"phone": ["1", "6"]}),
+            _row(profile="it", action="deactivate", zammad_id=8, changes={"active": [True, False]}),
+            _row(
+                profile="it", action="relink", zammad_id=8, changes={"entra_key": ["a", "b"], "active": [False, True]}
+            ),
+        ]
+    )
+    assert store.last_written("it", [7, 8, 9]) == {
+        7: {"active": True, "department": "Sales", "phone": "1"},
+        8: {"active": True, "entra_key": "b"},
+    }
+    assert store.last_written("it", []) == {}

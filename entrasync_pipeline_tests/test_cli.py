@@ -397,3 +397,57 @@ def test_a_user_lookup_that_graph_refuses_is_a_clear_error_not_a_traceback(
     result = entrasync("plan", "--user", "jane.doe@contoso.example", env=cli_env)
     assert result.returncode == 1
     assert "could not look up --user" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_scope_grace_opt_out_and_hand_edits_through_the_cli(
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path, http
+) -> None:
+    """Guests kept out by a rule, a leaver in the grace period, a user opted out in Zammad and a hand
+    edit overwritten, as ``plan --json`` and ``sync --json`` report them."""
+    from entrasync_pipeline_tests.tenant import Admin, Helpdesk
+
+    groups = [{"id": g, "name": n} for n, g in sandbox.info["groups"].items()]
+    scoped = {"groups": groups, "scope": {"exclude": [{"attribute": "userType", "equals": "Guest"}]}, "grace_days": 7}
+    env = {
+        **environ,
+        "ENTRASYNC_CONFIG": str(write_config(tmp_path / "scoped.yaml", sandbox.info, {"sandbox": scoped})),
+    }
+    assert "entrasync_ignore" in entrasync("zammad-setup", env=env).stdout
+    first = json.loads(entrasync("sync", "--json", env=env).stdout)
+    assert first["created"] > 0 and first["in_grace"] == 0 and first["opted_out"] == 0
+    emails = {u["email"] for u in sandbox.state("zammad")["users"]}
+    assert "grace@partner.example" not in emails  # the seeded guest
+
+    graph = sandbox.state("graph")
+    memberships = {
+        m: [g for g, ms in graph["groups"].items() if m in ms] for ms in graph["groups"].values() for m in ms
+    }
+    synced = {u["entra_key"] for u in sandbox.state("zammad")["users"] if u.get("entra_key")}
+    leaver, kept, edited = [m for m, gs in memberships.items() if m in synced and len(gs) == 1][:3]
+    Admin(sandbox, http).remove(memberships[leaver][0], leaver)
+    Helpdesk(sandbox, http).edit(kept, entrasync_ignore=True)
+    Helpdesk(sandbox, http).edit(edited, department="Changed by hand")
+
+    plan = entrasync("plan", "--json", env=env)
+    assert plan.returncode == 0, plan.stderr
+    planned = json.loads(plan.stdout)
+    assert (planned["in_grace"], planned["opted_out"], planned["deactivated"], planned["drift"]) == (1, 1, 0, 1)
+    decided = {c["entra_key"]: c for c in planned["changes"]}
+    assert decided[leaver]["action"] == "grace" and "in the grace period since" in decided[leaver]["reason"]
+    assert decided[kept]["action"] == "opted_out" and "entrasync_ignore" in decided[kept]["reason"]
+    assert decided[edited]["fields"]["department"]["before"] == "Changed by hand"
+    assert "department overwritten (drift: entra)" in decided[edited]["reason"]
+    assert any(
+        c["action"] == "skip" and c["reason"] == "out of scope: scope.exclude[0] (userType equals 'Guest')"
+        for c in planned["changes"]
+    )
+    again = json.loads(entrasync("sync", "--json", env=env).stdout)
+    assert (again["in_grace"], again["opted_out"], again["deactivated"], again["updated"], again["drift"]) == (
+        1,
+        1,
+        0,
+        1,
+        1,
+    )
+    leaver_now = next(u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == leaver)
+    assert leaver_now["active"] is True

@@ -18,7 +18,7 @@ from entrasync_pipeline.audit import AuditFilter, AuditStore
 from entrasync_pipeline.settings import load_settings
 from entrasync_pipeline_tests.conftest import Sandbox
 from entrasync_pipeline_tests.factories import write_config
-from entrasync_pipeline_tests.tenant import Admin, Runner, it_support_config, setup_attributes
+from entrasync_pipeline_tests.tenant import Admin, Helpdesk, Runner, it_support_config, setup_attributes
 
 pytestmark = pytest.mark.e2e
 
@@ -324,3 +324,223 @@ def test_a_failed_run_is_announced_by_the_failure_sensor(
     _evaluate_failure_sensor(runner, config, failed)
     assert len(webhook.received) == 1 and "sync failed" in webhook.received[0]["title"]
     assert "zammad-setup" in webhook.received[0]["message"]
+
+
+# --- who is in scope and who wins (issue 12) --------------------------------------------------------
+def _plan_rows(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    return {k: v.value for k, v in result.asset_materializations_for_node("sync_plan")[0].metadata.items()}
+
+
+def _audited(config: Path, env: dict[str, str], run_id: str) -> list[dict[str, Any]]:
+    audit = AuditStore(load_settings(config).audit_url(env))
+    try:
+        return audit.query(AuditFilter(run_id=run_id))
+    finally:
+        audit.close()
+
+
+def test_a_scope_rule_keeps_guests_out_and_deactivates_a_managed_member_who_becomes_one(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    group = sandbox.info["groups"]["IT Support"]
+    guest = admin.hire("gail.guest", group)
+    admin.patch(guest, userType="Guest")
+    admin.patch(anna, userType="Guest")
+    scoped = it_support_config(sandbox, tmp_path, scope={"exclude": [{"attribute": "userType", "equals": "Guest"}]})
+    runner = Runner(scoped, ["sandbox"], instance)
+    result = runner.run()
+    assert result.success
+    helpdesk = {u.get("entra_key"): u for u in sandbox.state("zammad")["users"]}
+    grace = next(k for k, u in helpdesk.items() if u["email"] == "grace@partner.example")  # the seeded guest
+    counts = runner.counts(result)
+    assert (counts["created"], counts["deactivated"]) == (0, 2)
+    assert helpdesk[anna]["active"] is False and helpdesk[grace]["active"] is False and guest not in helpdesk
+    rule = "out of scope: scope.exclude[0] (userType equals 'Guest')"
+    rows = {r["entra_key"]: r for r in _audited(scoped, dagster_env, result.run_id) if r["outcome"] != "started"}
+    for key in (anna, grace):
+        assert (rows[key]["action"], rows[key]["outcome"], rows[key]["reason"]) == ("deactivate", "done", rule)
+    assert (rows[guest]["action"], rows[guest]["outcome"], rows[guest]["reason"]) == ("skip", "skipped", rule)
+    assert runner.counts(runner.run())["deactivated"] == 0  # and then nothing more
+
+
+def test_a_leaver_waits_out_the_grace_period_in_targeted_and_full_runs(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    _, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    config = it_support_config(sandbox, tmp_path, grace_days=7)
+    runner = Runner(config, ["sandbox"], instance)
+    admin.remove(sandbox.info["groups"]["IT Support"], anna)
+    dry = runner.run(run_config={"resources": {"run_options": {"config": {"dry_run": True}}}})
+    assert _plan_rows(dry)["grace"] == 1
+    audit = AuditStore(load_settings(config).audit_url(dagster_env))
+    assert audit.missing_since("sandbox") == {}  # a dry run keeps no first-missing time
+    full = runner.run()
+    assert runner.counts(full)["in_grace"] == 1 and runner.counts(full)["deactivated"] == 0
+    since = audit.missing_since("sandbox")[anna]
+    targeted = runner.targeted([anna])
+    assert _plan_rows(targeted)["grace"] == 1 and audit.missing_since("sandbox") == {anna: since}
+    assert Helpdesk(sandbox, None).user(anna)["active"] is True
+    audit.update_missing("sandbox", {anna: since - dt.timedelta(days=7)}, decided=[anna])  # a week later
+    later = runner.targeted([anna])
+    assert runner.counts(later)["deactivated"] == 1
+    assert Helpdesk(sandbox, None).user(anna)["active"] is False
+    reason = next(r["reason"] for r in _audited(config, dagster_env, later.run_id) if r["outcome"] == "done")
+    assert reason.startswith("no longer a member of the configured groups; missing since ")
+    last = runner.run()
+    assert runner.counts(last)["deactivated"] == 0 and audit.missing_since("sandbox") == {}
+    audit.close()
+
+
+def test_a_member_back_within_the_grace_period_is_untouched(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    _, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    runner = Runner(it_support_config(sandbox, tmp_path, grace_days=3), ["sandbox"], instance)
+    group = sandbox.info["groups"]["IT Support"]
+    admin.remove(group, anna)
+    assert runner.counts(runner.run())["in_grace"] == 1
+    admin.add(group, anna)
+    writes = {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")}
+    back = runner.counts(runner.run())
+    assert (back["in_grace"], back["reactivated"], back["updated"]) == (0, 0, 0)
+    assert {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")} == writes
+
+
+def test_an_opted_out_user_is_never_written_whatever_entra_says(
+    sandbox: Sandbox, admin: Admin, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    helpdesk = Helpdesk(sandbox, http)
+    helpdesk.edit(anna, entrasync_ignore=True, department="Kept by hand")
+    admin.patch(anna, department="Service Desk")
+    changed = runner.run()
+    assert runner.counts(changed)["opted_out"] == 1 and runner.counts(changed)["updated"] == 0
+    admin.remove(sandbox.info["groups"]["IT Support"], anna)
+    left = runner.run()
+    assert runner.counts(left)["opted_out"] == 1 and runner.counts(left)["deactivated"] == 0
+    user = helpdesk.user(anna)
+    assert (user["active"], user["department"]) == (True, "Kept by hand")
+    rows = [r for r in _audited(runner.config, dagster_env, left.run_id) if r["entra_key"] == anna]
+    assert [(r["action"], r["outcome"]) for r in rows] == [("opted_out", "skipped")]
+    assert rows[0]["reason"].startswith("opted out in Zammad (entrasync_ignore is set)")
+
+
+def test_phones_are_written_in_e164_once_and_a_number_that_is_none_is_kept_and_reported(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    config = it_support_config(sandbox, tmp_path, phones={"format": "e164", "default_region": "DE"})
+    setup_attributes(config, dagster_env)
+    runner = Runner(config, ["sandbox"], instance)
+    group = sandbox.info["groups"]["IT Support"]
+    hire = admin.hire("nina.nummer", group)
+    admin.patch(hire, businessPhones=["030 1234567"], mobilePhone="ask reception")
+    first = runner.run()
+    assert first.success
+    zammad = Helpdesk(sandbox, None).user(hire)
+    assert (zammad["phone"], zammad["mobile"]) == ("+49301234567", "ask reception")
+    normalized = first.asset_materializations_for_node("universal_users")[0].metadata
+    assert normalized["phones_kept_as_typed"].value >= 1 and "ask reception" in normalized["phone_problems"].value
+    synced = [u for u in sandbox.state("zammad")["users"] if u.get("entra_key")]
+    assert any(u["phone"] and u["phone"].startswith("+49") and " " not in u["phone"] for u in synced)
+    writes = {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")}
+    again = runner.counts(runner.run())
+    assert (again["created"], again["updated"]) == (0, 0)
+    assert {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")} == writes
+
+
+def test_a_rehire_under_the_old_mail_is_relinked_to_the_same_zammad_user(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    """Deleted in Entra and created again with the same mail: the Zammad user follows the new object."""
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    before = Helpdesk(sandbox, None).user(anna)
+    admin.delete(anna)
+    assert runner.counts(runner.run())["deactivated"] == 1  # she left: deactivated as usual
+    again = admin.hire("anna.schmidt", sandbox.info["groups"]["IT Support"])
+    result = runner.targeted([again])  # as the change feed launches it for the new object
+    assert runner.counts(result)["relinked"] == 1
+    after = Helpdesk(sandbox, None).user(again)
+    assert (after["id"], after["active"]) == (before["id"], True)
+    assert not [u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == anna]
+    rows = [r for r in _audited(runner.config, dagster_env, result.run_id) if r["outcome"] == "done"]
+    assert [(r["action"], r["zammad_id"]) for r in rows] == [("relink", before["id"])]
+    assert rows[0]["changes"]["entra_key"] == [anna, again] and rows[0]["reason"].startswith("relinked: Entra object")
+    full = runner.counts(runner.run())
+    assert (full["created"], full["updated"], full["relinked"], full["conflicts"]) == (0, 0, 0, 0)
+
+
+def test_a_rehire_stays_a_conflict_while_the_old_object_exists_or_relinking_is_off(
+    sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    group = sandbox.info["groups"]["IT Support"]
+    admin.remove(group, anna)
+    admin.patch(anna, mail="anna.old@contoso.example", userPrincipalName="anna.old@contoso.example")  # lives on
+    twin = admin.hire("anna.schmidt", group)
+    counts = runner.counts(runner.run())
+    assert (counts["relinked"], counts["conflicts"], counts["created"]) == (0, 1, 0)
+    admin.delete(anna)
+    it_support_config(sandbox, tmp_path, relink_deleted=False)  # the same file, rewritten
+    assert runner.counts(runner.run())["relinked"] == 0
+    assert Helpdesk(sandbox, None).user(anna)["active"] is True  # held by the conflict, as before
+    it_support_config(sandbox, tmp_path)  # relink_deleted: true, the default
+    assert runner.counts(runner.run())["relinked"] == 1 and Helpdesk(sandbox, None).user(twin)["active"]
+
+
+def test_a_zammad_user_without_email_is_adopted_by_its_login_not_duplicated(
+    sandbox: Sandbox, admin: Admin, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, _ = _synced(sandbox, tmp_path, dagster_env, instance)
+    helpdesk = Helpdesk(sandbox, http)
+    walk_in = helpdesk.create(login="Lara.Login@contoso.example", firstname="Lara", lastname="Login")
+    hire = admin.hire("lara.login", sandbox.info["groups"]["IT Support"])
+    result = runner.targeted([hire])
+    assert runner.counts(result)["updated"] == 1 and runner.counts(result)["created"] == 0
+    adopted = helpdesk.user(hire)
+    assert (adopted["id"], adopted["email"]) == (walk_in, "lara.login@contoso.example")
+    full = runner.counts(runner.run())
+    assert (full["created"], full["updated"]) == (0, 0)
+
+
+def test_hand_edits_in_zammad_are_reported_and_overwritten_or_kept_per_field(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    helpdesk = Helpdesk(sandbox, http)
+    wrote = helpdesk.user(anna)["department"]
+    helpdesk.edit(anna, department="Fixed by hand")
+    overwritten = runner.run()
+    assert (runner.counts(overwritten)["updated"], runner.counts(overwritten)["drift"]) == (1, 1)
+    assert helpdesk.user(anna)["department"] == wrote
+    row = next(r for r in _audited(runner.config, dagster_env, overwritten.run_id) if r["outcome"] == "done")
+    assert row["changes"]["department"] == ["Fixed by hand", wrote]
+    assert "changed by hand in Zammad since entrasync wrote it: department overwritten (drift: entra)" in row["reason"]
+
+    it_support_config(sandbox, tmp_path, drift={"fields": {"department": "zammad"}})  # the runner's file
+    helpdesk.edit(anna, department="Fixed by hand")
+    kept = runner.run()
+    skipped_before = runner.counts(overwritten)["skipped"]  # the tenant's members without a usable email
+    assert (runner.counts(kept)["updated"], runner.counts(kept)["drift"]) == (0, 1)
+    assert runner.counts(kept)["skipped"] == skipped_before + 1
+    assert helpdesk.user(anna)["department"] == "Fixed by hand"
+    writes = {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")}
+    assert runner.counts(runner.run())["updated"] == 0  # kept, run after run, without a write
+    assert {k: v for k, v in sandbox.stats("zammad")["requests"].items() if not k.startswith("GET")} == writes
+
+
+def test_a_member_deactivated_by_hand_stays_deactivated_unless_configured(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner, anna = _synced(sandbox, tmp_path, dagster_env, instance)
+    helpdesk = Helpdesk(sandbox, http)
+    helpdesk.edit(anna, active=False)  # a compromised account, locked by the helpdesk
+    held = runner.run()
+    assert (runner.counts(held)["reactivated"], runner.counts(held)["drift"]) == (0, 1)
+    assert helpdesk.user(anna)["active"] is False
+    rows = [r for r in _audited(runner.config, dagster_env, held.run_id) if r["entra_key"] == anna]
+    assert [(r["action"], r["outcome"]) for r in rows] == [("skip", "skipped")]
+    assert "deactivated; kept inactive (drift.manual_deactivation: keep)" in rows[0]["reason"]
+    it_support_config(sandbox, tmp_path, drift={"manual_deactivation": "reactivate"})
+    undone = runner.run()
+    assert runner.counts(undone)["reactivated"] == 1 and helpdesk.user(anna)["active"] is True

@@ -20,10 +20,14 @@ from entrasync_pipeline.normalize import (
     LIMITED_REASON,
     NO_EMAIL_REASON,
     NO_IDENTIFIER_REASON,
+    TAIL_COLUMNS,
     UNIVERSAL_COLUMNS,
     Rule,
+    ScopeTest,
     normalize_members,
     normalize_user,
+    phone_number,
+    scope_reason,
     skipped_member_types,
     valid_email,
     zammad_names,
@@ -632,7 +636,7 @@ def test_an_empty_or_userless_snapshot_gives_no_users_with_every_column() -> Non
     mapping = {**normalize_options().mapping, "note": Rule(constant="x")}
     for frame in (members_frame(), members_frame(device)):
         users = normalize_members(frame, normalize_options(mapping=mapping))
-        assert users.empty and list(users.columns) == [*UNIVERSAL_COLUMNS[:-4], "note", *UNIVERSAL_COLUMNS[-4:]]
+        assert users.empty and list(users.columns) == [*UNIVERSAL_COLUMNS[: -len(TAIL_COLUMNS)], "note", *TAIL_COLUMNS]
 
 
 def test_a_core_field_the_mapping_leaves_out_is_an_empty_column() -> None:
@@ -641,6 +645,146 @@ def test_a_core_field_the_mapping_leaves_out_is_an_empty_column() -> None:
     assert list(users.columns) == list(UNIVERSAL_COLUMNS)
     assert users["phone"].isna().all() and users["department"].isna().all()
     assert users["mobile"].tolist() == [None, None] and users["email"].tolist()[1] == "john.roe@contoso.example"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        pytest.param({"userType": "Guest"}, "out of scope: scope.exclude[1] (userType equals 'Guest')", id="excluded"),
+        pytest.param({"userType": "Member", "employeeType": "Employee"}, None, id="included"),
+        pytest.param({"employeeType": "EMPLOYEE"}, None, id="case-insensitive"),
+        pytest.param(
+            {"employeeType": "Contractor"},
+            "out of scope: matches no scope.include rule (employeeType in ['Employee']; companyName matches 'Contoso( Ltd)?')",
+            id="not-included",
+        ),
+        pytest.param({"employeeType": None, "companyName": "Contoso Ltd"}, None, id="second-include-rule"),
+        pytest.param(
+            {"employeeType": None, "companyName": "Contoso Ltd."},
+            "out of scope: matches no scope.include rule (employeeType in ['Employee']; companyName matches 'Contoso( Ltd)?')",
+            id="matches-whole-value-only",
+        ),
+        pytest.param(
+            {"otherMails": ["a@contoso.example", "b@partner.example"]},
+            "out of scope: scope.exclude[0] (otherMails matches '.*@partner.example')",
+            id="any-item-of-a-list",
+        ),
+        pytest.param(
+            {"accountEnabled": False, "employeeType": "Employee"},
+            "out of scope: scope.exclude[2] (accountEnabled equals 'false')",
+            id="flag-as-true-false",
+        ),
+        pytest.param(
+            {"employeeType": 4711.0}, "out of scope: scope.exclude[3] (employeeType equals '4711')", id="number"
+        ),
+    ],
+)
+def test_scope_rules_name_the_rule_that_left_a_member_out(attributes: dict, expected: str | None) -> None:
+    options = normalize_options(
+        include=(ScopeTest("employeeType", one_of=("Employee",)), ScopeTest("companyName", matches="Contoso( Ltd)?")),
+        exclude=(
+            ScopeTest("otherMails", matches=".*@partner.example"),
+            ScopeTest("userType", equals="Guest"),
+            ScopeTest("accountEnabled", equals="false"),
+            ScopeTest("employeeType", equals="4711"),
+        ),
+    )
+    record = {"employeeType": "Employee", **attributes}
+    assert scope_reason(record, options) == expected
+    member = graph_user("jane.doe", **{k: v for k, v in record.items() if k != "companyName"})
+    frame = members_frame(member)
+    frame["companyName"] = [record.get("companyName")]
+    assert normalize_members(frame, options)["scope_reason"].tolist() == [expected]
+
+
+def test_without_scope_rules_every_member_is_in_scope() -> None:
+    users = universal(graph_user("jane.doe", userType="Guest"))
+    assert users["scope_reason"].tolist() == [None]
+
+
+def test_a_whole_number_in_a_column_with_gaps_keeps_its_text() -> None:
+    """pandas stores [4711, None] as 4711.0 and NaN: the text must stay 4711, or every run rewrites it."""
+    mapping = {**normalize_options().mapping, "employee_no": Rule(("employeeId",)), "ratio": Rule(("ratio",))}
+    options = normalize_options(mapping=mapping)
+    frame = members_frame(graph_user("jane.doe"), graph_user("john.roe"))
+    frame["employeeId"] = [4711, None]
+    frame["ratio"] = [0.5, None]
+    assert frame["employeeId"].dtype == "float64"
+    users = normalize_members(frame, options)
+    assert users["employee_no"].tolist() == ["4711", None] and users["ratio"].tolist() == ["0.5", None]
+    assert normalize_user(frame.iloc[0].to_dict(), options)["employee_no"] == "4711"
+
+
+E164_DE = {"phone_format": "e164", "phone_region": "DE"}
+
+
+@pytest.mark.parametrize(
+    ("typed", "options", "expected", "problem"),
+    [
+        pytest.param("+49 30 1234567", E164_DE, "+49301234567", None, id="international"),
+        pytest.param("030 1234567", E164_DE, "+49301234567", None, id="national-with-default-region"),
+        pytest.param("0049 (0)30 1234567", E164_DE, "+49301234567", None, id="international-prefix-and-trunk"),
+        pytest.param("+44 20 7946 0958", E164_DE, "+442079460958", None, id="foreign-number-keeps-its-country"),
+        pytest.param("0170 1234567 ext. 12", E164_DE, "+491701234567 ext. 12", None, id="extension-kept"),
+        pytest.param("+49301234567", E164_DE, "+49301234567", None, id="already-e164"),
+        pytest.param(
+            "030 1234567",
+            {"phone_format": "e164"},
+            "030 1234567",
+            "'030 1234567' is not a valid phone number (no default_region)",
+            id="national-without-region-kept",
+        ),
+        pytest.param(
+            "call reception",
+            E164_DE,
+            "call reception",
+            "'call reception' is not a valid phone number (default region DE)",
+            id="text-kept",
+        ),
+        pytest.param(
+            "+1 555 0100",
+            E164_DE,
+            "+1 555 0100",
+            "'+1 555 0100' is not a valid phone number (default region DE)",
+            id="fictional-kept",
+        ),
+        pytest.param("030 1234567", {"phone_format": "as_is", "phone_region": "DE"}, "030 1234567", None, id="as-is"),
+        pytest.param("", E164_DE, "", None, id="empty"),
+        pytest.param(None, E164_DE, None, None, id="none"),
+    ],
+)
+def test_phone_numbers(typed: str | None, options: dict, expected: str | None, problem: str | None) -> None:
+    assert phone_number(typed, normalize_options(**options)) == (expected, problem)
+
+
+def test_a_phone_kept_as_typed_is_reported_per_field_and_never_dropped() -> None:
+    options = normalize_options(**E164_DE)
+    member = graph_user("jane.doe", businessPhones=["ask reception"], mobilePhone="0170 1234567")
+    users = normalize_members(members_frame(member), options)
+    row = users.iloc[0]
+    assert (row["phone"], row["mobile"]) == ("ask reception", "+491701234567")
+    assert row["phone_problem"] == (
+        "phone 'ask reception' is not a valid phone number (default region DE); kept as typed"
+    )
+    assert pd.isna(row["skip_reason"])
+    assert normalize_user(members_frame(member).iloc[0].to_dict(), options)["phone_problem"] == row["phone_problem"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet="+0123456789 ()-./extEXT", max_size=30),
+        st.from_regex(r"\+?(49|44|1|33)?[ ]?\(?0?\d{2,4}\)?[ /-]?\d{3,8}", fullmatch=True),
+    ),
+    st.sampled_from([None, "DE", "US", "GB"]),
+)
+def test_a_written_phone_number_is_written_again_unchanged(typed: str, region: str | None) -> None:
+    """No flapping: what the sync writes, read back from Zammad and normalized again, is itself."""
+    options = normalize_options(phone_format="e164", phone_region=region)
+    written, problem = phone_number(typed, options)
+    assert phone_number(written, options) == (written, problem)
+    if problem is not None:
+        assert written == typed  # never dropped
 
 
 def test_a_device_in_two_groups_is_counted_once() -> None:
@@ -739,6 +883,12 @@ def _normalize_options(draw: st.DrawFn) -> Any:
         mapping=mapping,
         sync_users_without_email=draw(st.booleans()),
         group_roles=draw(st.sampled_from([{}, {GROUP: ("Agent",)}, {"g2": ("Customer", "Agent"), GROUP: ()}])),
+        include=draw(st.sampled_from([(), (), (ScopeTest("employeeId", one_of=("4711", "12")),)])),
+        exclude=draw(
+            st.sampled_from([(), (), (ScopeTest("userType", equals="Guest"), ScopeTest("companyName", matches="c.*"))])
+        ),
+        phone_format=draw(st.sampled_from(["as_is", "e164"])),
+        phone_region=draw(st.sampled_from([None, "DE"])),
     )
 
 

@@ -1,7 +1,9 @@
-"""compute_plan: one test row per rule of DESIGN.md §2, plus properties (planning again on the
-applied state yields only noop; users without entra_key and other profiles' users are never touched;
-every member gets one decision that names them; a protected account is never written; the
-column-wise noop path and leaver filter decide exactly like the per-user rules). Also what a run
+"""compute_plan: one test row per rule of DESIGN.md §2 and of issue 12 (scope rules, leaving and the
+grace period, opt-out, hand edits, re-hires, adoption by login), plus properties (planning again on
+the applied state writes nothing, whatever the rules; users without entra_key and other profiles'
+users are never touched; every member gets one decision that names them; a protected or opted-out
+account is never written; the column-wise noop path and leaver filter decide exactly like the
+per-user rules). Also what a run
 reports of a plan (counts, writes, reviewed changes). ``make mutation`` measures how much of
 plan.py these tests hold (docs/mutation.md).
 """
@@ -9,6 +11,7 @@ plan.py these tests hold (docs/mutation.md).
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
@@ -17,7 +20,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from entrasync_pipeline import plan as rules
-from entrasync_pipeline.normalize import NO_EMAIL_REASON, normalize_members
+from entrasync_pipeline.normalize import NO_EMAIL_REASON, ScopeTest, normalize_members
 from entrasync_pipeline.plan import PLAN_COLUMNS, Action, compute_plan
 from entrasync_pipeline_tests.factories import (
     GROUP,
@@ -438,7 +441,7 @@ _SITUATIONS = {
     "changed-member": ([graph_user("jane.doe", department="Sales")], {}, ""),
     "inactive-member": ([JANE], {"active": False}, ""),
     "disabled-in-entra": ([graph_user("jane.doe", accountEnabled=False)], {}, ""),
-    "leaver": ([], {}, "; left the groups"),
+    "leaver": ([], {}, "; no longer a member of the configured groups"),
 }
 
 
@@ -645,6 +648,577 @@ def test_a_skipped_member_keeps_its_place_and_the_others_are_still_planned() -> 
     ]
 
 
+@pytest.mark.parametrize(
+    "member",
+    [
+        pytest.param(
+            graph_user("jane.doe", mail=None, userPrincipalName="j_x.example#EXT#@t.onmicrosoft.com"), id="no-email"
+        ),
+        pytest.param({"@odata.type": "#microsoft.graph.user", "id": KEY}, id="no-properties"),
+    ],
+)
+def test_a_member_the_normalizer_skips_keeps_their_zammad_user_untouched(member: dict) -> None:
+    """A skip is not a leave: the member is still in the groups, so their Zammad user is not deactivated."""
+    plan = _plan([member], [SYNCED])
+    assert plan[["action", "entra_key", "zammad_id"]].to_dict("records") == [
+        {"action": "skip", "entra_key": KEY, "zammad_id": 10}
+    ]
+
+
+# --- scope rules, leaving, the grace period and the opt-out (issue 12) ------------------------------
+NO_GUESTS = (ScopeTest("userType", equals="Guest"),)
+EMPLOYEES = (ScopeTest("employeeType", one_of=("Employee", "Intern")),)
+PARTNERS = (ScopeTest("mail", matches=r".*@partner\.example"),)
+NOW = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
+WEEK = timedelta(days=7)
+GUEST_OUT = "out of scope: scope.exclude[0] (userType equals 'Guest')"
+NOT_EMPLOYEE = "out of scope: matches no scope.include rule (employeeType in ['Employee', 'Intern'])"
+WALK_IN = zammad_user(10, "jane.doe@contoso.example")
+
+
+def _scoped(users: list[dict], zammad: list[dict], include: tuple = (), exclude: tuple = (), **options: Any) -> list:
+    plan = compute_plan(
+        universal(*users, include=include, exclude=exclude), zammad_frame(*zammad), plan_options(**options)
+    )
+    return [
+        (row["action"], None if pd.isna(row["zammad_id"]) else int(row["zammad_id"]), row["reason"])
+        for row in plan.to_dict("records")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("member", "zammad", "rules_", "expected"),
+    [
+        pytest.param(
+            {"userType": "Guest"},
+            [SYNCED],
+            {"exclude": NO_GUESTS},
+            [("deactivate", 10, GUEST_OUT)],
+            id="excluded-managed-user-deactivated",
+        ),
+        pytest.param(
+            {"userType": "guest"},
+            [SYNCED],
+            {"exclude": NO_GUESTS},
+            [("deactivate", 10, GUEST_OUT)],
+            id="rule-ignores-case",
+        ),
+        pytest.param(
+            {"userType": "Guest"}, [], {"exclude": NO_GUESTS}, [("skip", None, GUEST_OUT)], id="excluded-never-created"
+        ),
+        pytest.param(
+            {"userType": "Guest"},
+            [WALK_IN],
+            {"exclude": NO_GUESTS},
+            [("skip", None, GUEST_OUT)],
+            id="excluded-never-adopted",
+        ),
+        pytest.param(
+            {"userType": "Guest"},
+            [{**SYNCED, "active": False}],
+            {"exclude": NO_GUESTS},
+            [("skip", 10, GUEST_OUT)],
+            id="excluded-inactive-not-reactivated",
+        ),
+        pytest.param(
+            {"userType": "Guest"},
+            [{**SYNCED, "entrasync_profile": "other"}],
+            {"exclude": NO_GUESTS},
+            [("skip", 10, GUEST_OUT)],
+            id="excluded-other-profiles-user-untouched",
+        ),
+        pytest.param({"userType": "Member"}, [SYNCED], {"exclude": NO_GUESTS}, [("noop", 10, None)], id="not-excluded"),
+        pytest.param(
+            {"employeeType": "Contractor"},
+            [SYNCED],
+            {"include": EMPLOYEES},
+            [("deactivate", 10, NOT_EMPLOYEE)],
+            id="not-included-deactivated",
+        ),
+        pytest.param(
+            {"employeeType": None},
+            [],
+            {"include": EMPLOYEES},
+            [("skip", None, NOT_EMPLOYEE)],
+            id="missing-attribute-not-included",
+        ),
+        pytest.param(
+            {"employeeType": "intern"},
+            [SYNCED],
+            {"include": EMPLOYEES},
+            [("noop", 10, None)],
+            id="included-by-any-value",
+        ),
+        pytest.param(
+            {"employeeType": "Employee", "userType": "Guest"},
+            [SYNCED],
+            {"include": EMPLOYEES, "exclude": NO_GUESTS},
+            [("deactivate", 10, GUEST_OUT)],
+            id="exclude-wins-over-include",
+        ),
+        pytest.param(
+            {"mail": "jane@partner.example"},
+            [],
+            {"exclude": PARTNERS},
+            [("skip", None, "out of scope: scope.exclude[0] (mail matches '.*@partner\\\\.example')")],
+            id="matches-the-whole-value",
+        ),
+        pytest.param(
+            {"mail": "jane@partner.example.org"},
+            [],
+            {"exclude": PARTNERS},
+            [("create", None, "new member")],
+            id="matches-no-prefix",
+        ),
+        pytest.param(
+            {"userType": "Guest", "accountEnabled": False},
+            [SYNCED],
+            {"exclude": NO_GUESTS},
+            [("deactivate", 10, "account disabled in Entra (accountEnabled false)")],
+            id="disabled-and-excluded-deactivated-at-once",
+        ),
+    ],
+)
+def test_scope_rules(member: dict, zammad: list[dict], rules_: dict, expected: list) -> None:
+    """A member out of scope is a leaver: deactivated when we manage them, never created or adopted."""
+    assert _scoped([graph_user("jane.doe", **member)], zammad, **rules_) == expected
+
+
+LEAVER = zammad_user(20, "left@contoso.example", "left-key")
+
+
+@pytest.mark.parametrize(
+    ("zammad", "options", "expected"),
+    [
+        pytest.param(
+            LEAVER, {}, ("deactivate", 20, "no longer a member of the configured groups"), id="deactivate-at-once"
+        ),
+        pytest.param(
+            LEAVER,
+            {"on_leave": "ignore"},
+            ("skip", 20, "no longer a member of the configured groups; left as it is (on_leave: ignore)"),
+            id="on-leave-ignore",
+        ),
+        pytest.param(
+            LEAVER,
+            {"grace": WEEK, "now": NOW},
+            (
+                "grace",
+                20,
+                "no longer a member of the configured groups; in the grace period since 2026-12-02 09:00 UTC, deactivated from 2026-12-09 09:00 UTC",
+            ),
+            id="first-missing-now",
+        ),
+        pytest.param(
+            LEAVER,
+            {"grace": WEEK, "now": NOW, "missing_since": {"left-key": NOW - timedelta(days=6, hours=23)}},
+            (
+                "grace",
+                20,
+                "no longer a member of the configured groups; in the grace period since 2026-11-25 10:00 UTC, deactivated from 2026-12-02 10:00 UTC",
+            ),
+            id="still-in-grace",
+        ),
+        pytest.param(
+            LEAVER,
+            {"grace": WEEK, "now": NOW, "missing_since": {"left-key": NOW - WEEK}},
+            (
+                "deactivate",
+                20,
+                "no longer a member of the configured groups; missing since 2026-11-25 09:00 UTC, grace period over",
+            ),
+            id="grace-over-to-the-minute",
+        ),
+        pytest.param(
+            LEAVER,
+            {"grace": WEEK, "now": NOW, "missing_since": {"other-key": NOW - WEEK}},
+            (
+                "grace",
+                20,
+                "no longer a member of the configured groups; in the grace period since 2026-12-02 09:00 UTC, deactivated from 2026-12-09 09:00 UTC",
+            ),
+            id="someone-elses-time",
+        ),
+        pytest.param(
+            {**LEAVER, "role_ids": (1,)},
+            {"grace": WEEK, "now": NOW},
+            ("skip", 20, "protected account (holds the Admin role); no longer a member of the configured groups"),
+            id="protected",
+        ),
+        pytest.param(
+            {**LEAVER, "entrasync_ignore": True},
+            {},
+            (
+                "opted_out",
+                20,
+                "opted out in Zammad (entrasync_ignore is set): never written; no longer a member of the configured groups",
+            ),
+            id="opted-out",
+        ),
+        pytest.param(
+            {**LEAVER, "entrasync_ignore": True},
+            {"on_leave": "ignore"},
+            (
+                "opted_out",
+                20,
+                "opted out in Zammad (entrasync_ignore is set): never written; no longer a member of the configured groups",
+            ),
+            id="opted-out-before-ignore",
+        ),
+        pytest.param(
+            {**LEAVER, "entrasync_ignore": False},
+            {},
+            ("deactivate", 20, "no longer a member of the configured groups"),
+            id="opt-out-unset",
+        ),
+    ],
+)
+def test_a_leaver(zammad: dict, options: dict, expected: tuple) -> None:
+    assert _scoped([], [zammad], **options) == [expected]
+
+
+def test_a_member_out_of_scope_gets_the_grace_period_too() -> None:
+    decided = _scoped([graph_user("jane.doe", userType="Guest")], [SYNCED], exclude=NO_GUESTS, grace=WEEK, now=NOW)
+    assert decided == [
+        (
+            "grace",
+            10,
+            f"{GUEST_OUT}; in the grace period since 2026-12-02 09:00 UTC, deactivated from 2026-12-09 09:00 UTC",
+        )
+    ]
+
+
+def test_a_member_disabled_in_entra_is_deactivated_without_waiting_for_the_grace_period() -> None:
+    decided = _scoped([graph_user("jane.doe", accountEnabled=False)], [SYNCED], grace=WEEK, now=NOW)
+    assert decided == [("deactivate", 10, "account disabled in Entra (accountEnabled false)")]
+
+
+def test_a_member_back_within_the_grace_period_is_untouched_and_leaves_the_ledger() -> None:
+    options = plan_options(grace=WEEK, now=NOW, missing_since={KEY: NOW - timedelta(days=2), "left-key": NOW - WEEK})
+    plan = compute_plan(
+        universal(JANE), zammad_frame(SYNCED, LEAVER, {**LEAVER, "id": 21, "entra_key": "new-key"}), options
+    )
+    assert list(plan["action"]) == ["noop", "deactivate", "grace"]
+    assert rules.missing_ledger(plan, options) == {"left-key": NOW - WEEK, "new-key": NOW}
+
+
+def test_the_ledger_is_empty_without_a_clock_or_a_plan() -> None:
+    plan = compute_plan(universal(), zammad_frame(LEAVER), plan_options())
+    assert list(plan["action"]) == ["deactivate"]
+    assert rules.missing_ledger(plan, plan_options()) == {}
+    assert rules.missing_ledger(plan.iloc[0:0], plan_options(now=NOW)) == {}
+
+
+@pytest.mark.parametrize(
+    ("zammad", "expected"),
+    [
+        pytest.param({**SYNCED, "department": "Old", "entrasync_ignore": True}, ("opted_out", 10), id="changed"),
+        pytest.param({**SYNCED, "entrasync_ignore": True}, ("opted_out", 10), id="unchanged"),
+        pytest.param({**SYNCED, "active": False, "entrasync_ignore": True}, ("opted_out", 10), id="inactive"),
+        pytest.param({**WALK_IN, "entrasync_ignore": True}, ("opted_out", 10), id="walk-in-not-adopted"),
+        pytest.param({**SYNCED, "role_ids": (1,), "entrasync_ignore": True}, ("opted_out", 10), id="admin-too"),
+        pytest.param({**SYNCED, "department": "Old", "entrasync_ignore": False}, ("update", 10), id="unset"),
+        pytest.param({**SYNCED, "department": "Old", "entrasync_ignore": None}, ("update", 10), id="empty"),
+    ],
+)
+def test_an_opted_out_zammad_user_is_never_written(zammad: dict, expected: tuple) -> None:
+    action, zammad_id, reason = _scoped([JANE], [zammad])[0]
+    assert (action, zammad_id) == expected
+    assert (reason == rules.OPTED_OUT_REASON) is (action == "opted_out")
+
+
+def test_the_new_decisions_are_counted_and_reviewed_with_their_reasons() -> None:
+    options = plan_options(grace=WEEK, now=NOW)
+    plan = compute_plan(universal(JANE), zammad_frame({**SYNCED, "entrasync_ignore": True}, LEAVER), options)
+    counts = rules.action_counts(plan)
+    assert (counts["opted_out"], counts["grace"]) == (1, 1)
+    assert [(c["action"], c["zammad_id"]) for c in rules.plan_changes(plan)] == [("grace", 20), ("opted_out", 10)]
+    assert rules.COUNT_NAMES[Action.GRACE] == "in_grace" and rules.COUNT_NAMES[Action.OPTED_OUT] == "opted_out"
+    assert set(rules.HELD_ACTIONS) == {Action.SKIP, Action.CONFLICT, Action.GRACE, Action.OPTED_OUT}
+
+
+def test_a_whole_number_zammad_holds_as_a_float_is_no_change() -> None:
+    """A numeric column with a gap becomes float64: 4711.0 is the 4711 Entra gives, not a change."""
+    from entrasync_pipeline.normalize import Rule
+
+    mapping = {**normalize_options().mapping, "employee_no": Rule(("employeeId",))}
+    members = members_frame(JANE, graph_user("john.roe"))
+    members["employeeId"] = [4711, None]  # float64: 4711.0 and NaN
+    users = normalize_members(members, normalize_options(mapping=mapping))
+    assert users["employee_no"].tolist() == ["4711", None]
+    options = plan_options(fields=(*plan_options().fields, "employee_no"))
+    zammad = zammad_frame(
+        {**SYNCED, "employee_no": 4711.0}, zammad_user(11, "john.roe@contoso.example", graph_user("john.roe")["id"])
+    )
+    assert list(compute_plan(users, zammad, options)["action"]) == ["noop", "noop"]
+
+
+# --- re-hires and relinks, adoption by login (issue 12 §5) -------------------------------------------
+REHIRED = zammad_user(10, "jane.doe@contoso.example", "old-key")
+RELINKED = "relinked: Entra object old-key was deleted; its email now belongs to this one"
+FOREIGN = "email belongs to Zammad user #10, linked to another Entra object"
+
+
+@pytest.mark.parametrize(
+    ("member", "zammad", "options", "expected"),
+    [
+        pytest.param({}, REHIRED, {"deleted_keys": frozenset({"old-key"})}, ("relink", RELINKED), id="relinked"),
+        pytest.param(
+            {},
+            {**REHIRED, "active": False},
+            {"deleted_keys": frozenset({"old-key"})},
+            ("relink", RELINKED),
+            id="relinked-and-reactivated",
+        ),
+        pytest.param({}, REHIRED, {}, ("conflict", FOREIGN), id="old-object-still-exists"),
+        pytest.param(
+            {},
+            REHIRED,
+            {"deleted_keys": frozenset({"old-key"}), "relink_deleted": False},
+            ("conflict", FOREIGN),
+            id="relink-off",
+        ),
+        pytest.param(
+            {},
+            {**REHIRED, "entrasync_profile": "other"},
+            {"deleted_keys": frozenset({"old-key"})},
+            ("conflict", FOREIGN),
+            id="other-profiles-user",
+        ),
+        pytest.param(
+            {"accountEnabled": False},
+            REHIRED,
+            {"deleted_keys": frozenset({"old-key"})},
+            ("conflict", FOREIGN),
+            id="new-object-disabled",
+        ),
+        pytest.param(
+            {},
+            {**REHIRED, "entrasync_ignore": True},
+            {"deleted_keys": frozenset({"old-key"})},
+            ("opted_out", rules.OPTED_OUT_REASON),
+            id="opted-out",
+        ),
+        pytest.param(
+            {},
+            {**REHIRED, "role_ids": (1,)},
+            {"deleted_keys": frozenset({"old-key"})},
+            ("skip", "protected account (holds the Admin role)"),
+            id="protected",
+        ),
+    ],
+)
+def test_a_rehire_is_relinked_when_graph_confirms_the_old_object_is_gone(
+    member: dict, zammad: dict, options: dict, expected: tuple
+) -> None:
+    plan = _plan([graph_user("jane.doe", **member)], [zammad], **options)
+    assert len(plan) == 1, plan  # the old Zammad user is never a leaver too
+    row = plan.iloc[0].to_dict()
+    assert (row["action"], row["reason"]) == expected
+    if row["action"] == "relink":
+        assert row["changes"]["entra_key"] == ["old-key", KEY] and row["payload"]["entra_key"] == KEY
+        assert ("active" in row["changes"]) is (not zammad["active"]) and row["zammad_id"] == 10
+
+
+def test_the_relink_candidates_are_the_linked_users_whose_email_a_new_member_has() -> None:
+    others = [
+        zammad_user(11, "john.roe@contoso.example", graph_user("john.roe")["id"]),  # a member: not asked about
+        zammad_user(12, "max.muster@contoso.example", "max-key", profile="other"),  # another profile's
+        zammad_user(13, "eve.adams@contoso.example", "eve-key"),  # no member has this email
+    ]
+    users = universal(JANE, graph_user("john.roe"))
+    zammad = zammad_frame(REHIRED, *others)
+    assert rules.relink_candidates(users, zammad, plan_options()) == {"old-key"}
+    assert rules.relink_candidates(users, zammad, plan_options(relink_deleted=False)) == set()
+    assert rules.relink_candidates(universal(), zammad, plan_options()) == set()
+    guest = universal(JANE, exclude=NO_GUESTS)  # not a guest: still a candidate
+    assert rules.relink_candidates(guest, zammad, plan_options()) == {"old-key"}
+    out = universal(graph_user("jane.doe", userType="Guest"), exclude=NO_GUESTS)
+    assert rules.relink_candidates(out, zammad, plan_options()) == set()
+
+
+LOGIN_ONLY = {**zammad_user(10, "jane.doe@contoso.example"), "login": "Jane.Doe@Contoso.Example", "email": ""}
+
+
+@pytest.mark.parametrize(
+    ("zammad", "options", "expected"),
+    [
+        pytest.param([LOGIN_ONLY], {}, ("update", "adopted by login (Zammad had no email)"), id="adopted"),
+        pytest.param(
+            [{**LOGIN_ONLY, "email": None}], {}, ("update", "adopted by login (Zammad had no email)"), id="email-null"
+        ),
+        pytest.param(
+            [LOGIN_ONLY],
+            {"adopt_by_email": False},
+            ("conflict", "Zammad user #10 has this email and adoption by email is off"),
+            id="adoption-off",
+        ),
+        pytest.param(
+            [LOGIN_ONLY, {**LOGIN_ONLY, "id": 11}],
+            {},
+            ("conflict", "several Zammad users have this email (#10, #11)"),
+            id="two-logins",
+        ),
+        pytest.param(
+            [{**LOGIN_ONLY, "entra_key": "other", "entrasync_profile": PROFILE}],
+            {},
+            ("create", "new member"),
+            id="keyed-not-adopted",
+        ),
+        pytest.param(
+            [{**LOGIN_ONLY, "email": "someone@else.example"}],
+            {},
+            ("create", "new member"),
+            id="login-with-another-email",
+        ),
+    ],
+)
+def test_a_zammad_user_without_email_is_adopted_by_its_login(zammad: list, options: dict, expected: tuple) -> None:
+    plan = _plan([JANE], zammad, **options)
+    member = plan.iloc[0].to_dict()
+    assert (member["action"], member["reason"]) == expected
+    if member["action"] == "update":
+        assert member["changes"]["email"][1] == "jane.doe@contoso.example" and member["payload"]["entra_key"] == KEY
+
+
+# --- hand edits in Zammad (issue 12 §4) -------------------------------------------------------------
+WROTE = {10: {"department": "IT", "phone": "+1 555 0100", "email": "jane.doe@contoso.example", "active": True}}
+EDITED = {**SYNCED, "department": "Field Ops"}
+DRIFT = rules.DRIFT_NOTE
+
+
+@pytest.mark.parametrize(
+    ("member", "zammad", "options", "expected"),
+    [
+        pytest.param(
+            {},
+            EDITED,
+            {},
+            (
+                "update",
+                {"department": ["Field Ops", "IT"]},
+                f"attributes changed; {DRIFT}: department overwritten (drift: entra)",
+            ),
+            id="overwritten-by-default",
+        ),
+        pytest.param(
+            {},
+            EDITED,
+            {"drift_fields": {"department": "zammad"}},
+            ("skip", {}, f"{DRIFT}: department kept (drift: zammad)"),
+            id="kept-per-field",
+        ),
+        pytest.param(
+            {"department": "Sales"},
+            EDITED,
+            {"drift_default": "zammad"},
+            ("skip", {}, f"{DRIFT}: department kept (drift: zammad)"),
+            id="kept-when-entra-changed-too",
+        ),
+        pytest.param(
+            {"mobilePhone": "+1 555 0199"},
+            EDITED,
+            {"drift_default": "zammad"},
+            (
+                "update",
+                {"mobile": ["", "+1 555 0199"]},
+                f"attributes changed; {DRIFT}: department kept (drift: zammad)",
+            ),
+            id="kept-beside-another-change",
+        ),
+        pytest.param(
+            {},
+            {**EDITED, "phone": "+1 555 0111"},
+            {"drift_fields": {"phone": "zammad"}},
+            (
+                "update",
+                {"department": ["Field Ops", "IT"]},
+                f"attributes changed; {DRIFT}: phone kept (drift: zammad), department overwritten (drift: entra)",
+            ),
+            id="one-kept-one-overwritten",
+        ),
+        pytest.param(
+            {"department": "Sales"},
+            SYNCED,
+            {"drift_default": "zammad"},
+            ("update", {"department": ["IT", "Sales"]}, "attributes changed"),
+            id="entra-changed-zammad-untouched",
+        ),
+        pytest.param(
+            {},
+            EDITED,
+            {"last_written": {10: {"phone": "+1 555 0100"}}},
+            ("update", {"department": ["Field Ops", "IT"]}, "attributes changed"),
+            id="field-never-written",
+        ),
+        pytest.param(
+            {},
+            EDITED,
+            {"last_written": {11: WROTE[10]}},
+            ("update", {"department": ["Field Ops", "IT"]}, "attributes changed"),
+            id="someone-elses-record",
+        ),
+        pytest.param(
+            {},
+            {**EDITED, "entra_key": None, "entrasync_profile": None, "entra_object_type": None},
+            {"drift_default": "zammad"},
+            ("update", None, "adopted by email"),
+            id="adoption-not-judged",
+        ),
+        pytest.param(
+            {"mail": "Jane.Doe@contoso.example"},
+            {**SYNCED, "email": "JANE.DOE@contoso.example"},
+            {"drift_default": "zammad"},
+            ("noop", {}, None),
+            id="email-case-is-no-edit",
+        ),
+    ],
+)
+def test_hand_edits_in_zammad(member: dict, zammad: dict, options: dict, expected: tuple) -> None:
+    row = _plan([graph_user("jane.doe", **member)], [zammad], **{"last_written": WROTE, **options}).iloc[0].to_dict()
+    action, changes, reason = expected
+    assert (row["action"], row["reason"]) == (action, reason)
+    if changes is not None:
+        assert {k: v for k, v in row["changes"].items() if k not in rules.IDENTITY_FIELDS} == changes
+        assert row["payload"] == {k: v[1] for k, v in row["changes"].items()}
+
+
+@pytest.mark.parametrize(
+    ("written", "options", "expected"),
+    [
+        pytest.param(
+            {"active": True},
+            {},
+            ("skip", f"{DRIFT}: deactivated; kept inactive (drift.manual_deactivation: keep)"),
+            id="kept-by-default",
+        ),
+        pytest.param(
+            {"active": True},
+            {"manual_deactivation": "reactivate"},
+            ("reactivate", f"member again; {DRIFT}: deactivated; reactivated (drift.manual_deactivation: reactivate)"),
+            id="reactivated",
+        ),
+        pytest.param({"active": False}, {}, ("reactivate", "member again"), id="entrasync-deactivated-it"),
+        pytest.param({}, {}, ("reactivate", "member again"), id="never-written"),
+    ],
+)
+def test_a_member_deactivated_by_hand(written: dict, options: dict, expected: tuple) -> None:
+    inactive = {**SYNCED, "active": False}
+    row = _plan([JANE], [inactive], last_written={10: written}, **options).iloc[0].to_dict()
+    assert (row["action"], row["reason"]) == expected
+    assert ("active" in row["payload"]) is (row["action"] == "reactivate")
+
+
+def test_the_hand_edit_candidates_and_the_drift_count() -> None:
+    zammad = [EDITED, zammad_user(11, "john.roe@contoso.example", graph_user("john.roe")["id"], active=False)]
+    first = _plan([JANE, graph_user("john.roe")], zammad)
+    assert list(first["action"]) == ["update", "reactivate"] and rules.hand_edit_candidates(first) == [10, 11]
+    assert rules.drift_count(first) == 0 and rules.hand_edit_candidates(first.iloc[0:0]) == []
+    second = _plan([JANE, graph_user("john.roe")], zammad, last_written={**WROTE, 11: {"active": True}})
+    assert list(second["action"]) == ["update", "skip"] and rules.drift_count(second) == 2
+    assert "drift" in rules.COUNT_COLUMNS
+
+
 def test_a_reactivation_writes_active_and_the_differing_fields() -> None:
     row = _only(_plan([graph_user("jane.doe", department="Sales")], [{**SYNCED, "active": False}]), Action.REACTIVATE)
     assert row["changes"] == {"department": ["IT", "Sales"], "active": [False, True]}
@@ -720,6 +1294,9 @@ def test_action_counts_name_every_action_even_when_none_is_planned() -> None:
         "noop": 1,
         "skip": 1,
         "conflict": 0,
+        "relink": 0,
+        "grace": 0,
+        "opted_out": 0,
     }
     assert rules.action_counts(pd.DataFrame(columns=PLAN_COLUMNS)) == dict.fromkeys([a.value for a in Action], 0)
     assert rules.action_counts(pd.DataFrame()) == dict.fromkeys([a.value for a in Action], 0)
@@ -836,7 +1413,7 @@ def _apply(plan: pd.DataFrame, zammad: pd.DataFrame) -> pd.DataFrame:
                 **row["payload"],
             }
             next_id += 1
-        elif row["action"] in ("update", "reactivate", "deactivate"):
+        elif row["action"] in ("update", "reactivate", "relink", "deactivate"):
             users[int(row["zammad_id"])].update(row["payload"])
     return pd.DataFrame(list(users.values()))
 
@@ -856,7 +1433,7 @@ def test_planning_again_on_the_applied_state_yields_only_noop(people: list, exis
     first = compute_plan(universal_users, zammad_frame(*zammad), plan_options())
     applied = _apply(first, zammad_frame(*zammad))
     second = compute_plan(universal_users, applied, plan_options())
-    assert set(second["action"]) <= {"noop", "skip", "conflict"}, second[
+    assert set(second["action"]) <= {"noop", "skip", "conflict", "grace", "opted_out"}, second[
         second["action"].isin(["create", "update", "reactivate", "deactivate"])
     ].to_dict("records")
 
@@ -900,6 +1477,8 @@ _ROLE_IDS = {"Admin": 1, "Agent": 2, "Customer": 3}
 _ANY_CASE = st.sampled_from([str.lower, str.lower, str.upper, str.title])
 _PROTECTIONS = ("protected-by-id", "protected-by-login", "protected-by-email")
 _SOMETIMES_PROTECTED = st.sampled_from([()] * 6 + [(p,) for p in _PROTECTIONS])
+_NO_GUESTS = (ScopeTest("userType", equals="Guest"),)
+_NOW = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
 
 
 def _mail(name: str) -> str:
@@ -908,10 +1487,14 @@ def _mail(name: str) -> str:
 
 def _zammad_user(name: str, kind: str, email: str, **overrides: Any) -> dict:
     """kind: synced (this person's entra_key), walk-in (no entra_key), foreign (another Entra object's),
-    other-profile (this person's entra_key, managed by another profile)."""
+    other-profile (this person's entra_key, managed by another profile), login-only (no entra_key and
+    no email, the address as its login)."""
     key = graph_user(name)["id"]
     given, _, surname = name.partition(".")
-    entra_key = None if kind == "walk-in" else f"other-{key}" if kind == "foreign" else key
+    entra_key = None if kind in ("walk-in", "login-only") else f"other-{key}" if kind == "foreign" else key
+    if kind == "login-only":
+        overrides = {"login": email, **overrides}
+        email = ""
     return zammad_user(
         0,
         email,
@@ -931,6 +1514,8 @@ _FIELD_CHANGES = {
     "lastname-changed": {"surname": "Leigh"},
 }
 _TWISTS = (
+    "opted-out",
+    "guest",
     "zammad-inactive",
     "disabled-in-entra",
     "half-written-identity",
@@ -966,6 +1551,8 @@ def _in_sync(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
     )
     if "half-written-identity" in twists:
         synced["entra_object_type"] = None
+    if "opted-out" in twists:
+        synced[rules.OPT_OUT_ATTRIBUTE] = True
     twins = [
         _zammad_user(name, kind, draw(_ANY_CASE)(_mail(name)), protected=())
         for kind, twist in (("walk-in", "walk-in-twin"), ("synced", "key-twin"), ("foreign", "foreign-twin"))
@@ -974,6 +1561,8 @@ def _in_sync(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
     overrides: dict[str, Any] = {"mail": draw(_ANY_CASE)(_mail(name))}
     if "disabled-in-entra" in twists:
         overrides["accountEnabled"] = False
+    if "guest" in twists:  # out of scope when the drawn options exclude guests
+        overrides["userType"] = "Guest"
     if "renamed-in-entra" in twists:
         overrides["mail"] = _mail(f"{name}.new")
     if "no-email" in twists:
@@ -988,7 +1577,12 @@ def _in_sync(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
 @st.composite
 def _known_by_email(draw: st.DrawFn, name: str) -> tuple[dict, list[dict]]:
     """A person Zammad knows only by email (any case): walk-ins to adopt, or an address another Entra object holds."""
-    holders = draw(st.sampled_from([("walk-in",)] * 4 + [("walk-in", "walk-in"), ("foreign",), ("walk-in", "foreign")]))
+    holders = draw(
+        st.sampled_from(
+            [("walk-in",)] * 4
+            + [("walk-in", "walk-in"), ("foreign",), ("walk-in", "foreign"), ("login-only",), ("login-only", "walk-in")]
+        )
+    )
     zammad = [
         _zammad_user(
             name,
@@ -1022,12 +1616,15 @@ def _anything(draw: st.DrawFn, name: str) -> tuple[dict | None, list[dict]]:
             mail=mail,
             department=draw(st.sampled_from(["IT", "IT", "Sales"])),
             businessPhones=draw(st.sampled_from([["+1 555 0100"], ["+1 555 0100"], []])),
+            userType=draw(st.sampled_from(["Member", "Member", "Guest"])),
             **({} if mail else {"userPrincipalName": f"{name}_partner.example#EXT#@x.onmicrosoft.com"}),
         )
     given, _, surname = name.partition(".")
     zammad = []
     for _ in range(draw(st.integers(0, 2))):
-        kind = draw(st.sampled_from(["synced", "synced", "synced", "walk-in", "foreign", "other-profile"]))
+        kind = draw(
+            st.sampled_from(["synced", "synced", "synced", "walk-in", "foreign", "other-profile", "login-only"])
+        )
         email = draw(_ANY_CASE)(_mail(draw(st.sampled_from([name, name, f"{name}.new", f"{name}.old"]))))
         user = _zammad_user(
             name,
@@ -1042,6 +1639,7 @@ def _anything(draw: st.DrawFn, name: str) -> tuple[dict | None, list[dict]]:
         )
         if kind != "walk-in" and draw(st.integers(0, 9)) == 0:
             user["entra_object_type"] = None  # a half-written identity
+        user[rules.OPT_OUT_ATTRIBUTE] = draw(st.sampled_from([None, None, False, True]))
         zammad.append(user)
     return person, zammad
 
@@ -1075,6 +1673,29 @@ def _planning_inputs(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
         protected_emails=frozenset(protected["protected-by-email"]),
         role_ids=draw(st.sampled_from([None, None, _ROLE_IDS])),
         group_roles=group_roles,
+        on_leave=draw(st.sampled_from(["deactivate", "deactivate", "ignore"])),
+        relink_deleted=draw(st.sampled_from([True, True, False])),
+        drift_default=draw(st.sampled_from(["entra", "zammad"])),
+        drift_fields=draw(st.sampled_from([{}, {"department": "zammad"}, {"phone": "entra", "department": "entra"}])),
+        manual_deactivation=draw(st.sampled_from(["keep", "reactivate"])),
+        last_written={  # what entrasync last wrote to some of them: hand edits since are judged
+            user["id"]: {
+                "department": draw(st.sampled_from(["IT", "Old", "Sales"])),
+                "phone": draw(st.sampled_from(["+1 555 0100", ""])),
+                "active": draw(st.booleans()),
+            }
+            for user in zammad
+            if draw(st.booleans())
+        },
+        deleted_keys=frozenset(  # Graph's 404s: some of the objects the foreign users are linked to
+            draw(st.sets(st.sampled_from([f"other-{graph_user(name)['id']}" for name in _PEOPLE]), max_size=4))
+        ),
+        grace=draw(st.sampled_from([timedelta(0), timedelta(0), timedelta(days=7)])),
+        now=_NOW,
+        missing_since={  # some leavers missing for a while already, some for longer than the grace period
+            graph_user(name)["id"]: _NOW - timedelta(days=draw(st.sampled_from([1, 30])))
+            for name in draw(st.lists(st.sampled_from(_PEOPLE), max_size=3))
+        },
     )
     if draw(st.booleans()):  # two Entra users with one email: neither may be synced, nor be a fast noop
         owner, sharer = draw(st.permutations(_PEOPLE))[:2]
@@ -1082,7 +1703,8 @@ def _planning_inputs(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
             if person["id"] == graph_user(sharer)["id"]:
                 person["mail"] = _mail(owner)
     skipped = {p["id"]: p.pop("skip_reason") for p in people if "skip_reason" in p}
-    users = universal(*people, group_roles=group_roles)
+    exclude = draw(st.sampled_from([(), (), _NO_GUESTS]))
+    users = universal(*people, group_roles=group_roles, exclude=exclude)
     for key, reason in skipped.items():
         users.loc[users["entra_key"] == key, "skip_reason"] = reason
     return users, zammad_frame(*zammad), options
@@ -1098,7 +1720,9 @@ def _per_user_rules(users: pd.DataFrame, zammad: pd.DataFrame, options: Any) -> 
     zammad = zammad[zammad["id"].astype(int) != rules.SYSTEM_USER_ID]
     records = zammad.to_dict("records")
     entra = [{**user, "_pos": i} for i, user in enumerate(users.to_dict("records"))]
-    emails = Counter(u["email"] for u in entra if u["email"] and pd.isna(u["skip_reason"]))
+    emails = Counter(
+        u["email"] for u in entra if u["email"] and pd.isna(u["skip_reason"]) and pd.isna(u["scope_reason"])
+    )
     seen: set[int] = set()
     rows = rules._decide_all(entra, rules._index(records), emails, seen, options)
     left = [
@@ -1159,11 +1783,15 @@ def test_every_member_gets_one_decision_naming_them_in_member_order_then_the_lea
         assert (row["zammad_id"] is None) is (row["action"] == "create") or row["action"] in ("skip", "conflict")
         if row["zammad_id"] is not None:
             theirs = by_id[row["zammad_id"]]
-            assert theirs["entra_key"] == user["entra_key"] or theirs["email"].lower() == user["email"]
+            assert (
+                theirs["entra_key"] == user["entra_key"]
+                or theirs["email"].lower() == user["email"]
+                or (not theirs["email"] and theirs["login"].lower() == user["email"])
+            )
     in_scope = {u["entra_key"] for u in members if u["active"] and pd.isna(u["skip_reason"])}
     for row in plan[len(members) :]:
         theirs = by_id[row["zammad_id"]]
-        assert row["action"] in ("deactivate", "skip") and row["upn"] is None
+        assert row["action"] in ("deactivate", "skip", "grace", "opted_out") and row["upn"] is None
         assert (row["entra_key"], row["email"]) == (theirs["entra_key"], theirs["email"])
         assert theirs["entrasync_profile"] == options.profile and theirs["active"]
         assert theirs["entra_key"] not in in_scope
@@ -1184,3 +1812,16 @@ def test_a_protected_account_is_never_written_whatever_the_case_of_its_login_or_
         assert theirs["login"].lower() not in options.protected_logins
         assert theirs["email"].strip().lower() not in options.protected_emails
         assert not (options.protect_admins and set(theirs["role_ids"]) & options.admin_role_ids)
+        assert theirs.get(rules.OPT_OUT_ATTRIBUTE) is not True, "an opted-out user was written"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_planning_inputs())
+def test_a_second_run_on_the_applied_state_writes_nothing_whatever_the_rules(inputs: tuple) -> None:
+    """With any scope rule, grace period, on_leave, opt-outs, hand edits, drift policy, manual
+    deactivation, re-hire and login-only user: planning again after the writes plans none."""
+    users, zammad, options = inputs
+    applied = _apply(compute_plan(users, zammad, options), zammad)
+    again = compute_plan(users, applied, options)
+    writes = rules.writes_of(again)
+    assert writes.empty, writes.to_dict("records")

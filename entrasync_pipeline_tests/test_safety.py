@@ -135,3 +135,12 @@ def test_no_deactivation_ever_passes_an_empty_read(deactivations: int, managed: 
     verdict = evaluate(_plan(deactivations), managed, {"IT": 0}, LIMITS, approved)
     if managed and deactivations:
         assert verdict.blocked
+
+
+def test_the_threshold_counts_what_is_deactivated_now_not_the_users_in_their_grace_period() -> None:
+    """40 leavers in their grace period and 3 whose period is over: only the 3 are judged."""
+    plan = pd.DataFrame({"action": ["grace"] * 40 + ["deactivate"] * 3 + ["opted_out"] * 9 + ["noop"] * 948})
+    verdict = evaluate(plan, managed=1000, members_per_group={"IT": 960}, limits=LIMITS)
+    assert not verdict.blocked and verdict.deactivations == 3
+    over = pd.DataFrame({"action": ["grace"] * 2 + ["deactivate"] * 6 + ["noop"] * 992})
+    assert evaluate(over, managed=1000, members_per_group={"IT": 994}, limits=LIMITS).deactivations == 6

@@ -206,3 +206,62 @@ def test_a_federated_credential_names_its_token_file_variable(tmp_path: Path) ->
     material = entra_credential(entra, environ={"AZURE_FEDERATED_TOKEN_FILE": str(tmp_path / "token")})
     assert material.kind == "federated" and material.federated_token_file == tmp_path / "token"
     assert material.secret is None and material.private_key is None
+
+
+def test_scope_rules_need_exactly_one_test_and_a_valid_pattern() -> None:
+    from pydantic import ValidationError
+
+    from entrasync_pipeline.settings import ScopeRule
+
+    assert ScopeRule(attribute="userType", equals="Guest").equals == "Guest"
+    assert ScopeRule.model_validate({"attribute": "employeeType", "in": ["Employee"]}).one_of == ["Employee"]
+    for bad, message in (
+        ({"attribute": "userType"}, "exactly one of equals, in, matches"),
+        ({"attribute": "userType", "equals": "Guest", "in": ["Member"]}, "exactly one of equals, in, matches"),
+        ({"attribute": "mail", "matches": "(unclosed"}, "not a regular expression"),
+        ({"attribute": "user type", "equals": "x"}, "not a Graph attribute name"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            ScopeRule.model_validate(bad)
+
+
+def test_the_scope_rules_attributes_are_read_from_graph() -> None:
+    from entrasync_pipeline.settings import ProfileSettings
+
+    guid = "9a0f1b7c-0000-4000-8000-000000000001"
+    profile = ProfileSettings(
+        entra={"tenant_id": guid, "client_id": guid},
+        groups=[{"id": guid}],
+        zammad={"url": "https://helpdesk.example.com"},
+        scope={"include": [{"attribute": "employeeType", "in": ["Employee"]}]},
+        grace_days=7,
+    )
+    assert "employeeType" in profile.graph_select() and profile.grace_days == 7 and profile.on_leave == "deactivate"
+
+
+def test_the_phone_region_is_one_phonenumbers_knows() -> None:
+    from pydantic import ValidationError
+
+    from entrasync_pipeline.settings import PhoneSettings
+
+    assert PhoneSettings(format="e164", default_region="de").default_region == "DE"
+    assert PhoneSettings().format == "as_is" and PhoneSettings().default_region is None
+    with pytest.raises(ValidationError, match="not a region phonenumbers knows"):
+        PhoneSettings(default_region="Germany")
+
+
+def test_drift_fields_must_be_mapped_fields() -> None:
+    from pydantic import ValidationError
+
+    from entrasync_pipeline.settings import ProfileSettings
+
+    guid = "9a0f1b7c-0000-4000-8000-000000000001"
+    base = {
+        "entra": {"tenant_id": guid, "client_id": guid},
+        "groups": [{"id": guid}],
+        "zammad": {"url": "https://z.example"},
+    }
+    assert ProfileSettings(**base, drift={"fields": {"phone": "zammad"}}).drift.fields == {"phone": "zammad"}
+    assert ProfileSettings(**base).drift.manual_deactivation == "keep"
+    with pytest.raises(ValidationError, match="drift.fields names fields the mapping does not have: pager"):
+        ProfileSettings(**base, drift={"fields": {"pager": "zammad"}})

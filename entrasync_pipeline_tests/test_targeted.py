@@ -191,3 +191,24 @@ def test_a_targeted_run_stores_its_tables_apart_so_a_full_reexecution_never_load
         assert stored_file.read(len(_MAGIC)) == _MAGIC
         stored = read_frame(stored_file)
     assert len(stored) == len(full.output_for_node("universal_users")) > 1
+
+
+def test_the_trace_names_the_scope_rule_that_left_a_target_out() -> None:
+    from entrasync_pipeline.normalize import ScopeTest
+    from entrasync_pipeline.plan import compute_plan
+    from entrasync_pipeline.targeted import trace
+    from entrasync_pipeline_tests.factories import graph_user, plan_options, universal, zammad_frame, zammad_user
+
+    guest = graph_user("gail.guest", userType="Guest")
+    users = universal(guest, exclude=(ScopeTest("userType", equals="Guest"),))
+    zammad = zammad_frame(zammad_user(10, "gail.guest@contoso.example", guest["id"]))
+    plan = compute_plan(users, zammad, plan_options())
+    found = {guest["id"]: {"found": True, "upn": guest["userPrincipalName"], "groups": ["IT Support"]}}
+    (story,) = trace([guest["id"]], found, users, zammad, plan)
+    rule = "out of scope: scope.exclude[0] (userType equals 'Guest')"
+    assert story["scope"] == f"member of IT Support, but {rule}"
+    assert (story["decision"], story["reason"], story["zammad"]) == (
+        "deactivate",
+        rule,
+        "#10 gail.guest@contoso.example",
+    )

@@ -158,6 +158,20 @@ class GraphClient:
         params = {"$select": "id,displayName"}
         return self._request("GET", f"{self.base}/groups/{quote(group_id)}", "/v1.0/groups/{id}", params)
 
+    def deleted_users(self, user_ids: list[str]) -> set[str]:
+        """The ids Graph answers 404 for (deleted, or never existed), asked in $batch requests.
+
+        Any other error is raised: a relink must rest on Graph's word that the object is gone.
+        """
+        replies = self.batch([("GET", f"/users/{quote(uid)}?$select=id", None) for uid in user_ids])
+        gone = set()
+        for uid, reply in zip(user_ids, replies):
+            if reply.status == 404:
+                gone.add(uid)
+            elif reply.status >= 400:
+                raise reply.error("GET", "/v1.0/users/{id}")
+        return gone
+
     def find_user_id(self, identifier: str) -> str | None:
         """The object id of a user named by object id, UPN or mail; None when there is none."""
         found = self.user(identifier, ["id"])

@@ -408,6 +408,11 @@ class ZammadStore:
                 raise ZammadRuleError("Need data_option[:maxlength] param")
         if data_type in ("select", "multiselect") and not isinstance(option.get("options"), (dict, list)):
             raise ZammadRuleError("Need data_option[:options] param")
+        if data_type == "boolean":  # attribute.rb data_option_validations
+            if "default" not in option:
+                raise ZammadRuleError("Need data_option[:default] param true|false|undefined")
+            if not isinstance(option.get("options"), dict):
+                raise ZammadRuleError("Need data_option[:options] param")
 
     def execute_migrations(self) -> None:
         """Add a column for every staged attribute (existing users get null) and apply changes."""

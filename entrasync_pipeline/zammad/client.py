@@ -67,6 +67,12 @@ ENTRA_ATTRIBUTES: list[dict[str, Any]] = [
         "data_type": "input",
         "data_option": {"type": "text", "maxlength": 64, "null": True, "default": ""},
     },
+    {  # set by an admin: entrasync never writes this user (docs/operations.md, "Opting a user out")
+        "name": "entrasync_ignore",
+        "display": "Ignored by entrasync",
+        "data_type": "boolean",
+        "data_option": {"options": {"true": "yes", "false": "no"}, "null": True, "default": False},
+    },
 ]
 
 

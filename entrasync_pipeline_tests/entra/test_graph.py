@@ -175,3 +175,17 @@ def test_a_server_error_that_outlasts_the_retries_is_a_response_error(sandbox: S
         list(graph.group_members(sandbox.info["groups"]["Sales"], SELECT))
     assert info.value.status == 503
     assert sandbox.stats("graph")["requests"][MEMBERS] == FAST.max_attempts
+
+
+def test_deleted_users_are_those_graph_answers_404_for(sandbox: Sandbox, graph: GraphClient, http) -> None:
+    """A relink rests on Graph's word that the old object is gone: a soft-deleted user and an id that
+    never existed are deleted, a living user is not, and it takes one $batch request."""
+    from entrasync_pipeline_tests.tenant import Admin
+
+    members = graph.group_members(sandbox.info["groups"]["IT Support"], ["id"])
+    living = [m for m in members if m["@odata.type"] == "#microsoft.graph.user"][:2]
+    Admin(sandbox, http).delete(living[1]["id"])
+    never = "00000000-0000-4000-8000-00000000dead"
+    before = sandbox.stats("graph")["requests"].get("POST /v1.0/$batch", 0)
+    assert graph.deleted_users([living[0]["id"], living[1]["id"], never]) == {living[1]["id"], never}
+    assert sandbox.stats("graph")["requests"].get("POST /v1.0/$batch", 0) == before + 1

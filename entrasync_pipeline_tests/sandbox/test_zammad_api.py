@@ -534,6 +534,19 @@ def test_attribute_name_rules(zammad: Zammad, name: str, message: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"options": {"true": "yes", "false": "no"}}, "Need data_option[:default] param true|false|undefined"),
+        ({"default": False}, "Need data_option[:options] param"),
+    ],
+    ids=["no-default", "no-options"],
+)
+def test_a_boolean_attribute_needs_a_default_and_options(zammad: Zammad, option: dict, message: str) -> None:
+    body = {"name": "flag", "object": "User", "display": "Flag", "data_type": "boolean", "data_option": option}
+    _error(zammad.call("POST", "/object_manager_attributes", body), 422, message)
+
+
 def test_attribute_without_data_type_is_a_500(zammad: Zammad) -> None:
     assert zammad.call("POST", "/object_manager_attributes", {"name": "abc", "object": "User"}).status_code == 500
 

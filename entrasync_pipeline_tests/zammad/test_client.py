@@ -156,4 +156,16 @@ def test_new_attributes_go_after_every_existing_one_in_order(zammad: ZammadClien
         zammad.create_attribute(spec)
     attributes = zammad.user_attributes()
     positions = [attributes[spec["name"]]["position"] for spec in ENTRA_ATTRIBUTES]
-    assert positions == [highest + ATTRIBUTE_POSITION_STEP * i for i in (1, 2, 3)]
+    assert positions == [highest + ATTRIBUTE_POSITION_STEP * i for i in range(1, len(ENTRA_ATTRIBUTES) + 1)]
+
+
+def test_the_opt_out_flag_is_a_boolean_zammad_accepts_and_keeps(zammad: ZammadClient) -> None:
+    """entrasync_ignore as zammad-setup creates it: a boolean with options and a default (Zammad
+    refuses a boolean without them), set on a user and read back as true."""
+    for spec in ENTRA_ATTRIBUTES:
+        zammad.create_attribute(spec)
+    zammad.execute_migrations()
+    flag = zammad.user_attributes()["entrasync_ignore"]
+    assert flag["data_type"] == "boolean" and flag["data_option"]["default"] is False
+    user = zammad.create_user({"email": "flag@contoso.example", "firstname": "F", "lastname": "Lag"})
+    assert zammad.update_user(int(user["id"]), {"entrasync_ignore": True})["entrasync_ignore"] is True
