@@ -542,7 +542,7 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
     index = _index(relevant.to_dict("records"))
     email_counts: Counter[str] = Counter()
     if len(rest):
-        synced = universal.loc[_synced(universal), "email"]  # an empty email is never looked up
+        synced = universal.loc[_claimants(universal), "email"]  # an empty email is never looked up
         email_counts = Counter(synced.value_counts().to_dict())
     seen: set[int] = set(unchanged_ids)
     rows = _decide_all(users, index, email_counts, seen, options)
@@ -749,10 +749,20 @@ def _synced(universal: pd.DataFrame) -> np.ndarray:
     return synced
 
 
+def _claimants(universal: pd.DataFrame) -> np.ndarray:
+    """Members whose email counts when two share one: synced and enabled.
+
+    A disabled account claims no address: its own Zammad user is deactivated or left alone, and
+    an active colleague who now has the same mail is not held up by it. A targeted run, which
+    does not read every holder of an address, then decides as a full run does.
+    """
+    return _synced(universal) & _truthy(universal["active"])
+
+
 def _unique_synced_emails(universal: pd.DataFrame) -> np.ndarray:
-    """Users whose email no other synced (not skipped) user shares; an empty email never counts."""
+    """Users whose email no other claimant (synced, enabled) shares; an empty email never counts."""
     emails = universal["email"].to_numpy()
-    synced = _synced(universal) & np.fromiter(map(bool, emails), dtype=bool, count=len(emails))
+    synced = _claimants(universal) & np.fromiter(map(bool, emails), dtype=bool, count=len(emails))
     unique = synced.copy()
     unique[synced] = ~_repeated(emails[synced])
     return unique

@@ -223,6 +223,21 @@ def test_a_new_member_gets_the_address_its_linked_holder_gives_up_in_the_same_pl
     assert _only(plan, Action.CONFLICT)["reason"] == "email belongs to Zammad user #10, linked to another Entra object"
 
 
+def test_a_disabled_account_with_a_colleagues_mail_does_not_hold_the_colleague_up() -> None:
+    """A disabled account claims no address: the active one with the same mail is decided alone."""
+    guest = graph_user("grace.guest", mail="jane.doe@contoso.example", accountEnabled=False)
+    zammad = [SYNCED, zammad_user(12, "grace.guest@contoso.example", guest["id"], active=False)]
+    renamed = graph_user("jane.doe", surname="Doe-Smith")
+    plan = _plan([renamed, guest], zammad)
+    assert plan[["action", "zammad_id"]].to_dict("records") == [
+        {"action": "update", "zammad_id": 10},
+        {"action": "skip", "zammad_id": 12},
+    ]
+    # enabled, the two share the address, and both are held until a person decides
+    plan = _plan([renamed, {**guest, "accountEnabled": True}], zammad)
+    assert _actions(plan) == ["conflict", "conflict"]
+
+
 def test_two_hires_for_one_freed_address_are_both_conflicts() -> None:
     jane = graph_user("jane.doe", mail="jane.smith@contoso.example")
     hires = [graph_user(f"hire.{n}", mail="jane.doe@contoso.example") for n in (1, 2)]
@@ -1720,8 +1735,10 @@ def _per_user_rules(users: pd.DataFrame, zammad: pd.DataFrame, options: Any) -> 
     zammad = zammad[zammad["id"].astype(int) != rules.SYSTEM_USER_ID]
     records = zammad.to_dict("records")
     entra = [{**user, "_pos": i} for i, user in enumerate(users.to_dict("records"))]
-    emails = Counter(
-        u["email"] for u in entra if u["email"] and pd.isna(u["skip_reason"]) and pd.isna(u["scope_reason"])
+    emails = Counter(  # claimants: synced and enabled (a disabled account claims no address)
+        u["email"]
+        for u in entra
+        if u["email"] and pd.isna(u["skip_reason"]) and pd.isna(u["scope_reason"]) and u["active"]
     )
     seen: set[int] = set()
     rows = rules._decide_all(entra, rules._index(records), emails, seen, options)
