@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from entrasync_pipeline import fields as typed
 from entrasync_pipeline.normalize import is_missing, zammad_email
 
 SYSTEM_USER_ID = 1
@@ -66,6 +67,7 @@ class PlanOptions:
     admin_role_ids: frozenset[int] = frozenset({1})
     role_ids: Mapping[str, int] | None = None  # None: roles are not managed
     group_roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    field_types: Mapping[str, str] = field(default_factory=dict)  # fields not of type text (fields.py)
 
 
 ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
@@ -151,7 +153,8 @@ def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tupl
 
 
 def _desired(user: Mapping[str, Any], options: PlanOptions) -> tuple[dict[str, Any], str | None]:
-    desired = {f: _text(user.get(f)) for f in options.fields}
+    types = options.field_types
+    desired = {f: typed.stored(types[f], user.get(f)) if f in types else _text(user.get(f)) for f in options.fields}
     desired.update({"entra_key": user["entra_key"], "entra_object_type": "user", "entrasync_profile": options.profile})
     roles = tuple(user.get("roles") or ())
     if options.role_ids is not None and roles:
@@ -162,7 +165,11 @@ def _desired(user: Mapping[str, Any], options: PlanOptions) -> tuple[dict[str, A
     return desired, None
 
 
-def _diff(zammad: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, list[Any]]:
+def _diff(
+    zammad: Mapping[str, Any], desired: Mapping[str, Any], types: Mapping[str, str] = _NOTHING
+) -> dict[str, list[Any]]:
+    """The fields whose Zammad value differs from the desired one; ``types``: the typed fields,
+    compared in the form Zammad stores them (fields.py), the others as text."""
     changes: dict[str, list[Any]] = {}
     for key, after in desired.items():
         before = zammad.get(key)
@@ -170,6 +177,10 @@ def _diff(zammad: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, li
             current = sorted(before or []) if not is_missing(before) else []
             if current != after:
                 changes[key] = [current, after]
+            continue
+        if key in types:
+            if not typed.same(types[key], before, after):
+                changes[key] = [None if is_missing(before) else before, after]
             continue
         current = zammad_email(before) if key == "email" else _text(before)
         if current != after:
@@ -212,7 +223,7 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
     if zammad is None:
         payload = {k: v for k, v in desired.items() if v not in ("", None)}
         return _row(Action.CREATE, user, None, "new member" + note, {k: [None, v] for k, v in payload.items()}, payload)
-    changes = _diff(zammad, desired)
+    changes = _diff(zammad, desired, options.field_types)
     adopted = not _text(zammad.get("entra_key"))
     if not zammad.get("active"):
         changes["active"] = [False, True]
@@ -462,8 +473,10 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
     for name in options.fields:
         rows = np.flatnonzero(candidate)
         want = _column(universal, name)
-        want = _texts(want if len(rows) == len(want) else want[rows])
-        have = _texts(_column(zammad, name))
+        want = want if len(rows) == len(want) else want[rows]
+        kind = options.field_types.get(name)
+        want = typed.comparable(kind, want) if kind else _texts(want)
+        have = typed.comparable(kind, _column(zammad, name)) if kind else _texts(_column(zammad, name))
         if name == "email":
             have = _objects(list(map(str.lower, map(str.strip, have))))
         candidate[rows] = want == have[at[rows]]
