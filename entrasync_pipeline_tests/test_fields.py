@@ -660,3 +660,18 @@ def test_the_cli_exits_1_on_a_missing_field_until_zammad_setup_creates_it(
     assert json.loads(synced.stdout)["updated"] > 0
     again = json.loads(entrasync("sync", "--json", env=env).stdout)
     assert (again["created"], again["updated"], again["status"]) == (0, 0, "ok")
+
+
+def test_the_worked_example_in_the_configuration_reference_is_a_valid_mapping() -> None:
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    block = text.split("## Worked example: typed custom fields", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    example = yaml.safe_load(block)["profiles"]["helpdesk"]["mapping"]
+    mapping = parse_settings(_config(**example)).profiles["p"].mapping
+    assert {name: rule.type for name, rule in mapping.items() if rule.type != "text"} == {
+        "employee_number": "integer",
+        "hired_on": "date",
+        "on_premises": "boolean",
+        "staff_kind": "select",
+    }
