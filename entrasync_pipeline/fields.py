@@ -28,9 +28,9 @@ import numpy as np
 
 FIELD_TYPES = ("text", "boolean", "integer", "date", "select")
 # Zammad data types that hold each of our types (reference §4): a text may go into a one-line
-# input or a textarea; the others have exactly one.
+# input, a textarea or a richtext (Zammad's own note); the others have exactly one.
 DATA_TYPES: dict[str, tuple[str, ...]] = {
-    "text": ("input", "textarea"),
+    "text": ("input", "textarea", "richtext"),
     "boolean": ("boolean",),
     "integer": ("integer",),
     "date": ("date",),
@@ -45,6 +45,9 @@ FALSE_TEXTS = frozenset({"false", "no", "n", "0", "off"})
 _INTEGER = re.compile(r"^[+-]?\d+$")
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
 SETUP_COMMAND = "entrasync zammad-setup"
+# User parameters Zammad resolves itself rather than storing as a column (``organization`` is
+# looked up by name, can_associations.rb): never an object-manager attribute to check or create.
+ASSOCIATION_PARAMS = frozenset({"organization"})
 
 
 class InvalidValue(ValueError):

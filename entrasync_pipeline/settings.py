@@ -19,12 +19,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from entrasync_pipeline.fields import SELECT_MAXLENGTH, InvalidValue, convert
+from entrasync_pipeline.normalize import CORE_FIELDS
 
 CONFIG_ENV = "ENTRASYNC_CONFIG"
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 TRANSFORMS = ("strip", "lower", "upper", "first", "join", "collapse_spaces")
-# Zammad's own user fields the default mapping fills: text inputs, whatever the config says.
-TEXT_ONLY_FIELDS = ("email", "firstname", "lastname", "phone", "mobile", "department")
 
 
 class ConfigError(ValueError):
@@ -271,7 +270,7 @@ class ProfileSettings(_Model):
     def _mapping_has_email(cls, value: dict[str, FieldRule]) -> dict[str, FieldRule]:
         if "email" not in value:
             raise ValueError("the mapping needs an 'email' field (it is how users are adopted and reached)")
-        typed_core = [f for f, rule in value.items() if f in TEXT_ONLY_FIELDS and rule.type != "text"]
+        typed_core = [f for f, rule in value.items() if f in CORE_FIELDS and rule.type != "text"]
         if typed_core:
             raise ValueError(f"{', '.join(typed_core)}: Zammad's own text fields take type text only")
         return value

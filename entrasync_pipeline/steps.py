@@ -19,7 +19,7 @@ import pandas as pd
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
-from entrasync_pipeline.fields import FieldSpec, absent_fields, attribute_spec, field_problems
+from entrasync_pipeline.fields import ASSOCIATION_PARAMS, FieldSpec, absent_fields, attribute_spec, field_problems
 from entrasync_pipeline.heartbeat import ping
 from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, normalize_members
 from entrasync_pipeline.notify import Message, summary_message
@@ -510,11 +510,12 @@ def heartbeat(profile: ProfileRuntime, failed: bool = False) -> bool | None:
 
 # --- Zammad's fields --------------------------------------------------------------------------------
 def mapped_fields(config: ProfileSettings) -> list[FieldSpec]:
-    """The mapped fields Zammad must hold besides its own text fields: every custom or typed one."""
+    """The mapped fields Zammad must hold as attributes besides its own text fields: every custom
+    or typed one (not ``organization``, which Zammad looks up by name)."""
     return [
         FieldSpec(name, rule.type, tuple(rule.options.items()))
         for name, rule in config.mapping.items()
-        if name not in CORE_FIELDS or rule.type != "text"
+        if (name not in CORE_FIELDS or rule.type != "text") and name not in ASSOCIATION_PARAMS
     ]
 
 
