@@ -222,13 +222,15 @@ def zammad_setup_command(config: Optional[Path] = CONFIG_OPTION, profile: Option
     Example: entrasync zammad-setup --config entrasync.yaml
     """
     from entrasync_pipeline.runtime import ProfileRuntime
-    from entrasync_pipeline.steps import setup_zammad
+    from entrasync_pipeline.steps import setup_problems, setup_zammad
 
     settings = _settings(config)
+    exit_code = 0
     for name in _profiles(settings, profile):
         try:
             with ProfileRuntime(name, settings) as runtime:
                 created = setup_zammad(runtime)
+                problems = setup_problems(runtime)
         except Exception as exc:
             typer.echo(f"error: {name}: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -236,6 +238,10 @@ def zammad_setup_command(config: Optional[Path] = CONFIG_OPTION, profile: Option
             f"{name}: "
             + (f"created {', '.join(created)} and ran the migrations" if created else "attributes already present")
         )
+        for problem in problems:  # a field of another type: setup never changes an existing field
+            typer.echo(f"error: {name}: {problem}", err=True)
+            exit_code = 1
+    raise typer.Exit(exit_code)
 
 
 @app.command("audit")

@@ -255,7 +255,7 @@ def field_problems(fields: Iterable[FieldSpec], attributes: Mapping[str, Mapping
 
 def _type_problem(field: FieldSpec, data_type: str) -> str:
     kind = _kind_of(data_type)
-    said = f"Zammad's user field {field.name!r} is a {data_type!r}, but the mapping fills it as {field.kind}"
+    said = f"Zammad's user field {field.name!r} is of data type {data_type!r}, but the mapping fills it as {field.kind}"
     if kind is None:
         return f"{said}, which entrasync cannot fill: map the value to another field name and run '{SETUP_COMMAND}'"
     options = " with Zammad's options" if kind == "select" else ""

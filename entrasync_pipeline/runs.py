@@ -195,7 +195,7 @@ def outcome_of_run(instance: dg.DagsterInstance, run_id: str, plan: pd.DataFrame
     safety = checks.get(SYNC_PLAN_SAFETY_CHECK)
     fields = checks.get(SYNC_PLAN_FIELDS_CHECK)
     unfit = fields is not None and not fields.passed  # a config or setup fault, no approval lifts it: exit 1
-    if unfit:  # the check's own words; Dagster's "blocking asset check failed" adds nothing to them
+    if fields is not None and unfit:  # its own words; Dagster's "blocking asset check failed" adds nothing
         failures[:] = [f"nothing written: {fields.description}"] + [
             f for f in failures if not f.startswith("DagsterAssetCheckFailedError")
         ]

@@ -562,3 +562,9 @@ def setup_zammad(profile: ProfileRuntime) -> list[str]:
     if pending:
         zammad.execute_migrations()
     return created
+
+
+def setup_problems(profile: ProfileRuntime) -> list[str]:
+    """What still keeps Zammad from storing the mapped fields after ``setup_zammad``: fields of
+    another type, or selects without an option, which setup leaves for a person to decide."""
+    return field_problems(mapped_fields(profile.config), profile.zammad.user_attributes())

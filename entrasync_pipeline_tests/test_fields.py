@@ -230,7 +230,7 @@ WANTED = [
                 _attribute("cost_center", "select", options=OPTIONS),
             ],
             [
-                "Zammad's user field 'employee_number' is a 'input', but the mapping fills it as integer: set the "
+                "Zammad's user field 'employee_number' is of data type 'input', but the mapping fills it as integer: set the "
                 "mapping's type to 'text', or delete the field in Zammad (Admin → Objects → User) and run "
                 "'entrasync zammad-setup' to create it as integer"
             ],
@@ -242,7 +242,7 @@ WANTED = [
                 _attribute("cost_center", "select", options={"sales": "Sales"}),
             ],
             [
-                "Zammad's user field 'job_title' is a 'multiselect', but the mapping fills it as text, which "
+                "Zammad's user field 'job_title' is of data type 'multiselect', but the mapping fills it as text, which "
                 "entrasync cannot fill",
                 "Zammad's select field 'cost_center' lacks the option(s) it that the mapping uses",
             ],
@@ -622,11 +622,14 @@ def test_a_field_of_another_type_blocks_the_plan_naming_both_types(
     api = _Api(sandbox, http)
     assert api.attribute(attribute_spec(FieldSpec("employee_number"))).status_code == 201  # a text input
     config = it_support_config(sandbox, tmp_path, mapping=MAPPING)
-    setup_attributes(config, dagster_env)  # creates the rest, leaves employee_number as it is
+    setup = entrasync("zammad-setup", env={**dagster_env, "ENTRASYNC_CONFIG": str(config)})
+    assert setup.returncode == 1 and "job_title, member_kind, entra_created, on_premises and ran" in setup.stdout
+    assert "'employee_number' is of data type 'input', but the mapping fills it as integer" in setup.stderr
+    assert sandbox.state("zammad")["attributes"][-1]["to_migrate"] is False  # the rest is usable
     result = Runner(config, ["sandbox"], instance).run()
     check = _check(result, "sync_plan_fields")
     assert not result.success and not check.passed
-    assert "'employee_number' is a 'input', but the mapping fills it as integer" in check.description
+    assert "'employee_number' is of data type 'input', but the mapping fills it as integer" in check.description
     assert _user_writes(sandbox) == 0
 
 
