@@ -25,7 +25,14 @@ from hypothesis import strategies as st
 
 from entrasync_pipeline import fields
 from entrasync_pipeline.fields import FieldSpec, InvalidValue, attribute_spec, convert, field_problems, same
-from entrasync_pipeline.normalize import INVALID_VALUES, Rule, normalize_members, normalize_user
+from entrasync_pipeline.normalize import (
+    INVALID_VALUES,
+    Rule,
+    map_field,
+    normalize_members,
+    normalize_user,
+    typed_values,
+)
 from entrasync_pipeline.plan import Action, compute_plan
 from entrasync_pipeline.sandbox.zammad_store import Attribute, ZammadStore
 from entrasync_pipeline.settings import ConfigError, parse_settings
@@ -412,6 +419,22 @@ def test_planning_again_on_what_zammad_stored_of_typed_fields_yields_only_noop(p
             stored[int(row["zammad_id"])].update(cast)
     second = compute_plan(users, zammad_frame(*stored.values()), _typed_plan_options())
     assert set(second["action"]) <= {"noop", "skip", "conflict"}, second.to_dict("records")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_entra_values, min_size=1, max_size=8))
+def test_the_column_wise_normalizer_converts_typed_fields_like_the_per_user_rules(people: list) -> None:
+    """normalize_members (column-wise, the sync's) and normalize_user (the reference) give the same
+    stored values and report the same values that do not convert, whatever pandas made of the columns."""
+    members = _typed_members(*(graph_user(f"p{i}.x", **entra) for i, entra in enumerate(people)))
+    users = normalize_members(members, _typed_options())
+    invalid: dict[str, list[dict[str, str]]] = {}
+    for record, row in zip(members.to_dict("records"), users.to_dict("records")):
+        reference = normalize_user(record, _typed_options())
+        assert {k: reference[k] for k in TYPED} == {k: row[k] for k in TYPED}
+        for field, rule in TYPED.items():
+            typed_values(rule, [map_field(record, rule)], [record["id"]], invalid, field)
+    assert users.attrs.get(INVALID_VALUES, {}) == invalid
 
 
 # --- the sandbox's object manager answers like Zammad for each type -----------------------------------
