@@ -656,6 +656,27 @@ def test_a_field_of_another_type_blocks_the_plan_naming_both_types(
     assert _user_writes(sandbox) == 0
 
 
+@pytest.mark.e2e
+def test_a_token_without_admin_object_still_sees_a_missing_field(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The least-privilege sync token (admin.user only) cannot read the object manager: the check
+    looks at the keys of Zammad's user records instead, and says that it could not see types."""
+    setup_attributes(it_support_config(sandbox, tmp_path), dagster_env)
+    config = it_support_config(sandbox, tmp_path, mapping={k: MAPPING[k] for k in list(MAPPING)[:5]})
+    monkeypatch.setenv("ZAMMAD_TOKEN", sandbox.zammad_token("user_admin"))
+    result = Runner(config, ["sandbox"], instance).run()
+    check = _check(result, "sync_plan_fields")
+    assert not result.success and not check.passed and "job_title (text)" in check.description
+    assert check.metadata["checked"].value == "presence only (the token lacks admin.object)"
+    assert _user_writes(sandbox) == 0
+
+    setup_attributes(config, dagster_env)  # an admin runs the setup with an admin.object token
+    fixed = Runner(config, ["sandbox"], instance).run()  # the sync still runs with admin.user only
+    assert fixed.success and _check(fixed, "sync_plan_fields").passed
+    assert _check(fixed, "sync_plan_fields").metadata["checked"].value.startswith("presence only")
+
+
 # --- end to end: the CLI -----------------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_the_cli_exits_1_on_a_missing_field_until_zammad_setup_creates_it(
