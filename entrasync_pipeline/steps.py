@@ -515,7 +515,7 @@ def mapped_fields(config: ProfileSettings) -> list[FieldSpec]:
     return [
         FieldSpec(name, rule.type, tuple(rule.options.items()))
         for name, rule in config.mapping.items()
-        if (name not in CORE_FIELDS or rule.type != "text") and name not in ASSOCIATION_PARAMS
+        if name not in CORE_FIELDS and name not in ASSOCIATION_PARAMS  # the settings keep CORE_FIELDS text
     ]
 
 
