@@ -20,7 +20,7 @@ from entrasync_pipeline import checks, steps
 from entrasync_pipeline.apply import ApplyResult
 from entrasync_pipeline.audit import AuditFilter
 from entrasync_pipeline.lease import Lease, ProfileBusy
-from entrasync_pipeline.normalize import skipped_member_types
+from entrasync_pipeline.normalize import INVALID_VALUES, skipped_member_types
 from entrasync_pipeline.plan import Action, action_counts, drift_count, plan_changes, role_merge_count
 from entrasync_pipeline.resources import EntrasyncResource, Progress, SyncRunOptions
 from entrasync_pipeline.run_options import (
@@ -277,6 +277,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         kept = users[users["phone_problem"].notna()] if "phone_problem" in users else users.iloc[0:0]
         if len(kept):
             context.log.warning("%d users have phone numbers kept as typed (not valid numbers)", len(kept))
+        invalid = users.attrs.get(INVALID_VALUES, {})
+        for field, found in invalid.items():
+            context.log.warning(
+                "%d values of %s do not convert and were left out, e.g. %s", len(found), field, found[0]["reason"]
+            )
         yield dg.Output(
             users,
             metadata={
@@ -292,6 +297,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 "phones_kept_as_typed": len(kept),
                 "phone_problems": dg.MetadataValue.md(
                     _md_table(kept.head(20).to_dict("records"), ["entra_key", "upn", "phone_problem"])
+                ),
+                "invalid_values": sum(map(len, invalid.values())),
+                "invalid_value_examples": dg.MetadataValue.md(
+                    _md_table(
+                        [{"field": f, **row} for f, rows in invalid.items() for row in rows[:5]],
+                        ["field", "entra_key", "value", "reason"],
+                    )
                 ),
             },
         )
@@ -347,6 +359,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 blocking=True,
                 description="empty-read guard and deactivation threshold",
             ),
+            dg.AssetCheckSpec(
+                checks.SYNC_PLAN_FIELDS_CHECK,
+                asset="sync_plan",
+                blocking=True,
+                description="Zammad holds every mapped field, with its type (fix: entrasync zammad-setup)",
+            ),
         ],
         description="One row per decision (create, update, reactivate, relink, deactivate, grace, noop, skip, "
         "conflict, opted_out) with "
@@ -364,6 +382,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             options = _options(context, run_options, runtime)
             if not options.dry_run:
                 steps.require_entra_attributes(zammad_users)
+            problems, checked = steps.zammad_field_problems(runtime, zammad_users)
             if options.targets is None:
                 plan = steps.compute_sync_plan(runtime, universal_users, zammad_users, remember=not options.dry_run)
                 per_group = steps.members_per_group(entra_group_members, runtime.config)
@@ -382,7 +401,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 found = entra_group_members.attrs.get("targets", {})
                 story = trace(targets, found, universal_users, zammad_users, plan)
             steps.record_approval(runtime.audit, context.run_id, runtime.name, verdict, options.dry_run)
-            if verdict.blocked:
+            if problems:  # nothing can be written that Zammad would drop or recast: hold every write
+                context.log.warning("apply blocked, Zammad's fields: %s", "; ".join(problems))
+                steps.apply(runtime, plan, context.run_id, options.dry_run, blocked="; ".join(problems))
+                lease.release_on_exit = True  # zammad_sync will not run
+            elif verdict.blocked:
                 context.log.warning("apply blocked: %s", verdict.summary)
                 held = steps.apply(runtime, plan, context.run_id, options.dry_run, blocked=verdict.summary)
                 steps.notify(runtime, plan, held, _run_url(context, runtime))
@@ -405,6 +428,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         )
         yield checks.sync_plan_schema_result(plan)
         yield checks.sync_plan_safety_result(verdict, _how_to_approve(runtime.name, verdict.deactivations))
+        yield checks.sync_plan_fields_result(problems, checked)
 
     @dg.asset(
         **common,

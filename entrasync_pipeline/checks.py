@@ -14,6 +14,7 @@ from entrasync_pipeline.schemas import SYNC_PLAN, UNIVERSAL_USERS
 UNIVERSAL_USERS_CHECK = "universal_users_schema"
 SYNC_PLAN_SCHEMA_CHECK = "sync_plan_schema"
 SYNC_PLAN_SAFETY_CHECK = "sync_plan_safety"
+SYNC_PLAN_FIELDS_CHECK = "sync_plan_fields"
 
 
 def _schema_result(asset: str, name: str, schema: pa.DataFrameSchema, frame: pd.DataFrame) -> dg.AssetCheckResult:
@@ -67,4 +68,20 @@ def sync_plan_safety_result(verdict: SafetyVerdict, how_to_approve: str | None =
         passed=not verdict.blocked,
         description=description,
         metadata=metadata,
+    )
+
+
+def sync_plan_fields_result(problems: list[str], checked: str) -> dg.AssetCheckResult:
+    """Zammad holds every mapped field with its type, or the plan is held (fields.field_problems).
+
+    The description names each field and the fix: it is what the UI shows as the check's result
+    and what ``entrasync plan``/``sync`` print when it fails.
+    """
+    listed = "\n".join(f"- {p}" for p in problems) or "_every mapped field is there, with its type_"
+    return dg.AssetCheckResult(
+        asset_key="sync_plan",
+        check_name=SYNC_PLAN_FIELDS_CHECK,
+        passed=not problems,
+        description="; ".join(problems) if problems else f"mapped fields checked: {checked}",
+        metadata={"problems": len(problems), "checked": checked, "fields": dg.MetadataValue.md(listed)},
     )

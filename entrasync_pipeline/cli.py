@@ -176,8 +176,8 @@ def plan_command(
     """Dry run: read Entra and Zammad, plan, check, audit as "would", write nothing.
 
     Runs the Dagster job (a run on $DAGSTER_HOME's instance, shown in the UI).
-    Exit 0 ok, 1 failure (or a --user that matches nobody), 2 a safety rule would block the apply,
-    64 usage error.
+    Exit 0 ok, 1 failure (or a --user that matches nobody, or a mapped field Zammad cannot store),
+    2 a safety rule would block the apply, 64 usage error.
 
     Example: entrasync plan --config entrasync.yaml --user jane.doe@contoso.com
     """
@@ -204,7 +204,8 @@ def sync_command(
     """Sync Zammad with Entra by running the Dagster job in process (a run on $DAGSTER_HOME's instance).
 
     With --user: provision on demand, only those users (Entra object id, UPN or mail), each step shown.
-    Exit 0 ok, 1 failure (or a --user that matches nobody), 2 blocked by a safety rule, 64 usage error.
+    Exit 0 ok, 1 failure (or a --user that matches nobody, or a mapped field Zammad cannot store),
+    2 blocked by a safety rule, 64 usage error.
 
     Example: entrasync sync --config entrasync.yaml --json
     Example: entrasync sync --config entrasync.yaml --user jane.doe@contoso.com
@@ -215,18 +216,22 @@ def sync_command(
 @app.command("zammad-setup")
 def zammad_setup_command(config: Optional[Path] = CONFIG_OPTION, profile: Optional[str] = PROFILE_OPTION) -> None:
     """Create the custom user attributes entra_key, entra_object_type, entrasync_profile and the opt-out
-    flag entrasync_ignore (idempotent).
+    flag entrasync_ignore, and every mapped field Zammad lacks with its type (mapping.<field>.type),
+    then run the migrations (idempotent).
 
-    Needs a Zammad token with admin.object. Example: entrasync zammad-setup --config entrasync.yaml
+    Needs a Zammad token with admin.object; restart Zammad afterwards.
+    Example: entrasync zammad-setup --config entrasync.yaml
     """
     from entrasync_pipeline.runtime import ProfileRuntime
-    from entrasync_pipeline.steps import setup_zammad
+    from entrasync_pipeline.steps import setup_problems, setup_zammad
 
     settings = _settings(config)
+    exit_code = 0
     for name in _profiles(settings, profile):
         try:
             with ProfileRuntime(name, settings) as runtime:
                 created = setup_zammad(runtime)
+                problems = setup_problems(runtime)
         except Exception as exc:
             typer.echo(f"error: {name}: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -234,6 +239,10 @@ def zammad_setup_command(config: Optional[Path] = CONFIG_OPTION, profile: Option
             f"{name}: "
             + (f"created {', '.join(created)} and ran the migrations" if created else "attributes already present")
         )
+        for problem in problems:  # a field of another type: setup never changes an existing field
+            typer.echo(f"error: {name}: {problem}", err=True)
+            exit_code = 1
+    raise typer.Exit(exit_code)
 
 
 @app.command("audit")

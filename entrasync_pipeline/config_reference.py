@@ -84,5 +84,49 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     return rows
 
 
+TYPED_FIELDS_EXAMPLE = """
+## Worked example: typed custom fields
+
+Each key under `mapping` is a Zammad user field. Zammad's own text fields (email, names, phones,
+department) exist already; every other field is created by `entrasync zammad-setup`, with the
+field's `type` (Zammad data type `input`, `boolean`, `integer`, `date` or `select`), and the
+object-manager migrations are run (restart Zammad afterwards, as its documentation asks).
+
+```yaml
+profiles:
+  helpdesk:
+    # entra, groups, zammad: as above
+    mapping:
+      email: {from: [mail, otherMails, userPrincipalName], transforms: [first, strip, lower]}
+      firstname: {from: [givenName]}
+      lastname: {from: [surname]}
+      department: {from: [department]}
+      job_title: {from: [jobTitle]}                     # text (the default): an input of 255
+      employee_number: {from: [employeeId], type: integer}
+      hired_on: {from: [employeeHireDate], type: date}  # "2021-03-01T00:00:00Z" → 2021-03-01
+      on_premises: {from: [onPremisesSyncEnabled], type: boolean}
+      staff_kind:
+        from: [employeeType]
+        type: select
+        options: {employee: Employee, contractor: Contractor}  # key: label
+        default: employee
+```
+
+- **What is sent and compared** is the value as Zammad stores it: `true`/`false`, a number,
+  `"YYYY-MM-DD"`, an option key. Zammad answers with the same, so a second run writes nothing.
+- **Converting**: a boolean takes true/false, yes/no, 1/0, on/off (any case; empty is false); an
+  integer takes whole numbers (also `12.0`) within ±2147483647; a date takes ISO 8601 dates and
+  date-times (the date as written); a select takes an option key, or a key or label in any case
+  (`Contractor` → `contractor`). Zammad would store other values silently as something else
+  ("no" as true, "E1000" as 0, "31.02.2024" as null), so entrasync does not send them: the field
+  gets its `default` (or none), and `universal_users` reports each one (`invalid_values`).
+- **Before any write**, the blocking check `sync_plan_fields` reads Zammad's object manager: a
+  mapped field Zammad lacks, has not migrated, holds as another data type, or (a select) without
+  an option of the mapping holds the whole plan and names the field and the fix, usually
+  `entrasync zammad-setup`; `entrasync plan` and `entrasync sync` exit 1. A token without
+  `admin.object` can only see whether the fields exist, not their types; the check says so.
+"""
+
+
 def render() -> str:
-    return HEADER + "\n".join(_rows(Settings, "")) + "\n"
+    return HEADER + "\n".join(_rows(Settings, "")) + "\n" + TYPED_FIELDS_EXAMPLE

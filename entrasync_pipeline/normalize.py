@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import phonenumbers
 
+from entrasync_pipeline.fields import InvalidValue, convert
+
 USER_TYPE = "#microsoft.graph.user"
 CORE_FIELDS = ("email", "firstname", "lastname", "phone", "mobile", "department")
 # Column limits of Zammad's users table; longer values are truncated on save (§2.7), except
@@ -65,6 +67,8 @@ class Rule:
     constant: str | None = None
     transforms: tuple[str, ...] = ("strip",)
     default: str | None = None
+    type: str = "text"  # fields.FIELD_TYPES
+    options: tuple[tuple[str, str], ...] = ()  # a select's (key, label) pairs
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,8 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
                 problems.append(f"{field} {problem}; kept as typed" if problem else None)
             out[field] = zammad_value(field, value)
     out["phone_problem"] = _joined(*problems)
+    for field, rule in typed_rules(options.mapping).items():
+        out[field] = typed_values(rule, [out[field]], [out["entra_key"]], {}, field)[0]
     first = map_field(record, options.mapping["firstname"]) if "firstname" in options.mapping else None
     last = map_field(record, options.mapping["lastname"]) if "lastname" in options.mapping else None
     if not first and not last:
@@ -373,6 +379,9 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
         first = users[keep.to_numpy()]
         groups = [tuple(sorted(groups_of[k])) for k in pd.Series(ids)[keep.to_numpy()].tolist()]
     out = _normalize_frame(first.reset_index(drop=True), options)
+    invalid: dict[str, list[dict[str, str]]] = {}
+    for field, rule in typed_rules(options.mapping).items():
+        out[field] = typed_values(rule, out[field], out["entra_key"], invalid, field)
     out["source_groups"] = groups
     if any(options.group_roles.values()):
         roles_of: dict[tuple[Any, ...], tuple[str, ...]] = {}
@@ -383,7 +392,41 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
         ]
     else:
         out["roles"] = [()] * len(groups)
-    return _frame(out, columns)
+    users = _frame(out, columns)
+    if invalid:
+        users.attrs[INVALID_VALUES] = invalid
+    return users
+
+
+# --- typed fields (fields.py) ------------------------------------------------------------------------
+INVALID_VALUES = "invalid_values"  # attrs of the universal users: field → [{entra_key, value, reason}]
+
+
+def typed_rules(mapping: Mapping[str, Rule]) -> dict[str, Rule]:
+    """The mapping's fields of a type other than text, which Zammad stores as booleans, numbers,
+    dates or option keys."""
+    return {field: rule for field, rule in mapping.items() if rule.type != "text"}
+
+
+def typed_values(
+    rule: Rule, values: list[Any], keys: list[str], invalid: dict[str, list[dict[str, str]]], field: str
+) -> list[Any]:
+    """Each mapped value converted to the stored form of ``rule.type``; one that does not convert
+    becomes the rule's default (or none) and is reported in ``invalid`` under ``field``.
+
+    The first non-empty source is the value, as for text: a bad value is a data problem to report,
+    not a reason to take another attribute silently.
+    """
+    options = dict(rule.options)
+    fallback = convert(rule.type, rule.default, options)  # the settings checked that it converts
+    out = []
+    for key, value in zip(keys, values):
+        try:
+            out.append(convert(rule.type, value, options))
+        except InvalidValue as exc:
+            invalid.setdefault(field, []).append({"entra_key": key, "value": str(value)[:80], "reason": str(exc)})
+            out.append(fallback)
+    return out
 
 
 def _frame(values: dict[str, list[Any]], columns: list[str]) -> pd.DataFrame:

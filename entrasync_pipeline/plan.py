@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from entrasync_pipeline import fields as typed
 from entrasync_pipeline.normalize import is_missing, plain_text, zammad_email
 
 SYSTEM_USER_ID = 1
@@ -106,6 +107,7 @@ class PlanOptions:
     drift_default: str = "entra"  # or "zammad"
     drift_fields: Mapping[str, str] = field(default_factory=dict)
     manual_deactivation: str = "keep"  # or "reactivate"
+    field_types: Mapping[str, str] = field(default_factory=dict)  # fields not of type text (fields.py)
 
 
 ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
@@ -276,7 +278,8 @@ def relink_candidates(universal: pd.DataFrame, zammad: pd.DataFrame, options: Pl
 
 
 def _desired(user: Mapping[str, Any], options: PlanOptions) -> tuple[dict[str, Any], str | None]:
-    desired = {f: _text(user.get(f)) for f in options.fields}
+    types = options.field_types
+    desired = {f: typed.stored(types[f], user.get(f)) if f in types else _text(user.get(f)) for f in options.fields}
     desired.update({"entra_key": user["entra_key"], "entra_object_type": "user", "entrasync_profile": options.profile})
     roles = tuple(user.get("roles") or ())
     if options.role_ids is not None and roles:
@@ -287,7 +290,11 @@ def _desired(user: Mapping[str, Any], options: PlanOptions) -> tuple[dict[str, A
     return desired, None
 
 
-def _diff(zammad: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, list[Any]]:
+def _diff(
+    zammad: Mapping[str, Any], desired: Mapping[str, Any], types: Mapping[str, str] = _NOTHING
+) -> dict[str, list[Any]]:
+    """The fields whose Zammad value differs from the desired one; ``types``: the typed fields,
+    compared in the form Zammad stores them (fields.py), the others as text."""
     changes: dict[str, list[Any]] = {}
     for key, after in desired.items():
         before = zammad.get(key)
@@ -295,6 +302,10 @@ def _diff(zammad: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, li
             current = sorted(before or []) if not is_missing(before) else []
             if current != after:
                 changes[key] = [current, after]
+            continue
+        if key in types:
+            if not typed.same(types[key], before, after):
+                changes[key] = [None if is_missing(before) else before, after]
             continue
         current = zammad_email(before) if key == "email" else _text(before)
         if current != after:
@@ -347,7 +358,7 @@ def _decide_matched(
 ) -> dict[str, Any]:
     """A member in scope and the Zammad user matched to them: relink, reactivate, update or noop,
     with hand edits since entrasync's last write judged per the drift settings."""
-    changes = _diff(zammad, desired)
+    changes = _diff(zammad, desired, options.field_types)
     adopted = not _text(zammad.get("entra_key"))
     if not adopted and _text(zammad.get("entra_key")) != user["entra_key"]:  # only _relinkable matches do
         if not zammad.get("active"):
@@ -383,8 +394,7 @@ def _hand_edits(
     """
     kept, overwritten = [], []
     for name in [f for f in changes if f in options.fields and f in written]:
-        stored = zammad_email if name == "email" else _text
-        if stored(zammad.get(name)) == stored(written[name]):
+        if _unchanged_since(name, zammad.get(name), written[name], options):
             continue
         if options.drift_fields.get(name, options.drift_default) == "zammad":
             kept.append(name)
@@ -397,6 +407,14 @@ def _hand_edits(
     ]
     remaining = {k: v for k, v in changes.items() if k not in kept}
     return remaining, f"; {DRIFT_NOTE}: {', '.join(parts)}"
+
+
+def _unchanged_since(name: str, current: Any, written: Any, options: PlanOptions) -> bool:
+    """Zammad still holds what entrasync wrote, compared as Zammad stores the field."""
+    if name in options.field_types:
+        return typed.same(options.field_types[name], current, written)
+    stored = zammad_email if name == "email" else _text
+    return stored(current) == stored(written)
 
 
 def _deactivated_by_hand(
@@ -669,8 +687,10 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
     for name in options.fields:
         rows = np.flatnonzero(candidate)
         want = _column(universal, name)
-        want = _texts(want if len(rows) == len(want) else want[rows])
-        have = _texts(_column(zammad, name))
+        want = want if len(rows) == len(want) else want[rows]
+        kind = options.field_types.get(name)
+        want = typed.comparable(kind, want) if kind else _texts(want)
+        have = typed.comparable(kind, _column(zammad, name)) if kind else _texts(_column(zammad, name))
         if name == "email":
             have = _objects(list(map(str.lower, map(str.strip, have))))
         candidate[rows] = want == have[at[rows]]

@@ -21,6 +21,9 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from entrasync_pipeline.fields import SELECT_MAXLENGTH, InvalidValue, convert
+from entrasync_pipeline.normalize import CORE_FIELDS
+
 CONFIG_ENV = "ENTRASYNC_CONFIG"
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 TRANSFORMS = ("strip", "lower", "upper", "first", "join", "collapse_spaces")
@@ -47,8 +50,41 @@ class FieldRule(_Model):
         default_factory=lambda: ["strip"], description=f"Applied in order to each candidate: {', '.join(TRANSFORMS)}."
     )
     default: str | None = Field(None, description="Used when no source has a value (null otherwise).")
+    type: Literal["text", "boolean", "integer", "date", "select"] = Field(
+        "text",
+        description="How Zammad stores the field: text, boolean (true/false, yes/no, 1/0, on/off; empty is "
+        "false), integer, date (ISO 8601; the date as written) or select (one of 'options'). "
+        "'entrasync zammad-setup' creates a missing field with this type; a value that does not convert "
+        "is reported and the field gets its default (or none).",
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="For type select: option key → label (a list of keys: the labels are the keys). A value "
+        "matches a key, or a key or label ignoring case.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options_as_mapping(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {str(key): str(key) for key in value}
+        return value
+
+    @model_validator(mode="after")
+    def _typed(self) -> "FieldRule":
+        if self.type == "select":
+            _check_options(self.options)
+        elif self.options:
+            raise ValueError("'options' belong to type select")
+        for name, value in (("constant", self.constant), ("default", self.default)):
+            if value is not None:
+                try:
+                    convert(self.type, value, self.options)
+                except InvalidValue as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return self
 
     @field_validator("transforms")
     @classmethod
@@ -63,6 +99,19 @@ class FieldRule(_Model):
         if not self.source and self.constant is None:
             raise ValueError("a field needs 'from' (source attributes) or 'constant'")
         return self
+
+
+def _check_options(options: dict[str, str]) -> None:
+    """A select needs options, each key short enough for Zammad's column, none matching two options."""
+    if not options:
+        raise ValueError("type select needs 'options' (key: label, or a list of keys)")
+    seen: dict[str, str] = {}
+    for key, label in options.items():
+        if not key or len(key) > SELECT_MAXLENGTH:
+            raise ValueError(f"option key {key!r} must have 1 to {SELECT_MAXLENGTH} characters")
+        for name in {key.casefold(), str(label).casefold()}:
+            if seen.setdefault(name, key) != key:
+                raise ValueError(f"options {seen[name]!r} and {key!r} both match {name!r}; make them distinct")
 
 
 def default_mapping() -> dict[str, FieldRule]:
@@ -377,6 +426,9 @@ class ProfileSettings(_Model):
     def _mapping_has_email(cls, value: dict[str, FieldRule]) -> dict[str, FieldRule]:
         if "email" not in value:
             raise ValueError("the mapping needs an 'email' field (it is how users are adopted and reached)")
+        typed_core = [f for f, rule in value.items() if f in CORE_FIELDS and rule.type != "text"]
+        if typed_core:
+            raise ValueError(f"{', '.join(typed_core)}: Zammad's own text fields take type text only")
         return value
 
     @model_validator(mode="after")

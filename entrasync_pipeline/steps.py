@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -21,6 +21,7 @@ import pandas as pd
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
+from entrasync_pipeline.fields import ASSOCIATION_PARAMS, FieldSpec, absent_fields, attribute_spec, field_problems
 from entrasync_pipeline.heartbeat import ping
 from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, ScopeTest, normalize_members
 from entrasync_pipeline.notify import Message, summary_message
@@ -39,6 +40,7 @@ from entrasync_pipeline.safety import SafetyLimits, SafetyVerdict, evaluate, man
 from entrasync_pipeline.settings import ConfigError, ProfileSettings, ScopeRule, heartbeat_url
 from entrasync_pipeline.targeted import scope_plan
 from entrasync_pipeline.zammad.client import ADMIN_ROLE_NAME, ENTRA_ATTRIBUTES
+from entrasync_pipeline.zammad.errors import ZammadAuthError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ ZAMMAD_COLUMNS = (
     OPT_OUT_ATTRIBUTE,
 )
 REQUIRED_ATTRIBUTES = ("entra_key", "entra_object_type", "entrasync_profile")
+USER_KEYS = "user_keys"  # attrs of the Zammad users: the keys of a user record (its columns)
 
 
 @contextmanager
@@ -219,7 +222,14 @@ def members_per_group(members: pd.DataFrame, profile: ProfileSettings) -> dict[s
 # --- step 2: normalize ----------------------------------------------------------------------------
 def normalize_options(config: ProfileSettings) -> NormalizeOptions:
     mapping = {
-        target: Rule(tuple(rule.source), rule.constant, tuple(rule.transforms), rule.default)
+        target: Rule(
+            tuple(rule.source),
+            rule.constant,
+            tuple(rule.transforms),
+            rule.default,
+            rule.type,
+            tuple(rule.options.items()),
+        )
         for target, rule in config.mapping.items()
     }
     roles = {g.id: tuple(g.roles) for g in config.groups}
@@ -250,8 +260,10 @@ def universal_users(members: pd.DataFrame, config: ProfileSettings) -> pd.DataFr
 def read_zammad_users(profile: ProfileRuntime, progress: Progress | None = None) -> pd.DataFrame:
     """Every Zammad user, collected column by column (a 100,000-user helpdesk stays small in memory)."""
     with _bulk():
-        frame, has_attributes = _users_frame(profile, profile.zammad.iter_users(), progress)
+        keys: set[str] = set()
+        frame, has_attributes = _users_frame(profile, profile.zammad.iter_users(), progress, keys)
     frame.attrs["has_entra_attributes"] = has_attributes
+    frame.attrs[USER_KEYS] = sorted(keys)
     log.info("zammad: %d users read", len(frame))
     return frame
 
@@ -273,6 +285,7 @@ def read_targeted_zammad_users(profile: ProfileRuntime, targets: tuple[str, ...]
         else:
             found.update({int(h["id"]): h for h in zammad.find_by_attribute("entra_key", key)})
     frame, has_attributes = _users_frame(profile, iter(found.values()))
+    frame.attrs[USER_KEYS] = _first_keys(found.values())
     if not found:  # nobody to look at: ask the object manager whether the attributes are usable
         attributes = zammad.user_attributes()
         has_attributes = all(a in attributes and not attributes[a].get("to_migrate") for a in REQUIRED_ATTRIBUTES)
@@ -304,14 +317,22 @@ def with_email_matches(profile: ProfileRuntime, users: pd.DataFrame, zammad: pd.
     return merged
 
 
+def _first_keys(users: Iterable[dict[str, Any]]) -> list[str]:
+    return sorted(next(iter(users), {}))
+
+
 def _users_frame(
-    profile: ProfileRuntime, records: Iterator[dict[str, Any]], progress: Progress | None = None
+    profile: ProfileRuntime,
+    records: Iterator[dict[str, Any]],
+    progress: Progress | None = None,
+    keys: set[str] | None = None,
 ) -> tuple[pd.DataFrame, bool]:
-    """The users' columns as a frame, and whether they carry the custom attributes."""
+    """The users' columns as a frame, and whether they carry the custom attributes (``keys``:
+    filled with the first user's keys, every column Zammad has)."""
     extra = [f for f in profile.config.mapping if f not in CORE_FIELDS]
     columns = list(dict.fromkeys([*ZAMMAD_COLUMNS, *extra]))
     values: dict[str, list[Any]] = {c: [] for c in columns}
-    has_attributes = _collect_users(records, values, progress)
+    has_attributes = _collect_users(records, values, progress, keys)
     role_sets: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # Zammad's role ids are ints: a few distinct sets
     values["role_ids"] = [role_sets.setdefault(r, r) for r in (tuple(sorted(v or ())) for v in values["role_ids"])]
     _share_repeated_text(values)
@@ -321,7 +342,10 @@ def _users_frame(
 
 
 def _collect_users(
-    records: Iterator[dict[str, Any]], values: dict[str, list[Any]], progress: Progress | None = None
+    records: Iterator[dict[str, Any]],
+    values: dict[str, list[Any]],
+    progress: Progress | None = None,
+    keys: set[str] | None = None,
 ) -> bool:
     """Append every user's columns; True when the users carry the custom attributes.
 
@@ -331,6 +355,8 @@ def _collect_users(
     for user in records:
         if has_attributes is None:
             has_attributes = all(a in user for a in REQUIRED_ATTRIBUTES)
+            if keys is not None:
+                keys.update(user)
         for column, bucket in values.items():
             bucket.append(user.get(column))
         if progress is not None and len(values["id"]) % PROGRESS_EVERY == 0:
@@ -378,6 +404,7 @@ def plan_options(
         grace=timedelta(days=config.grace_days),
         now=now,
         missing_since=dict(missing_since or {}),
+        field_types={f: rule.type for f, rule in config.mapping.items() if rule.type != "text"},
     )
 
 
@@ -550,17 +577,63 @@ def heartbeat(profile: ProfileRuntime, failed: bool = False) -> bool | None:
     return ping(url, http, ca_bundle, settings.heartbeat_timeout_s, suffix if failed else "")
 
 
+# --- Zammad's fields --------------------------------------------------------------------------------
+def mapped_fields(config: ProfileSettings) -> list[FieldSpec]:
+    """The mapped fields Zammad must hold as attributes besides its own text fields: every custom
+    or typed one (not ``organization``, which Zammad looks up by name)."""
+    return [
+        FieldSpec(name, rule.type, tuple(rule.options.items()))
+        for name, rule in config.mapping.items()
+        if name not in CORE_FIELDS and name not in ASSOCIATION_PARAMS  # the settings keep CORE_FIELDS text
+    ]
+
+
+def zammad_field_problems(profile: ProfileRuntime, zammad: pd.DataFrame) -> tuple[list[str], str]:
+    """What keeps Zammad from storing the mapped fields (fields.field_problems), and how it was seen.
+
+    Reads the object manager (GET /object_manager_attributes, needs admin.object). A token
+    without it (the least-privilege sync token) still sees which fields a user record lacks, not
+    their types; the second value says which of the two was checked. The default mapping fills
+    only Zammad's own fields and costs no request.
+    """
+    wanted = mapped_fields(profile.config)
+    if not wanted:
+        return [], "no custom fields mapped"
+    try:
+        attributes = profile.zammad.user_attributes()
+    except ZammadAuthError as exc:
+        keys = zammad.attrs.get(USER_KEYS) or []
+        log.warning("object manager not readable (%s): checking the mapped fields' presence only", exc)
+        if not keys:
+            return [], "not checked: no object-manager access and no user record to look at"
+        return absent_fields(wanted, frozenset(keys)), "presence only (the token lacks admin.object)"
+    return field_problems(wanted, attributes), "object manager"
+
+
 # --- one-time setup ---------------------------------------------------------------------------------
 def setup_zammad(profile: ProfileRuntime) -> list[str]:
-    """Create the custom user attributes and run the migrations; idempotent. Returns what it created."""
+    """Create the identity attributes and every mapped field Zammad lacks (with its type), then run
+    the migrations; idempotent. Returns what it created.
+
+    A field that exists with another type is left alone: changing it would recast every user's
+    value. The plan names it (``zammad_field_problems``).
+    """
     zammad = profile.zammad
     existing = zammad.user_attributes()
+    specs = [*ENTRA_ATTRIBUTES, *(attribute_spec(f) for f in mapped_fields(profile.config))]
     created = []
-    for spec in ENTRA_ATTRIBUTES:
+    for spec in specs:
         if spec["name"] not in existing:
             zammad.create_attribute(spec)
             created.append(spec["name"])
-    pending = created or [n for n, a in existing.items() if n in REQUIRED_ATTRIBUTES and a.get("to_migrate")]
+    names = {spec["name"] for spec in specs}
+    pending = created or [n for n, a in existing.items() if n in names and (a.get("to_migrate") or a.get("to_create"))]
     if pending:
         zammad.execute_migrations()
     return created
+
+
+def setup_problems(profile: ProfileRuntime) -> list[str]:
+    """What still keeps Zammad from storing the mapped fields after ``setup_zammad``: fields of
+    another type, or selects without an option, which setup leaves for a person to decide."""
+    return field_problems(mapped_fields(profile.config), profile.zammad.user_attributes())

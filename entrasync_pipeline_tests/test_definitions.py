@@ -20,6 +20,7 @@ CHECKS = {
     ("universal_users", "universal_users_schema"),
     ("sync_plan", "sync_plan_schema"),
     ("sync_plan", "sync_plan_safety"),
+    ("sync_plan", "sync_plan_fields"),
 }
 
 
@@ -47,7 +48,7 @@ def test_assets_and_their_metadata() -> None:
     ]
 
 
-def test_the_three_blocking_checks_sit_on_their_assets() -> None:
+def test_the_four_blocking_checks_sit_on_their_assets() -> None:
     """dagster 1.13 has no ``Definitions.resolve_all_asset_check_specs``: the resolved asset graph lists them."""
     graph = defs.resolve_asset_graph()
     specs = [graph.get_check_spec(key) for key in graph.asset_check_keys if key.name != FRESHNESS]

@@ -131,6 +131,7 @@ def test_the_architecture_names_the_five_assets_and_the_checks() -> None:
         "universal_users_schema",
         "sync_plan_schema",
         "sync_plan_safety",
+        "sync_plan_fields",
         "entrasync_sync_job",
         "entrasync_daily_sync",
         "entrasync_membership_delta",

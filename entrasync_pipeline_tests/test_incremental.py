@@ -6,7 +6,7 @@ waits for the nightly run is the failure the product exists to prevent. So a sta
 changes the sandbox tenant the way admins do, through the real Graph write API — hires into
 "IT Support" or its nested "IT Support Tier 2", leavers, people joining from elsewhere, moves
 between the two groups, disables and re-enables, renames with a new mail, attribute edits
-(mapped and unmapped), soft deletes and restores, (transitive profiles) Tier 2 unnested and
+(mapped and unmapped, typed fields among them), soft deletes and restores, (transitive profiles) Tier 2 unnested and
 nested again, and (``SHARED_MAILS``) a mail taken from a colleague or a rehire under an old mail —
 and after some of the changes evaluates the real feed sensor and executes the run it requests, as
 the daemon would.
@@ -44,7 +44,7 @@ from entrasync_pipeline.plan import WRITE_ACTIONS
 from entrasync_pipeline.resources import EntrasyncResource
 from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE
 from entrasync_pipeline.runtime import ProfileRuntime
-from entrasync_pipeline.settings import load_settings
+from entrasync_pipeline.settings import default_mapping, load_settings
 from entrasync_pipeline_tests.conftest import Sandbox
 from entrasync_pipeline_tests.tenant import Admin, Runner, it_support_config, setup_attributes
 
@@ -70,7 +70,28 @@ EDITS = [
     ("mail", None),
     ("jobTitle", "Team Lead"),
     ("officeLocation", "Hamburg"),
+    # Typed fields (TYPED_MAPPING): a number, one that is no number (left out, reported), none; an
+    # option by its label, by its key in another case, and a value that is no option.
+    ("employeeId", "4711"),
+    ("employeeId", "E1200"),
+    ("employeeId", None),
+    ("employeeType", "Contractor"),
+    ("employeeType", "EMPLOYEE"),
+    ("employeeType", "Intern"),
 ]
+# The default mapping and a field of each type beside it: a second run must write none of them
+# either (account_enabled changes with every disable and re-enable).
+TYPED_MAPPING = {
+    **{name: rule.model_dump(by_alias=True) for name, rule in default_mapping().items()},
+    "employee_number": {"from": ["employeeId"], "type": "integer"},
+    "staff_kind": {
+        "from": ["employeeType"],
+        "type": "select",
+        "options": {"employee": "Employee", "contractor": "Contractor"},
+    },
+    "entra_created": {"from": ["createdDateTime"], "type": "date"},
+    "account_enabled": {"from": ["accountEnabled"], "type": "boolean"},
+}
 
 
 def _settings(examples: int, step_count: int) -> settings:
@@ -130,7 +151,7 @@ class Harness:
         self.admin = Admin(self.sandbox, world.http)
         self.groups = {name: self.sandbox.info["groups"][name] for name in (IT_SUPPORT, TIER_2)}
         files = Path(tempfile.mkdtemp(dir=world.root))  # a fresh audit DB and Dagster storage
-        self.config = it_support_config(self.sandbox, files, **PROFILES[world.variant])
+        self.config = it_support_config(self.sandbox, files, mapping=TYPED_MAPPING, **PROFILES[world.variant])
         setup_attributes(self.config, world.environ)
         # An in-memory instance: a sqlite one costs seconds per run on a busy disk.
         self.instance = dg.DagsterInstance.ephemeral(tempdir=str(files / "dagster"))

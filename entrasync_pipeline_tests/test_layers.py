@@ -7,7 +7,16 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "entrasync_pipeline"
-CORE = ["normalize.py", "plan.py", "safety.py", "schemas.py", "run_options.py", "targeted.py", "freshness.py"]
+CORE = [
+    "normalize.py",
+    "plan.py",
+    "fields.py",
+    "safety.py",
+    "schemas.py",
+    "run_options.py",
+    "targeted.py",
+    "freshness.py",
+]
 SHELL = [
     "entra",
     "zammad",

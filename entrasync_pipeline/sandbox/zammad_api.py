@@ -91,6 +91,7 @@ class ZammadApp:
             "agent": secrets.token_urlsafe(32),
             "readonly": secrets.token_urlsafe(32),
             "expired": secrets.token_urlsafe(32),
+            "user_admin": secrets.token_urlsafe(32),
         }
         self.reset()
 
@@ -588,6 +589,7 @@ def build_store(seed: Seed, token_values: dict[str, str]) -> ZammadStore:
         "sync": (token_owner, ["admin.user", "admin.object", "ticket.agent"], False),
         "agent": (agent, ["ticket.agent"], False),
         "readonly": (token_owner, ["ticket.agent"], False),
+        "user_admin": (token_owner, ["admin.user"], False),  # the least-privilege sync token (no admin.object)
         "expired": (token_owner, ["admin.user"], True),
     }
     for name, (user_id, permissions, expired) in specs.items():

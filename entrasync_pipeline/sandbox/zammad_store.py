@@ -373,10 +373,8 @@ class ZammadStore:
             self._check_attribute_name(name)
             if data_type not in DATA_TYPES:
                 raise ZammadRuleError(f"Invalid data_type param '{data_type}'")
-            option = dict(payload.get("data_option") or {})
+            option = _controller_data_option(data_type, dict(payload.get("data_option") or {}))
             self._check_data_option(data_type, option)
-            option.setdefault("default", "" if data_type in ("input", "select", "tree_select") else None)
-            option.setdefault("null", True)
             return self._add_attribute(
                 name,
                 str(payload.get("display") or name),
@@ -413,6 +411,10 @@ class ZammadStore:
                 raise ZammadRuleError("Need data_option[:default] param true|false|undefined")
             if not isinstance(option.get("options"), dict):
                 raise ZammadRuleError("Need data_option[:options] param")
+        if data_type == "integer":
+            problems = _integer_bounds_problems(option)
+            if problems:
+                raise ZammadRuleError(f"Validation failed: {', '.join(problems)}")
 
     def execute_migrations(self) -> None:
         """Add a column for every staged attribute (existing users get null) and apply changes."""
@@ -425,8 +427,11 @@ class ZammadStore:
                     continue
                 if not attribute.migrated:
                     attribute.migrated = True
+                    # add_column: string types without an SQL default (null), the others with
+                    # data_option[:default] as theirs, which fills the existing rows.
+                    filled = None if attribute.data_type in STRING_DATA_TYPES else attribute.data_option.get("default")
                     for user in self.users.values():
-                        user.setdefault(attribute.name, None)
+                        user.setdefault(attribute.name, filled)
                 if attribute.data_option_new:
                     attribute.data_option = {**attribute.data_option, **attribute.data_option_new}
                     attribute.data_option_new = {}
@@ -663,15 +668,16 @@ class ZammadStore:
 
     @staticmethod
     def _custom_value(attribute: Attribute, value: Any) -> Any:
+        """A value of a migrated attribute as its column stores it: cast the Rails way, never refused
+        for its type (reference §4): a boolean, integer or date takes whatever casts."""
         if value is None:
             return None
         if attribute.data_type == "boolean":
-            return _to_bool(attribute.name, value)
+            return _rails_boolean(value)
         if attribute.data_type == "integer":
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                raise ZammadRuleError(f"Invalid value '{value}' for field '{attribute.name}'!") from None
+            return _checked_integer(attribute, _rails_integer(value))
+        if attribute.data_type == "date":
+            return _rails_date(value)
         if isinstance(value, (dict, list)):
             raise ZammadRuleError(f"Invalid value '{value}' for field '{attribute.name}'!")
         text = str(value).lower() if isinstance(value, bool) else str(value)
@@ -807,6 +813,99 @@ def _to_string(key: str, value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+# --- typed custom attributes: Zammad's controller defaults, its validators and Rails' casts ------------
+STRING_DATA_TYPES = frozenset({"input", "select", "multiselect", "tree_select", "richtext", "textarea", "checkbox"})
+INTEGER_LIMIT = 2_147_483_647  # DataOptionValidator: min and max within ±(2**31 - 1)
+RAILS_FALSE = frozenset({"0", "f", "F", "false", "FALSE", "off", "OFF"})  # ActiveModel::Type::Boolean
+_RUBY_TO_I = re.compile(r"^\s*([+-]?\d+(?:_\d+)*)")
+_ISO_DATE = re.compile(r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})(?![\d])")
+_DOTTED_DATE = re.compile(r"^\s*(\d{1,2})\.(\d{1,2})\.(\d{4})\s*$")
+
+
+def _controller_data_option(data_type: str, option: dict[str, Any]) -> dict[str, Any]:
+    """ObjectManagerAttributesController#permitted_params: a boolean's "true"/"false" default becomes
+    a boolean; ``default`` is "" for input and selects and null otherwise; ``null`` is true."""
+    if data_type == "boolean" and option.get("default") in ("true", "false"):
+        option["default"] = option["default"] == "true"
+    option.setdefault("default", "" if data_type in ("input", "select", "tree_select") else None)
+    if option.get("null") is None:
+        option["null"] = True
+    return option
+
+
+def _integer_bounds_problems(option: dict[str, Any]) -> list[str]:
+    """DataOptionValidator#min_max_check, with its messages."""
+    problems = []
+    for key, word in (("min", "Minimal"), ("max", "Maximal")):
+        bound = option.get(key)
+        if not isinstance(bound, int) or isinstance(bound, bool):
+            problems.append(f"{word} value must be an integer")
+        elif bound < -INTEGER_LIMIT:
+            problems.append(f"{word} value must be higher than -2147483648")
+        elif bound > INTEGER_LIMIT:
+            problems.append(f"{word} value must be lower than 2147483648")
+    if not problems and option["min"] > option["max"]:
+        problems.append("Maximal value must be higher than or equal to minimal value")
+    return problems
+
+
+def _rails_boolean(value: Any) -> bool | None:
+    """ActiveModel::Type::Boolean#cast: "" is null, 0 and a few spellings of false are false,
+    everything else (also "no", "False") is true."""
+    if isinstance(value, bool):
+        return value
+    if value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return value != 0
+    return str(value) not in RAILS_FALSE
+
+
+def _rails_integer(value: Any) -> int | None:
+    """ActiveModel::Type::Integer#cast: true 1, false 0, "" null, a float truncated, a string by
+    Ruby's String#to_i (its leading digits, else 0: "12abc" is 12, "abc" is 0)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value)
+    if not text.strip():
+        return None
+    match = _RUBY_TO_I.match(text)
+    return int(match.group(1).replace("_", "")) if match else 0
+
+
+def _checked_integer(attribute: Attribute, value: int | None) -> int | None:
+    """ObjectManager::Attribute::Validation::MinMax: outside data_option min..max is a 422."""
+    label = _humanize(attribute.name)
+    low, high = attribute.data_option.get("min"), attribute.data_option.get("max")
+    if value is not None and low is not None and low is not False and value < low:
+        raise ZammadRuleError(f"{label} is smaller than the allowed minimum value of {low}")
+    if value is not None and high is not None and high is not False and value > high:
+        raise ZammadRuleError(f"{label} is larger than the allowed maximum value of {high}")
+    return value
+
+
+def _rails_date(value: Any) -> str | None:
+    """ActiveModel::Type::Date#cast as JSON gives it back ("YYYY-MM-DD"): an ISO date, also the
+    date of an ISO date-time as written, or a dotted "DD.MM.YYYY"; an impossible date or any other
+    text is stored as null without an error. (Ruby's Date._parse knows more formats; the sandbox
+    stores those as null too: docs/sandbox.md.)"""
+    if not isinstance(value, str):
+        return None
+    iso, dotted = _ISO_DATE.match(value), _DOTTED_DATE.match(value)
+    if iso:
+        year, month, day = (int(g) for g in iso.groups())
+    elif dotted:
+        day, month, year = (int(g) for g in dotted.groups())
+    else:
+        return None
+    try:
+        return datetime(year, month, day).strftime("%Y-%m-%d")
+    except ValueError:
+        return None
 
 
 def _to_bool(key: str, value: Any) -> bool:
