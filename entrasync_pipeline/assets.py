@@ -19,6 +19,7 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from entrasync_pipeline import checks, steps
 from entrasync_pipeline.apply import ApplyResult
 from entrasync_pipeline.audit import AuditFilter
+from entrasync_pipeline.entra.errors import EntraAuthError, GraphAuthorizationError, GraphTransportError
 from entrasync_pipeline.lease import Lease, ProfileBusy
 from entrasync_pipeline.normalize import INVALID_VALUES, skipped_member_types
 from entrasync_pipeline.plan import Action, action_counts, drift_count, plan_changes, role_merge_count
@@ -34,7 +35,9 @@ from entrasync_pipeline.run_options import (
 from entrasync_pipeline.runtime import ProfileRuntime
 from entrasync_pipeline.safety import managed_count
 from entrasync_pipeline.schemas import ENTRA_MEMBERS, ZAMMAD_USERS
+from entrasync_pipeline.settings import ConfigError
 from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES, TRACE_LIMIT, trace, write_outcomes
+from entrasync_pipeline.zammad.errors import ZammadAuthError, ZammadTransportError
 
 GROUP = "entrasync"
 OWNERS = ["team:it-identity"]
@@ -59,16 +62,35 @@ def _run_alive(instance: dg.DagsterInstance) -> Callable[[str], bool | None]:
     return alive
 
 
+# Entra's token endpoint says these when it is the one at fault; any other refusal is the config's.
+_TRANSIENT_TOKEN_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+
+
+def _lasting(exc: BaseException) -> bool:
+    """A failure that READ_RETRY's waits cannot cure: a wrong config, credentials or permissions
+    Entra or Zammad refused, a proxy that refuses the tunnel. Failing at once spares the admin a
+    minute of retries before the error they must fix."""
+    if isinstance(exc, (ConfigError, GraphAuthorizationError, ZammadAuthError)):
+        return True
+    if isinstance(exc, EntraAuthError):
+        return exc.error not in _TRANSIENT_TOKEN_ERRORS
+    return isinstance(exc, (GraphTransportError, ZammadTransportError)) and exc.kind == "proxy"
+
+
 @contextmanager
 def _held(context: dg.AssetExecutionContext, entrasync: EntrasyncResource) -> Iterator[tuple[ProfileRuntime, Lease]]:
     """The profile's runtime with its lease held for this run (waits while another run holds it)."""
-    with entrasync.runtime(context.partition_key) as runtime:
-        lease = runtime.lease(context.run_id, alive=_run_alive(context.instance))
-        try:
+    try:
+        with entrasync.runtime(context.partition_key) as runtime:
+            lease = runtime.lease(context.run_id, alive=_run_alive(context.instance))
             with lease.held():
                 yield runtime, lease
-        except ProfileBusy as exc:  # waited long enough: retrying the step would only wait again
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except ProfileBusy as exc:  # waited long enough: retrying the step would only wait again
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except Exception as exc:
+        if not _lasting(exc):
+            raise
+        raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
 
 
 def _options(

@@ -218,10 +218,14 @@ def test_a_sync_in_another_cloud_than_the_graph_fails_clearly_and_writes_nothing
     config = _config(sandbox, tmp_path, credential="secret", cloud="usgov", graph_url=None)
     env = {**environ, "ENTRASYNC_CONFIG": str(config)}
     before = sandbox.state("zammad")["users"]
+    sandbox.control("DELETE", "graph", "stats")
     result = entrasync("sync", "--json", env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "invalid_resource" in output and "The resource principal named https://graph.microsoft.us" in output
+    # a refusal retries cannot cure fails at once: one token request, not one per step retry
+    tokens = [n for route, n in sandbox.stats("graph")["requests"].items() if route.endswith("/token")]
+    assert sum(tokens) == 1, sandbox.stats("graph")["requests"]
     assert sandbox.state("zammad")["users"] == before
     assert not any(key.startswith(("POST", "PUT")) for key in sandbox.stats("zammad")["requests"])
     assert environ["ENTRA_CLIENT_SECRET"] not in output
