@@ -18,12 +18,13 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pandas as pd
 
+from entrasync_pipeline import organizations
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.normalize import is_missing
 from entrasync_pipeline.plan import (
@@ -53,6 +54,8 @@ class ZammadWriter(Protocol):
     def find_by_email(self, email: str) -> list[dict[str, Any]]: ...
     def create_user(self, payload: dict[str, Any]) -> dict[str, Any]: ...
     def update_user(self, user_id: int, payload: dict[str, Any]) -> dict[str, Any]: ...
+    def iter_organizations(self) -> Iterator[dict[str, Any]]: ...
+    def create_organization(self, name: str) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,8 @@ def apply_plan(
     ]
     deactivations = [r for r in rows if r["action"] == Action.DEACTIVATE.value]
     _log_summary(plan, options, blocked)
+    if not blocked:  # the organizations the members need exist before their writes
+        writes = _with_organizations(writes, writer, buffer, options, counts)
     if blocked or options.dry_run:
         outcome = "blocked" if blocked else "would"
         for row in writes + deactivations:
@@ -235,6 +240,72 @@ def apply_plan(
     buffer.flush()
     log.info("apply finished for %s: %s", options.profile, counts)
     return result
+
+
+ORGANIZATION_ACTION = "organization"  # the audit's action for an organization entrasync created
+
+
+def _with_organizations(
+    writes: list[dict[str, Any]],
+    writer: ZammadWriter,
+    buffer: _AuditBuffer,
+    options: ApplyOptions,
+    counts: dict[str, int],
+) -> list[dict[str, Any]]:
+    """Create the organizations the writes name and Zammad lacks (read live: another run may have
+    created one since the plan), one audit row each; the writes then carry their ids. A member whose
+    organization could not be created is written without it, the reason saying why (next run retries).
+    """
+    wanted = organizations.names_to_create(r["payload"] for r in writes)
+    if not wanted:
+        return writes
+    if options.dry_run:
+        for name in wanted.values():
+            buffer.add(_organization_row(options, "would", name))
+        counts["organizations_created"] += len(wanted)
+        return writes
+    ids = organizations.index(writer.iter_organizations())
+    errors: dict[str, str] = {}
+    for key, name in wanted.items():
+        if key in ids:
+            continue
+        try:
+            created = writer.create_organization(name)
+        except ZammadError as exc:  # a 422 "taken": created meanwhile in another spelling; looked up below
+            errors[key] = str(exc)
+            continue
+        ids[key] = int(created["id"])
+        counts["organizations_created"] += 1
+        buffer.add(_organization_row(options, "done", name, f"organization created (id {ids[key]})"))
+    if any(key not in ids for key in errors):
+        ids = {**organizations.index(writer.iter_organizations()), **ids}
+    for key in [k for k in errors if k not in ids]:
+        buffer.add(_organization_row(options, "failed", wanted[key], error=errors[key]))
+        log.warning("organization %r not created: %s", wanted[key], errors[key])
+    return [_organization_resolved(r, ids, errors) for r in writes]
+
+
+def _organization_resolved(row: dict[str, Any], ids: dict[str, int], errors: dict[str, str]) -> dict[str, Any]:
+    name = (row.get("payload") or {}).get(organizations.COLUMN)
+    if not name or organizations.name_key(name) in ids:
+        return organizations.resolved(row, ids)
+    why = f"organization {name!r} not created: {errors.get(organizations.name_key(name), 'unknown')}"
+    return organizations.without(row, why)
+
+
+def _organization_row(
+    options: ApplyOptions, outcome: str, name: str, reason: str | None = None, error: str | None = None
+) -> AuditRow:
+    return AuditRow(
+        run_id=options.run_id,
+        profile=options.profile,
+        action=ORGANIZATION_ACTION,
+        outcome=outcome,
+        dry_run=options.dry_run,
+        changes={organizations.COLUMN: [None, name]},
+        reason=reason or f"organization {name!r} is missing in Zammad",
+        error=error,
+    )
 
 
 def _close_interrupted(audit: AuditStore, options: ApplyOptions) -> frozenset[str]:

@@ -22,7 +22,14 @@ from entrasync_pipeline.audit import AuditFilter
 from entrasync_pipeline.entra.errors import EntraAuthError, GraphAuthorizationError, GraphTransportError
 from entrasync_pipeline.lease import Lease, ProfileBusy
 from entrasync_pipeline.normalize import INVALID_VALUES, skipped_member_types
-from entrasync_pipeline.plan import Action, action_counts, drift_count, plan_changes, role_merge_count
+from entrasync_pipeline.plan import (
+    Action,
+    action_counts,
+    drift_count,
+    organization_counts,
+    plan_changes,
+    role_merge_count,
+)
 from entrasync_pipeline.resources import EntrasyncResource, Progress, SyncRunOptions
 from entrasync_pipeline.run_options import (
     RUN_OPTIONS_RESOURCE,
@@ -443,6 +450,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 **{a: dg.MetadataValue.int(n) for a, n in counts.items()},
                 "role_mapping_conflicts": role_merge_count(plan),
                 "drift": drift_count(plan),
+                **{name: dg.MetadataValue.int(n) for name, n in organization_counts(plan).items()},
                 "preview": dg.MetadataValue.md(_preview(plan)),
                 "dry_run": dg.MetadataValue.bool(options.dry_run),
                 "safety": verdict.summary,

@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 
 from entrasync_pipeline import fields as typed
+from entrasync_pipeline import organizations
 from entrasync_pipeline.normalize import is_missing, plain_text, zammad_email
+from entrasync_pipeline.organizations import OrganizationRules
 
 SYSTEM_USER_ID = 1
 PLAN_COLUMNS = ("action", "entra_key", "zammad_id", "email", "upn", "changes", "payload", "reason")
@@ -62,8 +64,9 @@ COUNT_NAMES: dict[Action, str] = {
 }
 # Decisions that write nothing but are reported and audited (outcome "skipped"), each with its reason.
 HELD_ACTIONS = (Action.SKIP, Action.CONFLICT, Action.GRACE, Action.OPTED_OUT)
-# "drift": decisions that found hand edits in Zammad (``drift_count``), whatever their action.
-COUNT_COLUMNS = (*COUNT_NAMES.values(), "drift", "failed")
+# "drift": decisions that found hand edits in Zammad (``drift_count``), whatever their action;
+# "organizations_created": Zammad organizations the apply created (or would create) for the members.
+COUNT_COLUMNS = (*COUNT_NAMES.values(), "drift", "organizations_created", "failed")
 # People read the destructive decisions first (previews, tables, JSON "changes").
 REVIEW_ORDER = (
     Action.DEACTIVATE,
@@ -108,6 +111,7 @@ class PlanOptions:
     drift_fields: Mapping[str, str] = field(default_factory=dict)
     manual_deactivation: str = "keep"  # or "reactivate"
     field_types: Mapping[str, str] = field(default_factory=dict)  # fields not of type text (fields.py)
+    organizations: OrganizationRules | None = None  # None: organizations are not managed
 
 
 ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
@@ -348,7 +352,10 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
         return _row(Action.CONFLICT, user, zammad, problem)
     note = _role_note(user, options)
     if zammad is None:
+        org_changes, org_note = _organization(user, None, options)
+        note += org_note
         payload = {k: v for k, v in desired.items() if v not in ("", None)}
+        payload.update({k: v[1] for k, v in org_changes.items()})
         return _row(Action.CREATE, user, None, "new member" + note, {k: [None, v] for k, v in payload.items()}, payload)
     return _decide_matched(user, zammad, desired, note, options)
 
@@ -359,6 +366,9 @@ def _decide_matched(
     """A member in scope and the Zammad user matched to them: relink, reactivate, update or noop,
     with hand edits since entrasync's last write judged per the drift settings."""
     changes = _diff(zammad, desired, options.field_types)
+    org_changes, org_note = _organization(user, zammad, options)
+    changes.update(org_changes)
+    note += org_note
     adopted = not _text(zammad.get("entra_key"))
     if not adopted and _text(zammad.get("entra_key")) != user["entra_key"]:  # only _relinkable matches do
         if not zammad.get("active"):
@@ -382,6 +392,16 @@ def _decide_matched(
         reason = (how if adopted else "attributes changed") + note
         return _row(Action.UPDATE, user, zammad, reason, changes, {k: v[1] for k, v in changes.items()})
     return _row(Action.NOOP, user, zammad, note.removeprefix("; ") or None)
+
+
+def _organization(
+    user: Mapping[str, Any], zammad: Mapping[str, Any] | None, options: PlanOptions
+) -> tuple[dict[str, list[Any]], str]:
+    """The member's organization changes and note (organizations.py), when the profile manages them."""
+    if options.organizations is None:
+        return {}, ""
+    written = options.last_written.get(int(zammad["id"]), {}) if zammad is not None else {}
+    return organizations.changes(user.get(organizations.COLUMN), zammad, options.organizations, written)
 
 
 def _hand_edits(
@@ -694,6 +714,10 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
         if name == "email":
             have = _objects(list(map(str.lower, map(str.strip, have))))
         candidate[rows] = want == have[at[rows]]
+    if options.organizations is not None:
+        rows = np.flatnonzero(candidate)
+        have = _column(zammad, organizations.ID_FIELD)[at[rows]]
+        candidate[rows] = organizations.unchanged(_column(universal, organizations.COLUMN)[rows], have, options.organizations)
     kept = np.flatnonzero(candidate)
     ids = zammad["id"].to_numpy()[at[kept]].astype(np.int64)
     nothing = np.empty(len(kept), dtype=object)
@@ -860,6 +884,18 @@ def role_merge_count(plan: pd.DataFrame) -> int:
     if plan.empty:
         return 0
     return sum(ROLE_MERGE_NOTE in r for r in plan["reason"].dropna().tolist() if isinstance(r, str))
+
+
+def organization_counts(plan: pd.DataFrame) -> dict[str, int]:
+    """Organizations the plan needs created, and decisions whose organization is missing and not
+    created (``create_missing: false``): the sync_plan's metadata."""
+    if plan.empty:
+        return {"organizations_to_create": 0, "organizations_missing": 0}
+    writes = writes_of(plan)["payload"].tolist()
+    return {
+        "organizations_to_create": len(organizations.names_to_create(p for p in writes if p)),
+        "organizations_missing": organizations.missing_count(plan["reason"].tolist()),
+    }
 
 
 def writes_of(plan: pd.DataFrame) -> pd.DataFrame:

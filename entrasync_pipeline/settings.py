@@ -114,6 +114,33 @@ def _check_options(options: dict[str, str]) -> None:
                 raise ValueError(f"options {seen[name]!r} and {key!r} both match {name!r}; make them distinct")
 
 
+class OrganizationSettings(_Model):
+    """The Zammad organization of each member: found by name (ignoring case, as Zammad compares
+    names) or created; never renamed or deleted."""
+
+    source: list[str] = Field(
+        default_factory=list,
+        alias="from",
+        description="Graph user attributes tried in order (e.g. [companyName]); the first non-empty wins.",
+    )
+    constant: str | None = Field(None, description="One organization for every member instead of 'from'.")
+    create_missing: bool = Field(
+        True,
+        description="Create an organization Zammad lacks (needs admin.organization or ticket.agent). "
+        "False: the member gets no organization and the plan says so.",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _source_or_constant(self) -> "OrganizationSettings":
+        if bool(self.source) == (self.constant is not None):
+            raise ValueError("organization needs either 'from' (source attributes) or 'constant'")
+        if self.constant is not None and not self.constant.strip():
+            raise ValueError("organization.constant must not be empty")
+        return self
+
+
 def default_mapping() -> dict[str, FieldRule]:
     """Zammad field ← Graph attributes; email and names also follow the fixed rules of DESIGN.md §2."""
     return {
@@ -406,6 +433,11 @@ class ProfileSettings(_Model):
         "with its email (a re-hire), instead of a conflict.",
     )
     sync_users_without_email: bool = Field(False, description="Create users that have no usable email.")
+    organization: OrganizationSettings | None = Field(
+        None,
+        description="Each member's Zammad organization (from a Graph attribute or a constant); unset: "
+        "organizations are not managed.",
+    )
     scope: ScopeSettings = Field(default_factory=ScopeSettings)
     phones: PhoneSettings = Field(default_factory=PhoneSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
@@ -426,6 +458,8 @@ class ProfileSettings(_Model):
     def _mapping_has_email(cls, value: dict[str, FieldRule]) -> dict[str, FieldRule]:
         if "email" not in value:
             raise ValueError("the mapping needs an 'email' field (it is how users are adopted and reached)")
+        if "organization" in value:
+            raise ValueError("set a member's organization with profiles.<p>.organization, not mapping.organization")
         typed_core = [f for f, rule in value.items() if f in CORE_FIELDS and rule.type != "text"]
         if typed_core:
             raise ValueError(f"{', '.join(typed_core)}: Zammad's own text fields take type text only")
@@ -452,6 +486,7 @@ class ProfileSettings(_Model):
             "userType",
         ]
         sources = [s for rule in self.mapping.values() for s in rule.source]
+        sources += self.organization.source if self.organization is not None else []
         scoped = [r.attribute for r in (*self.scope.include, *self.scope.exclude)]
         return list(dict.fromkeys(fixed + sources + scoped))
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from entrasync_pipeline import organizations
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
@@ -25,6 +26,8 @@ from entrasync_pipeline.fields import ASSOCIATION_PARAMS, FieldSpec, absent_fiel
 from entrasync_pipeline.heartbeat import ping
 from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, ScopeTest, normalize_members
 from entrasync_pipeline.notify import Message, summary_message
+from entrasync_pipeline.organizations import COLUMN as ORGANIZATION
+from entrasync_pipeline.organizations import OrganizationRules
 from entrasync_pipeline.plan import (
     COUNT_NAMES,
     OPT_OUT_ATTRIBUTE,
@@ -55,6 +58,7 @@ ZAMMAD_COLUMNS = (
     "department",
     "active",
     "role_ids",
+    "organization_id",
     "entra_key",
     "entra_object_type",
     "entrasync_profile",
@@ -232,6 +236,9 @@ def normalize_options(config: ProfileSettings) -> NormalizeOptions:
         )
         for target, rule in config.mapping.items()
     }
+    if config.organization is not None:  # normalized like a mapped value; the plan resolves it (organizations.py)
+        org = config.organization
+        mapping[ORGANIZATION] = Rule(tuple(org.source), org.constant, ("first", "strip"))
     roles = {g.id: tuple(g.roles) for g in config.groups}
     return NormalizeOptions(
         mapping,
@@ -438,6 +445,7 @@ def compute_sync_plan(
     now = datetime.now(timezone.utc)
     missing_since = profile.audit.missing_since(profile.name) if grace else {}
     options = plan_options(profile, zammad_roles(profile), now, missing_since)
+    options = dataclasses.replace(options, organizations=zammad_organizations(profile))
     candidates = sorted(relink_candidates(users, zammad, options))
     if candidates:  # re-hires: Zammad users linked to an object that may be gone, their email on a new one
         deleted = profile.graph.deleted_users(candidates)
@@ -447,14 +455,31 @@ def compute_sync_plan(
         plan = compute_plan(users, zammad, options)
         edited = hand_edit_candidates(plan)
         written = profile.audit.last_written(profile.name, edited) if edited else {}
-        if written:  # what entrasync last wrote to them: a hand edit since decides per drift settings
-            plan = compute_plan(users, zammad, dataclasses.replace(options, last_written=written))
+        if written or (edited and options.organizations):  # a hand edit since decides per drift settings;
+            audited = _audited(options)  # an organization is cleared only when entrasync set it
+            plan = compute_plan(users, zammad, dataclasses.replace(audited, last_written=written))
     if targets is not None:
         plan = scope_plan(plan, targets)
     if remember and (grace or targets is None):  # without a grace period, a full run clears the times
         decided = None if targets is None else [*targets, *plan["entra_key"].dropna().tolist()]
         profile.audit.update_missing(profile.name, missing_ledger(plan, options) if grace else {}, decided)
     return plan
+
+
+def zammad_organizations(profile: ProfileRuntime) -> OrganizationRules | None:
+    """Zammad's organizations by name, every page, when the profile manages them (else None)."""
+    config = profile.config.organization
+    if config is None:
+        return None
+    ids = organizations.index(profile.zammad.iter_organizations())
+    log.info("organizations: %d in Zammad", len(ids))
+    return OrganizationRules(ids, config.create_missing)
+
+
+def _audited(options: PlanOptions) -> PlanOptions:
+    if options.organizations is None:
+        return options
+    return dataclasses.replace(options, organizations=dataclasses.replace(options.organizations, audited=True))
 
 
 def judge(

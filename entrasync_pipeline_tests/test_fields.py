@@ -727,12 +727,11 @@ def test_the_worked_example_in_the_configuration_reference_is_a_valid_mapping() 
 def test_the_fields_zammad_must_hold_are_the_custom_and_typed_ones_but_not_organization() -> None:
     from entrasync_pipeline.steps import mapped_fields
 
-    config = parse_settings(
-        _config(
-            department={"from": ["department"]},
-            organization={"from": ["companyName"]},  # Zammad looks it up by name: no attribute
-            job_title={"from": ["jobTitle"]},
-            kind={"from": ["employeeType"], "type": "select", "options": ["employee"]},
-        )
-    ).profiles["p"]
+    data = _config(
+        department={"from": ["department"]},
+        job_title={"from": ["jobTitle"]},
+        kind={"from": ["employeeType"], "type": "select", "options": ["employee"]},
+    )
+    data["profiles"]["p"]["organization"] = {"from": ["companyName"]}  # an association: no attribute
+    config = parse_settings(data).profiles["p"]
     assert mapped_fields(config) == [FieldSpec("job_title"), FieldSpec("kind", "select", (("employee", "employee"),))]

@@ -25,7 +25,6 @@ from entrasync_pipeline.sandbox.httpd import Request, Response, Route, json_resp
 from entrasync_pipeline.sandbox.seeds import Seed
 from entrasync_pipeline.sandbox.zammad_store import (
     ORGANIZATION_COLUMNS,
-    ORGANIZATIONS,
     PERMISSION_IDS,
     ROLE_COLUMNS,
     ROLES,
@@ -113,6 +112,7 @@ class ZammadApp:
             Route("GET", f"{api}/roles", self._api(self.list_roles)),
             Route("GET", f"{api}/roles/{{id}}", self._api(self.show_role)),
             Route("GET", f"{api}/organizations", self._api(self.list_organizations)),
+            Route("POST", f"{api}/organizations", self._api(self.create_organization)),
             Route("GET", f"{api}/organizations/{{id}}", self._api(self.show_organization)),
             Route("GET", f"{api}/version", self._api(self.version)),
             Route("GET", f"{api}/object_manager_attributes", self._api(self.list_attributes)),
@@ -130,6 +130,7 @@ class ZammadApp:
             return {
                 "users": [store.users[i] for i in store.order],
                 "attributes": [a.render() for a in store.attributes.values()],
+                "organizations": [{"id": oid, **o} for oid, o in sorted(store.organizations.items())],
                 "tokens": {
                     t.name: {"token": t.value, "user_id": t.user_id, "permissions": t.permissions, "expired": t.expired}
                     for t in store.tokens.values()
@@ -267,7 +268,7 @@ class ZammadApp:
 
         expansion = {
             "roles": [ROLES[r]["name"] for r in user.get("role_ids", []) if r in ROLES],
-            "organization": ORGANIZATIONS.get(user.get("organization_id")),
+            "organization": self.store.organization_name(user.get("organization_id")),
             "groups": {},
             "organizations": [],
             "two_factor_preferences": [],
@@ -431,19 +432,26 @@ class ZammadApp:
 
     def list_organizations(self, request: Request, caller: Caller) -> Response:
         """Agents and organization admins see every organization, anyone else only their own."""
-        ids = [oid for oid in ORGANIZATIONS if self._sees_organization(caller, oid)]
+        ids = [oid for oid in self.store.organization_ids() if self._sees_organization(caller, oid)]
         organizations = [self._organization(oid) for oid in ids]
         return self._model_index(request, "Organization", organizations, ORGANIZATION_COLUMNS, self._organization_names)
 
     def show_organization(self, request: Request, caller: Caller) -> Response:
         """organizations_controller.rb#show: 404 for an unknown id; a caller who may not see it gets
         403, or ``{}`` when they have no organization themselves."""
-        oid = _record_id(request, ORGANIZATIONS, "Organization")
+        oid = _record_id(request, dict.fromkeys(self.store.organization_ids()), "Organization")
         if not self._sees_organization(caller, oid):
             if caller.user.get("organization_id"):
                 raise ApiError(403, "Not authorized")
             return _json(200, {})
         return self._model_show(request, "Organization", self._organization(oid), self._organization_names)
+
+    def create_organization(self, request: Request, caller: Caller) -> Response:
+        """organizations_controller.rb#create (model_create_render): ticket.agent or admin.organization;
+        201 with the organization; 422 for a blank name or one taken in any spelling."""
+        caller.require_any("ticket.agent", "admin.organization")
+        oid = self.store.create_organization(_object_body(request), caller.id)
+        return _json(201, self._organization(oid))
 
     def _sees_organization(self, caller: Caller, oid: int) -> bool:
         if caller.may("ticket.agent") or caller.may("admin.organization"):
@@ -452,19 +460,20 @@ class ZammadApp:
         return oid == user.get("organization_id") or oid in (user.get("organization_ids") or [])
 
     def _organization(self, oid: int) -> dict[str, Any]:
+        record = self.store.organization(oid)
         return {
             "id": oid,
-            "name": ORGANIZATIONS[oid],
+            "name": record["name"],
             "shared": True,
             "domain": "",
             "domain_assignment": False,
             "active": True,
             "vip": False,
             "note": "",
-            "updated_by_id": 1,
-            "created_by_id": 1,
-            "created_at": SEEDED_AT,
-            "updated_at": SEEDED_AT,
+            "updated_by_id": record["updated_by_id"],
+            "created_by_id": record["created_by_id"],
+            "created_at": record["created_at"],
+            "updated_at": record["updated_at"],
             "member_ids": self.store.organization_members(oid),
             "secondary_member_ids": [],
         }

@@ -147,7 +147,8 @@ ROLE_COLUMNS = (
     "created_at",
     "updated_at",
 )
-ORGANIZATIONS = {1: "Zammad Foundation"}
+ORGANIZATIONS = {1: "Zammad Foundation"}  # the seeded ones; a store adds what POST /organizations creates
+ORGANIZATION_NAME_MAX = 100  # organizations.name is varchar(100); longer names are truncated on save
 ORGANIZATION_COLUMNS = (
     "id",
     "name",
@@ -328,6 +329,10 @@ class ZammadStore:
         self.haystacks: dict[int, str] = {}
         self.tokens: dict[str, Token] = {}
         self.attributes: dict[str, Attribute] = {}
+        self.organizations: dict[int, dict[str, Any]] = {
+            oid: {"name": name, "created_by_id": 1, "updated_by_id": 1, "created_at": SEEDED_AT, "updated_at": SEEDED_AT}
+            for oid, name in ORGANIZATIONS.items()
+        }
         self.next_id = 1
         self.next_attribute_id = 1
         for name, display, data_type, editable in CORE_ATTRIBUTES:
@@ -484,6 +489,40 @@ class ZammadStore:
         """The ``users`` table's columns (``password`` included, custom attributes once migrated):
         what ``sort_by`` may name (lib/sql_helper.rb checks ``columns_hash``)."""
         return frozenset(COLUMN_ORDER) | {"password"} | {a.name for a in self.custom_columns()}
+
+    def organization_ids(self) -> list[int]:
+        with self.lock:
+            return sorted(self.organizations)
+
+    def organization(self, oid: int) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.organizations[oid])
+
+    def organization_name(self, oid: Any) -> str | None:
+        with self.lock:
+            record = self.organizations.get(oid) if isinstance(oid, int) else None
+            return record["name"] if record else None
+
+    def create_organization(self, payload: dict[str, Any], actor_id: int) -> int:
+        """Organization.create: the name stripped and truncated to its column, present and unique
+        ignoring case (``validates :name, presence: true, uniqueness: { case_sensitive: false }``)."""
+        name = payload.get("name")
+        name = str(name).strip()[:ORGANIZATION_NAME_MAX] if name is not None else ""
+        with self.lock:
+            if not name:
+                raise ZammadRuleError("Validation failed: Name can't be blank")
+            if any(o["name"].lower() == name.lower() for o in self.organizations.values()):
+                raise ZammadRuleError("Validation failed: Name has already been taken")
+            oid = max(self.organizations, default=0) + 1
+            at = now_iso()
+            self.organizations[oid] = {
+                "name": name,
+                "created_by_id": actor_id,
+                "updated_by_id": actor_id,
+                "created_at": at,
+                "updated_at": at,
+            }
+            return oid
 
     def organization_members(self, organization_id: int) -> list[int]:
         with self.lock:
@@ -645,24 +684,23 @@ class ZammadStore:
             ids.append(rid)
         user["role_ids"] = ids
 
-    @staticmethod
-    def _organization_id(value: Any) -> int | None:
+    def _organization_id(self, value: Any) -> int | None:
         if value in (None, ""):
             return None
         try:
             org = int(value)
         except (TypeError, ValueError):
             org = -1
-        if org not in ORGANIZATIONS:
+        if org not in self.organizations:
             raise ZammadRuleError(f"Invalid value for param 'organization_id': {value}")
         return org
 
-    @staticmethod
-    def _organization_by_name(value: Any) -> int | None:
+    def _organization_by_name(self, value: Any) -> int | None:
+        """``Organization.lookup(name:)`` is ``find_by(name:)``: exact, case included (PostgreSQL)."""
         if value in (None, ""):
             return None
-        for oid, name in ORGANIZATIONS.items():
-            if name == value:
+        for oid, organization in self.organizations.items():
+            if organization["name"] == value:
                 return oid
         raise ZammadRuleError(f"No lookup value found for 'organization': \"{value}\"")
 

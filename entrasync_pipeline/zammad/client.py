@@ -1,4 +1,4 @@
-"""Zammad REST client: users (every page), writes, roles and the object manager.
+"""Zammad REST client: users (every page), writes, roles, organizations and the object manager.
 
 Pages ``GET /api/v1/users`` until a page comes back empty and never concludes the end from a
 short page, because the server silently caps ``per_page`` (1000 now, 500 on older releases;
@@ -41,6 +41,10 @@ ADMIN_ROLE_NAME = "Admin"
 # /roles is a model index (``paginate_with(default: 500)``, at most 1000 per page): it is paged
 # like the users list, so a client that reads only the first page misses roles past it.
 ROLES_PER_PAGE = 500
+
+# /organizations is a model index like /roles (``model_index_render``, 500 by default, at most 1000
+# per page, organizations_controller.rb): read every page, or a name past the first is created twice.
+ORGANIZATIONS_PER_PAGE = 500
 
 # Zammad orders a user form's fields by ``position``; its own user attributes use 100…1800
 # (db/seeds/object_manager_attributes.rb: login 100, role_ids 1600, active 1800). A new attribute
@@ -190,6 +194,31 @@ class ZammadClient:
                 f"no role named {ADMIN_ROLE_NAME!r}; cannot tell which users are administrators",
             )
         return ids
+
+    # --- organizations -------------------------------------------------------------------------
+    def iter_organizations(self) -> Iterator[dict[str, Any]]:
+        """Every organization the token may see, page by page; a short page is the last.
+
+        Zammad scopes the list (``policy_scope``): a token with ``ticket.agent`` or
+        ``admin.organization`` sees all of them, any other only its own user's organization.
+        """
+        page = 1
+        while True:
+            params = {"page": page, "per_page": ORGANIZATIONS_PER_PAGE}
+            batch = self._request("GET", "/organizations", "/api/v1/organizations", params=params)
+            if not isinstance(batch, list):
+                raise ZammadResponseError(200, "GET", "/api/v1/organizations", "expected a JSON array of organizations")
+            yield from batch
+            if len(batch) < ORGANIZATIONS_PER_PAGE:
+                return
+            page += 1
+
+    def create_organization(self, name: str) -> dict[str, Any]:
+        """Create an organization (``ticket.agent`` or ``admin.organization``); sent once, like a user.
+
+        Zammad refuses a name that exists in any spelling (422, ``uniqueness: { case_sensitive: false }``).
+        """
+        return self._request("POST", "/organizations", "/api/v1/organizations", body={"name": name, "active": True})
 
     # --- object manager ----------------------------------------------------------------------------
     def user_attributes(self) -> dict[str, dict[str, Any]]:
