@@ -80,6 +80,11 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         if nested is not None:
             rows += _rows(nested, f"{path}.")
             continue
+        optional = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if optional:  # an optional section (e.g. organization): the section itself, then its keys
+            rows.append(f"| `{path}` | section (optional) | {_default(field)} | {field.description or ''} |")
+            rows += _rows(optional[0], f"{path}.")
+            continue
         rows.append(f"| `{path}` | {_type_name(annotation)} | {_default(field)} | {field.description or ''} |")
     return rows
 
@@ -128,5 +133,40 @@ profiles:
 """
 
 
+ORGANIZATION_EXAMPLE = """
+## Worked example: organizations
+
+`organization` puts each member into a Zammad organization, here their Entra `companyName`:
+
+```yaml
+profiles:
+  helpdesk:
+    # entra, groups, zammad, mapping: as above
+    organization:
+      from: [companyName]      # Graph attributes tried in order; or constant: "Contoso GmbH"
+      create_missing: true     # the default; false: a member whose organization is missing gets none
+```
+
+With the members' `companyName` "Contoso GmbH" (40 of them) and "Fabrikam Ltd" (2), and a Zammad
+that already has the organization "CONTOSO GMBH":
+
+- **Found ignoring case.** Zammad keeps organization names unique ignoring case, so "Contoso GmbH"
+  is "CONTOSO GMBH": the 40 get its id (`organization_id`). entrasync never renames an organization.
+- **Created when missing.** "Fabrikam Ltd" is created once (`POST /organizations`), before the
+  members' writes; the run reports `organizations_created: 1` (CLI summary, `zammad_sync` metadata,
+  notifications) and the audit has a row with action `organization`. `entrasync plan` shows
+  `organizations_created` as what it would create, `sync_plan` as `organizations_to_create`.
+- **`create_missing: false`**: the two get no organization, the plan's reason for each says
+  `organization 'Fabrikam Ltd' does not exist in Zammad`, and `sync_plan` counts them in
+  `organizations_missing`. Create the organization in Zammad and the next run assigns it.
+- **An empty `companyName`** removes the organization only when entrasync set it (the audit's last
+  write to that user is their current organization); an organization a person gave the user is kept.
+- **Never deleted.** An organization nobody belongs to any more stays in Zammad.
+- A second run writes nothing. The sync token needs `ticket.agent` or `admin.organization` to see
+  every organization and create missing ones (with `admin.user` alone, Zammad lists only the token
+  user's own organization).
+"""
+
+
 def render() -> str:
-    return HEADER + "\n".join(_rows(Settings, "")) + "\n" + TYPED_FIELDS_EXAMPLE
+    return HEADER + "\n".join(_rows(Settings, "")) + "\n" + TYPED_FIELDS_EXAMPLE + ORGANIZATION_EXAMPLE

@@ -78,7 +78,13 @@ EDITS = [
     ("employeeType", "Contractor"),
     ("employeeType", "EMPLOYEE"),
     ("employeeType", "Intern"),
+    # The organization (ORGANIZATION): a new company (created once), the demo's in another case (the
+    # same organization), none (cleared only where entrasync set it).
+    ("companyName", "Fabrikam Ltd"),
+    ("companyName", "CONTOSO SANDBOX GMBH"),
+    ("companyName", None),
 ]
+ORGANIZATION = {"from": ["companyName"]}
 # The default mapping and a field of each type beside it: a second run must write none of them
 # either (account_enabled changes with every disable and re-enable).
 TYPED_MAPPING = {
@@ -151,7 +157,9 @@ class Harness:
         self.admin = Admin(self.sandbox, world.http)
         self.groups = {name: self.sandbox.info["groups"][name] for name in (IT_SUPPORT, TIER_2)}
         files = Path(tempfile.mkdtemp(dir=world.root))  # a fresh audit DB and Dagster storage
-        self.config = it_support_config(self.sandbox, files, mapping=TYPED_MAPPING, **PROFILES[world.variant])
+        self.config = it_support_config(
+            self.sandbox, files, mapping=TYPED_MAPPING, organization=ORGANIZATION, **PROFILES[world.variant]
+        )
         setup_attributes(self.config, world.environ)
         # An in-memory instance: a sqlite one costs seconds per run on a busy disk.
         self.instance = dg.DagsterInstance.ephemeral(tempdir=str(files / "dagster"))

@@ -11,6 +11,7 @@ CORE = [
     "normalize.py",
     "plan.py",
     "fields.py",
+    "organizations.py",
     "safety.py",
     "schemas.py",
     "run_options.py",

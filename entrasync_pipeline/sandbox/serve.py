@@ -174,6 +174,7 @@ def sandbox_config(info: dict[str, Any], profile: str = "sandbox", state_dir: Pa
                 },
                 "groups": [{"id": gid, "name": name} for name, gid in info["groups"].items()],
                 "zammad": {"url": info["zammad_url"]},
+                "organization": {"from": ["companyName"]},  # the demo's companies become organizations
             }
         },
     }

@@ -427,6 +427,48 @@ def test_a_customer_sees_only_their_own_organization(zammad: Zammad, sandbox: Sa
     assert (shown.status_code, shown.json()) == (200, {})
 
 
+def test_an_organization_is_created_once_whatever_the_case_and_listed_page_by_page(
+    zammad: Zammad, sandbox: Sandbox
+) -> None:
+    """organizations_controller.rb#create: Organization validates ``name`` present and unique
+    ignoring case (app/models/organization.rb); the name column is varchar(100)."""
+    created = zammad.call("POST", "/organizations", {"name": "  Fabrikam AG  "})
+    assert created.status_code == 201, created.text
+    assert (created.json()["name"], created.json()["member_ids"]) == ("Fabrikam AG", [])
+    _error(zammad.call("POST", "/organizations", {"name": "FABRIKAM ag"}), 422, "Validation failed: Name has already been taken")
+    _error(zammad.call("POST", "/organizations", {"name": " "}), 422, "Validation failed: Name can't be blank")
+    long = zammad.call("POST", "/organizations", {"name": "x" * 120}).json()
+    assert long["name"] == "x" * 100
+    first = zammad.call("GET", "/organizations", page=1, per_page=2).json()
+    second = zammad.call("GET", "/organizations", page=2, per_page=2).json()
+    assert [o["id"] for o in first + second] == [1, created.json()["id"], long["id"]]
+    assert zammad.call("GET", "/organizations", page=3, per_page=2).json() == []
+
+
+def test_a_user_takes_an_organization_by_id_or_by_its_exact_name_only(zammad: Zammad) -> None:
+    """A name parameter is resolved with ``find_by(name:)`` (can_lookup.rb): case-sensitive on PostgreSQL."""
+    oid = zammad.call("POST", "/organizations", {"name": "Fabrikam AG"}).json()["id"]
+    by_id = zammad.create(login="org-by-id", firstname="Id", organization_id=oid)
+    assert by_id["organization_id"] == oid
+    assert zammad.create(login="org-by-name", firstname="Name", organization="Fabrikam AG")["organization_id"] == oid
+    _error(
+        zammad.call("POST", "/users", {"login": "org-case", "firstname": "Case", "organization": "fabrikam ag"}),
+        422,
+        'No lookup value found for \'organization\': "fabrikam ag"',
+    )
+    cleared = zammad.call("PUT", f"/users/{by_id['id']}", {"organization_id": None}).json()
+    assert cleared["organization_id"] is None
+    shown = zammad.call("GET", f"/users/{by_id['id']}", expand="true").json()
+    assert "organization" not in shown
+
+
+def test_creating_an_organization_needs_agent_or_organization_admin(zammad: Zammad, sandbox: Sandbox) -> None:
+    as_user_admin = Zammad(sandbox, zammad.http, sandbox.zammad_token("user_admin"))
+    _error(as_user_admin.call("POST", "/organizations", {"name": "Nope"}), 403, "Token authorization failed.")
+    as_agent = Zammad(sandbox, zammad.http, sandbox.zammad_token("agent"))
+    assert as_agent.call("POST", "/organizations", {"name": "Agent Co"}).status_code == 201
+
+
 def test_search_sort_by_and_order_by_follow_sql_helper(zammad: Zammad) -> None:
     for login, first in (("order-b", "Xavier"), ("order-c", "Xavier"), ("order-a", "Yvonne")):
         zammad.create(login=login, firstname=first, lastname=login[-1])

@@ -150,6 +150,19 @@ def test_roles_are_read_page_by_page_until_a_short_page(
     assert sandbox.stats("zammad")["requests"]["GET /api/v1/roles"] == 2
 
 
+def test_organizations_are_read_page_by_page_and_a_name_taken_in_any_case_is_refused(
+    zammad: ZammadClient, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/organizations is a model index like /roles: a name past the first page would be created twice."""
+    created = [zammad.create_organization(name)["id"] for name in ("Fabrikam", "Northwind", "Tailspin")]
+    monkeypatch.setattr(client_module, "ORGANIZATIONS_PER_PAGE", 2)
+    sandbox.control("DELETE", "zammad", "stats")
+    assert [o["id"] for o in zammad.iter_organizations()] == [1, *created]
+    assert sandbox.stats("zammad")["requests"]["GET /api/v1/organizations"] == 3  # 2 + 2 + an empty page
+    with pytest.raises(ZammadValidationError, match="already been taken"):
+        zammad.create_organization("NORTHWIND")
+
+
 def test_new_attributes_go_after_every_existing_one_in_order(zammad: ZammadClient) -> None:
     highest = max(a["position"] for a in zammad.user_attributes().values())
     for spec in ENTRA_ATTRIBUTES:
