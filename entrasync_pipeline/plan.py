@@ -717,7 +717,9 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
     if options.organizations is not None:
         rows = np.flatnonzero(candidate)
         have = _column(zammad, organizations.ID_FIELD)[at[rows]]
-        candidate[rows] = organizations.unchanged(_column(universal, organizations.COLUMN)[rows], have, options.organizations)
+        candidate[rows] = organizations.unchanged(
+            _column(universal, organizations.COLUMN)[rows], have, options.organizations
+        )
     kept = np.flatnonzero(candidate)
     ids = zammad["id"].to_numpy()[at[kept]].astype(np.int64)
     nothing = np.empty(len(kept), dtype=object)

@@ -9,6 +9,7 @@ nothing. The rules are table tests; the job and the CLI run them against the san
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,13 @@ CONTOSO = OrganizationRules({"contoso gmbh": 7})
         ),
         pytest.param(None, 7, OrganizationRules({}, audited=True), {}, {}, "", id="empty-source-keeps-a-persons"),
         pytest.param(
-            None, 7, OrganizationRules({}, audited=True), {"organization_id": 3}, {}, "", id="empty-source-keeps-hand-edit"
+            None,
+            7,
+            OrganizationRules({}, audited=True),
+            {"organization_id": 3},
+            {},
+            "",
+            id="empty-source-keeps-hand-edit",
         ),
     ],
 )
@@ -107,9 +114,17 @@ def _universal(*companies: str | None) -> pd.DataFrame:
 
 def _zammad(universal: pd.DataFrame, *org_ids: int | None) -> pd.DataFrame:
     users = [
-        zammad_user(100 + i, u["email"], u["entra_key"], firstname=u["firstname"], lastname=u["lastname"],
-                    phone=u["phone"] or "", mobile=u["mobile"] or "", department=u["department"] or "",
-                    organization_id=oid)
+        zammad_user(
+            100 + i,
+            u["email"],
+            u["entra_key"],
+            firstname=u["firstname"],
+            lastname=u["lastname"],
+            phone=u["phone"] or "",
+            mobile=u["mobile"] or "",
+            department=u["department"] or "",
+            organization_id=oid,
+        )
         for i, (u, oid) in enumerate(zip(universal.to_dict("records"), org_ids))
     ]
     return zammad_frame(*users)
@@ -136,16 +151,10 @@ def test_the_fast_path_and_the_per_user_rules_agree_and_the_applied_state_is_noo
     plan = compute_plan(universal, applied, options)
     assert plan["action"].tolist()[:3] == ["noop"] * 3
     assert plan["action"].tolist()[3] == "update"  # the first pass asks the audit (a hand-edit candidate)
-    audited = dataclasses_replace(options, organizations=OrganizationRules(CONTOSO.ids, audited=True))
+    audited = dataclasses.replace(options, organizations=OrganizationRules(CONTOSO.ids, audited=True))
     assert compute_plan(universal, applied, audited)["action"].tolist() == ["noop"] * 4
     moved = compute_plan(universal, _zammad(universal, 3, 7, None, None), options)
     assert moved["changes"].tolist()[0] == {"organization_id": [3, 7]}
-
-
-def dataclasses_replace(options: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(options, **changes)
 
 
 # --- the sandbox, the job and the CLI --------------------------------------------------------------
@@ -247,7 +256,10 @@ def test_create_missing_false_reports_the_members_and_gives_them_none(
     result = runner.run()
     assert result.success
     planned = _plan_metadata(result)
-    assert planned["organizations_to_create"] == 0 and planned["organizations_missing"] == planned["create"] + planned["update"] > 0
+    assert (
+        planned["organizations_to_create"] == 0
+        and planned["organizations_missing"] == planned["create"] + planned["update"] > 0
+    )
     assert COMPANY not in _orgs(sandbox)
     assert all(u.get("organization_id") is None for u in _managed(sandbox))
     assert "POST /api/v1/organizations" not in sandbox.stats("zammad")["requests"]

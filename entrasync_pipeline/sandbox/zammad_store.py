@@ -330,7 +330,13 @@ class ZammadStore:
         self.tokens: dict[str, Token] = {}
         self.attributes: dict[str, Attribute] = {}
         self.organizations: dict[int, dict[str, Any]] = {
-            oid: {"name": name, "created_by_id": 1, "updated_by_id": 1, "created_at": SEEDED_AT, "updated_at": SEEDED_AT}
+            oid: {
+                "name": name,
+                "created_by_id": 1,
+                "updated_by_id": 1,
+                "created_at": SEEDED_AT,
+                "updated_at": SEEDED_AT,
+            }
             for oid, name in ORGANIZATIONS.items()
         }
         self.next_id = 1

@@ -435,7 +435,11 @@ def test_an_organization_is_created_once_whatever_the_case_and_listed_page_by_pa
     created = zammad.call("POST", "/organizations", {"name": "  Fabrikam AG  "})
     assert created.status_code == 201, created.text
     assert (created.json()["name"], created.json()["member_ids"]) == ("Fabrikam AG", [])
-    _error(zammad.call("POST", "/organizations", {"name": "FABRIKAM ag"}), 422, "Validation failed: Name has already been taken")
+    _error(
+        zammad.call("POST", "/organizations", {"name": "FABRIKAM ag"}),
+        422,
+        "Validation failed: Name has already been taken",
+    )
     _error(zammad.call("POST", "/organizations", {"name": " "}), 422, "Validation failed: Name can't be blank")
     long = zammad.call("POST", "/organizations", {"name": "x" * 120}).json()
     assert long["name"] == "x" * 100
@@ -454,7 +458,7 @@ def test_a_user_takes_an_organization_by_id_or_by_its_exact_name_only(zammad: Za
     _error(
         zammad.call("POST", "/users", {"login": "org-case", "firstname": "Case", "organization": "fabrikam ag"}),
         422,
-        'No lookup value found for \'organization\': "fabrikam ag"',
+        "No lookup value found for 'organization': \"fabrikam ag\"",
     )
     cleared = zammad.call("PUT", f"/users/{by_id['id']}", {"organization_id": None}).json()
     assert cleared["organization_id"] is None
