@@ -322,3 +322,23 @@ def test_the_cli_summary_counts_the_organizations_created(
     again = json.loads(entrasync("sync", "--json", env=env).stdout)
     assert (again["organizations_created"], again["updated"], again["created"]) == (0, 0, 0)
     assert sandbox.stats("zammad")["requests"]["POST /api/v1/organizations"] == wanted
+
+
+@pytest.mark.e2e
+def test_an_organization_zammad_refuses_to_create_leaves_the_members_written_without_it_until_the_next_run(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    runner = _runner(sandbox, tmp_path, dagster_env, instance)
+    sandbox.faults("zammad", {"route": "POST /api/v1/organizations", "rate": 1.0, "statuses": [500]})
+    first = runner.run()
+    assert first.success and runner.counts(first)["organizations_created"] == 0
+    assert runner.counts(first)["created"] > 0 and all(u["organization_id"] is None for u in _managed(sandbox))
+    rows = _audit(runner, dagster_env, first.run_id)
+    failed = [r for r in rows if r["action"] == "organization"]
+    assert failed and all(r["outcome"] == "failed" and r["error"] for r in failed)
+    created = [r for r in rows if r["action"] == "create" and r["outcome"] == "done"]
+    assert all("not created" in r["reason"] for r in created)
+    sandbox.faults("zammad")
+    second = runner.run()
+    assert second.success and runner.counts(second)["organizations_created"] == len(failed)
+    assert all(u["organization_id"] for u in _managed(sandbox))
