@@ -265,3 +265,31 @@ def test_drift_fields_must_be_mapped_fields() -> None:
     assert ProfileSettings(**base).drift.manual_deactivation == "keep"
     with pytest.raises(ValidationError, match="drift.fields names fields the mapping does not have: pager"):
         ProfileSettings(**base, drift={"fields": {"pager": "zammad"}})
+
+
+def test_an_organization_comes_from_attributes_or_a_constant_and_graph_reads_its_sources() -> None:
+    profile = parse_settings(_config(organization={"from": ["companyName", "department"]})).profiles["main"]
+    assert profile.organization is not None and profile.organization.create_missing is True
+    assert {"companyName", "department"} <= set(profile.graph_select())
+    fixed = parse_settings(_config(organization={"constant": "Contoso", "create_missing": False})).profiles["main"]
+    assert fixed.organization is not None and fixed.organization.constant == "Contoso"
+    assert parse_settings(_config()).profiles["main"].organization is None
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        pytest.param({"organization": {}}, "either 'from'", id="neither"),
+        pytest.param({"organization": {"from": ["companyName"], "constant": "X"}}, "either 'from'", id="both"),
+        pytest.param({"organization": {"constant": " "}}, "must not be empty", id="blank-constant"),
+        pytest.param({"organization": {"from": ["companyName"], "renamed": True}}, "renamed", id="unknown-key"),
+        pytest.param(
+            {"mapping": {"email": {"from": ["mail"]}, "organization": {"from": ["companyName"]}}},
+            "profiles.<p>.organization",
+            id="mapping-organization",
+        ),
+    ],
+)
+def test_a_bad_organization_setting_names_the_key(profile: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_settings(_config(**profile))
