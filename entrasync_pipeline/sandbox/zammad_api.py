@@ -40,6 +40,8 @@ LIST_DEFAULT = 100
 SEARCH_DEFAULT, SEARCH_MAX = 50, 200
 # model_index_render (/roles, /organizations): paginate_with(default: 500) under CanPaginate's cap.
 MODEL_INDEX_DEFAULT, MODEL_INDEX_MAX = 500, 1000
+# organizations_controller.rb#search: ``per_page || limit || 100``, cut to 500 (its own rule, not CanPaginate).
+ORGANIZATION_SEARCH_DEFAULT, ORGANIZATION_SEARCH_MAX = 100, 500
 # User.search's sort when the request names none (app/models/user/search.rb).
 SEARCH_SORT, SEARCH_ORDER = ["active", "updated_at"], ["desc", "desc"]
 TRUTHY = frozenset({"true", "1", "yes"})
@@ -113,6 +115,7 @@ class ZammadApp:
             Route("GET", f"{api}/roles/{{id}}", self._api(self.show_role)),
             Route("GET", f"{api}/organizations", self._api(self.list_organizations)),
             Route("POST", f"{api}/organizations", self._api(self.create_organization)),
+            Route("GET", f"{api}/organizations/search", self._api(self.search_organizations)),
             Route("GET", f"{api}/organizations/{{id}}", self._api(self.show_organization)),
             Route("GET", f"{api}/version", self._api(self.version)),
             Route("GET", f"{api}/object_manager_attributes", self._api(self.list_attributes)),
@@ -452,6 +455,27 @@ class ZammadApp:
         caller.require_any("ticket.agent", "admin.organization")
         oid = self.store.create_organization(_object_body(request), caller.id)
         return _json(201, self._organization(oid))
+
+    def search_organizations(self, request: Request, caller: Caller) -> Response:
+        """organizations_controller.rb#search with Organization.search's database path: the query
+        without ``*``, a case-insensitive substring of ``name`` or ``note``; sorted by ``active desc,
+        updated_at desc`` unless ``sort_by``/``order_by`` say otherwise; ``label``, ``expand``, ``full``."""
+        caller.require_any("ticket.agent", "admin.organization")
+        params = _rails_params(request)
+        order = self._order(params, ORGANIZATION_COLUMNS, SEARCH_SORT, SEARCH_ORDER) or [("updated_at", False)]
+        query = str(params.get("query") or "").replace("*", "").lower()
+        records = [self._organization(oid) for oid in self.store.organization_ids()]
+        hits = [o for o in records if query in o["name"].lower() or query in (o["note"] or "").lower()]
+        page, per_page = self._page_args(params, ORGANIZATION_SEARCH_DEFAULT, ORGANIZATION_SEARCH_MAX)
+        window = order_records(hits, order)[(page - 1) * per_page : page * per_page]
+        if _flag(params, "expand"):
+            return _json(200, [self._organization_names(o) for o in window])
+        if params.get("label"):
+            return _json(200, [{"id": o["id"], "label": o["name"], "value": o["name"]} for o in window])
+        if _flag(params, "full"):
+            ids = [o["id"] for o in window]
+            return _json(200, {"assets": _assets("Organization", window), "organization_ids": ids})
+        return _json(200, window)
 
     def _sees_organization(self, caller: Caller, oid: int) -> bool:
         if caller.may("ticket.agent") or caller.may("admin.organization"):

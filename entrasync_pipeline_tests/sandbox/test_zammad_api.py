@@ -466,6 +466,26 @@ def test_a_user_takes_an_organization_by_id_or_by_its_exact_name_only(zammad: Za
     assert "organization" not in shown
 
 
+def test_organizations_are_searched_like_zammads_database_fallback(zammad: Zammad, sandbox: Sandbox) -> None:
+    """Organization.search without Elasticsearch: ``*`` dropped, a case-insensitive substring of the
+    name or note, newest first (``active desc, updated_at desc``); search needs agent or admin.organization."""
+    fabrikam = zammad.call("POST", "/organizations", {"name": "Fabrikam AG"}).json()["id"]
+    northwind = zammad.call("POST", "/organizations", {"name": "Northwind Fabrics"}).json()["id"]
+
+    def ids(**params: Any) -> list[int]:
+        return [o["id"] for o in zammad.call("GET", "/organizations/search", **params).json()]
+
+    assert sorted(ids(query="FABR*")) == [fabrikam, northwind]
+    assert ids(query="fabr", sort_by="name", order_by="asc") == [fabrikam, northwind]
+    assert ids(query="foundation") == [1]
+    assert ids(query="fabr", sort_by="name", order_by="asc", per_page=1, page=2) == [northwind]
+    assert ids(query="nothing like it") == []
+    labels = zammad.call("GET", "/organizations/search", query="wind", label="true").json()
+    assert labels == [{"id": northwind, "label": "Northwind Fabrics", "value": "Northwind Fabrics"}]
+    as_user_admin = Zammad(sandbox, zammad.http, sandbox.zammad_token("user_admin"))
+    _error(as_user_admin.call("GET", "/organizations/search", query="x"), 403, "Token authorization failed.")
+
+
 def test_creating_an_organization_needs_agent_or_organization_admin(zammad: Zammad, sandbox: Sandbox) -> None:
     as_user_admin = Zammad(sandbox, zammad.http, sandbox.zammad_token("user_admin"))
     _error(as_user_admin.call("POST", "/organizations", {"name": "Nope"}), 403, "Token authorization failed.")
