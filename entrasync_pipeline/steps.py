@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from entrasync_pipeline import group_access
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
@@ -330,6 +331,7 @@ def _users_frame(
     """The users' columns as a frame, and whether they carry the custom attributes (``keys``:
     filled with the first user's keys, every column Zammad has)."""
     extra = [f for f in profile.config.mapping if f not in CORE_FIELDS]
+    extra += ["group_ids"] if manages_group_access(profile.config) else []
     columns = list(dict.fromkeys([*ZAMMAD_COLUMNS, *extra]))
     values: dict[str, list[Any]] = {c: [] for c in columns}
     has_attributes = _collect_users(records, values, progress, keys)
@@ -405,7 +407,27 @@ def plan_options(
         now=now,
         missing_since=dict(missing_since or {}),
         field_types={f: rule.type for f, rule in config.mapping.items() if rule.type != "text"},
+        group_access={g.id: {n: tuple(a) for n, a in g.zammad_groups.items()} for g in config.groups},
     )
+
+
+# --- agent group access (group_access.py) ------------------------------------------------------------
+def manages_group_access(config: ProfileSettings) -> bool:
+    return any(g.zammad_groups for g in config.groups)
+
+
+def zammad_group_problems(profile: ProfileRuntime) -> tuple[list[str], dict[str, Any]]:
+    """Every configured Zammad group that is missing or inactive (the plan is held, naming it), and
+    the plan options group access needs: the managed groups' ids and the roles granting ticket.agent.
+    Costs no request when no group grants access."""
+    config = profile.config
+    if not manages_group_access(config):
+        return [], {}
+    names = group_access.managed_names({g.id: g.zammad_groups for g in config.groups})
+    groups = profile.zammad.groups()
+    problems = group_access.missing_groups(names, {n: g["active"] for n, g in groups.items()})
+    ids = {n: groups[n]["id"] for n in names if n in groups}
+    return problems, {"zammad_group_ids": ids, "agent_role_ids": profile.zammad.agent_role_ids()}
 
 
 def zammad_roles(profile: ProfileRuntime) -> dict[str, int]:
@@ -431,6 +453,7 @@ def compute_sync_plan(
     zammad: pd.DataFrame,
     targets: Sequence[str] | None = None,
     remember: bool = False,
+    group_options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """The plan (only the targets' decisions in a targeted run). ``remember``: keep the first-missing
     times it found in the audit store, so the grace period runs across runs (not in a dry run)."""
@@ -438,6 +461,8 @@ def compute_sync_plan(
     now = datetime.now(timezone.utc)
     missing_since = profile.audit.missing_since(profile.name) if grace else {}
     options = plan_options(profile, zammad_roles(profile), now, missing_since)
+    if group_options:
+        options = dataclasses.replace(options, **group_options)
     candidates = sorted(relink_candidates(users, zammad, options))
     if candidates:  # re-hires: Zammad users linked to an object that may be gone, their email on a new one
         deleted = profile.graph.deleted_users(candidates)

@@ -11,6 +11,7 @@ CORE = [
     "normalize.py",
     "plan.py",
     "fields.py",
+    "group_access.py",
     "safety.py",
     "schemas.py",
     "run_options.py",

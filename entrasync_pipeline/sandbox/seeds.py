@@ -34,6 +34,7 @@ class Seed:
     org_contacts: list[dict[str, Any]] = field(default_factory=list)
     zammad_users: list[dict[str, Any]] = field(default_factory=list)
     zammad_attributes: list[dict[str, Any]] = field(default_factory=list)
+    zammad_groups: list[dict[str, Any]] = field(default_factory=list)  # besides Zammad's own "Users" (id 1)
     zammad_page_cap: int = 1000
 
     def directory_objects(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:

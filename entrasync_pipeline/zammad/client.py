@@ -175,6 +175,35 @@ class ZammadClient:
                 return names
             page += 1
 
+    def agent_role_ids(self) -> frozenset[int]:
+        """Ids of the active roles that grant ``ticket.agent`` (or its parent ``ticket``): only their
+        holders keep group access (has_groups.rb). ``expand=true`` names each role's permissions."""
+        return frozenset(
+            int(r["id"])
+            for r in self._pages("/roles", "/api/v1/roles", {"expand": "true"})
+            if r.get("active", True) and {"ticket.agent", "ticket"} & set(r.get("permissions") or ())
+        )
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Zammad's groups by name (``id``, ``active``), every page of ``GET /api/v1/groups``
+        (needs admin.group or ticket.agent)."""
+        return {
+            str(g["name"]): {"id": int(g["id"]), "active": bool(g.get("active", True))}
+            for g in self._pages("/groups", "/api/v1/groups", {})
+        }
+
+    def _pages(self, path: str, route: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every record of a model index, page by page (a short page is the last)."""
+        page = 1
+        while True:
+            batch = self._request("GET", path, route, params={**params, "page": page, "per_page": ROLES_PER_PAGE})
+            if not isinstance(batch, list):
+                raise ZammadResponseError(200, "GET", route, "expected a JSON array")
+            yield from batch
+            if len(batch) < ROLES_PER_PAGE:
+                return
+            page += 1
+
     def admin_role_ids(self) -> frozenset[int]:
         """The id of Zammad's "Admin" role, read from Zammad instead of assuming the seeded id 1.
 
