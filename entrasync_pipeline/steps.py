@@ -424,7 +424,11 @@ def zammad_group_problems(profile: ProfileRuntime) -> tuple[list[str], dict[str,
     if not manages_group_access(config):
         return [], {}
     names = group_access.managed_names({g.id: g.zammad_groups for g in config.groups})
-    groups = profile.zammad.groups()
+    try:
+        groups = profile.zammad.groups()
+    except ZammadAuthError as exc:  # GroupsControllerPolicy: admin.user alone may not list groups
+        why = f"cannot read Zammad's groups ({exc}): groups[].zammad_groups needs a token with ticket.agent or admin.group"
+        return [why], {}
     problems = group_access.missing_groups(names, {n: g["active"] for n, g in groups.items()})
     ids = {n: groups[n]["id"] for n in names if n in groups}
     return problems, {"zammad_group_ids": ids, "agent_role_ids": profile.zammad.agent_role_ids()}

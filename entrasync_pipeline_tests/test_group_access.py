@@ -7,14 +7,28 @@ planning it would write on every run); a configured group that is missing or ina
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 import pytest
 
 from entrasync_pipeline import group_access as access
 from entrasync_pipeline.plan import Action, compute_plan, group_access_changes
-from entrasync_pipeline_tests.factories import GROUP, graph_user, plan_options, universal, zammad_frame, zammad_user
+from entrasync_pipeline_tests.conftest import Sandbox
+from entrasync_pipeline_tests.factories import (
+    GROUP,
+    graph_user,
+    plan_options,
+    universal,
+    write_config,
+    zammad_frame,
+    zammad_user,
+)
+from entrasync_pipeline_tests.tenant import Admin, Helpdesk, Runner, setup_attributes
+from entrasync_pipeline_tests.test_cli import entrasync
 
 SECOND = "9a0f1b7c-0000-4000-8000-000000000002"
 CONFIG = {GROUP: {"Service Desk": ("full",), "Users": ("read",)}, SECOND: {"Users": ("change", "read")}}
@@ -77,9 +91,7 @@ AGENT = zammad_user(10, "jane.doe@contoso.example", JANE["id"], role_ids=(AGENT_
 
 
 def _options(**overrides: Any) -> Any:
-    return plan_options(
-        group_access=CONFIG, zammad_group_ids=IDS, agent_role_ids=frozenset({AGENT_ROLE}), **overrides
-    )
+    return plan_options(group_access=CONFIG, zammad_group_ids=IDS, agent_role_ids=frozenset({AGENT_ROLE}), **overrides)
 
 
 def _one(users: pd.DataFrame, zammad: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
@@ -141,3 +153,118 @@ def test_the_column_wise_noop_path_leaves_access_to_the_per_user_rules() -> None
 def test_without_zammad_groups_nothing_changes() -> None:
     plan = compute_plan(universal(JANE), zammad_frame({**AGENT, "group_ids": {"2": ["full"]}}), plan_options())
     assert list(plan["action"]) == ["noop"] and group_access_changes(plan) == 0
+
+
+# --- end to end: the job and the CLI against the sandbox ----------------------------------------------------
+ACCESS = {"2nd Level": ["full"], "Users": ["read"]}  # the sandbox's Zammad groups 2 and 1
+
+
+@pytest.fixture
+def instance() -> Any:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, str]:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    return environ
+
+
+def _user_writes(sandbox: Sandbox) -> int:
+    requests = sandbox.stats("zammad")["requests"]
+    return sum(n for route, n in requests.items() if route in ("POST /api/v1/users", "PUT /api/v1/users/{id}"))
+
+
+def _check(result: dg.ExecuteInProcessResult, name: str) -> Any:
+    return next(c for c in result.get_asset_check_evaluations() if c.check_name == name)
+
+
+def _config(sandbox: Sandbox, tmp_path: Path, access: dict[str, list[str]], sales: bool = False) -> Path:
+    groups = [{"id": sandbox.info["groups"]["IT Support"], "roles": ["Agent"], "zammad_groups": access}]
+    if sales:  # a second group that makes its members agents without granting group access
+        groups.append({"id": sandbox.info["groups"]["Sales"], "roles": ["Agent"]})
+    return write_config(tmp_path / "entrasync.yaml", sandbox.info, {"sandbox": {"groups": groups}})
+
+
+def _access(sandbox: Sandbox, key: str) -> dict[str, list[str]]:
+    user = next(u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == key)
+    return access.stored_map(user["group_ids"])
+
+
+@pytest.mark.e2e
+def test_members_get_group_access_once_hand_grants_stay_and_leaving_takes_it_back(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    config = _config(sandbox, tmp_path, ACCESS, sales=True)
+    setup_attributes(config, dagster_env)
+    admin, helpdesk = Admin(sandbox, http), Helpdesk(sandbox, http)
+    it_support, sales = sandbox.info["groups"]["IT Support"], sandbox.info["groups"]["Sales"]
+    members = [m for m in admin.members(it_support) if m in sandbox.state("graph")["objects"]]
+    mover = next(m for m in members if sandbox.state("graph")["objects"][m].get("@odata.type", "").endswith("user"))
+    admin.add(sales, mover)
+    runner = Runner(config, ["sandbox"], instance)
+
+    first = runner.run()
+    assert first.success and _check(first, "sync_plan_groups").passed
+    granted = first.asset_materializations_for_node("sync_plan")[0].metadata["group_access_changes"].value
+    assert granted > 0 and runner.counts(first)["group_access_changes"] == granted
+    assert _access(sandbox, mover) == {"1": ["read"], "2": ["full"]}
+
+    writes = _user_writes(sandbox)
+    second = runner.run()
+    assert second.success and runner.counts(second)["group_access_changes"] == 0
+    assert _user_writes(sandbox) == writes  # a second run writes nothing
+
+    helpdesk.edit(mover, group_ids={"1": ["read"], "2": ["full"], "3": ["full"]})  # Service Desk, by hand
+    writes = _user_writes(sandbox)
+    assert runner.run().success and _user_writes(sandbox) == writes  # hand-granted access is kept
+
+    admin.remove(it_support, mover)  # still an agent through Sales, which grants no group access
+    targeted = runner.targeted([mover])
+    assert targeted.success and runner.counts(targeted)["group_access_changes"] == 1
+    assert _access(sandbox, mover) == {"3": ["full"]}
+    writes = _user_writes(sandbox)
+    assert runner.run().success and _user_writes(sandbox) == writes  # the full run agrees with the targeted one
+
+
+@pytest.mark.e2e
+def test_a_missing_zammad_group_blocks_the_plan_naming_it_and_nothing_is_written(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    config = _config(sandbox, tmp_path, {"Tier 3": ["full"], "Users": ["read"]})
+    setup_attributes(config, dagster_env)
+    writes = _user_writes(sandbox)
+    result = Runner(config, ["sandbox"], instance).run()
+    check = _check(result, "sync_plan_groups")
+    assert not result.success and not check.passed
+    assert check.description.startswith("Zammad group 'Tier 3' (groups[].zammad_groups) does not exist")
+    assert not result.asset_materializations_for_node("zammad_sync")
+    assert _user_writes(sandbox) == writes
+
+
+@pytest.mark.e2e
+def test_the_cli_grants_access_exits_1_on_a_missing_group_and_a_second_sync_writes_nothing(
+    sandbox: Sandbox, environ: dict[str, str], tmp_path: Path
+) -> None:
+    missing = _config(sandbox, tmp_path, {"Archive": ["full"]})  # inactive in the sandbox
+    env = {**environ, "ENTRASYNC_CONFIG": str(missing)}
+    assert entrasync("zammad-setup", env=env).returncode == 0
+    writes = _user_writes(sandbox)
+    for command in ("plan", "sync"):
+        blocked = entrasync(command, "--json", env=env)
+        assert blocked.returncode == 1, blocked.stderr
+        summary = json.loads(blocked.stdout)
+        assert summary["status"] == "failed" and "Zammad group 'Archive'" in summary["error"]
+        assert summary["error"].startswith("nothing written:") and "inactive" in summary["error"]
+    assert _user_writes(sandbox) == writes
+
+    env["ENTRASYNC_CONFIG"] = str(_config(sandbox, tmp_path, ACCESS))
+    synced = entrasync("sync", "--json", env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert json.loads(synced.stdout)["created"] > 0
+    agents = [u for u in sandbox.state("zammad")["users"] if u.get("entrasync_profile") == "sandbox"]
+    assert agents and all(access.stored_map(u["group_ids"]) == {"1": ["read"], "2": ["full"]} for u in agents)
+    again = json.loads(entrasync("sync", "--json", env=env).stdout)
+    assert (again["created"], again["updated"], again["status"]) == (0, 0, "ok")
