@@ -268,3 +268,35 @@ def test_the_cli_grants_access_exits_1_on_a_missing_group_and_a_second_sync_writ
     assert agents and all(access.stored_map(u["group_ids"]) == {"1": ["read"], "2": ["full"]} for u in agents)
     again = json.loads(entrasync("sync", "--json", env=env).stdout)
     assert (again["created"], again["updated"], again["status"]) == (0, 0, "ok")
+
+
+def test_the_worked_example_in_the_configuration_reference_parses_and_grants_the_union() -> None:
+    import yaml
+
+    from entrasync_pipeline.settings import GroupSettings
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    block = text.split("## Worked example: agent group access", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    groups = [GroupSettings(**g) for g in yaml.safe_load(block)["profiles"]["helpdesk"]["groups"]]
+    config = {g.id: g.zammad_groups for g in groups}
+    union = access.wanted_access([g.id for g in groups], config)
+    assert union == {"2nd Level": ["full"], "Service Desk": ["full"], "Users": ["change", "read"]}
+    assert access.desired_map({}, union, {"Users": 1, "2nd Level": 2, "Service Desk": 3}) == {
+        "1": ["change", "read"],
+        "2": ["full"],
+        "3": ["full"],
+    }
+
+
+def test_an_empty_or_unknown_access_list_is_a_config_error() -> None:
+    from pydantic import ValidationError
+
+    from entrasync_pipeline.settings import GroupSettings
+
+    with pytest.raises(ValidationError, match="give at least one access"):
+        GroupSettings(id=GROUP, zammad_groups={"Users": []})
+    with pytest.raises(ValidationError):
+        GroupSettings(id=GROUP, zammad_groups={"Users": ["admin"]})
+    assert GroupSettings(id=GROUP, zammad_groups={"Users": ["read", "full", "read"]}).zammad_groups == {
+        "Users": ["full", "read"]
+    }
