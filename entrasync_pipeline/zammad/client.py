@@ -39,7 +39,8 @@ SEARCH_LIMIT = 200
 ADMIN_ROLE_NAME = "Admin"
 
 # /roles is a model index (``paginate_with(default: 500)``, at most 1000 per page): it is paged
-# like the users list, so a client that reads only the first page misses roles past it.
+# like the users list, so a client that reads only the first page misses roles past it. /groups is
+# a model index too, read with the same page size.
 ROLES_PER_PAGE = 500
 
 # Zammad orders a user form's fields by ``position``; its own user attributes use 100…1800
