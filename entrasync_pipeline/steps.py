@@ -460,11 +460,14 @@ def compute_sync_plan(
     group_options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """The plan (only the targets' decisions in a targeted run). ``remember``: keep the first-missing
-    times it found in the audit store, so the grace period runs across runs (not in a dry run)."""
+    times it found in the audit store, so the grace period runs across runs (not in a dry run).
+    ``group_options``: what ``zammad_group_problems`` read (read here when not given)."""
     grace = profile.config.grace_days > 0
     now = datetime.now(timezone.utc)
     missing_since = profile.audit.missing_since(profile.name) if grace else {}
     options = plan_options(profile, zammad_roles(profile), now, missing_since)
+    if group_options is None:
+        _, group_options = zammad_group_problems(profile)
     if group_options:
         options = dataclasses.replace(options, **group_options)
     candidates = sorted(relink_candidates(users, zammad, options))
