@@ -235,7 +235,9 @@ class GroupSettings(_Model):
             if not name.strip():
                 raise ValueError("a Zammad group name must not be empty")
             if not access:
-                raise ValueError(f"Zammad group {name!r}: give at least one access (full, read, create, change, overview)")
+                raise ValueError(
+                    f"Zammad group {name!r}: give at least one access (full, read, create, change, overview)"
+                )
         return {name: sorted(set(access)) for name, access in value.items()}
 
     @field_validator("id")
