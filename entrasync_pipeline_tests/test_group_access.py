@@ -245,6 +245,23 @@ def test_a_missing_zammad_group_blocks_the_plan_naming_it_and_nothing_is_written
 
 
 @pytest.mark.e2e
+def test_a_token_that_may_not_list_groups_blocks_the_plan_naming_the_fix(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zammad answers GET /groups only to ticket.agent or admin.group: the least-privilege sync token
+    (admin.user alone) cannot see whether the configured groups exist, so nothing is written."""
+    config = _config(sandbox, tmp_path, ACCESS)
+    setup_attributes(config, dagster_env)
+    monkeypatch.setenv("ZAMMAD_TOKEN", sandbox.zammad_token("user_admin"))
+    writes = _user_writes(sandbox)
+    result = Runner(config, ["sandbox"], instance).run()
+    check = _check(result, "sync_plan_groups")
+    assert not result.success and not check.passed
+    assert "needs a token with ticket.agent or admin.group" in check.description
+    assert _user_writes(sandbox) == writes
+
+
+@pytest.mark.e2e
 def test_the_cli_grants_access_exits_1_on_a_missing_group_and_a_second_sync_writes_nothing(
     sandbox: Sandbox, environ: dict[str, str], tmp_path: Path
 ) -> None:
