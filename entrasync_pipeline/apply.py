@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from entrasync_pipeline import organizations
+from entrasync_pipeline import group_access, organizations
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.normalize import is_missing
 from entrasync_pipeline.plan import (
@@ -575,6 +575,8 @@ def _converge(row: dict[str, Any], live: dict[str, Any], writer: ZammadWriter, n
 
 
 def _same(current: Any, desired: Any) -> bool:
+    if isinstance(desired, dict):  # group_ids: the same access whatever the key types and verb order
+        return group_access.same(current, desired)
     if isinstance(desired, list):
         return sorted(current or []) == sorted(desired)
     if isinstance(desired, bool):

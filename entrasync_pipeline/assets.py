@@ -26,6 +26,7 @@ from entrasync_pipeline.plan import (
     Action,
     action_counts,
     drift_count,
+    group_access_changes,
     organization_counts,
     plan_changes,
     role_merge_count,
@@ -52,6 +53,8 @@ READ_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENT
 PREVIEW_ROWS = 10
 SCOPE = "scope"  # metadata: "full" or "targeted" (then "targets": how many)
 MANAGED_USERS = "managed_users"
+# Writes that change a user's Zammad group access (sync_plan: planned; zammad_sync: sent, or would be).
+GROUP_ACCESS_CHANGES = "group_access_changes"
 KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.RELINK, Action.NOOP, Action.GRACE)]
 
 EntraMembersType = pandera_schema_to_dagster_type(ENTRA_MEMBERS)
@@ -183,6 +186,7 @@ def _apply_metadata(result: ApplyResult, plan: pd.DataFrame, run_id: str) -> dic
             "audit": f"entrasync audit --run {run_id}",
             "examples": dg.MetadataValue.md(_preview(plan)),
             "min_concurrency": dg.MetadataValue.int(result.min_concurrency or 0),
+            GROUP_ACCESS_CHANGES: dg.MetadataValue.int(group_access_changes(plan)),
         }
     )
     return metadata
@@ -394,6 +398,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 blocking=True,
                 description="Zammad holds every mapped field, with its type (fix: entrasync zammad-setup)",
             ),
+            dg.AssetCheckSpec(
+                checks.SYNC_PLAN_GROUPS_CHECK,
+                asset="sync_plan",
+                blocking=True,
+                description="every Zammad group named in groups[].zammad_groups exists and is active",
+            ),
         ],
         description="One row per decision (create, update, reactivate, relink, deactivate, grace, noop, skip, "
         "conflict, opted_out) with "
@@ -412,8 +422,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             if not options.dry_run:
                 steps.require_entra_attributes(zammad_users)
             problems, checked = steps.zammad_field_problems(runtime, zammad_users)
+            group_problems, group_options = steps.zammad_group_problems(runtime)
             if options.targets is None:
-                plan = steps.compute_sync_plan(runtime, universal_users, zammad_users, remember=not options.dry_run)
+                plan = steps.compute_sync_plan(
+                    runtime, universal_users, zammad_users, remember=not options.dry_run, group_options=group_options
+                )
                 per_group = steps.members_per_group(entra_group_members, runtime.config)
                 verdict = steps.judge(runtime, plan, per_group, zammad_users, options.approve_deactivations)
                 story: list[dict[str, Any]] = []
@@ -421,7 +434,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 targets = steps.with_neighbours(runtime, options.targets)
                 zammad_users = steps.with_email_matches(runtime, universal_users, zammad_users)
                 plan = steps.compute_sync_plan(
-                    runtime, universal_users, zammad_users, targets, remember=not options.dry_run
+                    runtime, universal_users, zammad_users, targets, not options.dry_run, group_options
                 )
                 population = _managed_population(context, zammad_users)
                 verdict = steps.judge(
@@ -430,9 +443,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 found = entra_group_members.attrs.get("targets", {})
                 story = trace(targets, found, universal_users, zammad_users, plan)
             steps.record_approval(runtime.audit, context.run_id, runtime.name, verdict, options.dry_run)
-            if problems:  # nothing can be written that Zammad would drop or recast: hold every write
-                context.log.warning("apply blocked, Zammad's fields: %s", "; ".join(problems))
-                steps.apply(runtime, plan, context.run_id, options.dry_run, blocked="; ".join(problems))
+            if problems or group_problems:  # nothing Zammad would drop, recast or ignore: hold every write
+                held = "; ".join([*problems, *group_problems])
+                context.log.warning("apply blocked, Zammad's setup: %s", held)
+                steps.apply(runtime, plan, context.run_id, options.dry_run, blocked=held)
                 lease.release_on_exit = True  # zammad_sync will not run
             elif verdict.blocked:
                 context.log.warning("apply blocked: %s", verdict.summary)
@@ -449,6 +463,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 "dagster/row_count": len(plan),
                 **{a: dg.MetadataValue.int(n) for a, n in counts.items()},
                 "role_mapping_conflicts": role_merge_count(plan),
+                GROUP_ACCESS_CHANGES: group_access_changes(plan),
                 "drift": drift_count(plan),
                 **{name: dg.MetadataValue.int(n) for name, n in organization_counts(plan).items()},
                 "preview": dg.MetadataValue.md(_preview(plan)),
@@ -459,6 +474,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         yield checks.sync_plan_schema_result(plan)
         yield checks.sync_plan_safety_result(verdict, _how_to_approve(runtime.name, verdict.deactivations))
         yield checks.sync_plan_fields_result(problems, checked)
+        yield checks.sync_plan_groups_result(group_problems, bool(group_options))
 
     @dg.asset(
         **common,

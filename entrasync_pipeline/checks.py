@@ -15,6 +15,9 @@ UNIVERSAL_USERS_CHECK = "universal_users_schema"
 SYNC_PLAN_SCHEMA_CHECK = "sync_plan_schema"
 SYNC_PLAN_SAFETY_CHECK = "sync_plan_safety"
 SYNC_PLAN_FIELDS_CHECK = "sync_plan_fields"
+SYNC_PLAN_GROUPS_CHECK = "sync_plan_groups"
+# Setup faults: a failed one holds every write and fails the run (exit 1); no approval lifts it.
+SETUP_CHECKS = (SYNC_PLAN_FIELDS_CHECK, SYNC_PLAN_GROUPS_CHECK)
 
 
 def _schema_result(asset: str, name: str, schema: pa.DataFrameSchema, frame: pd.DataFrame) -> dg.AssetCheckResult:
@@ -84,4 +87,18 @@ def sync_plan_fields_result(problems: list[str], checked: str) -> dg.AssetCheckR
         passed=not problems,
         description="; ".join(problems) if problems else f"mapped fields checked: {checked}",
         metadata={"problems": len(problems), "checked": checked, "fields": dg.MetadataValue.md(listed)},
+    )
+
+
+def sync_plan_groups_result(problems: list[str], managed: bool) -> dg.AssetCheckResult:
+    """Every Zammad group named in ``groups[].zammad_groups`` exists and is active, or the plan is
+    held (group_access.missing_groups): the description names each group."""
+    listed = "\n".join(f"- {p}" for p in problems) or "_every configured Zammad group is there_"
+    checked = "configured Zammad groups checked" if managed else "no Zammad group access configured"
+    return dg.AssetCheckResult(
+        asset_key="sync_plan",
+        check_name=SYNC_PLAN_GROUPS_CHECK,
+        passed=not problems,
+        description="; ".join(problems) if problems else checked,
+        metadata={"problems": len(problems), "groups": dg.MetadataValue.md(listed)},
     )

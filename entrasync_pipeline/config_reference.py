@@ -133,6 +133,52 @@ profiles:
 """
 
 
+GROUP_ACCESS_EXAMPLE = """
+## Worked example: agent group access
+
+A group may give its members Zammad roles (`roles`) and access to Zammad groups (`zammad_groups`:
+Zammad group name → access list, of `full`, `read`, `create`, `change`, `overview`). Zammad keeps
+group access only for agents, so the group that grants access usually maps to the `Agent` role too.
+
+```yaml
+profiles:
+  helpdesk:
+    # entra, zammad: as above
+    groups:
+      - id: 22222222-2222-2222-2222-222222222222
+        name: IT Support
+        roles: [Agent]
+        zammad_groups:
+          Service Desk: [full]
+          Users: [read]
+      - id: 33333333-3333-3333-3333-333333333333
+        name: IT Support Tier 2
+        roles: [Agent]
+        zammad_groups:
+          2nd Level: [full]
+          Users: [read, change]
+```
+
+- A member of both groups gets the **union**: Service Desk `full`, 2nd Level `full`, Users
+  `change` + `read`. Zammad stores it as the user's `group_ids`, e.g.
+  `{"1": ["change", "read"], "2": ["full"], "3": ["full"]}`, and entrasync compares it in that
+  form, so a second run writes nothing.
+- **Only the Zammad groups named here are managed.** Access someone granted by hand to another
+  Zammad group (say "Sales") is kept. Access to a managed group is exactly what the config gives:
+  a member who leaves IT Support loses Service Desk (and keeps what Tier 2 gives); a hand-added
+  access to a managed group is taken back.
+- **Only agents.** Zammad shows no group access for a user without a role that has
+  `ticket.agent` (and none for an inactive user), whatever it stores. A member who is not an agent
+  gets none, and the decision says why ("group access not set: …"). A deactivated leaver keeps
+  what they had; Zammad ignores it while they are inactive.
+- **Before any write**, the blocking check `sync_plan_groups` reads Zammad's groups: a group named
+  here that does not exist or is inactive holds the whole plan, naming it (`entrasync plan` and
+  `entrasync sync` exit 1). Listing groups needs a token whose permissions include `ticket.agent`
+  or `admin.group` besides `admin.user`; without it the check says so.
+- `sync_plan` and `zammad_sync` count the decisions that change a user's group access
+  (`group_access_changes` in their metadata).
+"""
+
 ORGANIZATION_EXAMPLE = """
 ## Worked example: organizations
 
@@ -169,4 +215,11 @@ that already has the organization "CONTOSO GMBH":
 
 
 def render() -> str:
-    return HEADER + "\n".join(_rows(Settings, "")) + "\n" + TYPED_FIELDS_EXAMPLE + ORGANIZATION_EXAMPLE
+    return (
+        HEADER
+        + "\n".join(_rows(Settings, ""))
+        + "\n"
+        + TYPED_FIELDS_EXAMPLE
+        + GROUP_ACCESS_EXAMPLE
+        + ORGANIZATION_EXAMPLE
+    )

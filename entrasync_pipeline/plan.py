@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from entrasync_pipeline import fields as typed
+from entrasync_pipeline import group_access as access
 from entrasync_pipeline import organizations
 from entrasync_pipeline.normalize import is_missing, plain_text, zammad_email
 from entrasync_pipeline.organizations import OrganizationRules
@@ -112,6 +113,11 @@ class PlanOptions:
     manual_deactivation: str = "keep"  # or "reactivate"
     field_types: Mapping[str, str] = field(default_factory=dict)  # fields not of type text (fields.py)
     organizations: OrganizationRules | None = None  # None: organizations are not managed
+    # Agent group access (group_access.py): Entra group id → Zammad group name → access verbs; the
+    # managed Zammad groups' ids by name; the roles that grant ticket.agent. Empty: not managed.
+    group_access: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    zammad_group_ids: Mapping[str, int] = field(default_factory=dict)
+    agent_role_ids: frozenset[int] = frozenset()
 
 
 ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
@@ -307,6 +313,10 @@ def _diff(
             if current != after:
                 changes[key] = [current, after]
             continue
+        if key == "group_ids":
+            if not access.same(before, after):
+                changes[key] = [access.stored_map(before), after]
+            continue
         if key in types:
             if not typed.same(types[key], before, after):
                 changes[key] = [None if is_missing(before) else before, after]
@@ -324,6 +334,23 @@ def _role_note(user: Mapping[str, Any], options: PlanOptions) -> str:
     mapped = {tuple(sorted(options.group_roles.get(g, ()))) for g in user.get("source_groups") or ()}
     mapped.discard(())
     return f"; {ROLE_MERGE_NOTE}" if len(mapped) > 1 else ""
+
+
+def _with_group_access(
+    user: Mapping[str, Any], zammad: Mapping[str, Any] | None, desired: dict[str, Any], options: PlanOptions
+) -> tuple[dict[str, Any], str]:
+    """The desired ``group_ids`` (managed groups: the union over the member's Entra groups; the
+    rest as they are), and a note when Zammad would ignore it: only agents keep group access."""
+    if not options.group_access:
+        return desired, ""
+    wanted = access.wanted_access(user.get("source_groups") or (), options.group_access)
+    current = (zammad or {}).get("group_ids")
+    roles = desired["role_ids"] if "role_ids" in desired else (zammad or {}).get("role_ids")
+    if not access.is_agent(None if is_missing(roles) else roles, options.agent_role_ids):
+        return desired, f"; {access.NOT_AGENT_NOTE}" if wanted else ""
+    if not wanted and not access.stored_map(current):
+        return desired, ""
+    return {**desired, "group_ids": access.desired_map(current, wanted, options.zammad_group_ids)}, ""
 
 
 def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: PlanOptions) -> dict[str, Any]:
@@ -350,7 +377,8 @@ def _decide(user: Mapping[str, Any], zammad: dict[str, Any] | None, options: Pla
     desired, problem = _desired(user, options)
     if problem:
         return _row(Action.CONFLICT, user, zammad, problem)
-    note = _role_note(user, options)
+    desired, access_note = _with_group_access(user, zammad, desired, options)
+    note = _role_note(user, options) + access_note
     if zammad is None:
         org_changes, org_note = _organization(user, None, options)
         note += org_note
@@ -704,6 +732,9 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
     if options.role_ids is not None:  # managed roles are decided per user
         candidate &= ~_truthy(universal["roles"])
     candidate[candidate] = _untouched(zammad, options)[at[candidate]]
+    if options.group_access:  # members granted access, and users holding managed access, per user
+        candidate &= ~_grants_access(universal, options)
+        candidate[candidate] = ~_holds_managed_access(zammad, options)[at[candidate]]
     for name in options.fields:
         rows = np.flatnonzero(candidate)
         want = _column(universal, name)
@@ -738,6 +769,23 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
         }
     )
     return rows, set(ids.tolist())
+
+
+def _grants_access(universal: pd.DataFrame, options: PlanOptions) -> np.ndarray:
+    """Members of an Entra group that grants Zammad group access (decided once per group tuple)."""
+    granting = {g for g, names in options.group_access.items() if names}
+    decided: dict[Any, bool] = {}
+    groups = universal["source_groups"].tolist()
+    flags = (decided.setdefault(tuple(gs), bool(granting.intersection(gs))) for gs in groups)
+    return np.fromiter(flags, dtype=bool, count=len(groups))
+
+
+def _holds_managed_access(zammad: pd.DataFrame, options: PlanOptions) -> np.ndarray:
+    """Zammad users whose ``group_ids`` name a managed group: leaving may take that access back."""
+    managed = {str(i) for i in options.zammad_group_ids.values()}
+    maps = _column(zammad, "group_ids").tolist()
+    flags = (isinstance(m, Mapping) and any(str(k) in managed for k in m) for m in maps)
+    return np.fromiter(flags, dtype=bool, count=len(maps))
 
 
 def _column(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -898,6 +946,12 @@ def organization_counts(plan: pd.DataFrame) -> dict[str, int]:
         "organizations_to_create": len(organizations.names_to_create(p for p in writes if p)),
         "organizations_missing": organizations.missing_count(plan["reason"].tolist()),
     }
+
+
+def group_access_changes(plan: pd.DataFrame) -> int:
+    """Writes that change a user's Zammad group access (the UI metadata counts them)."""
+    writes = writes_of(plan)
+    return access.access_change_count(writes["changes"].tolist()) if not writes.empty else 0
 
 
 def writes_of(plan: pd.DataFrame) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from entrasync_pipeline.checks import SYNC_PLAN_FIELDS_CHECK, SYNC_PLAN_SAFETY_CHECK
+from entrasync_pipeline.checks import SETUP_CHECKS, SYNC_PLAN_SAFETY_CHECK
 from entrasync_pipeline.jobs import SYNC_JOB_NAME
 from entrasync_pipeline.plan import (
     COUNT_COLUMNS,
@@ -201,10 +201,10 @@ def outcome_of_run(instance: dg.DagsterInstance, run_id: str, plan: pd.DataFrame
             if failed_metadata and entry.step_key == "zammad_sync":
                 metadata["zammad_sync"] = failed_metadata
     safety = checks.get(SYNC_PLAN_SAFETY_CHECK)
-    fields = checks.get(SYNC_PLAN_FIELDS_CHECK)
-    unfit = fields is not None and not fields.passed  # a config or setup fault, no approval lifts it: exit 1
-    if fields is not None and unfit:  # its own words; Dagster's "blocking asset check failed" adds nothing
-        failures[:] = [f"nothing written: {fields.description}"] + [
+    setup = [c for c in (checks.get(name) for name in SETUP_CHECKS) if c is not None and not c.passed]
+    unfit = bool(setup)  # a config or setup fault, no approval lifts it: exit 1
+    if unfit:  # their own words; Dagster's "blocking asset check failed" adds nothing
+        failures[:] = [f"nothing written: {c.description}" for c in setup] + [
             f for f in failures if not f.startswith("DagsterAssetCheckFailedError")
         ]
     blocked = safety is not None and not safety.passed and not unfit

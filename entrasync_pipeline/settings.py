@@ -249,6 +249,23 @@ class GroupSettings(_Model):
     roles: list[str] = Field(
         default_factory=list, description="Zammad role names for members of this group (empty: no role management)."
     )
+    zammad_groups: dict[str, list[Literal["full", "read", "create", "change", "overview"]]] = Field(
+        default_factory=dict,
+        description="Zammad group name → access (full, read, create, change, overview) for the members who "
+        "are agents: the union over their Entra groups. Only the groups named here are managed.",
+    )
+
+    @field_validator("zammad_groups")
+    @classmethod
+    def _access_lists(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, access in value.items():
+            if not name.strip():
+                raise ValueError("a Zammad group name must not be empty")
+            if not access:
+                raise ValueError(
+                    f"Zammad group {name!r}: give at least one access (full, read, create, change, overview)"
+                )
+        return {name: sorted(set(access)) for name, access in value.items()}
 
     @field_validator("id")
     @classmethod

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from entrasync_pipeline import organizations
+from entrasync_pipeline import group_access, organizations
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
@@ -337,6 +337,7 @@ def _users_frame(
     """The users' columns as a frame, and whether they carry the custom attributes (``keys``:
     filled with the first user's keys, every column Zammad has)."""
     extra = [f for f in profile.config.mapping if f not in CORE_FIELDS]
+    extra += ["group_ids"] if manages_group_access(profile.config) else []
     columns = list(dict.fromkeys([*ZAMMAD_COLUMNS, *extra]))
     values: dict[str, list[Any]] = {c: [] for c in columns}
     has_attributes = _collect_users(records, values, progress, keys)
@@ -412,7 +413,31 @@ def plan_options(
         now=now,
         missing_since=dict(missing_since or {}),
         field_types={f: rule.type for f, rule in config.mapping.items() if rule.type != "text"},
+        group_access={g.id: {n: tuple(a) for n, a in g.zammad_groups.items()} for g in config.groups},
     )
+
+
+# --- agent group access (group_access.py) ------------------------------------------------------------
+def manages_group_access(config: ProfileSettings) -> bool:
+    return any(g.zammad_groups for g in config.groups)
+
+
+def zammad_group_problems(profile: ProfileRuntime) -> tuple[list[str], dict[str, Any]]:
+    """Every configured Zammad group that is missing or inactive (the plan is held, naming it), and
+    the plan options group access needs: the managed groups' ids and the roles granting ticket.agent.
+    Costs no request when no group grants access."""
+    config = profile.config
+    if not manages_group_access(config):
+        return [], {}
+    names = group_access.managed_names({g.id: g.zammad_groups for g in config.groups})
+    try:
+        groups = profile.zammad.groups()
+    except ZammadAuthError as exc:  # GroupsControllerPolicy: admin.user alone may not list groups
+        why = f"cannot read Zammad's groups ({exc}): groups[].zammad_groups needs a token with ticket.agent or admin.group"
+        return [why], {}
+    problems = group_access.missing_groups(names, {n: g["active"] for n, g in groups.items()})
+    ids = {n: groups[n]["id"] for n in names if n in groups}
+    return problems, {"zammad_group_ids": ids, "agent_role_ids": profile.zammad.agent_role_ids()}
 
 
 def zammad_roles(profile: ProfileRuntime) -> dict[str, int]:
@@ -438,14 +463,20 @@ def compute_sync_plan(
     zammad: pd.DataFrame,
     targets: Sequence[str] | None = None,
     remember: bool = False,
+    group_options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """The plan (only the targets' decisions in a targeted run). ``remember``: keep the first-missing
-    times it found in the audit store, so the grace period runs across runs (not in a dry run)."""
+    times it found in the audit store, so the grace period runs across runs (not in a dry run).
+    ``group_options``: what ``zammad_group_problems`` read (read here when not given)."""
     grace = profile.config.grace_days > 0
     now = datetime.now(timezone.utc)
     missing_since = profile.audit.missing_since(profile.name) if grace else {}
     options = plan_options(profile, zammad_roles(profile), now, missing_since)
     options = dataclasses.replace(options, organizations=zammad_organizations(profile))
+    if group_options is None:
+        _, group_options = zammad_group_problems(profile)
+    if group_options:
+        options = dataclasses.replace(options, **group_options)
     candidates = sorted(relink_candidates(users, zammad, options))
     if candidates:  # re-hires: Zammad users linked to an object that may be gone, their email on a new one
         deleted = profile.graph.deleted_users(candidates)

@@ -21,6 +21,7 @@ CHECKS = {
     ("sync_plan", "sync_plan_schema"),
     ("sync_plan", "sync_plan_safety"),
     ("sync_plan", "sync_plan_fields"),
+    ("sync_plan", "sync_plan_groups"),
 }
 
 

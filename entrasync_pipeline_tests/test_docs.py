@@ -132,6 +132,7 @@ def test_the_architecture_names_the_five_assets_and_the_checks() -> None:
         "sync_plan_schema",
         "sync_plan_safety",
         "sync_plan_fields",
+        "sync_plan_groups",
         "entrasync_sync_job",
         "entrasync_daily_sync",
         "entrasync_membership_delta",

@@ -136,6 +136,12 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+# Issue 11: in the transitive variant the group makes its members agents with Zammad group access;
+# leaving, returning (Zammad shows no access while a user is inactive) and nesting must converge alike.
+AGENT_VARIANTS = {"transitive"}
+AGENT_GROUP = {"roles": ["Agent"], "zammad_groups": {"2nd Level": ["full"], "Users": ["read"]}}
+
+
 @dataclass
 class World:
     """What every example starts from: the session's sandbox, the secrets and a directory for its files."""
@@ -157,9 +163,10 @@ class Harness:
         self.admin = Admin(self.sandbox, world.http)
         self.groups = {name: self.sandbox.info["groups"][name] for name in (IT_SUPPORT, TIER_2)}
         files = Path(tempfile.mkdtemp(dir=world.root))  # a fresh audit DB and Dagster storage
-        self.config = it_support_config(
-            self.sandbox, files, mapping=TYPED_MAPPING, organization=ORGANIZATION, **PROFILES[world.variant]
-        )
+        extra = dict(PROFILES[world.variant])
+        if world.variant in AGENT_VARIANTS:  # members are agents with Zammad group access
+            extra["groups"] = [{"id": self.groups[IT_SUPPORT], "name": IT_SUPPORT, **AGENT_GROUP}]
+        self.config = it_support_config(self.sandbox, files, mapping=TYPED_MAPPING, organization=ORGANIZATION, **extra)
         setup_attributes(self.config, world.environ)
         # An in-memory instance: a sqlite one costs seconds per run on a busy disk.
         self.instance = dg.DagsterInstance.ephemeral(tempdir=str(files / "dagster"))

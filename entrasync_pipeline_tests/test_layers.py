@@ -12,6 +12,7 @@ CORE = [
     "plan.py",
     "fields.py",
     "organizations.py",
+    "group_access.py",
     "safety.py",
     "schemas.py",
     "run_options.py",

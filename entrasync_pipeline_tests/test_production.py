@@ -198,6 +198,7 @@ def test_webserver_and_daemon_on_postgres_run_the_sync(
         "sync_plan_schema": (True, True),
         "sync_plan_safety": (True, True),
         "sync_plan_fields": (True, True),
+        "sync_plan_groups": (True, True),
         "universal_users_schema": (True, True),
     }
 

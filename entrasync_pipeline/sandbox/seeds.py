@@ -34,6 +34,7 @@ class Seed:
     org_contacts: list[dict[str, Any]] = field(default_factory=list)
     zammad_users: list[dict[str, Any]] = field(default_factory=list)
     zammad_attributes: list[dict[str, Any]] = field(default_factory=list)
+    zammad_groups: list[dict[str, Any]] = field(default_factory=list)  # besides Zammad's own "Users" (id 1)
     zammad_page_cap: int = 1000
 
     def directory_objects(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -68,6 +69,13 @@ def load_seed(name_or_path: str) -> Seed:
 
 
 # --- demo ----------------------------------------------------------------------------------------
+# Zammad groups besides "Users" (id 1): the demo config grants IT Support Tier 2 (mapped to the
+# Agent role) access to "2nd Level"; "Archive" is inactive, as a retired group is.
+DEMO_ZAMMAD_GROUPS = [
+    {"id": 2, "name": "2nd Level", "active": True},
+    {"id": 3, "name": "Service Desk", "active": True},
+    {"id": 4, "name": "Archive", "active": False},
+]
 _DEMO_PEOPLE = [
     # (given, surname, department, extra) -- group membership is assigned below
     ("Anna", "Schmidt", "IT Support", {}),
@@ -290,6 +298,7 @@ def demo_seed() -> Seed:
         service_principals=[sp],
         org_contacts=[contact],
         zammad_users=zammad_users,
+        zammad_groups=DEMO_ZAMMAD_GROUPS,
     )
 
 
@@ -380,6 +389,7 @@ def _zammad_base_users() -> list[dict[str, Any]]:
             "lastname": "Admin",
             "email": "admin@helpdesk.example",
             "role_ids": [1, 2],
+            "group_ids": {"1": ["full"]},  # Zammad's setup gives its first admin full access to "Users"
             "password": "sandbox-admin-password",
             "token_owner": True,
         },
@@ -390,6 +400,7 @@ def _zammad_base_users() -> list[dict[str, Any]]:
             "lastname": "Agent",
             "email": "agent@helpdesk.example",
             "role_ids": [2],
+            "group_ids": {"1": ["full"]},
             "password": "sandbox-agent-password",
         },
     ]

@@ -155,6 +155,13 @@ def write_state_files(sandbox: Sandbox, config_path: Path | None) -> None:
     tmp.replace(sandbox.state_dir / "sandbox.json")
 
 
+# The demo's agent group: its members become agents with access to Zammad's second-level queue and
+# read access to "Users" (groups[].zammad_groups).
+DEMO_GROUP_ACCESS: dict[str, dict[str, Any]] = {
+    "IT Support Tier 2": {"roles": ["Agent"], "zammad_groups": {"2nd Level": ["full"], "Users": ["read"]}},
+}
+
+
 def sandbox_config(info: dict[str, Any], profile: str = "sandbox", state_dir: Path | None = None) -> dict[str, Any]:
     """A config with one profile that syncs every group of the seed into the sandbox Zammad.
 
@@ -172,7 +179,9 @@ def sandbox_config(info: dict[str, Any], profile: str = "sandbox", state_dir: Pa
                     "authority_host": info["graph_url"],
                     "graph_url": info["graph_url"],
                 },
-                "groups": [{"id": gid, "name": name} for name, gid in info["groups"].items()],
+                "groups": [
+                    {"id": gid, "name": name, **DEMO_GROUP_ACCESS.get(name, {})} for name, gid in info["groups"].items()
+                ],
                 "zammad": {"url": info["zammad_url"]},
                 "organization": {"from": ["companyName"]},  # the demo's companies become organizations
             }

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 from entrasync_pipeline.sandbox.httpd import Request, Response, Route, json_response
 from entrasync_pipeline.sandbox.seeds import Seed
 from entrasync_pipeline.sandbox.zammad_store import (
+    GROUP_COLUMNS,
     ORGANIZATION_COLUMNS,
     PERMISSION_IDS,
     ROLE_COLUMNS,
@@ -113,6 +114,8 @@ class ZammadApp:
             Route("DELETE", f"{api}/users/{{id}}", self._api(self.delete_user)),
             Route("GET", f"{api}/roles", self._api(self.list_roles)),
             Route("GET", f"{api}/roles/{{id}}", self._api(self.show_role)),
+            Route("GET", f"{api}/groups", self._api(self.list_groups)),
+            Route("GET", f"{api}/groups/{{id}}", self._api(self.show_group)),
             Route("GET", f"{api}/organizations", self._api(self.list_organizations)),
             Route("POST", f"{api}/organizations", self._api(self.create_organization)),
             Route("GET", f"{api}/organizations/search", self._api(self.search_organizations)),
@@ -272,7 +275,11 @@ class ZammadApp:
         expansion = {
             "roles": [ROLES[r]["name"] for r in user.get("role_ids", []) if r in ROLES],
             "organization": self.store.organization_name(user.get("organization_id")),
-            "groups": {},
+            "groups": {
+                self.store.groups[int(gid)]["name"]: access
+                for gid, access in (user.get("group_ids") or {}).items()
+                if int(gid) in self.store.groups
+            },
             "organizations": [],
             "two_factor_preferences": [],
             "authorizations": [],
@@ -432,6 +439,45 @@ class ZammadApp:
     def _role_names(self, role: dict[str, Any]) -> dict[str, Any]:
         names = {"permissions": list(ROLES[role["id"]]["permissions"]), "groups": {}}
         return {**role, **names, **self._audit_logins(role)}
+
+    def list_groups(self, request: Request, caller: Caller) -> Response:
+        """groups_controller.rb#index (GroupsControllerPolicy: admin.group or ticket.agent; a
+        token with admin.user alone gets 403): a model index, inactive groups included."""
+        caller.require_any("admin.group", "ticket.agent")
+        groups = [self._group(gid) for gid in sorted(self.store.groups)]
+        return self._model_index(request, "Group", groups, GROUP_COLUMNS, self._group_names)
+
+    def show_group(self, request: Request, caller: Caller) -> Response:
+        caller.require_any("admin.group", "ticket.agent")
+        group = self._group(_record_id(request, self.store.groups, "Group"))
+        return self._model_show(request, "Group", group, self._group_names)
+
+    def _group(self, gid: int) -> dict[str, Any]:
+        group = self.store.groups[gid]
+        return {
+            "id": gid,
+            "name": group["name"],
+            "name_last": group["name"].split(" › ")[-1],
+            "parent_id": None,
+            "assignment_timeout": None,
+            "follow_up_possible": "yes",
+            "follow_up_assignment": True,
+            "email_address_id": None,
+            "signature_id": None,
+            "shared_drafts": True,
+            "reopen_time_in_days": None,
+            "active": bool(group["active"]),
+            "note": "",
+            "updated_by_id": 1,
+            "created_by_id": 1,
+            "created_at": SEEDED_AT,
+            "updated_at": SEEDED_AT,
+            "user_ids": [u["id"] for u in self.store.users.values() if str(gid) in (u.get("group_ids") or {})],
+        }
+
+    def _group_names(self, group: dict[str, Any]) -> dict[str, Any]:
+        users = [login for uid in group["user_ids"] if (login := self._login_of(uid))]
+        return {**group, "users": users, **self._audit_logins(group)}
 
     def list_organizations(self, request: Request, caller: Caller) -> Response:
         """Agents and organization admins see every organization, anyone else only their own."""
@@ -599,6 +645,8 @@ class ZammadApp:
 
 def build_store(seed: Seed, token_values: dict[str, str]) -> ZammadStore:
     store = ZammadStore(page_cap=seed.zammad_page_cap)
+    for group in seed.zammad_groups:
+        store.add_group(group["name"], bool(group.get("active", True)), group.get("id"))
     for spec in seed.zammad_attributes:
         attribute = store.create_attribute({k: v for k, v in spec.items() if k != "migrated"})
         if spec.get("migrated"):

@@ -149,6 +149,28 @@ ROLE_COLUMNS = (
 )
 ORGANIZATIONS = {1: "Zammad Foundation"}  # the seeded ones; a store adds what POST /organizations creates
 ORGANIZATION_NAME_MAX = 100  # organizations.name is varchar(100); longer names are truncated on save
+# db/seeds/groups.rb seeds one group, "Users"; a seed may add more (Seed.zammad_groups).
+SEED_GROUPS = ({"id": 1, "name": "Users", "active": True},)
+GROUP_ACCESS = ("full", "read", "create", "change", "overview")  # user_group.rb / has_groups.rb verbs
+GROUP_COLUMNS = (
+    "id",
+    "name",
+    "name_last",
+    "parent_id",
+    "assignment_timeout",
+    "follow_up_possible",
+    "follow_up_assignment",
+    "email_address_id",
+    "signature_id",
+    "shared_drafts",
+    "reopen_time_in_days",
+    "active",
+    "note",
+    "updated_by_id",
+    "created_by_id",
+    "created_at",
+    "updated_at",
+)
 ORGANIZATION_COLUMNS = (
     "id",
     "name",
@@ -339,6 +361,7 @@ class ZammadStore:
             }
             for oid, name in ORGANIZATIONS.items()
         }
+        self.groups: dict[int, dict[str, Any]] = {g["id"]: dict(g) for g in SEED_GROUPS}
         self.next_id = 1
         self.next_attribute_id = 1
         for name, display, data_type, editable in CORE_ATTRIBUTES:
@@ -458,6 +481,50 @@ class ZammadStore:
     # --- users: reading ---------------------------------------------------------------------
     def get(self, user_id: int) -> dict[str, Any] | None:
         return self.users.get(user_id)
+
+    # --- groups -----------------------------------------------------------------------------
+    def add_group(self, name: str, active: bool = True, group_id: int | None = None) -> dict[str, Any]:
+        """A Zammad group (names are unique, as Group's validation demands)."""
+        with self.lock:
+            if any(g["name"] == name for g in self.groups.values()):
+                raise ZammadRuleError(f"Name '{name}' already exists")
+            gid = group_id or max(self.groups, default=0) + 1
+            self.groups[gid] = {"id": gid, "name": name, "active": active}
+            self._show_group_access()
+            return dict(self.groups[gid])
+
+    def group_access_map(self, user: dict[str, Any]) -> dict[str, list[str]]:
+        """has_groups.rb ``groups_access_map``: ``{}`` for an inactive user or one without
+        ticket.agent, whatever is stored; access to an inactive group is left out."""
+        if not user.get("active") or not has_permission(self.permissions(user), "ticket.agent"):
+            return {}
+        stored = user.get("_group_access") or {}
+        return {k: list(v) for k, v in stored.items() if self.groups.get(int(k), {}).get("active")}
+
+    def _show_group_access(self) -> None:
+        for user in self.users.values():
+            user["group_ids"] = self.group_access_map(user)
+
+    def _group_access(self, value: Any, by_name: bool) -> dict[str, list[str]]:
+        """``group_ids_access_map=`` / ``group_names_access_map=``: replaces every relation; an
+        unknown group or access verb is refused as UserGroup's validation refuses it."""
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise ZammadRuleError(f"Invalid value for param '{'groups' if by_name else 'group_ids'}': {value}")
+        names = {g["name"]: gid for gid, g in self.groups.items()}
+        access: dict[str, list[str]] = {}
+        for key, verbs in value.items():
+            gid = names.get(str(key)) if by_name else _int_or_none(key)
+            if gid is None or gid not in self.groups:
+                raise ZammadRuleError("Validation failed: Group must exist")
+            for verb in [verbs] if isinstance(verbs, str) else list(verbs or []):
+                if verb not in GROUP_ACCESS:
+                    raise ZammadRuleError("Validation failed: Access is not included in the list")
+                access.setdefault(str(gid), [])
+                if verb not in access[str(gid)]:
+                    access[str(gid)].append(verb)
+        return access
 
     def permissions(self, user: dict[str, Any]) -> list[str]:
         return [p for rid in user.get("role_ids", []) if rid in ROLES for p in ROLES[rid]["permissions"]]
@@ -668,7 +735,7 @@ class ZammadStore:
 
     def _assign(self, user: dict[str, Any], key: str, value: Any) -> None:
         if key in ("group_ids", "groups"):
-            user["group_ids"] = value if isinstance(value, dict) else {}
+            user["_group_access"] = self._group_access(value, by_name=key == "groups")
             return
         if key == "roles":
             names = {r["name"].lower(): rid for rid, r in ROLES.items()}
@@ -798,6 +865,7 @@ class ZammadStore:
             self._unindex(before)
         else:
             self.order.append(user["id"])
+        user["group_ids"] = self.group_access_map(user)
         self.users[user["id"]] = user
         if password != "__keep__":
             if password:
@@ -1007,3 +1075,10 @@ def _capitalise(value: str) -> str:
     if value and value.isalpha() and (value.islower() or value.isupper()):
         return value.capitalize()
     return value
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -39,7 +39,8 @@ SEARCH_LIMIT = 200
 ADMIN_ROLE_NAME = "Admin"
 
 # /roles is a model index (``paginate_with(default: 500)``, at most 1000 per page): it is paged
-# like the users list, so a client that reads only the first page misses roles past it.
+# like the users list, so a client that reads only the first page misses roles past it. /groups is
+# a model index too, read with the same page size.
 ROLES_PER_PAGE = 500
 
 # /organizations is a model index like /roles (``model_index_render``, 500 by default, at most 1000
@@ -177,6 +178,35 @@ class ZammadClient:
             names.update({r["name"]: int(r["id"]) for r in batch})
             if len(batch) < ROLES_PER_PAGE:
                 return names
+            page += 1
+
+    def agent_role_ids(self) -> frozenset[int]:
+        """Ids of the active roles that grant ``ticket.agent`` (or its parent ``ticket``): only their
+        holders keep group access (has_groups.rb). ``expand=true`` names each role's permissions."""
+        return frozenset(
+            int(r["id"])
+            for r in self._pages("/roles", "/api/v1/roles", {"expand": "true"})
+            if r.get("active", True) and {"ticket.agent", "ticket"} & set(r.get("permissions") or ())
+        )
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Zammad's groups by name (``id``, ``active``), every page of ``GET /api/v1/groups``
+        (needs admin.group or ticket.agent)."""
+        return {
+            str(g["name"]): {"id": int(g["id"]), "active": bool(g.get("active", True))}
+            for g in self._pages("/groups", "/api/v1/groups", {})
+        }
+
+    def _pages(self, path: str, route: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every record of a model index, page by page (a short page is the last)."""
+        page = 1
+        while True:
+            batch = self._request("GET", path, route, params={**params, "page": page, "per_page": ROLES_PER_PAGE})
+            if not isinstance(batch, list):
+                raise ZammadResponseError(200, "GET", route, "expected a JSON array")
+            yield from batch
+            if len(batch) < ROLES_PER_PAGE:
+                return
             page += 1
 
     def admin_role_ids(self) -> frozenset[int]:

@@ -631,3 +631,58 @@ def test_custom_attribute_maxlength_and_select_options_are_enforced(zammad: Zamm
 def test_attributes_need_admin_object(zammad: Zammad, sandbox: Sandbox) -> None:
     agent = Zammad(sandbox, zammad.http, sandbox.zammad_token("agent"))
     assert agent.call("GET", "/object_manager_attributes").status_code == 403
+
+
+# --- groups and a user's group access (has_groups.rb, GroupsControllerPolicy) ---------------------------
+def test_groups_list_is_a_paged_model_index_for_agents_and_group_admins(zammad: Zammad) -> None:
+    groups = zammad.call("GET", "/groups").json()
+    assert [(g["id"], g["name"], g["active"]) for g in groups] == [
+        (1, "Users", True),
+        (2, "2nd Level", True),
+        (3, "Service Desk", True),
+        (4, "Archive", False),
+    ]
+    pages = [[g["id"] for g in zammad.call("GET", "/groups", per_page=3, page=n).json()] for n in (1, 2)]
+    assert pages == [[1, 2, 3], [4]]
+    assert zammad.call("GET", "/groups/2").json()["name"] == "2nd Level"
+    _error(zammad.call("GET", "/groups/99"), 404, "Couldn't find Group with 'id'=99")
+    user_admin = Zammad(zammad.sandbox, zammad.http, zammad.sandbox.zammad_token("user_admin"))
+    _error(user_admin.call("GET", "/groups"), 403, "Token authorization failed.")
+
+
+def test_group_ids_is_a_map_a_put_replaces_whole_and_expand_names_the_groups(zammad: Zammad) -> None:
+    agent = zammad.create(email="queue@example.org", role_ids=[2], group_ids={"2": ["read", "change"]})
+    assert agent["group_ids"] == {"2": ["read", "change"]}
+    updated = zammad.call("PUT", f"/users/{agent['id']}", {"group_ids": {"3": "full"}}).json()
+    assert updated["group_ids"] == {"3": ["full"]}
+    expanded = zammad.call("GET", f"/users/{agent['id']}", expand="true").json()
+    assert expanded["groups"] == {"Service Desk": ["full"]}
+    assert zammad.call("GET", "/users/4").json()["group_ids"] == {"1": ["full"]}  # the seeded agent
+
+
+def test_a_customer_or_an_inactive_user_shows_no_group_access_but_keeps_it(zammad: Zammad) -> None:
+    """groups_access_map: {} without ticket.agent or when inactive; the relations stay stored."""
+    customer = zammad.create(email="cust@example.org", group_ids={"2": ["full"]})
+    assert customer["role_ids"] == [3] and customer["group_ids"] == {}
+    promoted = zammad.call("PUT", f"/users/{customer['id']}", {"role_ids": [2]}).json()
+    assert promoted["group_ids"] == {"2": ["full"]}
+    inactive = zammad.call("PUT", f"/users/{customer['id']}", {"active": False}).json()
+    assert inactive["group_ids"] == {}
+
+
+def test_access_to_an_inactive_group_is_not_shown(zammad: Zammad) -> None:
+    agent = zammad.create(email="arch@example.org", role_ids=[2], group_ids={"4": ["full"], "1": ["read"]})
+    assert agent["group_ids"] == {"1": ["read"]}
+
+
+def test_an_unknown_group_or_access_is_refused(zammad: Zammad) -> None:
+    _error(
+        zammad.call("POST", "/users", {"email": "g@example.org", "role_ids": [2], "group_ids": {"99": ["full"]}}),
+        422,
+        "Validation failed: Group must exist",
+    )
+    _error(
+        zammad.call("POST", "/users", {"email": "g@example.org", "role_ids": [2], "group_ids": {"1": ["admin"]}}),
+        422,
+        "Validation failed: Access is not included in the list",
+    )

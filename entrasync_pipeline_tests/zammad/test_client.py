@@ -163,6 +163,25 @@ def test_organizations_are_read_page_by_page_and_a_name_taken_in_any_case_is_ref
         zammad.create_organization("NORTHWIND")
 
 
+def test_groups_and_agent_roles_are_read_page_by_page(
+    zammad: ZammadClient, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group access needs Zammad's group ids by name (inactive ones flagged) and the roles whose
+    permissions include ticket.agent (expand=true names them; Admin lacks it, Agent has it)."""
+    expected = {
+        "Users": {"id": 1, "active": True},
+        "2nd Level": {"id": 2, "active": True},
+        "Service Desk": {"id": 3, "active": True},
+        "Archive": {"id": 4, "active": False},
+    }
+    assert zammad.groups() == expected
+    assert zammad.agent_role_ids() == frozenset({2})
+    monkeypatch.setattr(client_module, "ROLES_PER_PAGE", 3)
+    sandbox.control("DELETE", "zammad", "stats")
+    assert zammad.groups() == expected
+    assert sandbox.stats("zammad")["requests"]["GET /api/v1/groups"] == 2
+
+
 def test_new_attributes_go_after_every_existing_one_in_order(zammad: ZammadClient) -> None:
     highest = max(a["position"] for a in zammad.user_attributes().values())
     for spec in ENTRA_ATTRIBUTES:
