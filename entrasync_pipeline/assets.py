@@ -19,7 +19,13 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from entrasync_pipeline import checks, steps
 from entrasync_pipeline.apply import ApplyResult
 from entrasync_pipeline.audit import AuditFilter
-from entrasync_pipeline.entra.errors import EntraAuthError, GraphAuthorizationError, GraphTransportError
+from entrasync_pipeline.entra.errors import (
+    DeltaResetRequired,
+    EntraAuthError,
+    GraphAuthorizationError,
+    GraphResponseError,
+    GraphTransportError,
+)
 from entrasync_pipeline.lease import Lease, ProfileBusy
 from entrasync_pipeline.normalize import INVALID_VALUES, skipped_member_types
 from entrasync_pipeline.plan import (
@@ -33,6 +39,7 @@ from entrasync_pipeline.plan import (
 )
 from entrasync_pipeline.resources import EntrasyncResource, Progress, SyncRunOptions
 from entrasync_pipeline.run_options import (
+    INTERRUPTED_TEXT,
     RUN_OPTIONS_RESOURCE,
     TAG_APPROVE,
     TAG_SCOPE,
@@ -45,7 +52,7 @@ from entrasync_pipeline.safety import managed_count
 from entrasync_pipeline.schemas import ENTRA_MEMBERS, ZAMMAD_USERS
 from entrasync_pipeline.settings import ConfigError
 from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES, TRACE_LIMIT, trace, write_outcomes
-from entrasync_pipeline.zammad.errors import ZammadAuthError, ZammadTransportError
+from entrasync_pipeline.zammad.errors import ZammadAuthError, ZammadResponseError, ZammadTransportError
 
 GROUP = "entrasync"
 OWNERS = ["team:it-identity"]
@@ -78,10 +85,13 @@ _TRANSIENT_TOKEN_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
 
 def _lasting(exc: BaseException) -> bool:
     """A failure that READ_RETRY's waits cannot cure: a wrong config, credentials or permissions
-    Entra or Zammad refused, a proxy that refuses the tunnel. Failing at once spares the admin a
+    Entra or Zammad refused, a request Graph or Zammad calls wrong (4xx: say, a mapped attribute
+    Graph does not have), a proxy that refuses the tunnel. Failing at once spares the admin a
     minute of retries before the error they must fix."""
     if isinstance(exc, (ConfigError, GraphAuthorizationError, ZammadAuthError)):
         return True
+    if isinstance(exc, (GraphResponseError, ZammadResponseError)) and not isinstance(exc, DeltaResetRequired):
+        return 400 <= exc.status < 500 and exc.status not in (408, 429)  # the request itself is wrong
     if isinstance(exc, EntraAuthError):
         return exc.error not in _TRANSIENT_TOKEN_ERRORS
     return isinstance(exc, (GraphTransportError, ZammadTransportError)) and exc.kind == "proxy"
@@ -97,6 +107,10 @@ def _held(context: dg.AssetExecutionContext, entrasync: EntrasyncResource) -> It
                 yield runtime, lease
     except ProfileBusy as exc:  # waited long enough: retrying the step would only wait again
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+        # Dagster retries an interrupted step that has a retry policy (made for preempted pods); a
+        # Ctrl-C or a stop request from the UI must end the run, not start the read again.
+        raise dg.Failure(description=INTERRUPTED_TEXT, allow_retries=False) from None
     except Exception as exc:
         if not _lasting(exc):
             raise

@@ -404,9 +404,9 @@ def _decide_matched(
         reason = f"relinked: Entra object {zammad['entra_key']} was deleted; its email now belongs to this one"
         return _row(Action.RELINK, user, zammad, reason + note, changes, {k: v[1] for k, v in changes.items()})
     written = options.last_written.get(int(zammad["id"]), {}) if not adopted else {}
-    if not zammad.get("active") and written.get("active") is True:  # entrasync left it active: a person did this
-        return _deactivated_by_hand(user, zammad, changes, note, options)
     changes, drift = _hand_edits(zammad, changes, written, options)
+    if not zammad.get("active") and written.get("active") is True:  # entrasync left it active: a person did this
+        return _deactivated_by_hand(user, zammad, changes, drift + note, options)
     if drift and not changes:
         return _row(Action.SKIP, user, zammad, drift.removeprefix("; ") + note)
     note = drift + note

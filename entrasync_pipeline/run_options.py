@@ -24,6 +24,11 @@ from dataclasses import dataclass
 TAG_TRIGGER = "entrasync/trigger"
 TAG_DRY_RUN = "entrasync/dry-run"
 TAG_APPROVE = "entrasync/approve-deactivations"
+# What a run stopped by Ctrl-C or a stop request reports (the CLI, the run's failure, the status).
+INTERRUPTED_TEXT = (
+    "interrupted (Ctrl-C or a stop request); writes it had started are recorded as 'interrupted' "
+    "by the profile's next run, which re-plans from Zammad's live state"
+)
 TAG_SCOPE = "entrasync/scope"  # "full" or "targeted"
 TAG_TARGETS = "entrasync/targets"  # how many users a targeted run is about
 TRIGGERS = ("cli", "schedule", "sensor", "ui")

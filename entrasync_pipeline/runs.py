@@ -33,7 +33,14 @@ from entrasync_pipeline.plan import (
     action_counts,
     plan_changes,
 )
-from entrasync_pipeline.run_options import RUN_OPTIONS_RESOURCE, TAG_SCOPE, TAG_TRIGGER, scope_tags, trigger_of
+from entrasync_pipeline.run_options import (
+    INTERRUPTED_TEXT,
+    RUN_OPTIONS_RESOURCE,
+    TAG_SCOPE,
+    TAG_TRIGGER,
+    scope_tags,
+    trigger_of,
+)
 from entrasync_pipeline.settings import ConfigError, Settings
 from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES
 
@@ -266,15 +273,13 @@ def _failure_text(data: Any) -> str:
     if data.user_failure_data is not None and data.user_failure_data.description:
         return data.user_failure_data.description
     error = data.error
-    while error is not None and error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+    wrappers = ("DagsterExecutionStepExecutionError", "RetryRequestedFromPolicy")  # retries used up: say why
+    while error is not None and error.cause is not None and error.cls_name in wrappers:
         error = error.cause
     if error is None:
         return "step failed"
     if error.cls_name == "DagsterExecutionInterruptedError":
-        return (
-            "interrupted (Ctrl-C or a stop request); writes it had started are recorded as 'interrupted' "
-            "by the profile's next run, which re-plans from Zammad's live state"
-        )
+        return INTERRUPTED_TEXT
     return f"{error.cls_name}: {error.message.split(': ', 1)[-1].strip()}" if error.cls_name else error.message.strip()
 
 

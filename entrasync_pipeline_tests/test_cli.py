@@ -357,6 +357,49 @@ def test_ctrl_c_ends_the_run_frees_the_profile_and_the_next_run_converges(
     assert len(keyed) == len(set(keyed)) == 55
 
 
+def test_one_ctrl_c_during_the_read_ends_the_run_without_a_retry(cli_env: dict[str, str], sandbox: Sandbox) -> None:
+    """Dagster retries an interrupted step that has a retry policy; a Ctrl-C must end the run instead
+    (found by trying it as an admin: the read started again and the sync wrote after the Ctrl-C)."""
+    import signal
+    import time
+
+    assert entrasync("zammad-setup", env=cli_env).returncode == 0
+    sandbox.faults("graph", {"route": "GET /v1.0/groups/{id}/members", "latency_ms": [4000, 4000]})
+    for which in ("graph", "zammad"):
+        sandbox.control("DELETE", which, "stats")
+    proc = _spawn(cli_env, "sync", "--json")
+    deadline = time.monotonic() + 60
+    while (
+        not sandbox.stats("graph")["requests"].get("POST /{tenant}/oauth2/v2.0/token") and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    time.sleep(1.0)  # the first members page is on its way (4 s)
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "interrupted" in json.loads(out)["error"], out
+    assert time.monotonic() - started < 20  # no step retry (15 s and more each)
+    assert sandbox.stats("graph")["requests"].get("GET /v1.0/groups/{id}/members", 0) <= 1
+    assert not any(k.startswith(("POST", "PUT")) for k in sandbox.stats("zammad")["requests"])
+
+
+def test_a_request_graph_calls_wrong_fails_at_once_with_graphs_words(
+    environ: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A scope rule on an attribute Graph does not have (its case wrong): Graph answers 400 on every
+    try, so the run fails without step retries, and the error is Graph's, not "max retries"."""
+    groups = [{"id": g, "name": n} for n, g in sandbox.info["groups"].items()]
+    rule = {"exclude": [{"attribute": "usertype", "equals": "Guest"}]}
+    config = write_config(tmp_path / "scope.yaml", sandbox.info, {"sandbox": {"groups": groups, "scope": rule}})
+    env = {**environ, "ENTRASYNC_CONFIG": str(config)}
+    sandbox.control("DELETE", "graph", "stats")
+    result = entrasync("plan", "--json", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert "GraphResponseError" in error and "usertype" in error and "RetryRequested" not in error
+    assert sandbox.stats("graph")["requests"]["POST /{tenant}/oauth2/v2.0/token"] == 1  # one attempt
+
+
 def _graph_id(sandbox: Sandbox, **match: str) -> str:
     objects = sandbox.state("graph")["objects"].items()
     return next(i for i, o in objects if all(o.get(k) == v for k, v in match.items()))

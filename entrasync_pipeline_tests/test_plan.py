@@ -1842,3 +1842,22 @@ def test_a_second_run_on_the_applied_state_writes_nothing_whatever_the_rules(inp
     again = compute_plan(users, applied, options)
     writes = rules.writes_of(again)
     assert writes.empty, writes.to_dict("records")
+
+
+@pytest.mark.parametrize(("wins", "department"), [("zammad", "Field Ops"), ("entra", "IT")])
+def test_a_user_reactivated_after_a_manual_deactivation_keeps_or_loses_hand_edits_per_drift(
+    wins: str, department: str
+) -> None:
+    """Found by trying it as an admin: the reactivation used to overwrite a kept hand edit unreported."""
+    deactivated = {**EDITED, "active": False}
+    row = _plan(
+        [graph_user("jane.doe", department="IT")],
+        [deactivated],
+        last_written=WROTE,
+        manual_deactivation="reactivate",
+        drift_default=wins,
+    ).iloc[0]
+    assert row["action"] == "reactivate" and row["payload"]["active"] is True
+    assert row["payload"].get("department", "Field Ops") == department
+    kept_or_overwritten = "kept (drift: zammad)" if wins == "zammad" else "overwritten (drift: entra)"
+    assert f"department {kept_or_overwritten}" in row["reason"]

@@ -46,6 +46,7 @@ USER_SELECT_ONLY_PROPERTIES = (
     "createdDateTime",
     "deletedDateTime",
     "department",
+    "employeeHireDate",
     "employeeId",
     "employeeType",
     "externalUserState",

@@ -92,6 +92,12 @@ def test_select_returns_only_selected_properties_nulls_and_empty_lists(graph: Gr
     assert ulf["department"] is None and ulf["mobilePhone"] is None and ulf["otherMails"] == []
 
 
+def test_employee_hire_date_is_a_select_only_user_property(graph: GraphCaller) -> None:
+    """The docs' typed-field example maps employeeHireDate; Graph returns it (null when unset) on $select."""
+    body = graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.user", select="employeeHireDate").json()
+    assert body["value"] and all("employeeHireDate" in u for u in body["value"])
+
+
 def test_selecting_an_unknown_property_is_a_bad_request(graph: GraphCaller) -> None:
     assert_graph_error(
         graph.get(f"/groups/{graph.group('Sales')}/members/microsoft.graph.user", select="shoeSize"),
