@@ -451,3 +451,28 @@ def tinyproxy(tmp_path: Path) -> Iterator[Any]:
     yield start
     for proxy in started:
         proxy.stop()
+
+
+# --- fixtures the end-to-end modules share ----------------------------------------------------
+@pytest.fixture
+def admin(sandbox: Sandbox, http: Any) -> Any:
+    """The tenant's admin: Graph and Zammad changed through their real write APIs (tenant.Admin)."""
+    from entrasync_pipeline_tests.tenant import Admin
+
+    return Admin(sandbox, http)
+
+
+@pytest.fixture
+def instance() -> Any:
+    import dagster as dg
+
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, str]:
+    """The sandbox's secrets in os.environ, where a job's resources read them."""
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    return environ

@@ -140,3 +140,14 @@ def setup_attributes(config: Path, environ: dict[str, str]) -> None:
 
     with ProfileRuntime("sandbox", load_settings(config), environ) as runtime:
         setup_zammad(runtime)
+
+
+def user_writes(sandbox: Sandbox) -> int:
+    """User creates and updates Zammad received (the sandbox's request counters)."""
+    requests = sandbox.stats("zammad")["requests"]
+    return sum(n for route, n in requests.items() if route in ("POST /api/v1/users", "PUT /api/v1/users/{id}"))
+
+
+def check_evaluation(result: dg.ExecuteInProcessResult, name: str) -> Any:
+    """The evaluation of the asset check ``name`` in a run's result."""
+    return next(c for c in result.get_asset_check_evaluations() if c.check_name == name)

@@ -23,24 +23,6 @@ from entrasync_pipeline_tests.tenant import Admin, Helpdesk, Runner, it_support_
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def admin(sandbox: Sandbox, http: Any) -> Admin:
-    return Admin(sandbox, http)
-
-
-@pytest.fixture
-def instance() -> Any:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, str]:
-    for key, value in environ.items():
-        monkeypatch.setenv(key, value)
-    return environ
-
-
 def test_the_promised_example(
     sandbox: Sandbox, admin: Admin, tmp_path: Path, dagster_env: dict[str, str], instance: Any, webhook: Any, smtp: Any
 ) -> None:

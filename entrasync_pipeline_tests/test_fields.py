@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -46,6 +45,8 @@ from entrasync_pipeline_tests.factories import (
     zammad_user,
 )
 from entrasync_pipeline_tests.tenant import Admin, Runner, it_support_config, setup_attributes
+from entrasync_pipeline_tests.tenant import check_evaluation as _check
+from entrasync_pipeline_tests.tenant import user_writes as _user_writes
 from entrasync_pipeline_tests.test_cli import entrasync
 
 OPTIONS = {"sales": "Sales", "it": "IT Support"}
@@ -557,28 +558,6 @@ MAPPING: dict[str, Any] = {
     "employee_number": {"from": ["employeeId"], "type": "integer"},
     "on_premises": {"from": ["onPremisesSyncEnabled"], "type": "boolean"},
 }
-
-
-@pytest.fixture
-def instance() -> Any:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, str]:
-    for key, value in environ.items():
-        monkeypatch.setenv(key, value)
-    return environ
-
-
-def _user_writes(sandbox: Sandbox) -> int:
-    requests = sandbox.stats("zammad")["requests"]
-    return sum(n for route, n in requests.items() if route in ("POST /api/v1/users", "PUT /api/v1/users/{id}"))
-
-
-def _check(result: dg.ExecuteInProcessResult, name: str) -> Any:
-    return next(c for c in result.get_asset_check_evaluations() if c.check_name == name)
 
 
 @pytest.mark.e2e

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pandas as pd
 import pytest
 
@@ -28,6 +27,8 @@ from entrasync_pipeline_tests.factories import (
     zammad_user,
 )
 from entrasync_pipeline_tests.tenant import Admin, Helpdesk, Runner, setup_attributes
+from entrasync_pipeline_tests.tenant import check_evaluation as _check
+from entrasync_pipeline_tests.tenant import user_writes as _user_writes
 from entrasync_pipeline_tests.test_cli import entrasync
 
 SECOND = "9a0f1b7c-0000-4000-8000-000000000002"
@@ -157,28 +158,6 @@ def test_without_zammad_groups_nothing_changes() -> None:
 
 # --- end to end: the job and the CLI against the sandbox ----------------------------------------------------
 ACCESS = {"2nd Level": ["full"], "Users": ["read"]}  # the sandbox's Zammad groups 2 and 1
-
-
-@pytest.fixture
-def instance() -> Any:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, str]:
-    for key, value in environ.items():
-        monkeypatch.setenv(key, value)
-    return environ
-
-
-def _user_writes(sandbox: Sandbox) -> int:
-    requests = sandbox.stats("zammad")["requests"]
-    return sum(n for route, n in requests.items() if route in ("POST /api/v1/users", "PUT /api/v1/users/{id}"))
-
-
-def _check(result: dg.ExecuteInProcessResult, name: str) -> Any:
-    return next(c for c in result.get_asset_check_evaluations() if c.check_name == name)
 
 
 def _config(sandbox: Sandbox, tmp_path: Path, access: dict[str, list[str]], sales: bool = False) -> Path:

@@ -29,19 +29,6 @@ PING = "/ping/5e3c-secret-token"
 CHECK = dg.AssetCheckKey(dg.AssetKey("zammad_sync"), freshness_check_name("sandbox"))
 
 
-@pytest.fixture
-def instance() -> Any:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, str]:
-    for key, value in environ.items():
-        monkeypatch.setenv(key, value)
-    return environ
-
-
 def _config(sandbox: Sandbox, tmp_path: Path, heartbeat: Any, webhook: Any, **freshness: float) -> Path:
     group = sandbox.info["groups"]["IT Support"]
     profile = {

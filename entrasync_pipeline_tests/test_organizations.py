@@ -161,24 +161,6 @@ def test_the_fast_path_and_the_per_user_rules_agree_and_the_applied_state_is_noo
 COMPANY = "Contoso Sandbox GmbH"  # the demo seed's companyName
 
 
-@pytest.fixture
-def admin(sandbox: Sandbox, http: Any) -> Admin:
-    return Admin(sandbox, http)
-
-
-@pytest.fixture
-def instance() -> Any:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def dagster_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, str]:
-    for key, value in environ.items():
-        monkeypatch.setenv(key, value)
-    return environ
-
-
 def _orgs(sandbox: Sandbox) -> dict[str, int]:
     return {o["name"]: o["id"] for o in sandbox.state("zammad")["organizations"]}
 

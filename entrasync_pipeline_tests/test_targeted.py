@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pytest
 
 from entrasync_pipeline.audit import AuditFilter, AuditStore
@@ -18,17 +17,6 @@ from entrasync_pipeline_tests.conftest import Sandbox
 from entrasync_pipeline_tests.tenant import Admin, Runner, it_support_config, setup_attributes
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def admin(sandbox: Sandbox, http: Any) -> Admin:
-    return Admin(sandbox, http)
-
-
-@pytest.fixture
-def instance() -> Any:
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 @pytest.fixture
