@@ -135,8 +135,10 @@ def _run(
                     if users:
                         report.print_targets(outcome.targets, unresolved)
                     else:
-                        report.print_plan(outcome.changes)
+                        report.print_plan(outcome.changes if outcome.plan is not None else None)
                     report.print_summary(summary)
+                if outcome.interrupted_by is not None:  # a Ctrl-C stops the command, not just this profile
+                    break
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from entrasync_pipeline.audit import export_csv, export_json
-from entrasync_pipeline.plan import COUNT_COLUMNS
+from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, WRITE_ACTIONS
 
 # Pipes and logs get wide lines instead of folded cells; a terminal keeps its own width.
 _console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
@@ -50,10 +50,23 @@ def to_json(payload: Any) -> str:
     return json.dumps(payload, indent=2, default=str, ensure_ascii=False)
 
 
+def _unwritten(summary: dict[str, Any]) -> str:
+    """``planned: 54 create, 1 update`` when a plan with writes was held or stopped before any of
+    them, so the zeros of the table are not read as "nothing to do"; else empty."""
+    planned = {a.value: (summary.get("plan") or {}).get(a.value, 0) for a in WRITE_ACTIONS}
+    if summary.get("dry_run") or summary.get("status") == "ok" or not any(planned.values()):
+        return ""
+    if any(summary.get(COUNT_NAMES[a], 0) for a in WRITE_ACTIONS):
+        return ""
+    return ", ".join(f"{n} {action}" for action, n in planned.items() if n)
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     title = f"entrasync {summary['profile']}"
     if summary.get("dry_run"):
         title += " — DRY RUN (nothing written)"
+    elif planned := _unwritten(summary):
+        title += f" — NOTHING WRITTEN (planned: {planned})"
     table = Table(title=escape(title))
     for column in COUNT_COLUMNS:
         table.add_column(column, justify="right")
@@ -99,8 +112,14 @@ def print_targets(story: Sequence[dict[str, Any]], unresolved: Sequence[str] = (
             _console.print(f"  {step:<9} {escape(str(text))}")
 
 
-def print_plan(changes: Sequence[dict[str, Any]], per_action: int = 5) -> None:
-    """The first decisions of each kind, deactivations first, with the fields they change."""
+def print_plan(changes: Sequence[dict[str, Any]] | None, per_action: int = 5) -> None:
+    """The first decisions of each kind, deactivations first, with the fields they change.
+
+    ``None``: the run ended before it had a plan, which is not the same as a plan without changes.
+    """
+    if changes is None:
+        _console.print("plan: none (the run ended before planning)")
+        return
     if not changes:
         _console.print("plan: nothing to change")
         return

@@ -89,10 +89,6 @@ class MissingAdminRole(RuntimeError):
     """Zammad's Admin role is not there (renamed?): protecting admins by role would protect nobody."""
 
 
-class MissingZammadAttributes(RuntimeError):
-    """The custom user attributes are missing: writing now would lose entra_key silently."""
-
-
 # --- step 1: Entra --------------------------------------------------------------------------------
 Progress = Callable[[str, int, "int | None"], None]  # (phase, done, total or None)
 PROGRESS_EVERY = 500
@@ -372,13 +368,24 @@ def _collect_users(
     return bool(has_attributes)
 
 
-def require_entra_attributes(zammad: pd.DataFrame) -> None:
-    if not zammad.attrs.get("has_entra_attributes", False):
-        raise MissingZammadAttributes(
-            "Zammad users have no entra_key/entra_object_type/entrasync_profile attributes: run "
-            "'entrasync zammad-setup --config ...' once (needs a token with admin.object) and retry. "
-            "Without them Zammad silently drops entra_key and every run would create duplicates."
-        )
+def entra_attribute_problems(zammad: pd.DataFrame) -> list[str]:
+    """Why Zammad cannot hold the links yet: the identity attributes ``zammad-setup`` creates, by name.
+
+    Without them Zammad silently drops ``entra_key`` and every run would create duplicates, so a
+    plan (dry or not) is held like one with a mapped field Zammad lacks (``sync_plan_fields``).
+    A migrated attribute is a key of every user record, so the first user's keys say which are
+    missing; with no user to look at, all of them are named. The opt-out flag is named with them
+    when it is missing too (one command creates all), but alone it holds nothing back.
+    """
+    if zammad.attrs.get("has_entra_attributes", False):
+        return []
+    keys = set(zammad.attrs.get(USER_KEYS) or ())
+    missing = [name for name in (*REQUIRED_ATTRIBUTES, OPT_OUT_ATTRIBUTE) if name not in keys]
+    return [
+        f"Zammad lacks (or has not migrated) the user attribute(s) {', '.join(missing)}: run "
+        "'entrasync zammad-setup --config ...' once (needs a token with admin.object), then sync again; "
+        "without them Zammad silently drops entra_key and every run would create duplicates"
+    ]
 
 
 # --- step 4: plan ---------------------------------------------------------------------------------
