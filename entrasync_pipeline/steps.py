@@ -22,7 +22,14 @@ from entrasync_pipeline import group_access, organizations
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
-from entrasync_pipeline.fields import ASSOCIATION_PARAMS, FieldSpec, absent_fields, attribute_spec, field_problems
+from entrasync_pipeline.fields import (
+    ASSOCIATION_PARAMS,
+    FieldSpec,
+    absent_fields,
+    attribute_spec,
+    field_problems,
+    setup_states,
+)
 from entrasync_pipeline.heartbeat import ping
 from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, ScopeTest, normalize_members
 from entrasync_pipeline.notify import Message, summary_message
@@ -696,7 +703,9 @@ def setup_zammad(profile: ProfileRuntime) -> list[str]:
     return created
 
 
-def setup_problems(profile: ProfileRuntime) -> list[str]:
-    """What still keeps Zammad from storing the mapped fields after ``setup_zammad``: fields of
-    another type, or selects without an option, which setup leaves for a person to decide."""
-    return field_problems(mapped_fields(profile.config), profile.zammad.user_attributes())
+def setup_report(profile: ProfileRuntime, created: list[str]) -> list[tuple[str, str, list[str]]]:
+    """Per attribute, what ``setup_zammad`` found or created, and what still keeps Zammad from
+    storing a mapped field (fields.setup_states): a field of another type, or a select without an
+    option, which setup leaves for a person to decide."""
+    identity = [spec["name"] for spec in ENTRA_ATTRIBUTES]
+    return setup_states(identity, mapped_fields(profile.config), profile.zammad.user_attributes(), created)
