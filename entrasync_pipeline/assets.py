@@ -60,6 +60,8 @@ READ_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENT
 PREVIEW_ROWS = 10
 SCOPE = "scope"  # metadata: "full" or "targeted" (then "targets": how many)
 MANAGED_USERS = "managed_users"
+# universal_users: per typed field, the values that did not convert and one reason (entrasync status reads it).
+INVALID_BY_FIELD = "invalid_values_by_field"
 # Writes that change a user's Zammad group access (sync_plan: planned; zammad_sync: sent, or would be).
 GROUP_ACCESS_CHANGES = "group_access_changes"
 KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.RELINK, Action.NOOP, Action.GRACE)]
@@ -365,6 +367,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     _md_table(kept.head(20).to_dict("records"), ["entra_key", "upn", "phone_problem"])
                 ),
                 "invalid_values": sum(map(len, invalid.values())),
+                INVALID_BY_FIELD: dg.MetadataValue.json(
+                    {f: {"count": len(rows), "example": rows[0]["reason"]} for f, rows in invalid.items()}
+                ),
                 "invalid_value_examples": dg.MetadataValue.md(
                     _md_table(
                         [{"field": f, **row} for f, rows in invalid.items() for row in rows[:5]],

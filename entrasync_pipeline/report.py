@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from entrasync_pipeline.audit import export_csv, export_json
+from entrasync_pipeline.freshness import duration
 from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, WRITE_ACTIONS
 
 # Pipes and logs get wide lines instead of folded cells; a terminal keeps its own width.
@@ -187,13 +188,7 @@ _VERDICT_STYLE = {"ok": "green", "stale": "red", "failing": "red", "blocked": "y
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
+    return "" if seconds is None else f"{duration(seconds)} ago"
 
 
 def _run_line(run: dict[str, Any] | None, now: datetime) -> str:
@@ -202,6 +197,17 @@ def _run_line(run: dict[str, Any] | None, now: datetime) -> str:
     ended = run.get("ended") or run.get("started")
     age = _age((now - datetime.fromisoformat(ended)).total_seconds()) if ended else ""
     return f"{run['status']} · {ended or '?'} ({age}) · {run['trigger']} · run {run['run_id']}"
+
+
+def _invalid_line(invalid: dict[str, Any] | None) -> str:
+    """Typed values the latest full read left out, per field: ``2 left out: employee_number 2 (…)``."""
+    if not invalid:
+        return "no full read yet"
+    if not invalid["count"]:
+        return "none"
+    fields = ", ".join(f"{name} {found['count']}" for name, found in invalid["by_field"].items())
+    example = next(iter(invalid["by_field"].values()), {}).get("example")
+    return f"{invalid['count']} left out: {fields}" + (f"\ne.g. {example}" if example else "")
 
 
 def _status_rows(item: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
@@ -235,6 +241,7 @@ def _status_rows(item: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
             if feed
             else "sensor never ran",
         ),
+        ("invalid values", _invalid_line(item.get("invalid_values"))),
         ("audit store", item["audit_store"]),
     ]
     rows += [(f"probe {service}", answer) for service, answer in (item.get("probe") or {}).items()]

@@ -116,7 +116,11 @@ def cli_instance(environ: Mapping[str, str] | None = None) -> Iterator[dg.Dagste
     home = environ.get("DAGSTER_HOME")
     if home:
         if not Path(home).is_dir():
-            raise ConfigError(f"DAGSTER_HOME={home} is not a directory: create it (mkdir -p) or unset it")
+            # Unsetting it is no way out: status needs it, and so does the audit store without audit.url.
+            raise ConfigError(
+                f"DAGSTER_HOME={home} is not a directory: create it (mkdir -p {home}), or set DAGSTER_HOME "
+                "to the directory of the Dagster instance your webserver and daemon use"
+            )
         with _first_use_lock(Path(home)):
             instance = dg.DagsterInstance.get()
         with instance:

@@ -68,11 +68,15 @@ def test_version() -> None:
 
 def test_setup_plan_sync_and_audit(cli_env: dict[str, str], sandbox: Sandbox) -> None:
     setup = entrasync("zammad-setup", env=cli_env)
-    assert setup.returncode == 0 and "created entra_key" in setup.stdout
-    assert "already present" in entrasync("zammad-setup", env=cli_env).stdout
+    assert (
+        setup.returncode == 0 and "created entra_key" in setup.stdout and "sandbox: entra_key: created" in setup.stdout
+    )
+    again = entrasync("zammad-setup", env=cli_env).stdout
+    assert "every attribute already present" in again and "sandbox: entrasync_ignore: present" in again
 
     plan = entrasync("plan", "--json", env=cli_env)
     assert plan.returncode == 0, plan.stderr
+    assert "deprecated" not in plan.stderr  # an admin read AssetExecutionContext.run_id warnings here
     planned = json.loads(plan.stdout)
     assert planned["dry_run"] is True and planned["created"] == 54 and planned["updated"] == 1
     assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0
