@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -243,6 +243,34 @@ def apply_plan(
 
 
 ORGANIZATION_ACTION = "organization"  # the audit's action for an organization entrasync created
+
+
+def recorded_counts(rows: Iterable[Mapping[str, Any]], plan: pd.DataFrame) -> dict[str, int]:
+    """The counts of an apply that did not finish (Ctrl-C, a stop request), from its audit rows.
+
+    ``rows``: the run's audit rows. They are what really happened, counted as ``apply_plan``
+    counts them: a write recorded done (or "would", in a dry run), failed or skipped. A write
+    whose outcome was not recorded yet is not counted: it stays an intent, and the profile's
+    next run records it as interrupted and re-plans it. Unchanged and drift come from the plan.
+    """
+    counts = empty_counts()
+    if not plan.empty:
+        counts["unchanged"] = int((plan["action"] == Action.NOOP.value).sum())
+        counts["drift"] = drift_count(plan)
+    actions = {a.value: a for a in Action}
+    for row in rows:
+        outcome, action = row.get("outcome"), actions.get(str(row.get("action")))
+        if row.get("action") == ORGANIZATION_ACTION:
+            counts["organizations_created"] += int(outcome in ("done", "would"))
+        elif action is None or action not in COUNT_NAMES:
+            continue  # an approval or another note: no write
+        elif outcome in ("done", "would") or (outcome == "skipped" and action in HELD_ACTIONS):
+            counts[COUNT_NAMES[action]] += 1
+        elif outcome == "failed":
+            counts["failed"] += 1
+        elif outcome == "skipped":  # held back by the escrow
+            counts["skipped"] += 1
+    return counts
 
 
 def _with_organizations(

@@ -17,7 +17,7 @@ import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from entrasync_pipeline import checks, steps
-from entrasync_pipeline.apply import ApplyResult
+from entrasync_pipeline.apply import ApplyResult, recorded_counts
 from entrasync_pipeline.audit import AuditFilter
 from entrasync_pipeline.entra.errors import (
     DeltaResetRequired,
@@ -60,6 +60,8 @@ READ_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENT
 PREVIEW_ROWS = 10
 SCOPE = "scope"  # metadata: "full" or "targeted" (then "targets": how many)
 MANAGED_USERS = "managed_users"
+# universal_users: per typed field, the values that did not convert and one reason (entrasync status reads it).
+INVALID_BY_FIELD = "invalid_values_by_field"
 # Writes that change a user's Zammad group access (sync_plan: planned; zammad_sync: sent, or would be).
 GROUP_ACCESS_CHANGES = "group_access_changes"
 KEPT_ACTIVE = [a.value for a in (Action.UPDATE, Action.REACTIVATE, Action.RELINK, Action.NOOP, Action.GRACE)]
@@ -102,7 +104,7 @@ def _held(context: dg.AssetExecutionContext, entrasync: EntrasyncResource) -> It
     """The profile's runtime with its lease held for this run (waits while another run holds it)."""
     try:
         with entrasync.runtime(context.partition_key) as runtime:
-            lease = runtime.lease(context.run_id, alive=_run_alive(context.instance))
+            lease = runtime.lease(context.run.run_id, alive=_run_alive(context.instance))
             with lease.held():
                 yield runtime, lease
     except ProfileBusy as exc:  # waited long enough: retrying the step would only wait again
@@ -187,7 +189,7 @@ def _how_to_approve(profile: str, deactivations: int) -> str:
 
 def _run_url(context: dg.AssetExecutionContext, runtime: ProfileRuntime) -> str | None:
     base = runtime.settings.dagster_url
-    return f"{base.rstrip('/')}/runs/{context.run_id}" if base else None
+    return f"{base.rstrip('/')}/runs/{context.run.run_id}" if base else None
 
 
 def _apply_metadata(result: ApplyResult, plan: pd.DataFrame, run_id: str) -> dict[str, Any]:
@@ -204,6 +206,25 @@ def _apply_metadata(result: ApplyResult, plan: pd.DataFrame, run_id: str) -> dic
         }
     )
     return metadata
+
+
+def _interrupted(runtime: ProfileRuntime, plan: pd.DataFrame, run_id: str, options: RunOptions) -> dg.Failure:
+    """The failure of an apply stopped mid-way, with the counts of what it really did.
+
+    The apply never returned its counts, so they are read back from the run's audit rows (the
+    writes recorded before the stop): the run's summary, ``--json`` and ``status`` then say what
+    Zammad now holds, not zero.
+    """
+    counts = recorded_counts(runtime.audit.query(AuditFilter(run_id=run_id)), plan)
+    metadata: dict[str, Any] = {k: dg.MetadataValue.int(v) for k, v in counts.items()}
+    metadata.update(
+        {
+            **_scope_metadata(options),
+            "dry_run": dg.MetadataValue.bool(options.dry_run),
+            "audit": f"entrasync audit --run {run_id}",
+        }
+    )
+    return dg.Failure(description=INTERRUPTED_TEXT, metadata=metadata, allow_retries=False)
 
 
 def _http_metadata(runtime: ProfileRuntime, client: str) -> dict[str, Any]:
@@ -346,6 +367,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     _md_table(kept.head(20).to_dict("records"), ["entra_key", "upn", "phone_problem"])
                 ),
                 "invalid_values": sum(map(len, invalid.values())),
+                INVALID_BY_FIELD: dg.MetadataValue.json(
+                    {f: {"count": len(rows), "example": rows[0]["reason"]} for f, rows in invalid.items()}
+                ),
                 "invalid_value_examples": dg.MetadataValue.md(
                     _md_table(
                         [{"field": f, **row} for f, rows in invalid.items() for row in rows[:5]],
@@ -410,7 +434,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 checks.SYNC_PLAN_FIELDS_CHECK,
                 asset="sync_plan",
                 blocking=True,
-                description="Zammad holds every mapped field, with its type (fix: entrasync zammad-setup)",
+                description="Zammad holds entrasync's identity attributes and every mapped field, with its type "
+                "(fix: entrasync zammad-setup)",
             ),
             dg.AssetCheckSpec(
                 checks.SYNC_PLAN_GROUPS_CHECK,
@@ -433,9 +458,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     ) -> Iterator[Any]:
         with _held(context, entrasync) as (runtime, lease):
             options = _options(context, run_options, runtime)
-            if not options.dry_run:
-                steps.require_entra_attributes(zammad_users)
             problems, checked = steps.zammad_field_problems(runtime, zammad_users)
+            problems = [*steps.entra_attribute_problems(zammad_users), *problems]  # a dry run is held too
             group_problems, group_options = steps.zammad_group_problems(runtime)
             if options.targets is None:
                 plan = steps.compute_sync_plan(
@@ -456,15 +480,15 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 )
                 found = entra_group_members.attrs.get("targets", {})
                 story = trace(targets, found, universal_users, zammad_users, plan)
-            steps.record_approval(runtime.audit, context.run_id, runtime.name, verdict, options.dry_run)
+            steps.record_approval(runtime.audit, context.run.run_id, runtime.name, verdict, options.dry_run)
             if problems or group_problems:  # nothing Zammad would drop, recast or ignore: hold every write
                 held = "; ".join([*problems, *group_problems])
                 context.log.warning("apply blocked, Zammad's setup: %s", held)
-                steps.apply(runtime, plan, context.run_id, options.dry_run, blocked=held)
+                steps.apply(runtime, plan, context.run.run_id, options.dry_run, blocked=held)
                 lease.release_on_exit = True  # zammad_sync will not run
             elif verdict.blocked:
                 context.log.warning("apply blocked: %s", verdict.summary)
-                held = steps.apply(runtime, plan, context.run_id, options.dry_run, blocked=verdict.summary)
+                held = steps.apply(runtime, plan, context.run.run_id, options.dry_run, blocked=verdict.summary)
                 steps.notify(runtime, plan, held, _run_url(context, runtime))
                 lease.release_on_exit = True  # zammad_sync will not run
         counts = action_counts(plan)
@@ -508,18 +532,21 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         with _held(context, entrasync) as (runtime, lease):
             lease.release_on_exit = True  # the run's last step
             options = _options(context, run_options, runtime)
-            result = steps.apply(runtime, sync_plan, context.run_id, options.dry_run, progress=progress)
+            try:
+                result = steps.apply(runtime, sync_plan, context.run.run_id, options.dry_run, progress=progress)
+            except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+                raise _interrupted(runtime, sync_plan, context.run.run_id, options) from None
             steps.notify(runtime, sync_plan, result, _run_url(context, runtime))
             metadata = {
                 **_scope_metadata(options),
-                **_apply_metadata(result, sync_plan, context.run_id),
+                **_apply_metadata(result, sync_plan, context.run.run_id),
                 **_http_metadata(runtime, "zammad"),
             }
             if options.targets is None:  # a full run: what the feed and targeted runs build on
                 steps.remember_links(runtime, sync_plan)
                 metadata[MANAGED_USERS] = dg.MetadataValue.int(_managed_after(sync_plan, result))
             else:
-                rows = runtime.audit.query(AuditFilter(run_id=context.run_id))
+                rows = runtime.audit.query(AuditFilter(run_id=context.run.run_id))
                 writes = write_outcomes(rows, steps.with_neighbours(runtime, options.targets)[:TRACE_LIMIT])
                 metadata[TARGETS_WRITES] = dg.MetadataValue.json(writes)
         if result.failed:

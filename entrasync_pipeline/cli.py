@@ -84,9 +84,8 @@ def _profiles(settings: "Settings", name: Optional[str]) -> list[str]:
         return list(settings.profiles)
     try:
         return [settings.profile(name)[0]]
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    except ConfigError as exc:  # a name the config lacks: the command line is wrong, exit 64 (EX_USAGE)
+        raise typer.BadParameter(str(exc), param_hint="--profile") from None
 
 
 def _run(
@@ -135,8 +134,10 @@ def _run(
                     if users:
                         report.print_targets(outcome.targets, unresolved)
                     else:
-                        report.print_plan(outcome.changes)
+                        report.print_plan(outcome.changes if outcome.plan is not None else None)
                     report.print_summary(summary)
+                if outcome.interrupted_by is not None:  # a Ctrl-C stops the command, not just this profile
+                    break
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -223,7 +224,7 @@ def zammad_setup_command(config: Optional[Path] = CONFIG_OPTION, profile: Option
     Example: entrasync zammad-setup --config entrasync.yaml
     """
     from entrasync_pipeline.runtime import ProfileRuntime
-    from entrasync_pipeline.steps import setup_problems, setup_zammad
+    from entrasync_pipeline.steps import setup_report, setup_zammad
 
     settings = _settings(config)
     exit_code = 0
@@ -231,14 +232,17 @@ def zammad_setup_command(config: Optional[Path] = CONFIG_OPTION, profile: Option
         try:
             with ProfileRuntime(name, settings) as runtime:
                 created = setup_zammad(runtime)
-                problems = setup_problems(runtime)
+                report = setup_report(runtime, created)
         except Exception as exc:
             typer.echo(f"error: {name}: {exc}", err=True)
             raise typer.Exit(1) from None
-        typer.echo(
-            f"{name}: "
-            + (f"created {', '.join(created)} and ran the migrations" if created else "attributes already present")
-        )
+        for attribute, found, _ in report:
+            typer.echo(f"{name}: {attribute}: {found}")
+        problems = [problem for _, _, found in report for problem in found]
+        if created:
+            typer.echo(f"{name}: created {', '.join(created)} and ran the migrations (restart Zammad)")
+        elif not problems:
+            typer.echo(f"{name}: every attribute already present")
         for problem in problems:  # a field of another type: setup never changes an existing field
             typer.echo(f"error: {name}: {problem}", err=True)
             exit_code = 1

@@ -26,7 +26,7 @@ def build_definitions(
 ) -> dg.Definitions:
     partitions = dg.StaticPartitionsDefinition(profiles)
     freshness = build_freshness_checks(profiles)
-    job = build_sync_job(partitions, without=freshness)
+    job = build_sync_job(without=freshness)
     return dg.Definitions(
         assets=dg.with_source_code_references(build_assets(partitions)),
         asset_checks=freshness,

@@ -277,6 +277,39 @@ def _option_problem(field: FieldSpec, attribute: Mapping[str, Any]) -> list[str]
     ]
 
 
+def setup_states(
+    identity: Iterable[str],
+    fields: Iterable[FieldSpec],
+    attributes: Mapping[str, Mapping[str, Any]],
+    created: Iterable[str],
+) -> list[tuple[str, str, list[str]]]:
+    """Per attribute ``zammad-setup`` looks after: (name, what it found, the problems naming the fix).
+
+    ``attributes``: Zammad's User attributes after the setup ran; ``created``: what it created.
+    Found is ``created``, ``present``, ``present as <data type>, not <type>`` (setup never changes
+    an existing field: that would recast every user's value) or ``present, not usable yet`` (a
+    select without the options, a migration still waiting). One answer per attribute, so "already
+    present" is never followed by an error about the same field.
+    """
+    made = set(created)
+    states = [(name, "created" if name in made else "present", []) for name in identity]
+    for field in fields:
+        problems = field_problems([field], attributes)
+        data_type = str((attributes.get(field.name) or {}).get("data_type"))
+        if field.name in made and not problems:
+            found = "created"
+        elif not problems:
+            found = "present"
+        elif field.name not in attributes:
+            found = "missing"
+        elif data_type not in DATA_TYPES[field.kind]:
+            found = f"present as {data_type}, not {field.kind}"
+        else:
+            found = "present, not usable yet"
+        states.append((field.name, found, problems))
+    return states
+
+
 def absent_fields(fields: Iterable[FieldSpec], user_keys: frozenset[str]) -> list[str]:
     """Without admin.object: the mapped fields a Zammad user record lacks (a migrated attribute is
     a key of every user, §4), as ``field_problems`` words them. Types cannot be seen this way."""

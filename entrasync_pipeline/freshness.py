@@ -58,9 +58,24 @@ class Verdict:
         return self.name == "ok"
 
 
-def hours(seconds: float) -> str:
-    """An age for people: ``26.4 h``."""
-    return f"{seconds / HOUR_S:.1f} h"
+def duration(seconds: float) -> str:
+    """A duration for people, in the unit that reads best: ``40 s``, ``25 min``, ``3.2 h``, ``2 d``.
+
+    Hours with one decimal said "0.0 h" for a plan blocked a few minutes ago; minutes below 90,
+    hours below two days, days after that (one decimal only where it says something).
+    """
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * HOUR_S:
+        return f"{_one_decimal(seconds / HOUR_S)} h"
+    return f"{_one_decimal(seconds / (24 * HOUR_S))} d"
+
+
+def _one_decimal(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def is_stale(facts: Facts, limits: Limits) -> bool:
@@ -75,12 +90,12 @@ def verdict(facts: Facts, limits: Limits) -> Verdict:
     if facts.latest == "failed":
         reasons.append("the latest run failed")
     if facts.blocked_since is not None:
-        reasons.append(f"a plan has waited for approval for {hours(facts.now - facts.blocked_since)}")
+        reasons.append(f"a plan has waited for approval for {duration(facts.now - facts.blocked_since)}")
     stale = is_stale(facts, limits)
     if stale and facts.last_success is None:
         reasons.append("no successful full run yet")
     elif stale and facts.last_success is not None:
-        age = hours(facts.now - facts.last_success)
+        age = duration(facts.now - facts.last_success)
         reasons.append(f"the last successful full run ended {age} ago (limit {limits.max_age_h:g} h)")
     if facts.latest == "failed":
         name = "failing"

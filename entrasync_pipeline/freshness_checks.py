@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from entrasync_pipeline.freshness import Facts, Limits, hours, is_stale
+from entrasync_pipeline.freshness import Facts, Limits, duration, is_stale
 from entrasync_pipeline.health import History, limits_of, run_history
 from entrasync_pipeline.resources import EntrasyncResource
 
@@ -48,7 +48,7 @@ def _description(history: History, facts: Facts, limits: Limits) -> str:
     last = history.last_full_success
     if last is None or last.ended is None:
         return f"No successful full sync yet (limit {limits.max_age_h:g} h)."
-    return f"Last successful full sync ended {hours(facts.now - last.ended)} ago (limit {limits.max_age_h:g} h)."
+    return f"Last successful full sync ended {duration(facts.now - last.ended)} ago (limit {limits.max_age_h:g} h)."
 
 
 def freshness_evaluation(profile: str, history: History, facts: Facts, limits: Limits) -> dg.AssetCheckEvaluation:

@@ -27,6 +27,7 @@ from dagster._core.definitions.run_request import InstigatorType
 from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.engine import make_url
 
+from entrasync_pipeline.assets import INVALID_BY_FIELD
 from entrasync_pipeline.entra.errors import EntraAuthError, GraphError
 from entrasync_pipeline.feed import FeedPosition
 from entrasync_pipeline.freshness import Facts, Limits, Verdict, verdict
@@ -48,6 +49,8 @@ from entrasync_pipeline.zammad.errors import ZammadError
 FEED_SENSOR = "entrasync_membership_delta"
 HEALTH_SENSOR = "entrasync_health"
 TAG_PARTITION = "dagster/partition"
+UNIVERSAL_USERS = "universal_users"
+INVALID_READS = 10  # latest universal_users materializations looked at for a full read
 RECENT_RUNS = 100  # finished runs read per profile: the latest outcome, failure and blocked streak
 FULL_SUCCESSES = 25  # successful full runs read to find the last one that counts
 _SUCCESS = [dg.DagsterRunStatus.SUCCESS]
@@ -107,6 +110,7 @@ class ProfileHealth:
     holder: dict[str, Any] | None
     feed: dict[str, Any] | None
     audit_store: str
+    invalid_values: dict[str, Any] | None = None
     probe: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +135,7 @@ class ProfileHealth:
             "current_run": self.holder,
             "feed": self.feed,
             "audit_store": self.audit_store,
+            "invalid_values": self.invalid_values,
             **({"probe": self.probe} if self.probe else {}),
         }
 
@@ -263,6 +268,34 @@ def lease_holder(settings: Settings, profile: str, now: float) -> dict[str, Any]
     return {"run_id": holder["run_id"], "host": holder["host"], "pid": holder["pid"], "since": _iso(since)}
 
 
+def invalid_values(instance: dg.DagsterInstance, profile: str) -> dict[str, Any] | None:
+    """The typed values the latest full read of Entra left out (``universal_users``' metadata).
+
+    Not a health verdict: the sync ran and wrote everything else, but a person should fix the
+    source (say, an employeeId "E1000" for an integer field), so ``status`` says it. Any full
+    run counts, a dry run too: it read the same Entra data. None: no full read on record.
+    """
+    found = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(UNIVERSAL_USERS), asset_partitions=[profile]),
+        limit=INVALID_READS,
+    )
+    for record in found.records:
+        run = instance.get_run_by_id(record.run_id)
+        materialization = record.asset_materialization
+        if run is None or materialization is None or run.tags.get(TAG_SCOPE, "full") != "full":
+            continue  # a targeted run read only a few users
+        metadata = materialization.metadata
+        total = metadata.get("invalid_values")
+        by_field = metadata.get(INVALID_BY_FIELD)
+        return {
+            "count": int(total.value) if total is not None else 0,
+            "by_field": dict(by_field.value) if by_field is not None else {},
+            "run_id": record.run_id,
+            "read": _iso(record.timestamp),
+        }
+    return None
+
+
 # --- everything for one profile ----------------------------------------------------------------------
 def limits_of(settings: Settings, profile: str) -> Limits:
     freshness = settings.profiles[profile].freshness
@@ -281,6 +314,7 @@ def profile_health(instance: dg.DagsterInstance, settings: Settings, profile: st
         holder=lease_holder(settings, profile, now),
         feed=feed_position(instance, profile, now),
         audit_store=audit_location(settings),
+        invalid_values=invalid_values(instance, profile),
     )
 
 

@@ -17,16 +17,18 @@ from entrasync_pipeline.assets import GROUP
 SYNC_JOB_NAME = "entrasync_sync_job"
 
 
-def build_sync_job(partitions: dg.PartitionsDefinition, without: Sequence[dg.AssetChecksDefinition] = ()) -> JobTarget:
+def build_sync_job(without: Sequence[dg.AssetChecksDefinition] = ()) -> JobTarget:
     """``without``: checks on the group's assets that the sync does not run (the freshness checks,
-    which the health sensor evaluates: inside the sync they would only ever see a run still going)."""
+    which the health sensor evaluates: inside the sync they would only ever see a run still going).
+
+    The job is partitioned by profile like its assets: Dagster takes the partitions from them
+    (passing ``partitions_def`` as well is deprecated)."""
     selection = dg.AssetSelection.groups(GROUP)
     if without:
         selection = selection - dg.AssetSelection.checks(*without)
     return dg.define_asset_job(
         SYNC_JOB_NAME,
         selection=selection,
-        partitions_def=partitions,
         description="Read Entra and Zammad, plan, check, apply — for one sync profile (partition).",
         tags={"entrasync/job": "sync"},
         executor_def=dg.in_process_executor,

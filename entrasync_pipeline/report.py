@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from entrasync_pipeline.audit import export_csv, export_json
-from entrasync_pipeline.plan import COUNT_COLUMNS
+from entrasync_pipeline.freshness import duration
+from entrasync_pipeline.plan import COUNT_COLUMNS, COUNT_NAMES, WRITE_ACTIONS
 
 # Pipes and logs get wide lines instead of folded cells; a terminal keeps its own width.
 _console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
@@ -50,10 +51,23 @@ def to_json(payload: Any) -> str:
     return json.dumps(payload, indent=2, default=str, ensure_ascii=False)
 
 
+def _unwritten(summary: dict[str, Any]) -> str:
+    """``planned: 54 create, 1 update`` when a plan with writes was held or stopped before any of
+    them, so the zeros of the table are not read as "nothing to do"; else empty."""
+    planned = {a.value: (summary.get("plan") or {}).get(a.value, 0) for a in WRITE_ACTIONS}
+    if summary.get("dry_run") or summary.get("status") == "ok" or not any(planned.values()):
+        return ""
+    if any(summary.get(COUNT_NAMES[a], 0) for a in WRITE_ACTIONS):
+        return ""
+    return ", ".join(f"{n} {action}" for action, n in planned.items() if n)
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     title = f"entrasync {summary['profile']}"
     if summary.get("dry_run"):
         title += " — DRY RUN (nothing written)"
+    elif planned := _unwritten(summary):
+        title += f" — NOTHING WRITTEN (planned: {planned})"
     table = Table(title=escape(title))
     for column in COUNT_COLUMNS:
         table.add_column(column, justify="right")
@@ -99,8 +113,14 @@ def print_targets(story: Sequence[dict[str, Any]], unresolved: Sequence[str] = (
             _console.print(f"  {step:<9} {escape(str(text))}")
 
 
-def print_plan(changes: Sequence[dict[str, Any]], per_action: int = 5) -> None:
-    """The first decisions of each kind, deactivations first, with the fields they change."""
+def print_plan(changes: Sequence[dict[str, Any]] | None, per_action: int = 5) -> None:
+    """The first decisions of each kind, deactivations first, with the fields they change.
+
+    ``None``: the run ended before it had a plan, which is not the same as a plan without changes.
+    """
+    if changes is None:
+        _console.print("plan: none (the run ended before planning)")
+        return
     if not changes:
         _console.print("plan: nothing to change")
         return
@@ -168,13 +188,7 @@ _VERDICT_STYLE = {"ok": "green", "stale": "red", "failing": "red", "blocked": "y
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
+    return "" if seconds is None else f"{duration(seconds)} ago"
 
 
 def _run_line(run: dict[str, Any] | None, now: datetime) -> str:
@@ -183,6 +197,17 @@ def _run_line(run: dict[str, Any] | None, now: datetime) -> str:
     ended = run.get("ended") or run.get("started")
     age = _age((now - datetime.fromisoformat(ended)).total_seconds()) if ended else ""
     return f"{run['status']} · {ended or '?'} ({age}) · {run['trigger']} · run {run['run_id']}"
+
+
+def _invalid_line(invalid: dict[str, Any] | None) -> str:
+    """Typed values the latest full read left out, per field: ``2 left out: employee_number 2 (…)``."""
+    if not invalid:
+        return "no full read yet"
+    if not invalid["count"]:
+        return "none"
+    fields = ", ".join(f"{name} {found['count']}" for name, found in invalid["by_field"].items())
+    example = next(iter(invalid["by_field"].values()), {}).get("example")
+    return f"{invalid['count']} left out: {fields}" + (f"\ne.g. {example}" if example else "")
 
 
 def _status_rows(item: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
@@ -216,6 +241,7 @@ def _status_rows(item: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
             if feed
             else "sensor never ran",
         ),
+        ("invalid values", _invalid_line(item.get("invalid_values"))),
         ("audit store", item["audit_store"]),
     ]
     rows += [(f"probe {service}", answer) for service, answer in (item.get("probe") or {}).items()]

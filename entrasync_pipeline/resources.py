@@ -41,7 +41,7 @@ class EntrasyncResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Label runs launched in the UI (and re-executions), so the run list says who started each."""
-        run, instance = context.dagster_run, context.instance
+        run, instance = context.run, context.instance
         trigger = trigger_for_new_run(run.tags) if run is not None else None
         if run is not None and instance is not None and trigger is not None:
             instance.add_run_tags(run.run_id, {TAG_TRIGGER: trigger})
@@ -73,7 +73,7 @@ class SyncRunOptions(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Show the run's scope in the run list, however it was launched."""
-        run, instance = context.dagster_run, context.instance
+        run, instance = context.run, context.instance
         if run is not None and instance is not None and TAG_SCOPE not in run.tags:
             instance.add_run_tags(run.run_id, scope_tags(self.targets))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -45,6 +46,8 @@ from entrasync_pipeline.settings import ConfigError, Settings
 from entrasync_pipeline.targeted import TARGETS_TRACE, TARGETS_WRITES
 
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED, EXIT_USAGE = 0, 1, 2, 64
+# A run a signal stopped exits 128 + the signal's number, as shells report it: 130 SIGINT, 143 SIGTERM.
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 _STEP_EVENTS = {
     dg.DagsterEventType.ASSET_MATERIALIZATION,
     dg.DagsterEventType.STEP_FAILURE,
@@ -72,9 +75,12 @@ class RunOutcome:
     scope: str = "full"
     targets: list[dict[str, Any]] = field(default_factory=list)  # a targeted run's per-user story
     plan: pd.DataFrame | None = field(default=None, repr=False)
+    interrupted_by: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted_by is not None:
+            return 128 + self.interrupted_by
         if self.status == "blocked":
             return EXIT_BLOCKED
         if self.status == "failed" or self.counts.get("failed", 0):
@@ -110,7 +116,11 @@ def cli_instance(environ: Mapping[str, str] | None = None) -> Iterator[dg.Dagste
     home = environ.get("DAGSTER_HOME")
     if home:
         if not Path(home).is_dir():
-            raise ConfigError(f"DAGSTER_HOME={home} is not a directory: create it (mkdir -p) or unset it")
+            # Unsetting it is no way out: status needs it, and so does the audit store without audit.url.
+            raise ConfigError(
+                f"DAGSTER_HOME={home} is not a directory: create it (mkdir -p {home}), or set DAGSTER_HOME "
+                "to the directory of the Dagster instance your webserver and daemon use"
+            )
         with _first_use_lock(Path(home)):
             instance = dg.DagsterInstance.get()
         with instance:
@@ -158,18 +168,51 @@ def execute_sync(
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
     run_id = str(uuid.uuid4())  # chosen here so the lease can be released however the run ends
+    with _signals_seen() as seen:
+        try:
+            result = defs.resolve_job_def(SYNC_JOB_NAME).execute_in_process(
+                instance=instance,
+                partition_key=profile,
+                run_config=run_config,
+                tags={TAG_TRIGGER: "cli", **scope_tags(targets)},
+                run_id=run_id,
+                raise_on_error=False,
+            )
+        finally:
+            _release_leases(settings, profile, run_id)
+    outcome = outcome_of_run(instance, result.run_id, _plan_of(result))
+    outcome.interrupted_by = next((s for s in seen if s in INTERRUPTS), None)
+    return outcome
+
+
+@contextmanager
+def _signals_seen() -> Iterator[list[int]]:
+    """The signals that arrived while the block ran, filled in when it ends.
+
+    Dagster turns SIGTERM into the same interrupt as SIGINT (its handler does not say which), yet
+    a shell or a supervisor expects 130 after a Ctrl-C and 143 after a SIGTERM. The wakeup fd is
+    written by the interpreter's C handler for every signal, whichever Python handler is installed,
+    so it tells them apart without replacing Dagster's handlers. Off the main thread: nothing seen.
+    """
+    seen: list[int] = []
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
     try:
-        result = defs.resolve_job_def(SYNC_JOB_NAME).execute_in_process(
-            instance=instance,
-            partition_key=profile,
-            run_config=run_config,
-            tags={TAG_TRIGGER: "cli", **scope_tags(targets)},
-            run_id=run_id,
-            raise_on_error=False,
-        )
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield seen
     finally:
-        _release_leases(settings, profile, run_id)
-    return outcome_of_run(instance, result.run_id, _plan_of(result))
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+            try:
+                seen.extend(os.read(read, 256))
+            except BlockingIOError:  # no signal arrived
+                pass
+        os.close(read)
+        os.close(write)
 
 
 def _plan_of(result: dg.ExecuteInProcessResult) -> pd.DataFrame | None:

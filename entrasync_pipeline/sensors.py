@@ -193,7 +193,7 @@ def _health_message(
         profile,
         blocked.held_deactivations if blocked else 0,
         _when(since),
-        f"{freshness.hours(facts.now - since)} ago",
+        f"{freshness.duration(facts.now - since)} ago",
         blocked.blocked_reason if blocked else None,
         blocked.approve_with if blocked else None,
     )

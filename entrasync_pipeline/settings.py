@@ -318,6 +318,7 @@ class NotificationSettings(_Model):
         None,
         description="A dead man's switch (healthchecks.io, Uptime Kuma, Cronitor, ...): one GET after each "
         "successful run, full or targeted. '${VAR}' is read from the environment (the URL is a secret). "
+        "Checked when the config loads: an http(s) URL, every ${VAR} set. "
         "A dry run pings only when the config file's dry_run is on.",
     )
     heartbeat_fail_suffix: str | None = Field(
@@ -328,6 +329,17 @@ class NotificationSettings(_Model):
     heartbeat_timeout_s: float = Field(
         10.0, gt=0, le=60, description="Connect and read timeout of a heartbeat; a late one is logged, never fatal."
     )
+
+    @field_validator("heartbeat_url")
+    @classmethod
+    def _heartbeat_url(cls, value: str | None) -> str | None:
+        """Its shape now, with each ``${VAR}`` standing for a word (``load_settings`` reads them)."""
+        if value is None or not value.strip():
+            return None
+        shape = _ENV_REFERENCE.sub("x", value.strip())
+        if shape != "x" and (problem := _web_url_problem(shape)):  # a URL wholly from ${VAR}: checked on load
+            raise ValueError(problem)
+        return value
 
 
 class FreshnessSettings(_Model):
@@ -650,7 +662,32 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         raise ConfigError(f"cannot read config {file}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {file} is not valid YAML: {exc}") from None
-    return parse_settings(data)
+    settings = parse_settings(data)
+    _check_heartbeats(settings, environ)
+    return settings
+
+
+def _web_url_problem(url: str) -> str | None:
+    """Why ``url`` is no http(s) URL with a host, in words that never repeat it (it may be a secret)."""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is no number
+        valid = False
+    return None if valid else "must be an http:// or https:// URL with a host (the value is not shown: it is secret)"
+
+
+def _check_heartbeats(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Each heartbeat URL with its ``${VAR}`` read: an unset variable or a value that is no URL is a
+    config error naming the key now, not a warning in some run's log after the monitor went red."""
+    for name, profile in settings.profiles.items():
+        key = f"profiles.{name}.notifications.heartbeat_url"
+        try:
+            url = heartbeat_url(profile.notifications, environ)
+        except ConfigError as exc:  # names the variable, never a value
+            raise ConfigError(f"invalid configuration:\n  {key}: {exc}") from None
+        if url is not None and (problem := _web_url_problem(url.reveal())):
+            raise ConfigError(f"invalid configuration:\n  {key}: {problem}")
 
 
 def configured_profile_names(environ: Mapping[str, str] | None = None) -> list[str]:

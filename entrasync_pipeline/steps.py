@@ -22,7 +22,14 @@ from entrasync_pipeline import group_access, organizations
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
 from entrasync_pipeline.entra.graph import USER_TYPE
-from entrasync_pipeline.fields import ASSOCIATION_PARAMS, FieldSpec, absent_fields, attribute_spec, field_problems
+from entrasync_pipeline.fields import (
+    ASSOCIATION_PARAMS,
+    FieldSpec,
+    absent_fields,
+    attribute_spec,
+    field_problems,
+    setup_states,
+)
 from entrasync_pipeline.heartbeat import ping
 from entrasync_pipeline.normalize import CORE_FIELDS, NormalizeOptions, Rule, ScopeTest, normalize_members
 from entrasync_pipeline.notify import Message, summary_message
@@ -87,10 +94,6 @@ def _bulk() -> Iterator[None]:
 
 class MissingAdminRole(RuntimeError):
     """Zammad's Admin role is not there (renamed?): protecting admins by role would protect nobody."""
-
-
-class MissingZammadAttributes(RuntimeError):
-    """The custom user attributes are missing: writing now would lose entra_key silently."""
 
 
 # --- step 1: Entra --------------------------------------------------------------------------------
@@ -372,13 +375,24 @@ def _collect_users(
     return bool(has_attributes)
 
 
-def require_entra_attributes(zammad: pd.DataFrame) -> None:
-    if not zammad.attrs.get("has_entra_attributes", False):
-        raise MissingZammadAttributes(
-            "Zammad users have no entra_key/entra_object_type/entrasync_profile attributes: run "
-            "'entrasync zammad-setup --config ...' once (needs a token with admin.object) and retry. "
-            "Without them Zammad silently drops entra_key and every run would create duplicates."
-        )
+def entra_attribute_problems(zammad: pd.DataFrame) -> list[str]:
+    """Why Zammad cannot hold the links yet: the identity attributes ``zammad-setup`` creates, by name.
+
+    Without them Zammad silently drops ``entra_key`` and every run would create duplicates, so a
+    plan (dry or not) is held like one with a mapped field Zammad lacks (``sync_plan_fields``).
+    A migrated attribute is a key of every user record, so the first user's keys say which are
+    missing; with no user to look at, all of them are named. The opt-out flag is named with them
+    when it is missing too (one command creates all), but alone it holds nothing back.
+    """
+    if zammad.attrs.get("has_entra_attributes", False):
+        return []
+    keys = set(zammad.attrs.get(USER_KEYS) or ())
+    missing = [name for name in (*REQUIRED_ATTRIBUTES, OPT_OUT_ATTRIBUTE) if name not in keys]
+    return [
+        f"Zammad lacks (or has not migrated) the user attribute(s) {', '.join(missing)}: run "
+        "'entrasync zammad-setup --config ...' once (needs a token with admin.object), then sync again; "
+        "without them Zammad silently drops entra_key and every run would create duplicates"
+    ]
 
 
 # --- step 4: plan ---------------------------------------------------------------------------------
@@ -689,7 +703,9 @@ def setup_zammad(profile: ProfileRuntime) -> list[str]:
     return created
 
 
-def setup_problems(profile: ProfileRuntime) -> list[str]:
-    """What still keeps Zammad from storing the mapped fields after ``setup_zammad``: fields of
-    another type, or selects without an option, which setup leaves for a person to decide."""
-    return field_problems(mapped_fields(profile.config), profile.zammad.user_attributes())
+def setup_report(profile: ProfileRuntime, created: list[str]) -> list[tuple[str, str, list[str]]]:
+    """Per attribute, what ``setup_zammad`` found or created, and what still keeps Zammad from
+    storing a mapped field (fields.setup_states): a field of another type, or a select without an
+    option, which setup leaves for a person to decide."""
+    identity = [spec["name"] for spec in ENTRA_ATTRIBUTES]
+    return setup_states(identity, mapped_fields(profile.config), profile.zammad.user_attributes(), created)

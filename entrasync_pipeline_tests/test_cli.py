@@ -68,8 +68,11 @@ def test_version() -> None:
 
 def test_setup_plan_sync_and_audit(cli_env: dict[str, str], sandbox: Sandbox) -> None:
     setup = entrasync("zammad-setup", env=cli_env)
-    assert setup.returncode == 0 and "created entra_key" in setup.stdout
-    assert "already present" in entrasync("zammad-setup", env=cli_env).stdout
+    assert (
+        setup.returncode == 0 and "created entra_key" in setup.stdout and "sandbox: entra_key: created" in setup.stdout
+    )
+    again = entrasync("zammad-setup", env=cli_env).stdout
+    assert "every attribute already present" in again and "sandbox: entrasync_ignore: present" in again
 
     plan = entrasync("plan", "--json", env=cli_env)
     assert plan.returncode == 0, plan.stderr
@@ -151,6 +154,25 @@ def test_a_sync_without_the_attributes_fails_with_an_actionable_message(cli_env:
     result = entrasync("sync", "--json", env=cli_env)
     assert result.returncode == 1
     assert "entrasync zammad-setup" in json.loads(result.stdout)["error"]
+
+
+def test_a_plan_before_zammad_setup_is_held_like_a_missing_field(cli_env: dict[str, str], sandbox: Sandbox) -> None:
+    """Found by trying it as an admin: ``plan`` exited 0 on a Zammad where zammad-setup never ran, and
+    ``sync`` printed a traceback, then "plan: nothing to change" under a plan of 54 creates."""
+    plan = entrasync("plan", "--json", env=cli_env)
+    assert plan.returncode == 1, plan.stdout[-2000:]
+    held = json.loads(plan.stdout)
+    assert held["status"] == "failed" and held["plan"]["create"] == 54
+    for name in ("entra_key", "entra_object_type", "entrasync_profile", "entrasync_ignore", "entrasync zammad-setup"):
+        assert name in held["error"], name
+
+    sync = entrasync("sync", env=cli_env)
+    assert sync.returncode == 1
+    assert "Traceback" not in sync.stderr + sync.stdout and "MissingZammadAttributes" not in sync.stderr + sync.stdout
+    assert "nothing to change" not in sync.stdout
+    assert "NOTHING WRITTEN (planned: 54 create, 1 update)" in sync.stdout
+    assert "nothing written: Zammad lacks" in " ".join(sync.stdout.split())
+    assert not any(k.startswith(("POST", "PUT")) for k in sandbox.stats("zammad")["requests"])
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
@@ -332,21 +354,28 @@ def test_a_second_sync_gives_up_after_the_wait_naming_the_holder(
     assert sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) == 0
 
 
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)], ids=["sigint", "sigterm"])
 def test_ctrl_c_ends_the_run_frees_the_profile_and_the_next_run_converges(
-    cli_env: dict[str, str], sandbox: Sandbox
+    cli_env: dict[str, str], sandbox: Sandbox, signum: int, code: int
 ) -> None:
-    import signal
+    """A Ctrl-C (or a SIGTERM) during the writes: the exit code says which signal, as shells expect,
+    and the summary counts the writes the audit recorded, not zero (found by trying it as an admin)."""
     import time
 
     assert entrasync("zammad-setup", env=cli_env).returncode == 0
     sandbox.faults("zammad", {"route": "POST /api/v1/users", "latency_ms": [300, 300]})
     proc = _spawn(cli_env, "sync", "--json")
     deadline = time.monotonic() + 120
-    while sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) < 3 and time.monotonic() < deadline:
+    # more POSTs than workers (8): the first ones have answered and their outcomes are recorded
+    while sandbox.stats("zammad")["requests"].get("POST /api/v1/users", 0) < 12 and time.monotonic() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and "interrupted" in json.loads(out)["error"]
+    summary = json.loads(out)
+    assert proc.returncode == code and "interrupted" in summary["error"]
+    done = json.loads(entrasync("audit", "--run", summary["run_id"], "--format", "json", env=cli_env).stdout)
+    created = [r for r in done if r["action"] == "create" and r["outcome"] == "done"]
+    assert summary["created"] == len(created) > 0 and summary["dry_run"] is False
     sandbox.faults("zammad")
     started = time.monotonic()
     again = entrasync("sync", "--json", env=cli_env)
@@ -377,7 +406,7 @@ def test_one_ctrl_c_during_the_read_ends_the_run_without_a_retry(cli_env: dict[s
     proc.send_signal(signal.SIGINT)
     started = time.monotonic()
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and "interrupted" in json.loads(out)["error"], out
+    assert proc.returncode == 130 and "interrupted" in json.loads(out)["error"], out
     assert time.monotonic() - started < 20  # no step retry (15 s and more each)
     assert sandbox.stats("graph")["requests"].get("GET /v1.0/groups/{id}/members", 0) <= 1
     assert not any(k.startswith(("POST", "PUT")) for k in sandbox.stats("zammad")["requests"])

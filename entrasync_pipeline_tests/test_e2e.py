@@ -95,6 +95,22 @@ def test_a_second_run_writes_nothing(
     assert writes_after == writes_before
 
 
+def test_a_run_calls_no_deprecated_dagster_api(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any, recwarn: pytest.WarningsRecorder
+) -> None:
+    """An admin read AssetExecutionContext.run_id deprecation warnings in every run's log."""
+    config = it_support_config(sandbox, tmp_path)
+    setup_attributes(config, dagster_env)
+    assert Runner(config, ["sandbox"], instance).run().success
+    package = str(Path(__file__).resolve().parents[1] / "entrasync_pipeline") + "/"
+    ours = {
+        f"{Path(w.filename).name}:{w.lineno}: {w.message}"
+        for w in recwarn
+        if issubclass(w.category, DeprecationWarning) and w.filename.startswith(package)
+    }
+    assert not ours
+
+
 def _synced(sandbox: Sandbox, tmp_path: Path, env: dict[str, str], instance: Any) -> tuple[Runner, str]:
     """IT Support synced once; returns the runner and Anna Schmidt's Entra object id."""
     config = it_support_config(sandbox, tmp_path)

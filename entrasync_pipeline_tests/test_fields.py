@@ -627,6 +627,12 @@ def test_a_field_of_another_type_blocks_the_plan_naming_both_types(
     setup = entrasync("zammad-setup", env={**dagster_env, "ENTRASYNC_CONFIG": str(config)})
     assert setup.returncode == 1 and "job_title, member_kind, entra_created, on_premises and ran" in setup.stdout
     assert "'employee_number' is of data type 'input', but the mapping fills it as integer" in setup.stderr
+    # Again, with everything else there: one answer per attribute, never "already present" and then an error.
+    again = entrasync("zammad-setup", env={**dagster_env, "ENTRASYNC_CONFIG": str(config)})
+    assert again.returncode == 1 and "already present" not in again.stdout
+    assert "sandbox: job_title: present" in again.stdout and "sandbox: entra_key: present" in again.stdout
+    assert "sandbox: employee_number: present as input, not integer" in again.stdout
+    assert "delete the field in Zammad (Admin → Objects → User) and run 'entrasync zammad-setup'" in again.stderr
     assert sandbox.state("zammad")["attributes"][-1]["to_migrate"] is False  # the rest is usable
     result = Runner(config, ["sandbox"], instance).run()
     check = _check(result, "sync_plan_fields")

@@ -19,6 +19,7 @@ from entrasync_pipeline.freshness import (
     announcements,
     check_changed,
     checked,
+    duration,
     verdict,
 )
 
@@ -45,6 +46,29 @@ def test_verdict(facts: Facts, expected: str) -> None:
     result = verdict(facts, LIMITS)
     assert result.name == expected
     assert result.ok == (expected == "ok") and bool(result.reasons) == (expected != "ok")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        pytest.param(40, "40 s", id="seconds"),
+        pytest.param(25 * 60, "25 min", id="minutes"),
+        pytest.param(3.2 * H, "3.2 h", id="hours"),
+        pytest.param(26 * H, "26 h", id="whole-hours"),
+        pytest.param(2 * 24 * H, "2 d", id="days"),
+        pytest.param(-5, "0 s", id="clock-skew"),
+    ],
+)
+def test_a_duration_reads_in_the_unit_that_fits(seconds: float, said: str) -> None:
+    assert duration(seconds) == said
+
+
+def test_a_plan_blocked_minutes_ago_does_not_say_zero_hours() -> None:
+    """Found by trying it as an admin: "a plan has waited for approval for 0.0 h"."""
+    result = verdict(Facts(NOW, NOW - 2 * H, "blocked", "r1", NOW - 25 * 60), LIMITS)
+    assert result.reasons == ("a plan has waited for approval for 25 min",)
+    stale = verdict(Facts(NOW, NOW - 3 * 24 * H, "ok"), LIMITS)
+    assert stale.reasons == ("the last successful full run ended 3 d ago (limit 26 h)",)
 
 
 def _tick(episode: Episode, facts: Facts) -> tuple[Episode, list[Announcement], bool]:

@@ -136,6 +136,37 @@ def test_notification_urls_may_come_from_the_environment() -> None:
     assert [u.reveal() for u in urls] == ["msteams://a/b/c", "json://127.0.0.1:9/x"]
 
 
+KEY = "profiles.main.notifications.heartbeat_url"
+
+
+@pytest.mark.parametrize(
+    ("url", "environ", "said"),
+    [
+        pytest.param("not a url secret-token", {}, "must be an http:// or https:// URL", id="not-a-url"),
+        pytest.param("ftp://hc.example/secret-token", {}, "must be an http:// or https:// URL", id="not-http"),
+        pytest.param("https://hc.example/${HC_TOKEN}", {}, "environment variable HC_TOKEN is not set", id="unset-var"),
+        pytest.param("${HC_URL}", {"HC_URL": "hc.example/secret-token"}, "must be an http", id="var-not-a-url"),
+    ],
+)
+def test_a_heartbeat_url_is_checked_when_the_config_loads_without_showing_it(
+    tmp_path: Path, url: str, environ: dict[str, str], said: str
+) -> None:
+    """Found by trying it as an admin: "not a url" was accepted and an unset ${VAR} only logged in a run."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(_config(notifications={"heartbeat_url": url})))
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ)
+    assert KEY in str(info.value) and said in str(info.value)
+    assert "secret-token" not in str(info.value)
+
+
+def test_a_heartbeat_url_from_the_environment_loads(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(_config(notifications={"heartbeat_url": "https://hc.example/${HC_TOKEN}"})))
+    settings = load_settings(config, {"HC_TOKEN": "abc"})
+    assert settings.profiles["main"].notifications.heartbeat_url == "https://hc.example/${HC_TOKEN}"
+
+
 def test_the_sandbox_config_is_a_valid_config(tmp_path: Path) -> None:
     from entrasync_pipeline.sandbox.serve import sandbox_config
 

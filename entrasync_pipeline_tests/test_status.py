@@ -124,3 +124,49 @@ def test_without_dagster_home_status_says_what_to_set(shells: tuple[dict[str, st
     _, probe_shell = shells
     result = _run({"ENTRASYNC_CONFIG": probe_shell["ENTRASYNC_CONFIG"]}, "status")
     assert result.returncode == 1 and "set DAGSTER_HOME" in result.stderr
+
+
+def test_values_a_typed_field_left_out_show_in_status(
+    sandbox: Sandbox, tmp_path: Path, environ: dict[str, str]
+) -> None:
+    """Found by trying it as an admin: values that do not convert were only in the run's log and
+    metadata; status names them per field (the seed's employeeIds are "E1000", no whole numbers)."""
+    mapping = {
+        "email": {"from": ["mail", "otherMails", "userPrincipalName"], "transforms": ["first", "strip", "lower"]},
+        "firstname": {"from": ["givenName"]},
+        "lastname": {"from": ["surname"]},
+        "employee_number": {"from": ["employeeId"], "type": "integer"},
+    }
+    config = it_support_config(sandbox, tmp_path, mapping=mapping)
+    admin = {**environ, "ENTRASYNC_CONFIG": str(config)}
+    probe_shell = {"ENTRASYNC_CONFIG": str(config), "DAGSTER_HOME": environ["DAGSTER_HOME"]}
+    _, before = _status(probe_shell)
+    assert before["invalid_values"] is None
+    assert _run(admin, "zammad-setup").returncode == 0 and _run(admin, "sync").returncode == 0
+    _, found = _status(probe_shell)
+    invalid = found["invalid_values"]
+    assert invalid["count"] > 0 and set(invalid["by_field"]) == {"employee_number"}
+    assert invalid["by_field"]["employee_number"]["count"] == invalid["count"]
+    assert "is not a whole number" in invalid["by_field"]["employee_number"]["example"]
+    table = _run(probe_shell, "status")
+    assert f"{invalid['count']} left out: employee_number {invalid['count']}" in table.stdout
+
+
+def test_an_unknown_profile_is_a_usage_error(shells: tuple[dict[str, str], dict[str, str]]) -> None:
+    admin, probe_shell = shells
+    for shell, command in ((probe_shell, "status"), (admin, "plan"), (admin, "zammad-setup")):
+        result = _run(shell, command, "--profile", "nope")
+        assert result.returncode == 64 and "unknown profile 'nope'" in result.stderr, (command, result.stderr)
+
+
+def test_a_dagster_home_that_is_not_there_gets_advice_that_works(
+    shells: tuple[dict[str, str], dict[str, str]], tmp_path: Path
+) -> None:
+    """ "or unset it" led to the next error (status and the audit store need DAGSTER_HOME)."""
+    _, probe_shell = shells
+    missing = tmp_path / "not-yet"
+    result = _run({**probe_shell, "DAGSTER_HOME": str(missing)}, "status")
+    assert result.returncode == 1 and f"mkdir -p {missing}" in result.stderr and "unset" not in result.stderr
+    missing.mkdir()  # the advice
+    _, found = _status({**probe_shell, "DAGSTER_HOME": str(missing)})
+    assert found["verdict"] == "stale"

@@ -117,6 +117,7 @@ Where to look while the demo runs (the commands work as is in a fresh shell; dem
   audit trail     $WITH_ENV audit
   audit as CSV    $WITH_ENV audit --format csv
   plan (dry run)  $WITH_ENV plan
+  health          $WITH_ENV status
   config          $CONFIG
   sandbox         $STATE/sandbox.json (URLs, credentials, control key)
 TXT
