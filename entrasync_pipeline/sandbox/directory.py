@@ -3,7 +3,7 @@ items and the two change logs that delta queries read.
 
 Property sets follow reference/microsoft-graph-and-msal.md §2: a user's default set (returned
 without ``$select``), properties returned only when selected, unset scalars ``null`` and unset
-collections ``[]``. Lookups are by id (dicts), membership checks are O(1) both ways (members of a
+collections ``[]``; an orgContact's are those of resources/orgcontact.md, all returned by default. Lookups are by id (dicts), membership checks are O(1) both ways (members of a
 group, groups of a member) and transitive member lists are cached per directory version, so a
 100,000-user tenant stays fast.
 
@@ -13,7 +13,8 @@ version order, so "what changed after version v" is a binary search, never a sca
 
 Deletion follows Entra (reference §3.1, delta-query-users.md): ``soft_delete`` moves an object to
 ``deleted`` (gone from every read and from its groups, its direct memberships remembered),
-``restore`` brings it back with those memberships, ``purge`` deletes it for good.
+``restore`` brings it back with those memberships, ``purge`` deletes it for good. An orgContact
+has no deleted items: ``delete_permanently`` removes it for good at once.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ error bodies and headers, a user's group memberships (``memberOf``, ``transitive
 ``checkMemberGroups``, ``getMemberGroups``), ``users/delta`` and ``groups/delta``
 (``graph_delta.py``), JSON batching (``graph_batch.py``), and the write API the admin app uses
 to change the tenant (DESIGN.md §4.2), with Entra's soft delete and restore of users.
+Organizational contacts (``/contacts``, ``contacts/delta``, a contact's groups) are read-only,
+as in Graph; the control API changes them (``contacts.py``).
 """
 
 from __future__ import annotations

@@ -120,6 +120,7 @@ def test_contacts_page_like_users_with_an_opaque_skiptoken(graph: GraphCaller, a
     ids = [i["id"] for i in graph.all_pages("/contacts", top="2")]
     assert len(ids) == len(set(ids)) == 4 and created < set(ids)
     assert_graph_error(graph.get("/contacts", top="1000"), 400, "Request_BadRequest")
+    assert_graph_error(graph.get("/contacts", select="id,businessPhones"), 400, "Request_BadRequest")
 
 
 def test_contacts_filter_by_mail_count_and_search(graph: GraphCaller, admin: Admin) -> None:
@@ -194,6 +195,7 @@ def test_contacts_delta_initial_round_has_the_documented_default_properties(
     assert [set(i) for i in items] == [set(CONTACT_DELTA_DEFAULT_PROPERTIES)]
     assert "/contacts/delta?$deltatoken=" in delta_link
     assert _contacts_delta(graph, sandbox, "?$deltatoken=latest")[0] == []
+    assert_graph_error(graph.get("/contacts/delta", select="mobilePhone"), 400, "Request_BadRequest")
 
 
 def test_contacts_delta_sees_created_updated_and_deleted_contacts(
