@@ -76,6 +76,12 @@ def contact_select(select: Iterable[str]) -> list[str]:
     return [p for p in member_select(select) if p in PROPERTIES]
 
 
+def delta_select(select: Iterable[str]) -> list[str]:
+    """``$select`` for ``contacts/delta``: without ``phones`` and ``addresses``, which the delta
+    function does not return (a change of only those waits for the next full run)."""
+    return [p for p in contact_select(select) if p not in ("phones", "addresses")]
+
+
 def _typed_numbers(phones: Any, kind: str) -> list[str]:
     if not isinstance(phones, list):
         return []

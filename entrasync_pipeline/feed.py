@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
-from entrasync_pipeline.contacts import CONTACT_TYPE, contact_select
+from entrasync_pipeline.contacts import CONTACT_TYPE, delta_select
 from entrasync_pipeline.entra.errors import DeltaResetRequired
 from entrasync_pipeline.entra.graph import DELTA_FILTER_LIMIT, GROUP_TYPE, USER_TYPE, DeltaRound, GraphClient
 from entrasync_pipeline.settings import ProfileSettings
@@ -109,7 +109,7 @@ def baseline(graph: GraphClient, config: ProfileSettings, pending: Iterable[str]
     chunks = [sorted(groups)[i : i + DELTA_FILTER_LIMIT] for i in range(0, len(groups), DELTA_FILTER_LIMIT)]
     links = [[graph.group_delta_latest(chunk), *chunk] for chunk in chunks]
     contacts = (
-        graph.user_delta_latest(contact_select(config.member_select()), "contacts") if config.contacts != "none" else ""
+        graph.user_delta_latest(delta_select(config.graph_select()), "contacts") if config.contacts != "none" else ""
     )
     return FeedPosition(watch_key(config), users, links, sorted(set(pending)), contacts)
 

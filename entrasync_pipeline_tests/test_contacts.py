@@ -2,13 +2,16 @@
 in the users' vocabulary, becomes a customer with entra_object_type=contact, and follows the users'
 lifecycle; without ``contacts`` it is skipped and counted as before.
 
-The end-to-end tests (the job and the CLI against the sandbox) are in test_contacts_e2e.py.
+The pure rules first, then the job, the change feed and the CLI against the sandbox.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 import pytest
 
@@ -21,15 +24,18 @@ from entrasync_pipeline.normalize import (
     skipped_member_types,
 )
 from entrasync_pipeline.plan import Action, compute_plan
+from entrasync_pipeline_tests.conftest import Sandbox
 from entrasync_pipeline_tests.factories import (
     GROUP,
     PROFILE,
     graph_user,
     normalize_options,
     plan_options,
+    write_config,
     zammad_frame,
     zammad_user,
 )
+from entrasync_pipeline_tests.tenant import Admin, Helpdesk, Runner, it_support_config, setup_attributes, user_writes
 
 CONTACT_ID = "5d6e7f80-0000-4000-8000-00000000c0de"
 USER_SELECT = [
@@ -229,3 +235,235 @@ def test_a_contact_gets_no_agent_group_access() -> None:
     plan = compute_plan(_universal(contact()), zammad_frame(_contact_in_zammad()), options)
     assert list(plan["action"]) == ["noop"] and "group_ids" not in (plan.iloc[0]["changes"] or {})
     assert PROFILE == plan_options().profile
+
+
+# --- the sandbox, the job, the feed and the CLI ---------------------------------------------------------
+PHONES = [{"number": "+49 30 5550100", "type": "business"}, {"number": "+49 170 5550100", "type": "mobile"}]
+
+
+def _zammad_user(sandbox: Sandbox, entra_key: str) -> dict[str, Any] | None:
+    return next((u for u in sandbox.state("zammad")["users"] if u.get("entra_key") == entra_key), None)
+
+
+def _role_id(sandbox: Sandbox, http: Any, name: str) -> int:
+    headers = {"Authorization": f"Token token={sandbox.zammad_token('sync')}"}
+    roles = http.get(f"{sandbox.info['zammad_url']}/api/v1/roles", headers=headers).json()
+    return next(int(r["id"]) for r in roles if r["name"] == name)
+
+
+def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict[str, Any]:
+    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+def _runner(sandbox: Sandbox, tmp_path: Path, env: dict[str, str], instance: Any, **extra: Any) -> Runner:
+    config = it_support_config(sandbox, tmp_path, **extra)
+    setup_attributes(config, env)
+    return Runner(config, ["sandbox"], instance)
+
+
+@pytest.mark.e2e
+def test_a_contact_member_is_a_customer_and_follows_the_users_lifecycle(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    admin = Admin(sandbox, http)
+    it_support = sandbox.info["groups"]["IT Support"]
+    cid = admin.contact("pat.partner", group=it_support, company="Partner AG", phones=PHONES, department="Consulting")
+    groups = [{"id": it_support, "name": "IT Support", "roles": ["Agent"], "zammad_groups": {"Users": ["full"]}}]
+    runner = _runner(
+        sandbox,
+        tmp_path,
+        dagster_env,
+        instance,
+        groups=groups,
+        contacts="members",
+        organization={"from": ["companyName"]},
+    )
+
+    first = runner.run()
+    assert first.success
+    assert _metadata(first, "entra_group_members")["contacts_read"] == 1
+    contact = _zammad_user(sandbox, cid)
+    assert contact is not None and contact["active"] is True
+    assert (contact["entra_object_type"], contact["email"]) == ("contact", "pat.partner@partner.example")
+    assert (contact["firstname"], contact["lastname"]) == ("Pat", "Partner")
+    assert (contact["phone"], contact["mobile"], contact["department"]) == (
+        "+49 30 5550100",
+        "+49 170 5550100",
+        "Consulting",
+    )
+    assert contact["role_ids"] == [_role_id(sandbox, http, "Customer")]  # a customer, though the group maps to Agent
+    assert not contact.get("group_ids")  # and no agent group access
+    orgs = {o["id"]: o["name"] for o in sandbox.state("zammad")["organizations"]}
+    assert orgs[contact["organization_id"]] == "Partner AG"
+
+    writes = user_writes(sandbox)
+    assert runner.run().success and user_writes(sandbox) == writes  # a second run writes nothing
+
+    admin.patch_contact(cid, department="Escalations")
+    assert runner.run().success and _zammad_user(sandbox, cid)["department"] == "Escalations"
+
+    admin.remove(it_support, cid)  # a targeted run (as the feed starts it) finds it gone from the group
+    targeted = runner.targeted([cid])
+    assert targeted.success and _zammad_user(sandbox, cid)["active"] is False
+    writes = user_writes(sandbox)
+    assert runner.run().success and user_writes(sandbox) == writes  # the full run agrees
+
+    admin.add(it_support, cid)
+    assert runner.run().success and _zammad_user(sandbox, cid)["active"] is True  # back: reactivated
+
+    admin.delete_contact(cid)
+    deleted = runner.run()
+    assert deleted.success and _zammad_user(sandbox, cid)["active"] is False  # deleted: deactivated, kept
+    assert runner.counts(deleted)["deactivated"] == 1
+
+
+@pytest.mark.e2e
+def test_without_contacts_a_contact_member_is_counted_and_never_written(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    cid = Admin(sandbox, http).contact("pat.partner", group=sandbox.info["groups"]["IT Support"], phones=PHONES)
+    result = _runner(sandbox, tmp_path, dagster_env, instance).run()
+    assert result.success
+    metadata = _metadata(result, "entra_group_members")
+    assert metadata["member_types_skipped"]["orgContact"] == 1 and metadata["contacts_read"] == 1
+    assert _zammad_user(sandbox, cid) is None
+
+
+@pytest.mark.e2e
+def test_contacts_all_syncs_every_contact_of_the_tenant_in_a_group_or_not(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    admin = Admin(sandbox, http)
+    loner = admin.contact("lou.loner", company="Loner Ltd")  # in no group at all
+    vendor = next(o for o, v in sandbox.state("graph")["objects"].items() if v.get("displayName") == "Vendor Support")
+    runner = _runner(sandbox, tmp_path, dagster_env, instance, contacts="all")
+    first = runner.run()
+    assert first.success
+    assert _zammad_user(sandbox, loner)["entra_object_type"] == "contact"
+    assert _zammad_user(sandbox, vendor)["active"] is True  # the demo's contact, in Sales (not configured)
+    writes = user_writes(sandbox)
+    assert runner.run().success and user_writes(sandbox) == writes
+    admin.delete_contact(loner)
+    assert runner.run().success and _zammad_user(sandbox, loner)["active"] is False
+
+
+@pytest.mark.e2e
+def test_contacts_without_org_contact_read_are_skipped_naming_the_permission(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    from entrasync_pipeline.audit import AuditFilter, AuditStore
+    from entrasync_pipeline.settings import load_settings
+
+    info, app = sandbox.info, sandbox.app("no_contacts_app")
+    cid = Admin(sandbox, http).contact("pat.partner", group=info["groups"]["IT Support"])
+    entra = {
+        "tenant_id": info["tenant_id"],
+        "client_id": app["client_id"],
+        "credential": "secret",
+        "authority_host": info["graph_url"],
+        "graph_url": info["graph_url"],
+    }
+    groups = [{"id": info["groups"]["IT Support"], "name": "IT Support"}]
+    config = write_config(
+        tmp_path / "entrasync.yaml", info, {"sandbox": {"groups": groups, "entra": entra, "contacts": "members"}}
+    )
+    env = {**dagster_env, "ENTRA_CLIENT_SECRET": app["client_secret"]}
+    setup_attributes(config, env)
+    import os
+
+    previous = os.environ.get("ENTRA_CLIENT_SECRET")
+    os.environ["ENTRA_CLIENT_SECRET"] = app["client_secret"]
+    try:
+        result = Runner(config, ["sandbox"], instance).run()
+    finally:
+        if previous is None:
+            os.environ.pop("ENTRA_CLIENT_SECRET", None)
+        else:
+            os.environ["ENTRA_CLIENT_SECRET"] = previous
+    assert result.success
+    assert _zammad_user(sandbox, cid) is None
+    audit = AuditStore(load_settings(config).audit_url(env))
+    try:
+        rows = [r for r in audit.query(AuditFilter(run_id=result.run_id)) if r["entra_key"] == cid]
+    finally:
+        audit.close()
+    assert [r["action"] for r in rows] == ["skip"] and "OrgContact.Read.All" in rows[0]["reason"]
+
+
+def test_the_cli_plans_and_syncs_a_contact_named_by_mail(
+    sandbox: Sandbox, http: Any, environ: dict[str, str], tmp_path: Path
+) -> None:
+    from entrasync_pipeline_tests.test_cli import entrasync
+
+    cid = Admin(sandbox, http).contact("pat.partner", group=sandbox.info["groups"]["IT Support"], phones=PHONES)
+    config = it_support_config(sandbox, tmp_path, contacts="members")
+    env = {**environ, "ENTRASYNC_CONFIG": str(config)}
+    assert entrasync("zammad-setup", env=env).returncode == 0
+    planned = entrasync("plan", "--user", "pat.partner@partner.example", "--json", env=env)
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["created"] == 1 and _zammad_user(sandbox, cid) is None
+    synced = entrasync("sync", "--user", "pat.partner@partner.example", "--json", env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert json.loads(synced.stdout)["created"] == 1
+    assert _zammad_user(sandbox, cid)["entra_object_type"] == "contact"
+    again = json.loads(entrasync("sync", "--json", env=env).stdout)
+    assert cid not in [c["entra_key"] for c in again["changes"]]  # the full run leaves the contact as it is
+    assert _zammad_user(sandbox, cid)["mobile"] == "+49 170 5550100"
+
+
+@pytest.mark.e2e
+def test_the_change_feed_starts_targeted_runs_for_a_contacts_membership_and_property_changes(
+    sandbox: Sandbox,
+    http: Any,
+    tmp_path: Path,
+    environ: dict[str, str],
+    dagster_env: dict[str, str],
+    instance: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from entrasync_pipeline_tests.test_sensors import _targets, _tick
+
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    sales = sandbox.info["groups"]["Sales"]
+    config = write_config(
+        tmp_path / "entrasync.yaml",
+        sandbox.info,
+        {"sandbox": {"groups": [{"id": sales, "name": "Sales"}], "contacts": "members"}},
+    )
+    setup_attributes(config, dagster_env)
+    admin, runner = Admin(sandbox, http), Runner(config, ["sandbox"], instance)
+    cursor = _tick(config, None).cursor
+
+    cid = admin.contact("pat.partner", group=sales, phones=PHONES)  # joins a watched group
+    fired = _tick(config, cursor)
+    assert [_targets(r) for r in fired.run_requests] == [[cid]]
+    assert runner.targeted([cid]).success and _zammad_user(sandbox, cid)["entra_object_type"] == "contact"
+
+    admin.patch_contact(cid, department="Escalations")  # contacts/delta: a contact the profile knows
+    fired = _tick(config, fired.cursor)
+    assert [_targets(r) for r in fired.run_requests] == [[cid]]
+    assert runner.targeted([cid]).success and _zammad_user(sandbox, cid)["department"] == "Escalations"
+
+    admin.remove(sales, cid)  # leaves the group: offboarded by a targeted run
+    fired = _tick(config, fired.cursor)
+    assert [_targets(r) for r in fired.run_requests] == [[cid]]
+    assert runner.targeted([cid]).success and _zammad_user(sandbox, cid)["active"] is False
+
+    quiet = _tick(config, fired.cursor)
+    assert not quiet.run_requests
+
+
+@pytest.mark.e2e
+def test_without_contacts_the_feed_ignores_a_contact_joining_a_watched_group(
+    sandbox: Sandbox, http: Any, tmp_path: Path, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from entrasync_pipeline_tests.test_sensors import _tick
+
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    sales = sandbox.info["groups"]["Sales"]
+    config = write_config(tmp_path / "entrasync.yaml", sandbox.info, {"sandbox": {"groups": [{"id": sales}]}})
+    cursor = _tick(config, None).cursor
+    Admin(sandbox, http).contact("pat.partner", group=sales)
+    assert not _tick(config, cursor).run_requests

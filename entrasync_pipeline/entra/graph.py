@@ -268,19 +268,22 @@ class GraphClient:
         wanted = set(group_ids)
         calls: list[tuple[str, str, Any]] = []
         fields = ",".join(dict.fromkeys(["id", *select]))
+        # checkMemberGroups of a contact needs Directory.Read.All; its transitiveMemberOf list does not.
+        check = transitive and entity == "users"
+        relation = "transitiveMemberOf" if transitive else "memberOf"
         for oid in ids:
             calls.append(("GET", f"/{entity}/{quote(oid)}?$select={fields}", None))
-            if transitive:
+            if check:
                 calls += [
                     ("POST", f"/{entity}/{quote(oid)}/checkMemberGroups", {"groupIds": chunk})
                     for chunk in _chunks(group_ids, CHECK_GROUPS_LIMIT)
                 ]
             else:
-                calls.append(("GET", f"/{entity}/{quote(oid)}/memberOf?$select=id&$top={PAGE_SIZE}", None))
+                calls.append(("GET", f"/{entity}/{quote(oid)}/{relation}?$select=id&$top={PAGE_SIZE}", None))
         replies = iter(self.batch(calls))
         found: dict[str, dict[str, Any] | None] = {}
         groups: dict[str, set[str]] = {}
-        per_object = len(_chunks(group_ids, CHECK_GROUPS_LIMIT)) if transitive else 1
+        per_object = len(_chunks(group_ids, CHECK_GROUPS_LIMIT)) if check else 1
         for oid in ids:
             reply = next(replies)
             memberships = [next(replies) for _ in range(per_object)]
@@ -295,17 +298,19 @@ class GraphClient:
                 if membership.status == 404:
                     continue  # deleted between the two sub-requests
                 if membership.status >= 400:
-                    raise membership.error("POST" if transitive else "GET", f"/v1.0/{entity}/{{id}}/memberships")
-                groups[oid] |= self._membership_ids(membership.body, transitive) & wanted
+                    raise membership.error("POST" if check else "GET", f"/v1.0/{entity}/{{id}}/{relation}")
+                groups[oid] |= (
+                    self._membership_ids(membership.body, check, f"/v1.0/{entity}/{{id}}/{relation}") & wanted
+                )
         return found, groups
 
-    def _membership_ids(self, body: dict[str, Any], transitive: bool) -> set[str]:
-        """Group ids of a checkMemberGroups answer or a memberOf page (and its next pages)."""
-        if transitive:
+    def _membership_ids(self, body: dict[str, Any], checked: bool, route: str) -> set[str]:
+        """Group ids of a checkMemberGroups answer (``checked``) or a memberOf page (and its next pages)."""
+        if checked:
             return {str(v) for v in body.get("value", [])}
         ids = {str(g["id"]) for g in body.get("value", []) if g.get("@odata.type") == GROUP_TYPE}
-        while "@odata.nextLink" in body:  # a user in more than 999 groups
-            body = self._request("GET", body["@odata.nextLink"], "/v1.0/users/{id}/memberOf")
+        while "@odata.nextLink" in body:  # an object in more than 999 groups
+            body = self._request("GET", body["@odata.nextLink"], route)
             ids |= {str(g["id"]) for g in body.get("value", []) if g.get("@odata.type") == GROUP_TYPE}
         return ids
 

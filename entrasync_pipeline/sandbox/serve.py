@@ -189,6 +189,7 @@ def sandbox_config(info: dict[str, Any], profile: str = "sandbox", state_dir: Pa
                 ],
                 "zammad": {"url": info["zammad_url"]},
                 "organization": {"from": ["companyName"]},  # the demo's companies become organizations
+                "contacts": "members",  # the demo's "Vendor Support" contact becomes a customer
             }
         },
     }
