@@ -27,7 +27,6 @@ from entrasync_pipeline.plan import Action, compute_plan
 from entrasync_pipeline_tests.conftest import Sandbox
 from entrasync_pipeline_tests.factories import (
     GROUP,
-    PROFILE,
     graph_user,
     normalize_options,
     plan_options,
@@ -234,7 +233,6 @@ def test_a_contact_gets_no_agent_group_access() -> None:
     )
     plan = compute_plan(_universal(contact()), zammad_frame(_contact_in_zammad()), options)
     assert list(plan["action"]) == ["noop"] and "group_ids" not in (plan.iloc[0]["changes"] or {})
-    assert PROFILE == plan_options().profile
 
 
 # --- the sandbox, the job, the feed and the CLI ---------------------------------------------------------
@@ -347,15 +345,10 @@ def test_contacts_all_syncs_every_contact_of_the_tenant_in_a_group_or_not(
     assert runner.run().success and _zammad_user(sandbox, loner)["active"] is False
 
 
-@pytest.mark.e2e
-def test_contacts_without_org_contact_read_are_skipped_naming_the_permission(
-    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
-) -> None:
-    from entrasync_pipeline.audit import AuditFilter, AuditStore
-    from entrasync_pipeline.settings import load_settings
-
+def _no_contacts_config(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, contacts: str) -> Path:
+    """The sync app as it was before contacts: GroupMember.Read.All and User.Read.All only."""
     info, app = sandbox.info, sandbox.app("no_contacts_app")
-    cid = Admin(sandbox, http).contact("pat.partner", group=info["groups"]["IT Support"])
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", app["client_secret"])
     entra = {
         "tenant_id": info["tenant_id"],
         "client_id": app["client_id"],
@@ -364,30 +357,49 @@ def test_contacts_without_org_contact_read_are_skipped_naming_the_permission(
         "graph_url": info["graph_url"],
     }
     groups = [{"id": info["groups"]["IT Support"], "name": "IT Support"}]
-    config = write_config(
-        tmp_path / "entrasync.yaml", info, {"sandbox": {"groups": groups, "entra": entra, "contacts": "members"}}
-    )
-    env = {**dagster_env, "ENTRA_CLIENT_SECRET": app["client_secret"]}
-    setup_attributes(config, env)
-    import os
+    profile = {"groups": groups, "entra": entra, "contacts": contacts}
+    return write_config(tmp_path / "entrasync.yaml", info, {"sandbox": profile})
 
-    previous = os.environ.get("ENTRA_CLIENT_SECRET")
-    os.environ["ENTRA_CLIENT_SECRET"] = app["client_secret"]
-    try:
-        result = Runner(config, ["sandbox"], instance).run()
-    finally:
-        if previous is None:
-            os.environ.pop("ENTRA_CLIENT_SECRET", None)
-        else:
-            os.environ["ENTRA_CLIENT_SECRET"] = previous
-    assert result.success
-    assert _zammad_user(sandbox, cid) is None
-    audit = AuditStore(load_settings(config).audit_url(env))
+
+@pytest.mark.e2e
+def test_contacts_without_org_contact_read_are_skipped_naming_the_permission(
+    sandbox: Sandbox,
+    http: Any,
+    tmp_path: Path,
+    dagster_env: dict[str, str],
+    instance: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from entrasync_pipeline.audit import AuditFilter, AuditStore
+    from entrasync_pipeline.settings import load_settings
+
+    cid = Admin(sandbox, http).contact("pat.partner", group=sandbox.info["groups"]["IT Support"])
+    config = _no_contacts_config(sandbox, tmp_path, monkeypatch, "members")
+    setup_attributes(config, dagster_env)
+    result = Runner(config, ["sandbox"], instance).run()
+    assert result.success and _zammad_user(sandbox, cid) is None
+    audit = AuditStore(load_settings(config).audit_url(dagster_env))
     try:
         rows = [r for r in audit.query(AuditFilter(run_id=result.run_id)) if r["entra_key"] == cid]
     finally:
         audit.close()
     assert [r["action"] for r in rows] == ["skip"] and "OrgContact.Read.All" in rows[0]["reason"]
+
+
+@pytest.mark.e2e
+def test_contacts_all_without_org_contact_read_fails_at_once_with_graphs_refusal(
+    sandbox: Sandbox, tmp_path: Path, dagster_env: dict[str, str], instance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _no_contacts_config(sandbox, tmp_path, monkeypatch, "all")
+    setup_attributes(config, dagster_env)
+    before = sandbox.stats("graph")["requests"].get("GET /v1.0/contacts", 0)
+    writes = user_writes(sandbox)
+    result = Runner(config, ["sandbox"], instance).run()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "Authorization_RequestDenied" in str(failure.event_specific_data.error)
+    assert sandbox.stats("graph")["requests"].get("GET /v1.0/contacts", 0) - before == 1  # not retried
+    assert user_writes(sandbox) == writes
 
 
 def test_the_cli_plans_and_syncs_a_contact_named_by_mail(
