@@ -34,7 +34,7 @@ from entrasync_pipeline_tests.factories import (
     zammad_frame,
     zammad_user,
 )
-from entrasync_pipeline_tests.tenant import Admin, Helpdesk, Runner, it_support_config, setup_attributes, user_writes
+from entrasync_pipeline_tests.tenant import Admin, Runner, it_support_config, setup_attributes, user_writes
 
 CONTACT_ID = "5d6e7f80-0000-4000-8000-00000000c0de"
 USER_SELECT = [
