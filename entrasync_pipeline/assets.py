@@ -307,6 +307,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             else:
                 members = steps.read_targeted_members(runtime, steps.with_neighbours(runtime, options.targets))
             per_group = steps.members_per_group(members, runtime.config)
+            skipped = skipped_member_types(members, with_contacts=runtime.config.contacts != "none")
+            contacts_read = steps.contacts_read(members)
             http = _http_metadata(runtime, "graph")
         return dg.Output(
             members,
@@ -315,7 +317,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 "dagster/row_count": len(members),
                 "dagster/column_schema": _column_schema(ENTRA_MEMBERS, members),
                 "users_per_group": dg.MetadataValue.json(per_group),
-                "member_types_skipped": dg.MetadataValue.json(skipped_member_types(members)),
+                "member_types_skipped": dg.MetadataValue.json(skipped),
+                "contacts_read": contacts_read,
                 **http,
             },
         )

@@ -213,6 +213,54 @@ that already has the organization "CONTOSO GMBH":
   user's own organization).
 """
 
+CONTACTS_EXAMPLE = """
+## Worked example: contacts
+
+Contoso's "IT Support" group holds its 40 employees and two organizational contacts: the printer
+supplier's service desk and an external SAP consultant. The helpdesk should know both as customers.
+
+```yaml
+profiles:
+  helpdesk:
+    # entra, groups, zammad: as above
+    contacts: members          # none (default) | members | all (every contact of the tenant)
+    mapping:
+      email: {from: [mail, otherMails, userPrincipalName], transforms: [first, strip, lower]}
+      firstname: {from: [givenName]}
+      lastname: {from: [surname]}
+      phone: {from: [businessPhones], transforms: [first, strip]}
+      mobile: {from: [mobilePhone]}
+      department: {from: [department]}
+    organization:
+      from: [companyName]      # the supplier's company becomes its Zammad organization
+```
+
+- **Read with the members.** The group's member list already names the contacts
+  (`@odata.type: #microsoft.graph.orgContact`); entrasync selects their `phones` and `addresses`
+  too. With `contacts: all` it also reads `/contacts` (every page), so a contact in no group is
+  synced as well (its source group shows as "all contacts of the tenant").
+- **One mapping.** A contact's `phones` of type `business` fill `businessPhones`, `mobile` fills
+  `mobilePhone`, `businessFax` fills `faxNumber`; its address fills `streetAddress`, `city`,
+  `postalCode`, `state`, `country` and `officeLocation`. `mail`, `givenName`, `surname`,
+  `displayName`, `companyName`, `department` and `jobTitle` are read as they are. A property only
+  users have (`userPrincipalName`, `accountEnabled`, `employeeId`, ...) is empty for a contact, also
+  in scope rules (`scope.include` on `userType: Member` leaves contacts out).
+- **A customer.** The Zammad user has `entra_object_type: contact` and the Customer role when the
+  profile manages roles (whatever role its group maps to); it never gets agent group access.
+- **The users' lifecycle.** Removed from the group (or deleted in Exchange/Entra): deactivated,
+  never deleted; added back: reactivated. Contacts count toward `safety.max_deactivations` and the
+  share limit like users. A contact without `mail` is skipped like a user without email.
+- **The change feed** (sensor `entrasync_membership_delta`) follows contacts as well: a contact
+  added to or removed from a watched group and a change in `contacts/delta` start a targeted run.
+- **Permission.** Graph returns contacts' properties only with **OrgContact.Read.All** (or
+  Directory.Read.All). Without it every contact arrives empty and is skipped with the reason
+  `Graph returned no properties for this contact (is OrgContact.Read.All granted?)`; `contacts:
+  all` fails at once with Graph's 403.
+- Switching `contacts` back to `none` makes the contacts leavers: the next run deactivates them
+  (within the safety limits).
+- A second run writes nothing; `entra_group_members` shows `contacts_read`.
+"""
+
 
 def render() -> str:
     return (
@@ -222,4 +270,5 @@ def render() -> str:
         + TYPED_FIELDS_EXAMPLE
         + GROUP_ACCESS_EXAMPLE
         + ORGANIZATION_EXAMPLE
+        + CONTACTS_EXAMPLE
     )

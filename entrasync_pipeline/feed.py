@@ -4,7 +4,8 @@ Two Graph delta queries per profile (reference §3): ``users/delta`` with the ma
 plus ``accountEnabled`` and ``userType`` (a disable, a rename, a deletion), and ``groups/delta``
 with ``members`` on every watched group, 50 per filter, as many filters as needed. In transitive
 mode the watched groups are the configured ones and every group nested in them; a group joining
-or leaving a watched group concerns all its user members.
+or leaving a watched group concerns all its user members. A profile that syncs contacts also
+follows ``contacts/delta`` and counts orgContact members as it counts users.
 
 A user change concerns the profile when the audit store knows the user (the profile decided
 about them before) or when a membership change of a watched group names them; changes of the
@@ -20,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from entrasync_pipeline.contacts import CONTACT_TYPE, delta_select
 from entrasync_pipeline.entra.errors import DeltaResetRequired
 from entrasync_pipeline.entra.graph import DELTA_FILTER_LIMIT, GROUP_TYPE, USER_TYPE, DeltaRound, GraphClient
 from entrasync_pipeline.settings import ProfileSettings
@@ -37,6 +39,7 @@ class FeedPosition:
     users: str  # the users/delta link
     groups: list[list[str]] = field(default_factory=list)  # [[deltaLink, group id, ...], ...]; ≤ 50 ids each
     pending: list[str] = field(default_factory=list)  # ids seen while a run of the profile was busy
+    contacts: str = ""  # the contacts/delta link, when the profile syncs contacts
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -47,14 +50,20 @@ class FeedPosition:
         if not isinstance(raw, dict):
             return None
         try:
-            return cls(str(raw["watch"]), str(raw["users"]), list(raw["groups"]), list(raw.get("pending", [])))
+            return cls(
+                str(raw["watch"]),
+                str(raw["users"]),
+                list(raw["groups"]),
+                list(raw.get("pending", [])),
+                str(raw.get("contacts", "")),
+            )
         except (KeyError, TypeError):
             return None
 
     @property
     def key(self) -> str:
         """The delta position as a short stable key: the run key of the run it asks for."""
-        links = [self.users, *(chunk[0] for chunk in self.groups)]
+        links = [self.users, *(chunk[0] for chunk in self.groups), *([self.contacts] if self.contacts else [])]
         return hashlib.sha256("\n".join(links).encode()).hexdigest()[:24]
 
     @property
@@ -87,6 +96,7 @@ def watch_key(config: ProfileSettings) -> str:
                 if config.scope.include or config.scope.exclude
                 else []
             ),
+            *([f"contacts:{config.contacts}"] if config.contacts != "none" else []),
         ]
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -98,7 +108,10 @@ def baseline(graph: GraphClient, config: ProfileSettings, pending: Iterable[str]
     groups = _watched_groups(graph, config)
     chunks = [sorted(groups)[i : i + DELTA_FILTER_LIMIT] for i in range(0, len(groups), DELTA_FILTER_LIMIT)]
     links = [[graph.group_delta_latest(chunk), *chunk] for chunk in chunks]
-    return FeedPosition(watch_key(config), users, links, sorted(set(pending)))
+    contacts = (
+        graph.user_delta_latest(delta_select(config.graph_select()), "contacts") if config.contacts != "none" else ""
+    )
+    return FeedPosition(watch_key(config), users, links, sorted(set(pending)), contacts)
 
 
 def _watched_groups(graph: GraphClient, config: ProfileSettings) -> set[str]:
@@ -123,14 +136,20 @@ def advance(graph: GraphClient, config: ProfileSettings, position: FeedPosition 
     try:
         users = graph.user_delta(position.users)
         rounds = [(chunk, graph.group_delta(chunk[1:], chunk[0])) for chunk in position.groups]
+        contacts = graph.user_delta(position.contacts, "contacts") if position.contacts else None
     except DeltaResetRequired as exc:
         fresh = baseline(graph, config, position.pending)
         return FeedStep(fresh, full_run=f"delta state reset by Graph ({exc.code or exc.status}); new baseline")
     members, nested_changed = _membership_targets(graph, config, [r for _, r in rounds])
     changed = users.ids
     relevant = (changed & members) | known(changed - members)
+    if contacts is not None:  # with contacts: all, every contact is in scope
+        every = config.contacts == "all"
+        relevant |= contacts.ids if every else (contacts.ids & members) | known(contacts.ids - members)
+        changed = changed | contacts.ids
     groups = [[round_.delta_link, *chunk[1:]] for chunk, round_ in rounds]
-    fresh = FeedPosition(position.watch, users.delta_link, groups, position.pending)
+    link = contacts.delta_link if contacts is not None else ""
+    fresh = FeedPosition(position.watch, users.delta_link, groups, position.pending, link)
     if nested_changed:
         fresh = _rewatch(graph, config, fresh)
     targets = members | relevant | set(position.pending)
@@ -139,8 +158,10 @@ def advance(graph: GraphClient, config: ProfileSettings, position: FeedPosition 
 
 
 def _membership_targets(graph: GraphClient, config: ProfileSettings, rounds: list[DeltaRound]) -> tuple[set[str], bool]:
-    """Users whose membership in a watched group changed; a nested group's change names its users."""
+    """Users (and contacts, when synced) whose membership in a watched group changed; a nested
+    group's change names its members."""
     transitive = config.membership == "transitive"
+    synced = (USER_TYPE, CONTACT_TYPE) if config.contacts != "none" else (USER_TYPE,)
     targets: set[str] = set()
     nested_changed = False
     for round_ in rounds:
@@ -148,11 +169,11 @@ def _membership_targets(graph: GraphClient, config: ProfileSettings, rounds: lis
             for member_ids in changes.values():
                 for member in member_ids:
                     kind = round_.types.get(member, USER_TYPE)
-                    if kind == USER_TYPE:
+                    if kind in synced:
                         targets.add(member)
                     elif kind == GROUP_TYPE and transitive:
                         nested_changed = True
-                        targets |= graph.user_ids_in(member, transitive=True)
+                        targets |= graph.user_ids_in(member, transitive=True, kinds=synced)
     return targets, nested_changed
 
 

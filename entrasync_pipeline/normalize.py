@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import phonenumbers
 
+from entrasync_pipeline import contacts
 from entrasync_pipeline.fields import InvalidValue, convert
 
 USER_TYPE = "#microsoft.graph.user"
@@ -51,6 +52,7 @@ _URL_SCHEME = re.compile(r"^(?:https?|ftp)://", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 
 LIMITED_REASON = "Graph returned no properties for this user (is User.Read.All granted?)"
+LIMITED_CONTACT_REASON = "Graph returned no properties for this contact (is OrgContact.Read.All granted?)"
 NO_EMAIL_REASON = "no usable email (mail, otherMails, non-guest userPrincipalName)"
 NO_IDENTIFIER_REASON = "no name, phone or email: Zammad needs one identifier"
 PHONE_FIELDS = ("phone", "mobile", "fax")
@@ -97,6 +99,7 @@ class NormalizeOptions:
     exclude: tuple[ScopeTest, ...] = ()
     phone_format: str = "as_is"  # or "e164"
     phone_region: str | None = None  # ISO 3166 region of numbers typed without a country code
+    contacts: bool = False  # orgContact members are synced too (contacts.py), as customers
 
 
 # --- values ----------------------------------------------------------------------------------------
@@ -306,16 +309,19 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
     itself runs the column-wise ``normalize_members``, and a property test
     (``test_the_column_wise_normalizer_equals_the_per_user_rules``) keeps the two identical.
     """
+    is_contact = record.get("@odata.type") == contacts.CONTACT_TYPE
+    if is_contact:
+        record = contacts.as_user(record, list(record))
     out: dict[str, Any] = {
         "entra_key": str(record.get("id") or ""),
-        "entra_object_type": "user",
+        "entra_object_type": contacts.OBJECT_TYPE if is_contact else "user",
         "upn": record.get("userPrincipalName"),
         "display_name": record.get("displayName"),
         "active": record.get("accountEnabled") is not False,
         "skip_reason": None,
     }
     if _is_limited(record):
-        out["skip_reason"] = LIMITED_REASON
+        out["skip_reason"] = LIMITED_CONTACT_REASON if is_contact else LIMITED_REASON
     email_rule = options.mapping.get("email", Rule(("mail", "otherMails", "userPrincipalName")))
     email = zammad_email(map_field(record, email_rule, reject=_is_guest_upn))
     if email and not valid_email(email):
@@ -364,7 +370,10 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
     if members.empty:
         return pd.DataFrame(columns=columns)
     is_user = members["@odata.type"] == USER_TYPE
+    if options.contacts:
+        is_user |= members["@odata.type"] == contacts.CONTACT_TYPE
     users = members if is_user.all() else members[is_user]
+    users = contacts.as_user_rows(users) if options.contacts else users
     ids = _texts(users["id"], str)
     group_ids = users["group_id"].tolist()
     single: dict[Any, tuple[Any, ...]] = {}  # one tuple per group, shared by its members' rows
@@ -390,6 +399,11 @@ def normalize_members(members: pd.DataFrame, options: NormalizeOptions) -> pd.Da
             or roles_of.setdefault(gs, tuple(sorted({r for g in gs for r in options.group_roles.get(g, ())})))
             for gs in groups
         ]
+        if options.contacts:  # contacts are customers, whatever group brought them
+            kinds = out["entra_object_type"]
+            out["roles"] = [
+                (contacts.CUSTOMER_ROLE,) if k == contacts.OBJECT_TYPE else r for k, r in zip(kinds, out["roles"])
+            ]
     else:
         out["roles"] = [()] * len(groups)
     users = _frame(out, columns)
@@ -619,13 +633,21 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
     n = len(frame)
     out: dict[str, list[Any]] = {
         "entra_key": _texts(frame["id"], lambda v: str(v or "")),
-        "entra_object_type": ["user"] * n,
+        "entra_object_type": contacts.object_types(frame["@odata.type"])
+        if "@odata.type" in frame.columns
+        else ["user"] * n,
         "upn": frame["userPrincipalName"].tolist() if "userPrincipalName" in frame.columns else [None] * n,
         "display_name": frame["displayName"].tolist() if "displayName" in frame.columns else [None] * n,
         "active": _active(frame),
     }
     limited = _limited_mask(frame)
-    reasons: list[str | None] = [LIMITED_REASON if lim else None for lim in limited] if any(limited) else [None] * n
+    reasons: list[str | None] = [None] * n
+    if any(limited):
+        kinds = out["entra_object_type"]
+        reasons = [
+            (LIMITED_CONTACT_REASON if k == contacts.OBJECT_TYPE else LIMITED_REASON) if lim else None
+            for lim, k in zip(limited, kinds)
+        ]
     email_rule = options.mapping.get("email", Rule(("mail", "otherMails", "userPrincipalName")))
     mapped = _map_column(frame, email_rule, reject_guests=True)
     if all(mapped):
@@ -705,10 +727,11 @@ def _names(firsts: list[Any], lasts: list[Any], frame: pd.DataFrame, emails: lis
     return first_out, last_out  # type: ignore[return-value]
 
 
-def skipped_member_types(members: pd.DataFrame) -> dict[str, int]:
-    """Counts of non-user members (groups, devices, contacts, ...), reported and never synced."""
+def skipped_member_types(members: pd.DataFrame, with_contacts: bool = False) -> dict[str, int]:
+    """Counts of the members not synced (groups, devices, contacts unless synced, ...), reported."""
     if members.empty:
         return {}
-    others = members[members["@odata.type"] != USER_TYPE]
+    synced = [USER_TYPE, contacts.CONTACT_TYPE] if with_contacts else [USER_TYPE]
+    others = members[~members["@odata.type"].isin(synced)]
     counts = others.drop_duplicates(subset=["id"])["@odata.type"].value_counts()
     return {str(k).replace("#microsoft.graph.", ""): int(v) for k, v in counts.items()}

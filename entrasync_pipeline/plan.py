@@ -27,6 +27,7 @@ import pandas as pd
 from entrasync_pipeline import fields as typed
 from entrasync_pipeline import group_access as access
 from entrasync_pipeline import organizations
+from entrasync_pipeline.contacts import OBJECT_TYPE as CONTACT
 from entrasync_pipeline.normalize import is_missing, plain_text, zammad_email
 from entrasync_pipeline.organizations import OrganizationRules
 
@@ -290,7 +291,8 @@ def relink_candidates(universal: pd.DataFrame, zammad: pd.DataFrame, options: Pl
 def _desired(user: Mapping[str, Any], options: PlanOptions) -> tuple[dict[str, Any], str | None]:
     types = options.field_types
     desired = {f: typed.stored(types[f], user.get(f)) if f in types else _text(user.get(f)) for f in options.fields}
-    desired.update({"entra_key": user["entra_key"], "entra_object_type": "user", "entrasync_profile": options.profile})
+    kind = user.get("entra_object_type") or "user"
+    desired.update({"entra_key": user["entra_key"], "entra_object_type": kind, "entrasync_profile": options.profile})
     roles = tuple(user.get("roles") or ())
     if options.role_ids is not None and roles:
         unknown = [r for r in roles if r not in options.role_ids]
@@ -343,7 +345,8 @@ def _with_group_access(
     rest as they are), and a note when Zammad would ignore it: only agents keep group access."""
     if not options.group_access:
         return desired, ""
-    wanted = access.wanted_access(user.get("source_groups") or (), options.group_access)
+    groups = () if user.get("entra_object_type") == CONTACT else user.get("source_groups") or ()
+    wanted = access.wanted_access(groups, options.group_access)  # a contact is a customer: no group access
     current = (zammad or {}).get("group_ids")
     roles = desired["role_ids"] if "role_ids" in desired else (zammad or {}).get("role_ids")
     if not access.is_agent(None if is_missing(roles) else roles, options.agent_role_ids):
@@ -732,6 +735,8 @@ def _unchanged(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOptio
     if options.role_ids is not None:  # managed roles are decided per user
         candidate &= ~_truthy(universal["roles"])
     candidate[candidate] = _untouched(zammad, options)[at[candidate]]
+    kinds = _texts(_column(zammad, "entra_object_type"))
+    candidate[candidate] = kinds[at[candidate]] == _texts(_column(universal, "entra_object_type"))[candidate]
     if options.group_access:  # members granted access, and users holding managed access, per user
         candidate &= ~_grants_access(universal, options)
         candidate[candidate] = ~_holds_managed_access(zammad, options)[at[candidate]]
@@ -863,11 +868,10 @@ def _unique_synced_emails(universal: pd.DataFrame) -> np.ndarray:
 
 
 def _untouched(zammad: pd.DataFrame, options: PlanOptions) -> np.ndarray:
-    """Zammad rows a noop may name: active, ours, a user, not protected (by role or by a list)."""
+    """Zammad rows a noop may name: active, ours, not protected (by role or by a list)."""
     ok = (
         _truthy(pd.Series(_column(zammad, "active")))
         & (pd.Series(_column(zammad, "entrasync_profile")) == options.profile).to_numpy()
-        & (pd.Series(_column(zammad, "entra_object_type")) == "user").to_numpy()
     )
     if OPT_OUT_ATTRIBUTE in zammad.columns:
         ok &= ~np.fromiter(

@@ -82,7 +82,7 @@ ENTRA_MEMBERS = pa.DataFrameSchema(
             str,
             pa.Check.str_startswith("#microsoft.graph."),
             nullable=False,
-            description="Member type; only #microsoft.graph.user is synced",
+            description="Member type; users are synced, and orgContacts when the profile syncs contacts",
         ),
     },
     unique=["group_id", "id"],
@@ -94,7 +94,7 @@ ENTRA_MEMBERS = pa.DataFrameSchema(
 UNIVERSAL_USERS = pa.DataFrameSchema(
     {
         "entra_key": pa.Column(Text, [_length(min_value=1), _unique()], description="Entra object id"),
-        "entra_object_type": pa.Column(Text, pa.Check.isin(["user"])),
+        "entra_object_type": pa.Column(Text, pa.Check.isin(["user", "contact"])),
         "email": pa.Column(Text, nullable=False, description="Lower-cased email; '' when skipped"),
         "firstname": pa.Column(Text, _length(max_value=100)),
         "lastname": pa.Column(Text, _length(max_value=100)),

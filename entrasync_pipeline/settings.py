@@ -21,6 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from entrasync_pipeline import contacts
 from entrasync_pipeline.fields import SELECT_MAXLENGTH, InvalidValue, convert
 from entrasync_pipeline.normalize import CORE_FIELDS
 
@@ -462,6 +463,12 @@ class ProfileSettings(_Model):
         "with its email (a re-hire), instead of a conflict.",
     )
     sync_users_without_email: bool = Field(False, description="Create users that have no usable email.")
+    contacts: Literal["none", "members", "all"] = Field(
+        "none",
+        description="Entra organizational contacts synced as Zammad customers (entra_object_type contact): "
+        "none, the contacts among the configured groups' members, or every contact of the tenant "
+        "(needs OrgContact.Read.All).",
+    )
     organization: OrganizationSettings | None = Field(
         None,
         description="Each member's Zammad organization (from a Graph attribute or a constant); unset: "
@@ -518,6 +525,12 @@ class ProfileSettings(_Model):
         sources += self.organization.source if self.organization is not None else []
         scoped = [r.attribute for r in (*self.scope.include, *self.scope.exclude)]
         return list(dict.fromkeys(fixed + sources + scoped))
+
+    def member_select(self) -> list[str]:
+        """``graph_select`` for a member list: with contacts, also what a contact has instead of
+        the user's phone and address properties (contacts.py)."""
+        select = self.graph_select()
+        return contacts.member_select(select) if self.contacts != "none" else select
 
 
 class TlsSettings(_Model):

@@ -21,6 +21,8 @@ import pandas as pd
 from entrasync_pipeline import group_access, organizations
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
+from entrasync_pipeline.contacts import ALL_CONTACTS, ALL_CONTACTS_NAME, CONTACT_TYPE, contact_select
+from entrasync_pipeline.contacts import OBJECT_TYPE as CONTACT_OBJECT
 from entrasync_pipeline.entra.graph import USER_TYPE
 from entrasync_pipeline.fields import (
     ASSOCIATION_PARAMS,
@@ -102,23 +104,30 @@ PROGRESS_EVERY = 500
 
 
 def read_entra_members(profile: ProfileRuntime, progress: Progress | None = None) -> pd.DataFrame:
-    """Every member of every configured group, one row per (group, member)."""
+    """Every member of every configured group, one row per (group, member); with ``contacts: all``
+    also every contact of the tenant (group ``contacts.ALL_CONTACTS``)."""
     config = profile.config
-    select = config.graph_select()
+    select = config.member_select()
     columns = ["group_id", "group_name", "id", "@odata.type", *[c for c in select if c != "id"]]
     values: dict[str, list[Any]] = {c: [] for c in columns}
     graph = profile.graph
-    for group in config.groups:
+    sources = [
+        (group.id, group.name or group.id, graph.group_members(group.id, select, config.membership == "transitive"))
+        for group in config.groups
+    ]
+    if config.contacts == "all":
+        sources.append((ALL_CONTACTS, ALL_CONTACTS_NAME, graph.contacts(contact_select(select))))
+    for group_id, group_name, items in sources:
         count = 0
         with _bulk():
-            for item in graph.group_members(group.id, select, transitive=config.membership == "transitive"):
-                item = {"group_id": group.id, "group_name": group.name or group.id, **item}
+            for item in items:
+                item = {"group_id": group_id, "group_name": group_name, **item}
                 for column, bucket in values.items():
                     bucket.append(item.get(column))
                 count += 1
                 if progress is not None and count % PROGRESS_EVERY == 0:
-                    progress(f"reading {group.name or 'group'}", count, None)
-        log.info("group %s (%s): %d members read", group.name or group.id, group.id, count)
+                    progress(f"reading {group_name}", count, None)
+        log.info("%s (%s): %d members read", group_name, group_id, count)
     with _bulk():
         _share_repeated_text(values)
         _share_row_copies(values, "mail", "userPrincipalName")
@@ -129,20 +138,32 @@ def read_entra_members(profile: ProfileRuntime, progress: Progress | None = None
 
 
 def read_targeted_members(profile: ProfileRuntime, targets: tuple[str, ...]) -> pd.DataFrame:
-    """The targeted users' rows as the full read would have them: one per configured group they are in.
+    """The targeted objects' rows as the full read would have them: one per configured group they are in.
 
-    Users and memberships come in JSON batches (``GraphClient.targeted_read``). The frame's
-    ``attrs["targets"]`` says, per target, whether Entra still has the user (for the run's trace).
+    Users and memberships come in JSON batches (``GraphClient.targeted_read``); with contacts
+    synced, an id Graph has no user for is asked again as a contact. The frame's
+    ``attrs["targets"]`` says, per target, whether Entra still has it (for the run's trace).
     """
     config = profile.config
     select = config.graph_select()
-    columns = ["group_id", "group_name", "id", "@odata.type", *[c for c in select if c != "id"]]
+    columns = ["group_id", "group_name", "id", "@odata.type", *[c for c in config.member_select() if c != "id"]]
     names = {g.id: g.name or g.id for g in config.groups}
-    found, groups = profile.graph.targeted_read(
-        list(targets), select, list(names), transitive=config.membership == "transitive"
-    )
+    transitive = config.membership == "transitive"
+    found, groups = profile.graph.targeted_read(list(targets), select, list(names), transitive)
+    kinds = {uid: USER_TYPE for uid, user in found.items() if user is not None}
+    absent = [uid for uid, user in found.items() if user is None]
+    if absent and config.contacts != "none":
+        contacts, contact_groups = profile.graph.targeted_read(
+            absent, contact_select(config.member_select()), list(names), transitive, entity="contacts"
+        )
+        for cid, contact in contacts.items():
+            if contact is not None:
+                found[cid], groups[cid], kinds[cid] = contact, contact_groups[cid], CONTACT_TYPE
+                if config.contacts == "all":
+                    names.setdefault(ALL_CONTACTS, ALL_CONTACTS_NAME)
+                    groups[cid] = groups[cid] | {ALL_CONTACTS}
     rows = [
-        {"group_id": gid, "group_name": names[gid], "@odata.type": USER_TYPE, **user}
+        {"group_id": gid, "group_name": names[gid], "@odata.type": kinds[uid], **user}
         for uid, user in found.items()
         if user is not None
         for gid in names
@@ -153,13 +174,13 @@ def read_targeted_members(profile: ProfileRuntime, targets: tuple[str, ...]) -> 
     frame.attrs["targets"] = {
         uid: {
             "found": user is not None,
-            "upn": (user or {}).get("userPrincipalName"),
+            "upn": (user or {}).get("userPrincipalName") or (user or {}).get("mail"),
             "groups": sorted(names[g] for g in groups.get(uid, ())),
         }
         for uid, user in found.items()
     }
     log.info(
-        "targeted read: %d of %d users found, %d member rows",
+        "targeted read: %d of %d found, %d member rows",
         sum(u is not None for u in found.values()),
         len(targets),
         len(frame),
@@ -176,7 +197,8 @@ def with_neighbours(profile: ProfileRuntime, targets: tuple[str, ...]) -> tuple[
 
 
 def resolve_targets(profile: ProfileRuntime, names: list[str]) -> tuple[list[str], list[str]]:
-    """Entra object ids for users named by object id, UPN or mail: (ids, names not found).
+    """Entra object ids for users named by object id, UPN or mail (and contacts, when synced, by
+    object id or mail): (ids, names not found).
 
     A user deleted from Entra is still found through the Zammad user linked to it (by email or
     login), so offboarding on demand works after the account is gone.
@@ -185,6 +207,8 @@ def resolve_targets(profile: ProfileRuntime, names: list[str]) -> tuple[list[str
     missing: list[str] = []
     for name in names:
         found = profile.graph.find_user_id(name)
+        if found is None and profile.config.contacts != "none":
+            found = profile.graph.find_user_id(name, entity="contacts")
         if found is None and "@" in name:
             linked = [z for z in profile.zammad.find_by_email(name) if z.get("entrasync_profile") == profile.name]
             found = str(linked[0]["entra_key"]) if len(linked) == 1 and linked[0].get("entra_key") else None
@@ -220,10 +244,16 @@ def _share_row_copies(values: dict[str, list[Any]], original: str, copy: str) ->
 
 
 def members_per_group(members: pd.DataFrame, profile: ProfileSettings) -> dict[str, int]:
-    """User members per configured group (0 for groups that returned none)."""
-    groups = members.loc[members["@odata.type"] == "#microsoft.graph.user", "group_id"] if not members.empty else None
+    """Synced members (users; contacts when synced) per configured group (0 for groups that returned none)."""
+    synced = [USER_TYPE, CONTACT_TYPE] if profile.contacts != "none" else [USER_TYPE]
+    groups = members.loc[members["@odata.type"].isin(synced), "group_id"] if not members.empty else None
     counts = groups.value_counts().to_dict() if groups is not None and not groups.empty else {}
     return {g.name or g.id: int(counts.get(g.id, 0)) for g in profile.groups}
+
+
+def contacts_read(members: pd.DataFrame) -> int:
+    """Distinct organizational contacts in the snapshot (0 when the profile does not sync them)."""
+    return 0 if members.empty else int(members.loc[members["@odata.type"] == CONTACT_TYPE, "id"].nunique())
 
 
 # --- step 2: normalize ----------------------------------------------------------------------------
@@ -251,6 +281,7 @@ def normalize_options(config: ProfileSettings) -> NormalizeOptions:
         exclude=tuple(map(_scope_test, config.scope.exclude)),
         phone_format=config.phones.format,
         phone_region=config.phones.default_region,
+        contacts=config.contacts != "none",
     )
 
 
@@ -493,7 +524,7 @@ def compute_sync_plan(
         options = dataclasses.replace(options, **group_options)
     candidates = sorted(relink_candidates(users, zammad, options))
     if candidates:  # re-hires: Zammad users linked to an object that may be gone, their email on a new one
-        deleted = profile.graph.deleted_users(candidates)
+        deleted = _deleted_objects(profile, zammad, candidates)
         log.info("relink: %d of %d linked Entra objects are deleted", len(deleted), len(candidates))
         options = dataclasses.replace(options, deleted_keys=frozenset(deleted))
     with _bulk():
@@ -509,6 +540,16 @@ def compute_sync_plan(
         decided = None if targets is None else [*targets, *plan["entra_key"].dropna().tolist()]
         profile.audit.update_missing(profile.name, missing_ledger(plan, options) if grace else {}, decided)
     return plan
+
+
+def _deleted_objects(profile: ProfileRuntime, zammad: pd.DataFrame, keys: list[str]) -> set[str]:
+    """The keys Graph has no object for, each asked where its Zammad user says it lives (a user or a contact)."""
+    linked = zammad.loc[zammad["entra_key"].isin(keys)] if "entra_key" in zammad.columns else zammad.iloc[0:0]
+    types = dict(zip(linked["entra_key"].astype(str), linked.get("entra_object_type", pd.Series(dtype=object))))
+    contacts = [k for k in keys if types.get(k) == CONTACT_OBJECT]
+    users = [k for k in keys if k not in set(contacts)]
+    deleted = profile.graph.deleted_users(users) if users else set()
+    return deleted | (profile.graph.deleted_users(contacts, entity="contacts") if contacts else set())
 
 
 def zammad_organizations(profile: ProfileRuntime) -> OrganizationRules | None:

@@ -75,6 +75,44 @@ class Admin:
     def members(self, group: str) -> list[str]:
         return self.sandbox.state("graph")["groups"][group]
 
+    def contact(
+        self,
+        alias: str,
+        group: str | None = None,
+        company: str | None = None,
+        phones: list[dict[str, str]] | None = None,
+        **props: Any,
+    ) -> str:
+        """A new organizational contact ``alias@partner.example`` (``given.surname`` names it).
+
+        Contacts are read-only in Graph (Exchange Online owns them), so it is created through the
+        sandbox's control API; joining ``group`` is the real ``POST /groups/{id}/members/$ref``.
+        ``phones`` as Graph has them: ``[{"number": "+49 …", "type": "business"|"mobile"|…}]``.
+        """
+        given, _, surname = alias.partition(".")
+        record = {
+            "displayName": alias.replace(".", " ").title(),
+            "givenName": given.title(),
+            "surname": surname.title() or None,
+            "mail": f"{alias}@partner.example",
+            "mailNickname": alias.replace(".", "-"),
+            "companyName": company,
+            "phones": phones or [],
+            **props,
+        }
+        contact_id = str(self.sandbox.control("POST", "graph", "contacts", record)["id"])
+        if group is not None:
+            self.add(group, contact_id)
+        return contact_id
+
+    def patch_contact(self, contact_id: str, **changes: Any) -> None:
+        """Change a contact's properties as Exchange Online would (the control API)."""
+        self.sandbox.control("PATCH", "graph", f"contacts/{contact_id}", changes)
+
+    def delete_contact(self, contact_id: str) -> None:
+        """Delete a contact for good: contacts have no deleted items to restore from."""
+        self.sandbox.control("DELETE", "graph", f"contacts/{contact_id}")
+
 
 class Helpdesk:
     """Changes Zammad users by hand, as a helpdesk admin does in the UI (the REST API with an admin token)."""

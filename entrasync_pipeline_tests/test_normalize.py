@@ -889,6 +889,7 @@ def _normalize_options(draw: st.DrawFn) -> Any:
         ),
         phone_format=draw(st.sampled_from(["as_is", "e164"])),
         phone_region=draw(st.sampled_from([None, "DE"])),
+        contacts=draw(st.booleans()),
     )
 
 
@@ -898,8 +899,16 @@ _members = st.lists(
         _graph_users,
         _ids,
         st.sampled_from([GROUP, GROUP, "g2"]),
-        st.sampled_from(["#microsoft.graph.user"] * 5 + ["#microsoft.graph.device"]),
-        st.fixed_dictionaries({"companyName": _maybe, "employeeId": st.one_of(st.none(), _text, st.integers())}),
+        st.sampled_from(["#microsoft.graph.user"] * 5 + ["#microsoft.graph.device", "#microsoft.graph.orgContact"]),
+        st.fixed_dictionaries(
+            {
+                "companyName": _maybe,
+                "employeeId": st.one_of(st.none(), _text, st.integers()),
+                "phones": st.sampled_from(
+                    [None, [], [{"type": "mobile", "number": "+49 170 1"}], [{"type": "business", "number": " 030 1 "}]]
+                ),
+            }
+        ),
         st.sets(st.sampled_from(sorted({*_SOURCES, "givenName", "surname", "mobilePhone", "accountEnabled"}))),
     ),
     min_size=1,
@@ -917,9 +926,9 @@ def test_the_column_wise_normalizer_equals_the_per_user_rules_for_any_mapping_an
     members: list, options: Any, complete: bool
 ) -> None:
     """Any mapping (transforms, fallbacks, defaults, constants), email-less users synced or not, members in
-    several groups, other member types, properties absent for some members (NaN cells) or present for all
-    (text columns without gaps): the column-wise normalize_members decides like normalize_user on each
-    member's first record, and merges the groups."""
+    several groups, other member types, contacts synced or not, properties absent for some members (NaN
+    cells) or present for all (text columns without gaps): the column-wise normalize_members decides like
+    normalize_user on each member's first record, and merges the groups."""
     records = []
     for user, key, group, kind, extra, absent in members:
         record = {"group_id": group, "group_name": group, **user, **extra, "id": key, "@odata.type": kind}
@@ -927,7 +936,8 @@ def test_the_column_wise_normalizer_equals_the_per_user_rules_for_any_mapping_an
             record = {k: f" {k} Of  {key[-4:]} " if v is None or isinstance(v, int) else v for k, v in record.items()}
         records.append({k: v for k, v in record.items() if complete or k not in absent})
     frame = pd.DataFrame(records)
-    users = [r for r in frame.to_dict("records") if r["@odata.type"] == "#microsoft.graph.user"]
+    synced = {"#microsoft.graph.user", *(["#microsoft.graph.orgContact"] if options.contacts else [])}
+    users = [r for r in frame.to_dict("records") if r["@odata.type"] in synced]
     groups: dict[str, set[str]] = {}
     for record in users:
         groups.setdefault(record["id"], set()).add(record["group_id"])
@@ -938,6 +948,8 @@ def test_the_column_wise_normalizer_equals_the_per_user_rules_for_any_mapping_an
             row = normalize_user(record, options)
             source_groups = tuple(sorted(groups[record["id"]]))
             roles = tuple(sorted({r for g in source_groups for r in options.group_roles.get(g, ())}))
+            if row["entra_object_type"] == "contact" and any(options.group_roles.values()):
+                roles = ("Customer",)
             expected.append(_missing_as_none({**row, "source_groups": source_groups, "roles": roles}))
     fast = normalize_members(frame, options)
     for row, reference in zip(fast.to_dict("records"), expected):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 from urllib.parse import quote
 
+from entrasync_pipeline.contacts import CONTACT_TYPE
 from entrasync_pipeline.entra.credential import EntraCredential
 from entrasync_pipeline.entra.errors import (
     DeltaResetRequired,
@@ -141,12 +142,21 @@ class GraphClient:
         for page in self._pages(url, f"/v1.0/groups/{{id}}/{relation}", params):
             yield from page.get("value", [])
 
+    def contacts(self, select: list[str]) -> Iterator[dict[str, Any]]:
+        """Every organizational contact of the tenant, all pages, each marked ``@odata.type``
+        (an entity set's items carry none; a member list's do)."""
+        params = {"$select": ",".join(select), "$top": str(PAGE_SIZE)}
+        for page in self._pages(f"{self.base}/contacts", "/v1.0/contacts", params):
+            for item in page.get("value", []):
+                yield {"@odata.type": CONTACT_TYPE, **item}
+
     def user(self, user_id: str, select: list[str]) -> dict[str, Any] | None:
         """One user, or None when it does not exist (deleted since)."""
+        return self._get_or_none(f"{self.base}/users/{quote(user_id)}", "/v1.0/users/{id}", select)
+
+    def _get_or_none(self, url: str, route: str, select: list[str]) -> dict[str, Any] | None:
         try:
-            return self._request(
-                "GET", f"{self.base}/users/{quote(user_id)}", "/v1.0/users/{id}", {"$select": ",".join(select)}
-            )
+            return self._request("GET", url, route, {"$select": ",".join(select)})
         except GraphNotFoundError:
             return None
 
@@ -158,30 +168,37 @@ class GraphClient:
         params = {"$select": "id,displayName"}
         return self._request("GET", f"{self.base}/groups/{quote(group_id)}", "/v1.0/groups/{id}", params)
 
-    def deleted_users(self, user_ids: list[str]) -> set[str]:
-        """The ids Graph answers 404 for (deleted, or never existed), asked in $batch requests.
+    def deleted_users(self, user_ids: list[str], entity: str = "users") -> set[str]:
+        """The ids Graph answers 404 for (deleted, or never existed), asked in $batch requests;
+        ``entity``: contacts for the ids of contacts.
 
         Any other error is raised: a relink must rest on Graph's word that the object is gone.
         """
-        replies = self.batch([("GET", f"/users/{quote(uid)}?$select=id", None) for uid in user_ids])
+        replies = self.batch([("GET", f"/{entity}/{quote(uid)}?$select=id", None) for uid in user_ids])
         gone = set()
         for uid, reply in zip(user_ids, replies):
             if reply.status == 404:
                 gone.add(uid)
             elif reply.status >= 400:
-                raise reply.error("GET", "/v1.0/users/{id}")
+                raise reply.error("GET", f"/v1.0/{entity}/{{id}}")
         return gone
 
-    def find_user_id(self, identifier: str) -> str | None:
-        """The object id of a user named by object id, UPN or mail; None when there is none."""
-        found = self.user(identifier, ["id"])
+    def find_user_id(self, identifier: str, entity: str = "users") -> str | None:
+        """The object id of a user (or ``entity``: contacts) named by object id, UPN (users) or mail;
+        None when there is none."""
+        if entity == "users":
+            found = self.user(identifier, ["id"])
+        elif "@" not in identifier:  # a contact is addressed by object id only (no UPN)
+            found = self._get_or_none(f"{self.base}/contacts/{quote(identifier)}", "/v1.0/contacts/{id}", ["id"])
+        else:
+            found = None
         if found is not None:
             return str(found["id"])
         if "@" not in identifier:
             return None
         literal = identifier.replace("'", "''")
         params = {"$filter": f"mail eq '{literal}'", "$select": "id"}
-        hits = self._request("GET", f"{self.base}/users", "/v1.0/users", params).get("value", [])
+        hits = self._request("GET", f"{self.base}/{entity}", f"/v1.0/{entity}", params).get("value", [])
         return str(hits[0]["id"]) if len(hits) == 1 else None
 
     def nested_group_ids(self, group_id: str) -> set[str]:
@@ -196,12 +213,12 @@ class GraphClient:
         route = "/v1.0/groups/{id}/transitiveMembers/microsoft.graph.group"
         return {str(g["id"]) for page in self._pages(url, route, params, headers) for g in page.get("value", [])}
 
-    def user_ids_in(self, group_id: str, transitive: bool) -> set[str]:
-        """The ids of a group's user members: whom a membership change of a nested group concerns."""
+    def user_ids_in(self, group_id: str, transitive: bool, kinds: tuple[str, ...] = (USER_TYPE,)) -> set[str]:
+        """The ids of a group's user (or ``kinds``) members: whom a membership change of a nested group concerns."""
         return {
             str(m["id"])
             for m in self.group_members(group_id, ["id"], transitive=transitive)
-            if m.get("@odata.type") == USER_TYPE
+            if m.get("@odata.type") in kinds
         }
 
     # --- $batch ----------------------------------------------------------------------------------------
@@ -240,54 +257,60 @@ class GraphClient:
         return [replies[i] for i in range(len(calls))]
 
     def targeted_read(
-        self, user_ids: list[str], select: list[str], group_ids: list[str], transitive: bool
+        self, ids: list[str], select: list[str], group_ids: list[str], transitive: bool, entity: str = "users"
     ) -> tuple[dict[str, dict[str, Any] | None], dict[str, set[str]]]:
-        """Users by id and the configured groups each belongs to, in as few $batch requests as fit.
+        """Objects by id (``entity``: users or contacts) and the configured groups each belongs to,
+        in as few $batch requests as fit.
 
         Membership: ``checkMemberGroups`` (transitive, nested groups count) or the direct
-        ``memberOf`` list. Returns (user or None when deleted, ids of configured groups it is in).
+        ``memberOf`` list. Returns (object or None when Graph has none, ids of configured groups it is in).
         """
         wanted = set(group_ids)
         calls: list[tuple[str, str, Any]] = []
         fields = ",".join(dict.fromkeys(["id", *select]))
-        for uid in user_ids:
-            calls.append(("GET", f"/users/{quote(uid)}?$select={fields}", None))
-            if transitive:
+        # checkMemberGroups of a contact needs Directory.Read.All; its transitiveMemberOf list does not.
+        check = transitive and entity == "users"
+        relation = "transitiveMemberOf" if transitive else "memberOf"
+        for oid in ids:
+            calls.append(("GET", f"/{entity}/{quote(oid)}?$select={fields}", None))
+            if check:
                 calls += [
-                    ("POST", f"/users/{quote(uid)}/checkMemberGroups", {"groupIds": chunk})
+                    ("POST", f"/{entity}/{quote(oid)}/checkMemberGroups", {"groupIds": chunk})
                     for chunk in _chunks(group_ids, CHECK_GROUPS_LIMIT)
                 ]
             else:
-                calls.append(("GET", f"/users/{quote(uid)}/memberOf?$select=id&$top={PAGE_SIZE}", None))
+                calls.append(("GET", f"/{entity}/{quote(oid)}/{relation}?$select=id&$top={PAGE_SIZE}", None))
         replies = iter(self.batch(calls))
-        users: dict[str, dict[str, Any] | None] = {}
+        found: dict[str, dict[str, Any] | None] = {}
         groups: dict[str, set[str]] = {}
-        per_user = len(_chunks(group_ids, CHECK_GROUPS_LIMIT)) if transitive else 1
-        for uid in user_ids:
-            user_reply = next(replies)
-            memberships = [next(replies) for _ in range(per_user)]
-            if user_reply.status == 404:
-                users[uid], groups[uid] = None, set()
+        per_object = len(_chunks(group_ids, CHECK_GROUPS_LIMIT)) if check else 1
+        for oid in ids:
+            reply = next(replies)
+            memberships = [next(replies) for _ in range(per_object)]
+            if reply.status == 404:
+                found[oid], groups[oid] = None, set()
                 continue
-            if user_reply.status >= 400:
-                raise user_reply.error("GET", "/v1.0/users/{id}")
-            users[uid] = user_reply.body
-            groups[uid] = set()
-            for reply in memberships:
-                if reply.status == 404:
+            if reply.status >= 400:
+                raise reply.error("GET", f"/v1.0/{entity}/{{id}}")
+            found[oid] = reply.body
+            groups[oid] = set()
+            for membership in memberships:
+                if membership.status == 404:
                     continue  # deleted between the two sub-requests
-                if reply.status >= 400:
-                    raise reply.error("POST" if transitive else "GET", "/v1.0/users/{id}/memberships")
-                groups[uid] |= self._membership_ids(reply.body, transitive) & wanted
-        return users, groups
+                if membership.status >= 400:
+                    raise membership.error("POST" if check else "GET", f"/v1.0/{entity}/{{id}}/{relation}")
+                groups[oid] |= (
+                    self._membership_ids(membership.body, check, f"/v1.0/{entity}/{{id}}/{relation}") & wanted
+                )
+        return found, groups
 
-    def _membership_ids(self, body: dict[str, Any], transitive: bool) -> set[str]:
-        """Group ids of a checkMemberGroups answer or a memberOf page (and its next pages)."""
-        if transitive:
+    def _membership_ids(self, body: dict[str, Any], checked: bool, route: str) -> set[str]:
+        """Group ids of a checkMemberGroups answer (``checked``) or a memberOf page (and its next pages)."""
+        if checked:
             return {str(v) for v in body.get("value", [])}
         ids = {str(g["id"]) for g in body.get("value", []) if g.get("@odata.type") == GROUP_TYPE}
-        while "@odata.nextLink" in body:  # a user in more than 999 groups
-            body = self._request("GET", body["@odata.nextLink"], "/v1.0/users/{id}/memberOf")
+        while "@odata.nextLink" in body:  # an object in more than 999 groups
+            body = self._request("GET", body["@odata.nextLink"], route)
             ids |= {str(g["id"]) for g in body.get("value", []) if g.get("@odata.type") == GROUP_TYPE}
         return ids
 
@@ -322,16 +345,18 @@ class GraphClient:
         body = self._request("GET", f"{self.base}/groups/delta", "/v1.0/groups/delta", params)
         return str(body["@odata.deltaLink"])
 
-    def user_delta_latest(self, select: list[str]) -> str:
-        """A users/delta link for "from now on", tracking exactly the selected properties."""
+    def user_delta_latest(self, select: list[str], entity: str = "users") -> str:
+        """A users/delta (or ``entity``: contacts/delta) link for "from now on", tracking exactly
+        the selected properties."""
         params = {"$select": ",".join(dict.fromkeys(["id", *select])), "$deltatoken": "latest"}
-        body = self._request("GET", f"{self.base}/users/delta", "/v1.0/users/delta", params)
+        body = self._request("GET", f"{self.base}/{entity}/delta", f"/v1.0/{entity}/delta", params)
         return str(body["@odata.deltaLink"])
 
-    def user_delta(self, delta_link: str) -> UserDeltaRound:
-        """The users changed or removed since the link; a user seen on several pages is merged."""
+    def user_delta(self, delta_link: str, entity: str = "users") -> UserDeltaRound:
+        """The users (or contacts) changed or removed since the link; one seen on several pages is merged."""
         round_ = UserDeltaRound(delta_link="")
-        body = self._request("GET", delta_link, "/v1.0/users/delta")
+        route = f"/v1.0/{entity}/delta"
+        body = self._request("GET", delta_link, route)
         while True:
             for item in body.get("value", []):
                 uid = str(item["id"])
@@ -344,7 +369,7 @@ class GraphClient:
             if "@odata.deltaLink" in body:
                 round_.delta_link = body["@odata.deltaLink"]
                 return round_
-            body = self._request("GET", body["@odata.nextLink"], "/v1.0/users/delta")
+            body = self._request("GET", body["@odata.nextLink"], route)
 
 
 def _id_filter(ids: list[str]) -> str:

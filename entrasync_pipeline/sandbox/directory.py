@@ -3,7 +3,7 @@ items and the two change logs that delta queries read.
 
 Property sets follow reference/microsoft-graph-and-msal.md §2: a user's default set (returned
 without ``$select``), properties returned only when selected, unset scalars ``null`` and unset
-collections ``[]``. Lookups are by id (dicts), membership checks are O(1) both ways (members of a
+collections ``[]``; an orgContact's are those of resources/orgcontact.md, all returned by default. Lookups are by id (dicts), membership checks are O(1) both ways (members of a
 group, groups of a member) and transitive member lists are cached per directory version, so a
 100,000-user tenant stays fast.
 
@@ -13,7 +13,8 @@ version order, so "what changed after version v" is a binary search, never a sca
 
 Deletion follows Entra (reference §3.1, delta-query-users.md): ``soft_delete`` moves an object to
 ``deleted`` (gone from every read and from its groups, its direct memberships remembered),
-``restore`` brings it back with those memberships, ``purge`` deletes it for good.
+``restore`` brings it back with those memberships, ``purge`` deletes it for good. An orgContact
+has no deleted items: ``delete_permanently`` removes it for good at once.
 """
 
 from __future__ import annotations
@@ -63,7 +64,44 @@ USER_SELECT_ONLY_PROPERTIES = (
     "userType",
 )
 USER_BASIC_PROPERTIES = ("displayName", "givenName", "id", "mail", "surname", "userPrincipalName")
-COLLECTION_PROPERTIES = frozenset({"businessPhones", "otherMails", "proxyAddresses", "groupTypes"})
+# orgContact (resources/orgcontact.md, v1.0): every property is returned without $select (the
+# orgcontact-list.md example carries addresses and phones). No mobilePhone, businessPhones,
+# accountEnabled or userPrincipalName: a contact's numbers are ``phones`` [{"number", "type"}].
+CONTACT_PROPERTIES = (
+    "addresses",
+    "companyName",
+    "department",
+    "displayName",
+    "givenName",
+    "id",
+    "jobTitle",
+    "mail",
+    "mailNickname",
+    "onPremisesLastSyncDateTime",
+    "onPremisesProvisioningErrors",
+    "onPremisesSyncEnabled",
+    "phones",
+    "proxyAddresses",
+    "serviceProvisioningErrors",
+    "surname",
+)
+# phone.md's phoneType; physicalOfficeAddress.md's fields.
+PHONE_TYPES = frozenset(
+    {"home", "business", "mobile", "other", "assistant", "homeFax", "businessFax", "otherFax", "pager", "radio"}
+)
+ADDRESS_FIELDS = frozenset({"city", "countryOrRegion", "officeLocation", "postalCode", "state", "street"})
+COLLECTION_PROPERTIES = frozenset(
+    {
+        "addresses",
+        "businessPhones",
+        "groupTypes",
+        "onPremisesProvisioningErrors",
+        "otherMails",
+        "phones",
+        "proxyAddresses",
+        "serviceProvisioningErrors",
+    }
+)
 
 TYPE_PROPERTIES: dict[str, tuple[str, ...]] = {
     "user": USER_DEFAULT_PROPERTIES + USER_SELECT_ONLY_PROPERTIES,
@@ -88,18 +126,7 @@ TYPE_PROPERTIES: dict[str, tuple[str, ...]] = {
         "createdDateTime",
     ),
     "servicePrincipal": ("id", "displayName", "appId", "accountEnabled", "servicePrincipalType"),
-    "orgContact": (
-        "id",
-        "displayName",
-        "mail",
-        "givenName",
-        "surname",
-        "companyName",
-        "department",
-        "jobTitle",
-        "mobilePhone",
-        "businessPhones",
-    ),
+    "orgContact": CONTACT_PROPERTIES,
 }
 DEFAULT_PROPERTIES: dict[str, tuple[str, ...]] = {
     **TYPE_PROPERTIES,
@@ -162,8 +189,10 @@ class Directory:
     object_changes: list[ObjectChange] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _transitive: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
-    _user_set_version: int = 0
-    _sorted_users: tuple[int, list[str]] = field(default_factory=lambda: (-1, []))
+    # Per kind (users, contacts): a counter bumped when one is added or removed, and the id-sorted
+    # list of that kind built at that count (the initial round of users/delta and contacts/delta).
+    _set_version: dict[str, int] = field(default_factory=dict)
+    _sorted: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
 
     # --- building ---------------------------------------------------------------------------
     def add_object(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -244,9 +273,21 @@ class Directory:
         """Delete a deleted item permanently."""
         with self.lock:
             item = self.deleted.pop(object_id)
-            self._user_set_version += item.kind == "user"
+            self._bump_set(item.kind)
             self._touch()
             self._log_object(object_id, item.kind, PURGED)
+
+    def delete_permanently(self, object_id: str) -> None:
+        """Delete a live object for good, without deleted items (an orgContact: contacts are not
+        restorable, directory-deleteditems-list.md). Its memberships end as in ``soft_delete``."""
+        with self.lock:
+            kind = self.kinds[object_id]
+            self._touch()
+            for group_id in self.member_of.pop(object_id, {}):
+                del self.members[group_id][object_id]
+                self._log(group_id, object_id, removed=True)
+            self._remove(object_id)
+            self._log_object(object_id, kind, PURGED)
 
     def forget_history(self) -> None:
         """Drop both change logs (after seeding: the seed is the starting state, not a change)."""
@@ -274,17 +315,22 @@ class Directory:
 
     def sorted_user_ids(self) -> list[str]:
         """Ids of the live and the soft-deleted users in id order (user delta's initial round pages
-        through this stable order); do not mutate.
+        through this stable order); do not mutate."""
+        return self.sorted_ids("user")
 
-        Sorted again only after a user was added, deleted, restored or purged, not per request.
+    def sorted_ids(self, kind: str) -> list[str]:
+        """Ids of the live and the soft-deleted objects of ``kind`` in id order; do not mutate.
+
+        Sorted again only after one was added, deleted, restored or purged, not per request.
         """
         with self.lock:
-            built_at, ids = self._sorted_users
-            if built_at != self._user_set_version:
-                live = (i for i, k in self.kinds.items() if k == "user")
-                deleted = (i for i, item in self.deleted.items() if item.kind == "user")
+            built_at, ids = self._sorted.get(kind, (-1, []))
+            current = self._set_version.get(kind, 0)
+            if built_at != current:
+                live = (i for i, k in self.kinds.items() if k == kind)
+                deleted = (i for i, item in self.deleted.items() if item.kind == kind)
                 ids = sorted([*live, *deleted])
-                self._sorted_users = (self._user_set_version, ids)
+                self._sorted[kind] = (current, ids)
             return ids
 
     def groups_of(self, object_id: str, transitive: bool) -> list[str]:
@@ -343,13 +389,14 @@ class Directory:
         self.kinds[object_id] = kind
         if kind == "group":
             self.members.setdefault(object_id, {})
-        if kind == "user":
-            self._user_set_version += 1
+        self._bump_set(kind)
 
     def _remove(self, object_id: str) -> dict[str, Any]:
-        if self.kinds.pop(object_id) == "user":
-            self._user_set_version += 1
+        self._bump_set(self.kinds.pop(object_id))
         return self.objects.pop(object_id)
+
+    def _bump_set(self, kind: str) -> None:
+        self._set_version[kind] = self._set_version.get(kind, 0) + 1
 
     def _touch(self) -> None:
         self.version += 1

@@ -10,6 +10,8 @@ error bodies and headers, a user's group memberships (``memberOf``, ``transitive
 ``checkMemberGroups``, ``getMemberGroups``), ``users/delta`` and ``groups/delta``
 (``graph_delta.py``), JSON batching (``graph_batch.py``), and the write API the admin app uses
 to change the tenant (DESIGN.md §4.2), with Entra's soft delete and restore of users.
+Organizational contacts (``/contacts``, ``contacts/delta``, a contact's groups) are read-only,
+as in Graph; the control API changes them (``contacts.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import jwt
 
+from entrasync_pipeline.sandbox.contacts import ContactRejected, contact_record, control_body
 from entrasync_pipeline.sandbox.directory import (
     ALL_PROPERTIES,
     HIDDEN_IN_V1_MEMBERS,
@@ -54,7 +57,13 @@ _EQUALS = re.compile(r"(\w+) eq '((?:[^']|'')*)'")
 EQUALITY_FILTERS = {
     "user": frozenset({"id", "mail", "userPrincipalName", "displayName"}),
     "group": frozenset({"id", "mail", "mailNickname", "displayName"}),
+    # orgcontact.md: eq on these is a default filter (ne, not, … need advanced queries).
+    "orgContact": frozenset(
+        {"id", "mail", "mailNickname", "displayName", "givenName", "surname", "companyName", "department", "jobTitle"}
+    ),
 }
+# The entity set of a kind in @odata.context (and the URL of its collection).
+ENTITY_SETS = {"orgContact": "contacts"}
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 MAX_TOP = 999
@@ -73,6 +82,8 @@ READ_MEMBERS = {
 }
 READ_USERS = {"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
 READ_USERS_BASIC = {"User.ReadBasic.All"}
+# orgcontact-list.md, orgcontact-get.md, orgcontact-delta.md: OrgContact.Read.All, Directory.*.
+READ_CONTACTS = {"OrgContact.Read.All", "Directory.Read.All", "Directory.ReadWrite.All"}
 READ_DIRECTORY = {"Directory.Read.All", "Directory.ReadWrite.All"}
 WRITE_USERS = {"User.ReadWrite.All", "Directory.ReadWrite.All"}
 DELETE_RESTORE_USERS = WRITE_USERS | {"User.DeleteRestore.All"}
@@ -125,6 +136,7 @@ class GraphApp:
             Route("POST", "/{tenant}/oauth2/v2.0/token", tokens.token),
             *self._delta_routes("groups", self.groups_delta),
             *self._delta_routes("users", self.users_delta),
+            *self._delta_routes("contacts", self.contacts_delta),
             Route("POST", "/v1.0/$batch", self._graph(self.batch)),
             Route("GET", "/v1.0/groups/{id}/members", self._graph(self.list_members)),
             Route("GET", "/v1.0/groups/{id}/members/{segment}", self._graph(self.list_members)),
@@ -145,6 +157,16 @@ class GraphApp:
             Route("GET", "/v1.0/users/{id}/transitiveMemberOf", self._graph(self.member_of)),
             Route("POST", "/v1.0/users/{id}/checkMemberGroups", self._graph(self.check_member_groups)),
             Route("POST", "/v1.0/users/{id}/getMemberGroups", self._graph(self.get_member_groups)),
+            Route("GET", "/v1.0/contacts", self._graph(self.list_contacts)),
+            Route("GET", "/v1.0/contacts/$count", self._graph(self.count_contacts)),
+            Route("POST", "/v1.0/contacts", self._graph(self.refuse_contact_write)),
+            Route("GET", "/v1.0/contacts/{id}", self._graph(self.get_contact)),
+            Route("PATCH", "/v1.0/contacts/{id}", self._graph(self.refuse_contact_write)),
+            Route("DELETE", "/v1.0/contacts/{id}", self._graph(self.refuse_contact_write)),
+            Route("GET", "/v1.0/contacts/{id}/memberOf", self._graph(self.contact_member_of)),
+            Route("GET", "/v1.0/contacts/{id}/transitiveMemberOf", self._graph(self.contact_member_of)),
+            Route("POST", "/v1.0/contacts/{id}/checkMemberGroups", self._graph(self.check_member_groups)),
+            Route("POST", "/v1.0/contacts/{id}/getMemberGroups", self._graph(self.get_member_groups)),
             Route("POST", "/v1.0/directoryObjects/{id}/checkMemberGroups", self._graph(self.check_member_groups)),
             Route("POST", "/v1.0/directoryObjects/{id}/getMemberGroups", self._graph(self.get_member_groups)),
             Route("GET", "/v1.0/directory/deletedItems/{id}", self._graph(self.get_deleted_item)),
@@ -176,7 +198,10 @@ class GraphApp:
             }
 
     def control(self, request: Request, action: str) -> Response | None:
-        """Extra control actions: delta expiry/reset and token lifetime."""
+        """Extra control actions: delta expiry/reset, token lifetime, and organizational contacts
+        (read-only in Graph, so tests change them here, as Exchange Online would)."""
+        if action == "/contacts" or action.startswith("/contacts/"):
+            return self._control_contacts(request, action.removeprefix("/contacts").lstrip("/"))
         if (request.method, action) == ("POST", "/delta/expire"):
             self.delta.tokens.expire()
             return json_response(200, {"expired": True})
@@ -192,6 +217,47 @@ class GraphApp:
                 self.issuer.lifetime_s = int(payload["token_lifetime_s"])
             return json_response(200, {"token_lifetime_s": self.issuer.lifetime_s})
         return None
+
+    def _control_contacts(self, request: Request, contact_id: str) -> Response | None:
+        """``POST /_sandbox/contacts``, ``PATCH|DELETE /_sandbox/contacts/{id}``: each change bumps
+        the directory version and is logged, so contacts/delta and groups/delta see it."""
+        try:
+            if (request.method, contact_id) == ("POST", ""):
+                return json_response(201, self._create_contact(control_body(request)))
+            if request.method == "PATCH" and contact_id:
+                return json_response(200, self._update_contact(contact_id, control_body(request)))
+            if request.method == "DELETE" and contact_id:
+                return json_response(200, self._delete_contact(contact_id))
+        except ContactRejected as exc:
+            return json_response(exc.status, {"error": exc.message})
+        return None
+
+    def _create_contact(self, payload: dict[str, Any]) -> dict[str, Any]:
+        record = contact_record(payload, creating=True)
+        d = self.directory
+        with d.lock:
+            record.setdefault("id", str(uuid.uuid4()))
+            if d.kind(record["id"]) is not None or record["id"] in d.deleted:
+                raise ContactRejected(409, f"contact: id {record['id']!r} is taken by another directory object")
+            obj = d.add_object("orgContact", record)
+            return project(obj, "orgContact", None, "full")
+
+    def _update_contact(self, contact_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        changes = contact_record(payload, creating=False)
+        d = self.directory
+        with d.lock:
+            if d.kind(contact_id) != "orgContact":
+                raise ContactRejected(404, f"contact {contact_id!r}: no such orgContact")
+            changed = d.update_object(contact_id, changes)
+            return {"id": contact_id, "changed": sorted(changed), "version": d.version}
+
+    def _delete_contact(self, contact_id: str) -> dict[str, Any]:
+        d = self.directory
+        with d.lock:
+            if d.kind(contact_id) != "orgContact":
+                raise ContactRejected(404, f"contact {contact_id!r}: no such orgContact")
+            d.delete_permanently(contact_id)
+            return {"id": contact_id, "deleted": True, "version": d.version}
 
     def fault_response(self, request: Request, status: int, headers: dict[str, str]) -> Response:
         if "/oauth2/" in request.path or "/.well-known/" in request.path:
@@ -311,6 +377,8 @@ class GraphApp:
             return user_access
         if kind == "group":
             return "full" if roles & READ_MEMBERS else "limited"
+        if kind == "orgContact":
+            return "full" if roles & READ_CONTACTS else "limited"
         return "full" if roles & READ_DIRECTORY else "limited"
 
     # --- query options -------------------------------------------------------------------------
@@ -320,7 +388,7 @@ class GraphApp:
         if raw is None:
             return None
         props = [p.strip() for p in raw.split(",") if p.strip()]
-        known = TYPE_PROPERTIES["user"] if on_type == "user" else ALL_PROPERTIES
+        known = TYPE_PROPERTIES[on_type] if on_type in ("user", "orgContact") else ALL_PROPERTIES
         for prop in props:
             if prop not in known and prop != "members":
                 raise GraphError(
@@ -462,7 +530,7 @@ class GraphApp:
             return cached
 
     def _context(self, kind: str | None, select: list[str] | None) -> str:
-        entity = f"{kind}s" if kind else "directoryObjects"
+        entity = ENTITY_SETS.get(kind, f"{kind}s") if kind else "directoryObjects"
         props = f"({','.join(select)})" if select else ""
         return f"{self.base_url}/v1.0/$metadata#{entity}{props}"
 
@@ -510,19 +578,24 @@ class GraphApp:
         return self._list_entity_set(request, roles, "group", self._listed_of_kind("group"), cost=2)
 
     def _list_entity_set(self, request: Request, roles: set[str], kind: str, ids: list[str], cost: int) -> Response:
-        """One page of ``/users`` or ``/groups`` after the equality ``$filter`` and ``$search``;
-        the items of an entity set carry no ``@odata.type``."""
+        """One page of ``/users``, ``/groups`` or ``/contacts`` after the equality ``$filter`` and
+        ``$search``; the items of an entity set carry no ``@odata.type``."""
+        select = self._select(request, kind)
+        ids, eventual = self._queried(request, kind, ids)
+        context = self._context(kind, select)
+        return self._page(request, ids, select, roles, context, cost - (1 if select else 0), eventual, typed=False)
+
+    def _queried(self, request: Request, kind: str, ids: list[str]) -> tuple[list[str], bool]:
+        """The ids an entity set's equality ``$filter`` and ``$search`` keep, and whether the
+        request came with ``ConsistencyLevel: eventual``."""
         equals = self._equality_filter(request, kind)
         eventual = self._check_advanced(request)
-        select = self._select(request, kind)
         if equals is not None:
             prop, value = equals
             with self.directory.lock:
                 objects = self.directory.objects
                 ids = [i for i in ids if str(objects[i].get(prop) or "").lower() == value.lower()]
-        ids = self._searched(request, ids, kind)
-        context = self._context(kind, select)
-        return self._page(request, ids, select, roles, context, cost - (1 if select else 0), eventual, typed=False)
+        return self._searched(request, ids, kind), eventual
 
     @staticmethod
     def _equality_filter(request: Request, kind: str) -> tuple[str, str] | None:
@@ -566,6 +639,63 @@ class GraphApp:
         item.pop("@odata.type", None)
         return self._ok(request, {"@odata.context": f"{self.base_url}/v1.0/$metadata#groups/$entity", **item})
 
+    # --- organizational contacts (read-only in Graph) -------------------------------------------
+    def list_contacts(self, request: Request) -> Response:
+        """``GET /contacts``: every orgContact, paged like ``/users``; OrgContact.Read.All or
+        Directory.* (orgcontact-list.md), 403 otherwise (no limited information on the set)."""
+        roles = self._roles(request)
+        self._require(roles, READ_CONTACTS)
+        return self._list_entity_set(request, roles, "orgContact", self._listed_of_kind("orgContact"), cost=1)
+
+    def count_contacts(self, request: Request) -> Response:
+        """``GET /contacts/$count``: a bare number, only with ``ConsistencyLevel: eventual`` (§1.2)."""
+        roles = self._roles(request)
+        self._require(roles, READ_CONTACTS)
+        ids, eventual = self._queried(request, "orgContact", self._listed_of_kind("orgContact"))
+        if not eventual:
+            raise GraphError(400, "Request_BadRequest", "$count is not currently supported.")
+        headers = self._headers(request, str(uuid.uuid4()))
+        return Response(200, str(len(ids)).encode(), {**headers, "Content-Type": "text/plain"})
+
+    def get_contact(self, request: Request) -> Response:
+        roles = self._roles(request)
+        self._require(roles, READ_CONTACTS)
+        select = self._select(request, "orgContact")
+        d = self.directory
+        with d.lock:
+            item = project(d.objects[self._contact_id(request.params["id"])], "orgContact", select, "full")
+        item.pop("@odata.type", None)
+        return self._ok(request, {"@odata.context": self._context("orgContact", select) + "/$entity", **item})
+
+    def refuse_contact_write(self, request: Request) -> Response:
+        """Contacts are read-only in Graph (resources/orgcontact.md): they come from Exchange Online
+        or on-premises sync. The words are the service's (microsoftgraph/entra-powershell#1102,
+        a DELETE); the status 400 is the sandbox's reading of that directory error (docs/sandbox.md)."""
+        self._roles(request)
+        operation = {"POST": "Create", "PATCH": "Update", "DELETE": "Delete"}[request.method]
+        raise bad_request(
+            f"Data contract version does not allow '{operation}' operations against instances of resource 'OrgContact'."
+        )
+
+    def contacts_delta(self, request: Request) -> Response:
+        """contacts/delta needs OrgContact.Read.All or Directory.* (orgcontact-delta.md)."""
+        self._require(self._roles(request), READ_CONTACTS)
+        return self._ok(request, self.delta.contacts(request, self.directory))
+
+    def contact_member_of(self, request: Request) -> Response:
+        """A contact's direct or transitive groups (orgcontact-list-memberof.md: OrgContact.Read.All
+        and Group.Read.All, or Directory.Read.All); groups come back with limited information
+        without a group-read permission, as for a user."""
+        roles = self._roles(request)
+        self._require(roles, READ_CONTACTS)
+        return self._groups_page(request, roles, self._contact_id(request.params["id"]))
+
+    def _contact_id(self, object_id: str) -> str:
+        """A live contact's id; 404 otherwise (contacts have no other key in the URL)."""
+        if self.directory.kind(object_id) != "orgContact":
+            raise not_found(object_id)
+        return object_id
+
     # --- delta -----------------------------------------------------------------------------------
     def groups_delta(self, request: Request) -> Response:
         self._require(self._roles(request), READ_MEMBERS)
@@ -596,11 +726,14 @@ class GraphApp:
         with limited information without a group-read permission (user-list-transitivememberof.md)."""
         roles = self._roles(request)
         self._require(roles, READ_USERS | READ_MEMBERS)
-        user_id = self._user_id(request.params["id"])
+        return self._groups_page(request, roles, self._user_id(request.params["id"]))
+
+    def _groups_page(self, request: Request, roles: set[str], object_id: str) -> Response:
+        """One page of ``memberOf`` or ``transitiveMemberOf`` of a user or contact."""
         eventual = self._check_advanced(request)
         transitive = request.path.lower().endswith("/transitivememberof")
         select = self._select(request, "directoryObject")
-        ids = self._searched(request, self.directory.groups_of(user_id, transitive), "group")
+        ids = self._searched(request, self.directory.groups_of(object_id, transitive), "group")
         cost = 1 - (1 if select else 0)
         return self._page(request, ids, select, roles, self._context(None, select), cost, eventual)
 
@@ -639,7 +772,7 @@ class GraphApp:
         """The object of a checkMemberGroups/getMemberGroups call, once its permissions are met.
 
         /users/{id|upn}: User.Read.All and GroupMember.Read.All (or Group.Read.All), or
-        Directory.Read.All. /directoryObjects/{id}: the table of the object's type — a group needs
+        Directory.Read.All. /contacts/{id}: Directory.Read.All. /directoryObjects/{id}: the table of the object's type — a group needs
         a group-read permission, other types Directory.Read.All (directoryobject-checkmembergroups.md).
         """
         roles = self._roles(request)
@@ -647,6 +780,9 @@ class GraphApp:
         if request.path.lower().startswith("/v1.0/users/"):
             self._require_user_and_groups(roles)
             return self._user_id(object_id)
+        if request.path.lower().startswith("/v1.0/contacts/"):
+            self._require(roles, READ_DIRECTORY)  # "Group memberships for an organizational contact"
+            return self._contact_id(object_id)
         kind = self.directory.kind(object_id)
         if kind is None:
             raise not_found(object_id)

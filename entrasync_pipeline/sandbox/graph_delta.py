@@ -1,4 +1,4 @@
-"""Delta queries of the Graph emulator: ``users/delta`` and ``groups/delta`` (reference §3).
+"""Delta queries of the Graph emulator: ``users/delta``, ``contacts/delta`` and ``groups/delta`` (reference §3).
 
 What a client sees is what Graph documents: an initial round paged with ``@odata.nextLink``
 (``$skiptoken``) that ends with ``@odata.deltaLink`` (``$deltatoken``); later rounds with only
@@ -10,7 +10,7 @@ options Graph does not support on delta (``$top``, ``$expand``, ``$orderby``, �
 never ignored; with a token, the query lives in the token, so extra options are refused too.
 
 Tokens are opaque and HMAC-signed and carry their whole state (query, directory versions, page
-cursor): a users round keeps nothing on the server, and an idle deltaLink costs two binary
+cursor): a users or contacts round keeps nothing on the server, and an idle deltaLink costs two binary
 searches in the directory's change log whatever the tenant's size. Group rounds keep their
 rendered pages in memory, because a large group's ``members@delta`` is split across pages and
 the group reappears on each (delta-query-groups.md). Every token names the generation it was
@@ -31,6 +31,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from entrasync_pipeline.sandbox.directory import (
@@ -57,6 +58,36 @@ DELTA_GROUPS_PER_PAGE = 20
 MAX_FILTER_IDS = 50  # user-delta.md, group-delta.md: "There is a limit of 50 filtered objects."
 DELTA_OPTIONS = frozenset({"$select", "$filter", "$deltatoken", "$skiptoken"})
 _STORED_GROUP_ROUNDS = 1000
+# contacts/delta without $select (orgcontact-delta.md, example 1): neither addresses nor phones.
+CONTACT_DELTA_DEFAULT_PROPERTIES = (
+    "companyName",
+    "department",
+    "displayName",
+    "givenName",
+    "id",
+    "jobTitle",
+    "mail",
+    "mailNickname",
+    "surname",
+)
+# contacts/delta does not return a contact's addresses and phones, selected or not, so a change of
+# only those is no change for it (Microsoft 365 Developer Platform idea 2890048, "Get OrgContacts
+# delta with their Addresses and Phones", 2021: "Does not return the Contact's Address and Phone").
+CONTACT_DELTA_UNTRACKED = frozenset({"addresses", "phones"})
+
+
+@dataclass(frozen=True)
+class ObjectDelta:
+    """What differs between users/delta and contacts/delta: the rest is one implementation."""
+
+    kind: str  # the directory kind
+    entity_set: str  # the URL segment and the @odata.context entity set
+    default: tuple[str, ...]  # tracked and returned without $select
+    untracked: frozenset[str] = frozenset()  # selectable, never returned, changes not tracked
+
+
+USERS = ObjectDelta("user", "users", USER_DEFAULT_PROPERTIES)
+CONTACTS = ObjectDelta("orgContact", "contacts", CONTACT_DELTA_DEFAULT_PROPERTIES, CONTACT_DELTA_UNTRACKED)
 
 Item = dict[str, Any]
 GroupEntry = tuple[Item, list[Item]]
@@ -108,46 +139,60 @@ class DeltaTokens:
 
 
 class DeltaQueries:
-    """``users/delta`` and ``groups/delta`` over one directory; answers are response bodies."""
+    """``users/delta``, ``contacts/delta`` and ``groups/delta`` over one directory; answers are response bodies."""
 
     def __init__(self) -> None:
         self.tokens = DeltaTokens()
         self._lock = threading.Lock()
         self._group_pages: OrderedDict[str, tuple[str, list[Item]]] = OrderedDict()
 
-    # --- users -------------------------------------------------------------------------------
+    # --- users and contacts ---------------------------------------------------------------------
     def users(self, request: Request, directory: Directory) -> Item:
         """One page of a users delta round (initial round, later round, or ``latest``)."""
+        return self.objects(request, directory, USERS)
+
+    def contacts(self, request: Request, directory: Directory) -> Item:
+        """One page of a contacts (orgContact) delta round, in the same shape as users/delta."""
+        return self.objects(request, directory, CONTACTS)
+
+    def objects(self, request: Request, directory: Directory, spec: ObjectDelta) -> Item:
+        """One page of a users or contacts delta round (initial round, later round, or ``latest``)."""
         options = _options(request)
+        page_kind = f"{spec.entity_set}-page"
         with directory.lock:
             if "$skiptoken" in options:
                 _token_only(options, "$skiptoken")
-                state = self.tokens.decode(options["$skiptoken"], "users-page", request)
+                state = self.tokens.decode(options["$skiptoken"], page_kind, request)
             elif options.get("$deltatoken", "latest") != "latest":
                 _token_only(options, "$deltatoken")
-                link = self.tokens.decode(options["$deltatoken"], "users", request)
-                state = {**link, "kind": "users-page", "phase": "changes", "from": link["version"]}
+                link = self.tokens.decode(options["$deltatoken"], spec.entity_set, request)
+                state = {**link, "kind": page_kind, "phase": "changes", "from": link["version"]}
                 state.update(upto=directory.version, offset=0)
             else:
-                query = {"ids": _id_filter(options), "select": _select(options, "user")}
-                state = {**query, "kind": "users-page", "phase": "initial", "upto": directory.version, "after": ""}
+                query = {"ids": _id_filter(options), "select": _select(options, spec.kind)}
+                state = {**query, "kind": page_kind, "phase": "initial", "upto": directory.version, "after": ""}
                 if "$deltatoken" in options:  # latest: sync from now, nothing to download
-                    return self._users_payload(request, state, [], None)
+                    return self._objects_payload(request, spec, state, [], None)
             if state["phase"] == "initial":
-                items, following = _initial_users(directory, state)
+                items, following = _initial_objects(directory, spec, state)
             else:
-                items, following = _changed_users(directory, state, _prefers_minimal(request))
-        return self._users_payload(request, state, items, following)
+                items, following = _changed_objects(directory, spec, state, _prefers_minimal(request))
+        return self._objects_payload(request, spec, state, items, following)
 
-    def _users_payload(
-        self, request: Request, state: dict[str, Any], items: list[Item], following: dict[str, Any] | None
+    def _objects_payload(
+        self,
+        request: Request,
+        spec: ObjectDelta,
+        state: dict[str, Any],
+        items: list[Item],
+        following: dict[str, Any] | None,
     ) -> Item:
         select = state["select"]
-        payload: Item = {"@odata.context": _context(request, "users", select)}
+        payload: Item = {"@odata.context": _context(request, spec.entity_set, select)}
         if following is not None:
             payload["@odata.nextLink"] = f"{request.base_url}{request.path}?$skiptoken={self.tokens.encode(following)}"
         else:
-            link = {"kind": "users", "ids": state["ids"], "select": select, "version": state["upto"]}
+            link = {"kind": spec.entity_set, "ids": state["ids"], "select": select, "version": state["upto"]}
             payload["@odata.deltaLink"] = f"{request.base_url}{request.path}?$deltatoken={self.tokens.encode(link)}"
         payload["value"] = items
         return payload
@@ -258,72 +303,82 @@ def _ordered(page: Item) -> Item:
     return ordered
 
 
-# --- users: rounds ---------------------------------------------------------------------------------
-def _initial_users(directory: Directory, state: dict[str, Any]) -> tuple[list[Item], dict[str, Any] | None]:
-    """Every user (and every soft-deleted one, as ``@removed``), in id order, a page at a time.
+# --- users and contacts: rounds ----------------------------------------------------------------------
+def _initial_objects(
+    directory: Directory, spec: ObjectDelta, state: dict[str, Any]
+) -> tuple[list[Item], dict[str, Any] | None]:
+    """Every object of the kind (and every soft-deleted one, as ``@removed``), in id order, a page
+    at a time.
 
-    The cursor is the last id returned, so users created or deleted during the round shift
+    The cursor is the last id returned, so objects created or deleted during the round shift
     nothing; the deltaLink's version is the round's start, so they show up in the next round.
     """
     if state["ids"] is not None:
-        ids = [i for i in state["ids"] if _is_user(directory, i)]
-        return [_user_item(directory, i, state["select"], None) for i in ids], None
-    ordered = directory.sorted_user_ids()
+        ids = [i for i in state["ids"] if _is_kind(directory, i, spec.kind)]
+        return [_object_item(directory, spec, i, state["select"], None) for i in ids], None
+    ordered = directory.sorted_ids(spec.kind)
     start = bisect.bisect_right(ordered, state["after"])
     page = ordered[start : start + USERS_DELTA_PAGE]
-    items = [_user_item(directory, i, state["select"], None) for i in page]
+    items = [_object_item(directory, spec, i, state["select"], None) for i in page]
     more = start + USERS_DELTA_PAGE < len(ordered)
     return items, ({**state, "after": page[-1]} if more else None)
 
 
-def _changed_users(
-    directory: Directory, state: dict[str, Any], minimal: bool
+def _changed_objects(
+    directory: Directory, spec: ObjectDelta, state: dict[str, Any], minimal: bool
 ) -> tuple[list[Item], dict[str, Any] | None]:
-    """The users whose tracked properties changed in the round's window, a page at a time."""
-    net = _net_user_changes(directory, state)
+    """The objects whose tracked properties changed in the round's window, a page at a time."""
+    net = _net_changes(directory, spec, state)
     ordered = sorted(net)
     offset = state["offset"]
     page = ordered[offset : offset + USERS_DELTA_PAGE]
-    items = [_user_item(directory, i, state["select"], net[i] if minimal else None) for i in page]
+    items = [_object_item(directory, spec, i, state["select"], net[i] if minimal else None) for i in page]
     more = offset + USERS_DELTA_PAGE < len(ordered)
     return items, ({**state, "offset": offset + USERS_DELTA_PAGE} if more else None)
 
 
-def _net_user_changes(directory: Directory, state: dict[str, Any]) -> dict[str, frozenset[str] | None]:
-    """Per user: the tracked properties that changed, or None for a whole object (created,
-    restored, deleted). ``$select`` limits what is tracked: a change elsewhere is no change."""
-    tracked = frozenset(state["select"]) if state["select"] else None
+def _net_changes(directory: Directory, spec: ObjectDelta, state: dict[str, Any]) -> dict[str, frozenset[str] | None]:
+    """Per object: the tracked properties that changed, or None for a whole object (created,
+    restored, deleted). ``$select`` limits what is tracked: a change elsewhere is no change;
+    without it the default set is tracked (users: every property, as before)."""
+    if state["select"]:
+        tracked: frozenset[str] | None = frozenset(state["select"]) - spec.untracked
+    else:
+        tracked = frozenset(spec.default) if spec.untracked else None
     wanted = set(state["ids"]) if state["ids"] is not None else None
     net: dict[str, frozenset[str] | None] = {}
-    for change in directory.object_changes_between(state["from"], state["upto"], "user"):
-        user_id = change.object_id
-        if wanted is not None and user_id not in wanted:
+    for change in directory.object_changes_between(state["from"], state["upto"], spec.kind):
+        object_id = change.object_id
+        if wanted is not None and object_id not in wanted:
             continue
         if change.change != UPDATED:
-            net[user_id] = None
+            net[object_id] = None
             continue
         props = change.properties if tracked is None else change.properties & tracked
-        if props and (user_id not in net or net[user_id] is not None):
-            net[user_id] = (net.get(user_id) or frozenset()) | props
+        if props and (object_id not in net or net[object_id] is not None):
+            net[object_id] = (net.get(object_id) or frozenset()) | props
     return net
 
 
-def _is_user(directory: Directory, object_id: str) -> bool:
+def _is_kind(directory: Directory, object_id: str, kind: str) -> bool:
     deleted = directory.deleted.get(object_id)
-    return directory.kinds.get(object_id) == "user" or (deleted is not None and deleted.kind == "user")
+    return directory.kinds.get(object_id) == kind or (deleted is not None and deleted.kind == kind)
 
 
-def _user_item(directory: Directory, user_id: str, select: list[str] | None, changed: frozenset[str] | None) -> Item:
-    """A user as users/delta returns it: its selected (or default) properties, only the
-    ``changed`` ones under ``Prefer: return=minimal``, or ``@removed`` when it is gone."""
-    obj = directory.objects.get(user_id)
-    if obj is None or directory.kinds.get(user_id) != "user":
-        reason = "changed" if user_id in directory.deleted else "deleted"
-        return {"id": user_id, "@removed": {"reason": reason}}
-    props = list(select or USER_DEFAULT_PROPERTIES)
+def _object_item(
+    directory: Directory, spec: ObjectDelta, object_id: str, select: list[str] | None, changed: frozenset[str] | None
+) -> Item:
+    """An object as users/delta or contacts/delta returns it: its selected (or default)
+    properties, only the ``changed`` ones under ``Prefer: return=minimal``, or ``@removed`` when
+    it is gone (reason ``changed`` while restorable from deleted items, else ``deleted``)."""
+    obj = directory.objects.get(object_id)
+    if obj is None or directory.kinds.get(object_id) != spec.kind:
+        reason = "changed" if object_id in directory.deleted else "deleted"
+        return {"id": object_id, "@removed": {"reason": reason}}
+    props = [p for p in (select or spec.default) if p not in spec.untracked]
     if changed is not None:
         props = [p for p in props if p in changed]
-    item = project(obj, "user", ["id", *props], "full")
+    item = project(obj, spec.kind, ["id", *props], "full")
     item.pop("@odata.type", None)
     return item
 

@@ -209,12 +209,31 @@ def demo_seed() -> Seed:
         "accountEnabled": True,
         "servicePrincipalType": "Application",
     }
-    contact = {
+    contact = {  # an orgContact (mail contact from Exchange Online) in Sales
         "id": seed_id(name, "contact:vendor"),
         "displayName": "Vendor Support",
         "mail": "support@vendor.example",
+        "mailNickname": "vendor-support",
         "givenName": "Vendor",
         "surname": "Support",
+        "companyName": "Vendor Ltd",
+        "department": "Customer Support",
+        "jobTitle": "Support Desk",
+        "phones": [
+            {"number": "+44 20 7946 0018", "type": "business"},
+            {"number": "+44 7700 900123", "type": "mobile"},
+        ],
+        "addresses": [
+            {
+                "city": "London",
+                "countryOrRegion": "United Kingdom",
+                "officeLocation": None,
+                "postalCode": "EC1A 1BB",
+                "state": None,
+                "street": "1 Example Street",
+            }
+        ],
+        "proxyAddresses": ["SMTP:support@vendor.example"],
     }
     tier2 = seed_id(name, "group:it-support-tier-2")
     it_support = seed_id(name, "group:it-support")

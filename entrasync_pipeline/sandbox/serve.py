@@ -32,12 +32,17 @@ from entrasync_pipeline.sandbox.zammad_api import ZammadApp
 
 log = logging.getLogger(__name__)
 
-SYNC_ROLES = ["GroupMember.Read.All", "User.Read.All"]
+# OrgContact.Read.All: organizational contacts in groups (and /contacts) come with their properties.
+SYNC_ROLES = ["GroupMember.Read.All", "User.Read.All", "OrgContact.Read.All"]
 ADMIN_ROLES = ["User.ReadWrite.All", "GroupMember.ReadWrite.All"]
 EXTRA_APPS = {
     "members_only_app": ["GroupMember.Read.All"],
     "basic_app": ["GroupMember.Read.All", "User.ReadBasic.All"],
     "users_only_app": ["User.Read.All"],
+    # the sync app before contacts: members that are contacts come with limited information
+    "no_contacts_app": ["GroupMember.Read.All", "User.Read.All"],
+    # what checkMemberGroups/getMemberGroups of a contact need (directoryobject-checkmembergroups.md)
+    "directory_reader_app": ["Directory.Read.All"],
 }
 POLL_INTERVAL_S = 0.1  # how often the main thread looks at the stop flag
 SHUTDOWN_TIMEOUT_S = 5.0  # upper bound on stopping both servers
@@ -184,6 +189,7 @@ def sandbox_config(info: dict[str, Any], profile: str = "sandbox", state_dir: Pa
                 ],
                 "zammad": {"url": info["zammad_url"]},
                 "organization": {"from": ["companyName"]},  # the demo's companies become organizations
+                "contacts": "members",  # the demo's "Vendor Support" contact becomes a customer
             }
         },
     }

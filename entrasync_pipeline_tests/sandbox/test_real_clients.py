@@ -27,7 +27,9 @@ from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
 from msgraph.generated.groups.item.members.members_request_builder import MembersRequestBuilder
 from msgraph.generated.models.group import Group
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.models.org_contact import OrgContact
 from msgraph.generated.models.password_profile import PasswordProfile
+from msgraph.generated.models.phone_type import PhoneType
 from msgraph.generated.models.reference_create import ReferenceCreate
 from msgraph.generated.models.user import User
 from msgraph.generated.users.item.check_member_groups.check_member_groups_post_request_body import (
@@ -313,6 +315,29 @@ def test_odata_error_on_404_and_403(sandbox: Sandbox) -> None:
     assert missing in not_found.error.message and not_found.error.inner_error.request_id
     assert (denied.response_status_code, denied.error.code) == (403, "Authorization_RequestDenied")
     assert denied.error.message == "Insufficient privileges to complete the operation."
+
+
+def test_contacts_parse_into_the_sdk_org_contact_model(sandbox: Sandbox) -> None:
+    """Contacts as the SDK reads them: ``/contacts``, the ``graph.orgContact`` cast,
+    ``/contacts/delta()``; their writes are refused with an ODataError."""
+    sales = sandbox.info["groups"]["Sales"]
+
+    async def work(client: GraphServiceClient) -> tuple[list[Any], list[Any], list[Any], ODataError]:
+        listed = await _all_pages(client, await client.contacts.get())
+        cast = await client.groups.by_group_id(sales).members.graph_org_contact.get()
+        delta = await client.contacts.delta.get()
+        with pytest.raises(ODataError) as caught:
+            await client.contacts.by_org_contact_id(listed[0].id).delete()
+        return listed, cast.value, delta.value, caught.value
+
+    listed, cast, delta, refused = _run(sandbox, work)
+    assert all(isinstance(c, OrgContact) for c in listed + cast + delta)
+    vendor = next(c for c in listed if c.display_name == "Vendor Support")
+    assert vendor.company_name == "Vendor Ltd" and vendor.addresses[0].city == "London"
+    assert {(p.type, p.number[:3]) for p in vendor.phones} == {(PhoneType.Business, "+44"), (PhoneType.Mobile, "+44")}
+    assert [c.id for c in cast] == [vendor.id] and [c.mail for c in delta] == [vendor.mail]
+    assert (refused.response_status_code, refused.error.code) == (400, "Request_BadRequest")
+    assert "GET /v1.0/contacts/delta()" in sandbox.stats("graph")["requests"]
 
 
 # --- zammad_py ---------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_msal_gets_a_token_with_the_client_secret(sandbox: Sandbox) -> None:
     claims = jwt.decode(result["access_token"], options={"verify_signature": False})
     assert claims["aud"] == sandbox.info["graph_url"]
     assert claims["tid"] == sandbox.info["tenant_id"]
-    assert sorted(claims["roles"]) == ["GroupMember.Read.All", "User.Read.All"]
+    assert sorted(claims["roles"]) == ["GroupMember.Read.All", "OrgContact.Read.All", "User.Read.All"]
     assert claims["exp"] > claims["iat"]
 
 
