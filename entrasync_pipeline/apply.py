@@ -448,6 +448,7 @@ def _run_phase(
     ]
     for worker in workers:
         worker.start()
+
     def record(index: int, outcome: _Outcome) -> None:
         row = rows[index]
         if outcome.outcome == "skipped" and outcome.reason == escrow.reason and index >= journal.recorded:
