@@ -448,27 +448,45 @@ def _run_phase(
     ]
     for worker in workers:
         worker.start()
+
+    def record(index: int, outcome: _Outcome) -> None:
+        row = rows[index]
+        if outcome.outcome == "skipped" and outcome.reason == escrow.reason and index >= journal.recorded:
+            row = {k: v for k, v in row.items() if k != "attempt_id"}  # never started: no intent exists
+        _finish(row, outcome, options, escrow, buffer, result)
+
     try:
         for done in range(1, len(rows) + 1):
             index, outcome = outcomes.get()
             if isinstance(outcome, BaseException):
                 raise outcome
-            row = rows[index]
-            if outcome.outcome == "skipped" and outcome.reason == escrow.reason and index >= journal.recorded:
-                row = {k: v for k, v in row.items() if k != "attempt_id"}  # never started: no intent exists
-            _finish(row, outcome, options, escrow, buffer, result)
+            record(index, outcome)
             tick()
             if done % FLUSH_EVERY == 0:
                 buffer.flush()
     except BaseException:
         _stop_workers(stop, workers)
-        try:  # the outcomes already known keep their final rows; the rest stay intents
+        try:  # the writes in the workers' hands finished: they are recorded too; the rest stay intents
+            _drain(outcomes, record)
             buffer.flush()
         except Exception:
             log.exception("could not record the outcomes of the writes done before the stop")
         raise
     _stop_workers(stop, workers)
     buffer.flush()
+
+
+def _drain(
+    outcomes: "queue.SimpleQueue[tuple[int, _Outcome | BaseException]]", record: Callable[[int, _Outcome], None]
+) -> None:
+    """Record the outcomes still queued: a write that landed in Zammad after the stop is audited as done."""
+    while True:
+        try:
+            index, outcome = outcomes.get_nowait()
+        except queue.Empty:
+            return
+        if not isinstance(outcome, BaseException):
+            record(index, outcome)
 
 
 def _stop_workers(stop: threading.Event, workers: list[threading.Thread]) -> None:

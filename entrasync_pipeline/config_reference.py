@@ -238,7 +238,9 @@ profiles:
 - **Read with the members.** The group's member list already names the contacts
   (`@odata.type: #microsoft.graph.orgContact`); entrasync selects their `phones` and `addresses`
   too. With `contacts: all` it also reads `/contacts` (every page), so a contact in no group is
-  synced as well (its source group shows as "all contacts of the tenant").
+  synced as well (its source group shows as "the tenant's contacts (contacts: all)"). Give
+  `all` to one profile only: a second profile with `all` meets every contact as another profile's
+  and reports a conflict for each.
 - **One mapping.** A contact's `phones` of type `business` fill `businessPhones`, `mobile` fills
   `mobilePhone`, `businessFax` fills `faxNumber`; its address fills `streetAddress`, `city`,
   `postalCode`, `state`, `country` and `officeLocation`. `mail`, `givenName`, `surname`,
@@ -250,14 +252,25 @@ profiles:
 - **The users' lifecycle.** Removed from the group (or deleted in Exchange/Entra): deactivated,
   never deleted; added back: reactivated. Contacts count toward `safety.max_deactivations` and the
   share limit like users. A contact without `mail` is skipped like a user without email.
+- **A user's address stays the user's.** A contact whose mail an enabled Entra user of the profile
+  also has is a conflict (`an Entra user has this email: a contact never takes a user's address`);
+  the user is synced as if the contact did not exist. A contact adopts (or relinks) an existing
+  Zammad user by email only when that user is a customer: an agent or admin account with the same
+  address is a conflict naming it, never demoted.
 - **The change feed** (sensor `entrasync_membership_delta`) follows contacts as well: a contact
-  added to or removed from a watched group and a change in `contacts/delta` start a targeted run.
+  added to or removed from a watched group, deleted, or changed in a property `contacts/delta`
+  reports (names, mail, company, department, job title) starts a targeted run. Graph's
+  `contacts/delta` does not report `phones` or `addresses`: a change of only a contact's phone
+  numbers or address reaches Zammad with the next full run (the daily schedule).
 - **Permission.** Graph returns contacts' properties only with **OrgContact.Read.All** (or
   Directory.Read.All). Without it every contact arrives empty and is skipped with the reason
   `Graph returned no properties for this contact (is OrgContact.Read.All granted?)`; `contacts:
   all` fails at once with Graph's 403.
 - Switching `contacts` back to `none` makes the contacts leavers: the next run deactivates them
-  (within the safety limits).
+  (within the safety limits), with the reason `a contact, and this profile no longer syncs contacts
+  (contacts: none)`.
+- `entrasync sync --user` takes a contact's mail or object id (also of a deleted contact this
+  profile synced, for an offboarding on demand).
 - A second run writes nothing; `entra_group_members` shows `contacts_read`.
 """
 

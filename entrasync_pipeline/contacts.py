@@ -21,7 +21,7 @@ OBJECT_TYPE = "contact"  # entra_object_type of a contact's Zammad user
 MODES = ("none", "members", "all")
 # The source "group" of a contact read from /contacts (``contacts: all``), not a real group.
 ALL_CONTACTS = "all-contacts"
-ALL_CONTACTS_NAME = "all contacts of the tenant"
+ALL_CONTACTS_NAME = "the tenant's contacts (contacts: all)"
 # A contact's role in Zammad: contacts are customers, whatever group brought them.
 CUSTOMER_ROLE = "Customer"
 

@@ -153,7 +153,9 @@ def advance(graph: GraphClient, config: ProfileSettings, position: FeedPosition 
     if nested_changed:
         fresh = _rewatch(graph, config, fresh)
     targets = members | relevant | set(position.pending)
-    note = f"{len(changed)} users changed ({len(relevant)} of this profile), {len(members)} by membership"
+    contacts_changed = len(contacts.ids) if contacts is not None else 0
+    who = f"{len(changed) - contacts_changed} users" + (f" and {contacts_changed} contacts" if contacts_changed else "")
+    note = f"{who} changed ({len(relevant)} of this profile), {len(members)} by membership"
     return FeedStep(fresh, targets, note=note)
 
 

@@ -54,6 +54,7 @@ _SPACES = re.compile(r"\s+")
 LIMITED_REASON = "Graph returned no properties for this user (is User.Read.All granted?)"
 LIMITED_CONTACT_REASON = "Graph returned no properties for this contact (is OrgContact.Read.All granted?)"
 NO_EMAIL_REASON = "no usable email (mail, otherMails, non-guest userPrincipalName)"
+NO_CONTACT_EMAIL_REASON = "no usable email (a contact's mail is empty)"
 NO_IDENTIFIER_REASON = "no name, phone or email: Zammad needs one identifier"
 PHONE_FIELDS = ("phone", "mobile", "fax")
 # After the mapped fields: what the sync knows about the user beyond Zammad's values.
@@ -328,7 +329,7 @@ def normalize_user(record: Mapping[str, Any], options: NormalizeOptions) -> dict
         out["skip_reason"] = out["skip_reason"] or f"invalid email {email[:80]!r}"
         email = ""
     elif not email and not options.sync_users_without_email:
-        out["skip_reason"] = out["skip_reason"] or NO_EMAIL_REASON
+        out["skip_reason"] = out["skip_reason"] or (NO_CONTACT_EMAIL_REASON if is_contact else NO_EMAIL_REASON)
     out["email"] = email
     problems: list[str | None] = []
     for field, rule in options.mapping.items():
@@ -660,7 +661,10 @@ def _normalize_frame(frame: pd.DataFrame, options: NormalizeOptions) -> dict[str
             reasons[i] = reasons[i] or f"invalid email {emails[i][:80]!r}"
             emails[i] = ""
         elif not options.sync_users_without_email:
-            reasons[i] = reasons[i] or NO_EMAIL_REASON
+            no_email = (
+                NO_CONTACT_EMAIL_REASON if out["entra_object_type"][i] == contacts.OBJECT_TYPE else NO_EMAIL_REASON
+            )
+            reasons[i] = reasons[i] or no_email
     out["email"] = emails
     _map_other_fields(frame, options, out)
     firsts = _map_column(frame, options.mapping["firstname"]) if "firstname" in options.mapping else [None] * n

@@ -82,6 +82,8 @@ REVIEW_ORDER = (
     Action.SKIP,
 )
 LEFT_GROUPS = "no longer a member of the configured groups"
+CONTACTS_OFF = "a contact, and this profile no longer syncs contacts (contacts: none)"
+USER_HOLDS_EMAIL = "an Entra user has this email: a contact never takes a user's address"
 DRIFT_NOTE = "changed by hand in Zammad since entrasync wrote it"
 OPT_OUT_ATTRIBUTE = "entrasync_ignore"
 OPTED_OUT_REASON = f"opted out in Zammad ({OPT_OUT_ATTRIBUTE} is set): never written"
@@ -119,6 +121,10 @@ class PlanOptions:
     group_access: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     zammad_group_ids: Mapping[str, int] = field(default_factory=dict)
     agent_role_ids: frozenset[int] = frozenset()
+    # Contacts (contacts.py): synced or not, and the ids of Zammad's Customer role: a contact only
+    # ever takes over a Zammad user who is a customer, never a staff account (agent, admin).
+    contacts: bool = False
+    customer_role_ids: frozenset[int] = frozenset()
 
 
 ROLE_MERGE_NOTE = "roles merged from groups with different role mappings"
@@ -243,7 +249,7 @@ def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tupl
     same_email = index.by_email.get(user["email"], [])  # no Zammad user is indexed under ""
     foreign = [z for z in same_email if _text(z.get("entra_key"))]
     if len(same_email) == 1 and foreign and _relinkable(user, foreign[0], options):
-        return foreign[0], None
+        return _taken_by_contact(user, foreign[0], options)
     if foreign:
         return None, f"email belongs to Zammad user #{foreign[0]['id']}, linked to another Entra object"
     if not same_email:  # a user created without an email, whose login is the address: adopted the same way
@@ -254,8 +260,22 @@ def _match(user: Mapping[str, Any], index: _Index, options: PlanOptions) -> tupl
     if same_email:
         if not options.adopt_by_email:
             return None, f"Zammad user #{same_email[0]['id']} has this email and adoption by email is off"
-        return same_email[0], None
+        return _taken_by_contact(user, same_email[0], options)
     return None, None
+
+
+def _taken_by_contact(
+    user: Mapping[str, Any], zammad: dict[str, Any], options: PlanOptions
+) -> tuple[dict[str, Any] | None, str | None]:
+    """A contact adopts (or relinks) only a customer: a staff account with a colleague's address
+    would otherwise be demoted to a customer by an Exchange contact."""
+    if user.get("entra_object_type") != CONTACT:
+        return zammad, None
+    roles = zammad.get("role_ids")
+    staff = set() if is_missing(roles) or not roles else set(roles) - options.customer_role_ids
+    if staff:
+        return None, f"Zammad user #{zammad['id']} has this email and is not a customer: a contact never takes it over"
+    return zammad, None
 
 
 def _relinkable(user: Mapping[str, Any], zammad: Mapping[str, Any], options: PlanOptions) -> bool:
@@ -405,6 +425,9 @@ def _decide_matched(
         if not zammad.get("active"):
             changes["active"] = [False, True]
         reason = f"relinked: Entra object {zammad['entra_key']} was deleted; its email now belongs to this one"
+        was, now = _text(zammad.get("entra_object_type")), user.get("entra_object_type") or "user"
+        if was and was != now:
+            reason += f" (a {now} now, a {was} before)"
         return _row(Action.RELINK, user, zammad, reason + note, changes, {k: v[1] for k, v in changes.items()})
     written = options.last_written.get(int(zammad["id"]), {}) if not adopted else {}
     changes, drift = _hand_edits(zammad, changes, written, options)
@@ -610,11 +633,15 @@ def compute_plan(universal: pd.DataFrame, zammad: pd.DataFrame, options: PlanOpt
         relevant = zammad.iloc[0:0]
     index = _index(relevant.to_dict("records"))
     email_counts: Counter[str] = Counter()
+    users_hold: set[str] = set()  # addresses users claim, which contacts yield
     if len(rest):
-        synced = universal.loc[_claimants(universal), "email"]  # an empty email is never looked up
+        claim = _claimants(universal)
+        synced = universal.loc[claim, "email"]  # an empty email is never looked up
         email_counts = Counter(synced.value_counts().to_dict())
+        contact = _texts(_column(universal, "entra_object_type")) == CONTACT
+        users_hold = _user_emails(universal, claim, contact) if contact.any() else set()
     seen: set[int] = set(unchanged_ids)
-    rows = _decide_all(users, index, email_counts, seen, options)
+    rows = _decide_all(users, index, email_counts, seen, options, users_hold)
     leavers = _leavers(_leaver_candidates(zammad, z_keys, seen, options).to_dict("records"), options)
     decided = pd.DataFrame(rows + leavers, columns=["_pos", *PLAN_COLUMNS])
     if not len(decided):
@@ -652,7 +679,12 @@ def _without_system_user(zammad: pd.DataFrame) -> pd.DataFrame:
 
 
 def _decide_all(
-    users: list[dict[str, Any]], index: _Index, emails: Counter[str], seen: set[int], options: PlanOptions
+    users: list[dict[str, Any]],
+    index: _Index,
+    emails: Counter[str],
+    seen: set[int],
+    options: PlanOptions,
+    users_hold: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     claims: list[_Claim] = []
@@ -673,6 +705,8 @@ def _decide_all(
         for other in [*keyed, *([zammad_user] if zammad_user is not None else [])]:
             seen.add(int(other["id"]))  # its match (a relinked one too), or users we could not place
         shared = bool(user["email"]) and emails[user["email"]] > 1
+        if user.get("entra_object_type") == CONTACT and user["email"] in users_hold:
+            conflict, shared = USER_HOLDS_EMAIL, True  # never a claim: the address is the user's
         if conflict is None and shared:
             conflict = f"{emails[user['email']]} Entra users share the email {user['email']}"
         if conflict:
@@ -855,7 +889,17 @@ def _claimants(universal: pd.DataFrame) -> np.ndarray:
     an active colleague who now has the same mail is not held up by it. A targeted run, which
     does not read every holder of an address, then decides as a full run does.
     """
-    return _synced(universal) & _truthy(universal["active"])
+    claim = _synced(universal) & _truthy(universal["active"])
+    contact = _texts(_column(universal, "entra_object_type")) == CONTACT
+    if contact.any():  # a contact never holds up a user: it yields an address a user claims
+        claim &= ~(contact & np.isin(universal["email"].to_numpy(), list(_user_emails(universal, claim, contact))))
+    return claim
+
+
+def _user_emails(universal: pd.DataFrame, claim: np.ndarray, contact: np.ndarray) -> set[str]:
+    """The addresses enabled, synced users (not contacts) claim."""
+    emails = universal["email"].to_numpy()
+    return set(emails[claim & ~contact].tolist()) - {""}
 
 
 def _unique_synced_emails(universal: pd.DataFrame) -> np.ndarray:
@@ -911,7 +955,13 @@ def _listed(zammad: pd.DataFrame, options: PlanOptions) -> np.ndarray:
 def _leavers(candidates: list[dict[str, Any]], options: PlanOptions) -> list[dict[str, Any]]:
     """Active users this profile manages that are no longer members (``_leaver_candidates``):
     deactivated (never deleted) as ``_leaving`` decides."""
-    return [_leaving(None, zammad_user, LEFT_GROUPS, options) for zammad_user in candidates]
+    return [_leaving(None, zammad_user, _left_reason(zammad_user, options), options) for zammad_user in candidates]
+
+
+def _left_reason(zammad: Mapping[str, Any], options: PlanOptions) -> str:
+    if not options.contacts and zammad.get("entra_object_type") == CONTACT:
+        return CONTACTS_OFF
+    return LEFT_GROUPS
 
 
 def missing_ledger(plan: pd.DataFrame, options: PlanOptions) -> dict[str, Any]:

@@ -84,6 +84,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary.get("skipped_member_types"):
         kinds = ", ".join(f"{n} {k}" for k, n in summary["skipped_member_types"].items())
         _console.print(f"non-user members ignored: {escape(kinds)}")
+    contacts = summary.get("contacts_read", 0)
+    if contacts and "orgContact" not in (summary.get("skipped_member_types") or {}):
+        _console.print(f"organizational contacts read: {contacts} (Zammad customers, entra_object_type contact)")
     if summary.get("run_id"):
         _console.print(
             f"run id: {escape(str(summary['run_id']))} (entrasync audit --run {escape(str(summary['run_id']))})"

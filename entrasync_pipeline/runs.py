@@ -72,6 +72,7 @@ class RunOutcome:
     approve_with: str | None = None
     held_deactivations: int = 0  # a blocked run: the deactivations it holds back
     skipped_member_types: dict[str, int] = field(default_factory=dict)
+    contacts_read: int = 0  # organizational contacts among the members read
     scope: str = "full"
     targets: list[dict[str, Any]] = field(default_factory=list)  # a targeted run's per-user story
     plan: pd.DataFrame | None = field(default=None, repr=False)
@@ -102,6 +103,7 @@ class RunOutcome:
             **self.counts,
             "plan": action_counts(self.plan) if self.plan is not None else None,
             "skipped_member_types": self.skipped_member_types,
+            "contacts_read": self.contacts_read,
             "scope": self.scope,
             **({"targets": self.targets} if self.scope == "targeted" else {}),
             "changes": self.changes,
@@ -272,6 +274,7 @@ def outcome_of_run(instance: dg.DagsterInstance, run_id: str, plan: pd.DataFrame
         plan=plan,
         changes=plan_changes(plan) if plan is not None else [],
         skipped_member_types=dict(metadata.get("entra_group_members", {}).get("member_types_skipped") or {}),
+        contacts_read=int(metadata.get("entra_group_members", {}).get("contacts_read") or 0),
         stopped=applied.get("stopped") or None,
         scope=run.tags.get(TAG_SCOPE, "full"),
         targets=_story(planned, applied, blocked),

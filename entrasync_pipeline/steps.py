@@ -21,7 +21,7 @@ import pandas as pd
 from entrasync_pipeline import group_access, organizations
 from entrasync_pipeline.apply import ApplyOptions, ApplyResult, apply_plan, empty_counts, example_changes
 from entrasync_pipeline.audit import AuditRow, AuditStore
-from entrasync_pipeline.contacts import ALL_CONTACTS, ALL_CONTACTS_NAME, CONTACT_TYPE, contact_select
+from entrasync_pipeline.contacts import ALL_CONTACTS, ALL_CONTACTS_NAME, CONTACT_TYPE, CUSTOMER_ROLE, contact_select
 from entrasync_pipeline.contacts import OBJECT_TYPE as CONTACT_OBJECT
 from entrasync_pipeline.entra.graph import USER_TYPE
 from entrasync_pipeline.fields import (
@@ -201,7 +201,8 @@ def resolve_targets(profile: ProfileRuntime, names: list[str]) -> tuple[list[str
     object id or mail): (ids, names not found).
 
     A user deleted from Entra is still found through the Zammad user linked to it (by email or
-    login), so offboarding on demand works after the account is gone.
+    login), or by its object id when this profile's audit knows it, so offboarding on demand works
+    after the account is gone.
     """
     ids: list[str] = []
     missing: list[str] = []
@@ -212,6 +213,8 @@ def resolve_targets(profile: ProfileRuntime, names: list[str]) -> tuple[list[str
         if found is None and "@" in name:
             linked = [z for z in profile.zammad.find_by_email(name) if z.get("entrasync_profile") == profile.name]
             found = str(linked[0]["entra_key"]) if len(linked) == 1 and linked[0].get("entra_key") else None
+        elif found is None and name in profile.audit.known_users(profile.name, [name]):
+            found = name  # an object id Graph no longer has, which this profile synced: its offboarding
         if found is None:
             missing.append(name)
         else:
@@ -448,6 +451,8 @@ def plan_options(
         protect_admins=protected.admins,
         admin_role_ids=frozenset(i for name, i in role_ids.items() if name == ADMIN_ROLE_NAME),
         role_ids=role_ids if manages_roles else None,
+        contacts=config.contacts != "none",
+        customer_role_ids=frozenset(i for name, i in role_ids.items() if name == CUSTOMER_ROLE),
         group_roles={g.id: tuple(g.roles) for g in config.groups},
         relink_deleted=config.relink_deleted,
         drift_default=config.drift.default,
@@ -486,12 +491,13 @@ def zammad_group_problems(profile: ProfileRuntime) -> tuple[list[str], dict[str,
 
 
 def zammad_roles(profile: ProfileRuntime) -> dict[str, int]:
-    """Role ids by name, when the plan needs them (Admin protection or a group → role mapping).
+    """Role ids by name, when the plan needs them (Admin protection, a group → role mapping, or
+    contacts, which never take over a staff account).
 
     Without an Admin role, admin protection would silently protect nobody: that stops the plan.
     """
     config = profile.config
-    if not config.protected.admins and not any(g.roles for g in config.groups):
+    if not config.protected.admins and not any(g.roles for g in config.groups) and config.contacts == "none":
         return {}
     roles = profile.zammad.roles()
     if config.protected.admins and ADMIN_ROLE_NAME not in roles:

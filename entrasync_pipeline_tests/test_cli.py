@@ -376,6 +376,10 @@ def test_ctrl_c_ends_the_run_frees_the_profile_and_the_next_run_converges(
     done = json.loads(entrasync("audit", "--run", summary["run_id"], "--format", "json", env=cli_env).stdout)
     created = [r for r in done if r["action"] == "create" and r["outcome"] == "done"]
     assert summary["created"] == len(created) > 0 and summary["dry_run"] is False
+    # every create that landed, the ones in the workers' hands at the signal too, has its audit row
+    landed = sum(1 for u in sandbox.state("zammad")["users"] if u.get("entra_key"))  # creates and the adoption
+    linked = [r for r in done if r["action"] in ("create", "update") and r["outcome"] == "done"]
+    assert len(linked) == landed
     sandbox.faults("zammad")
     started = time.monotonic()
     again = entrasync("sync", "--json", env=cli_env)

@@ -18,12 +18,12 @@ import pytest
 from entrasync_pipeline import contacts
 from entrasync_pipeline.normalize import (
     LIMITED_CONTACT_REASON,
-    NO_EMAIL_REASON,
+    NO_CONTACT_EMAIL_REASON,
     normalize_members,
     normalize_user,
     skipped_member_types,
 )
-from entrasync_pipeline.plan import Action, compute_plan
+from entrasync_pipeline.plan import CONTACTS_OFF, LEFT_GROUPS, USER_HOLDS_EMAIL, Action, compute_plan
 from entrasync_pipeline_tests.conftest import Sandbox
 from entrasync_pipeline_tests.factories import (
     GROUP,
@@ -157,7 +157,7 @@ def test_a_contact_graph_returned_without_properties_is_skipped_naming_the_permi
 
 def test_a_contact_without_mail_is_skipped_like_a_user() -> None:
     row = normalize_members(frame(contact(mail=None)), with_contacts()).iloc[0]
-    assert row["skip_reason"] == NO_EMAIL_REASON
+    assert row["skip_reason"] == NO_CONTACT_EMAIL_REASON
 
 
 def test_a_contact_is_a_customer_even_in_a_group_mapped_to_agents() -> None:
@@ -233,6 +233,58 @@ def test_a_contact_gets_no_agent_group_access() -> None:
     )
     plan = compute_plan(_universal(contact()), zammad_frame(_contact_in_zammad()), options)
     assert list(plan["action"]) == ["noop"] and "group_ids" not in (plan.iloc[0]["changes"] or {})
+
+
+def test_a_contact_with_a_users_address_yields_it_and_the_user_is_decided_as_alone() -> None:
+    jane = graph_user("jane.doe", department="Sales")
+    twin = contact(mail="Jane.Doe@contoso.example")
+    linked = zammad_user(10, "jane.doe@contoso.example", jane["id"])
+    plan = compute_plan(_universal(jane, twin), zammad_frame(linked), plan_options(contacts=True))
+    decided = dict(zip(plan["entra_key"], zip(plan["action"], plan["reason"])))
+    assert decided[jane["id"]][0] == Action.UPDATE.value  # the user's department change goes through
+    assert decided[CONTACT_ID] == (Action.CONFLICT.value, USER_HOLDS_EMAIL)
+    fresh = compute_plan(_universal(jane, twin), zammad_frame(), plan_options(contacts=True))
+    assert dict(zip(fresh["entra_key"], fresh["action"])) == {
+        jane["id"]: Action.CREATE.value,
+        CONTACT_ID: Action.CONFLICT.value,
+    }
+
+
+@pytest.mark.parametrize(
+    "roles, action",
+    [((3,), Action.UPDATE), ((2,), Action.CONFLICT), ((2, 3), Action.CONFLICT), ((), Action.UPDATE)],
+    ids=["customer", "agent", "agent-and-customer", "no-role"],
+)
+def test_a_contact_adopts_only_a_customer_never_a_staff_account(roles: tuple[int, ...], action: Action) -> None:
+    unlinked = zammad_user(30, "support@vendor.example", None, role_ids=roles, department="")
+    options = plan_options(contacts=True, customer_role_ids=frozenset({3}), protect_admins=False)
+    row = compute_plan(_universal(contact()), zammad_frame(unlinked), options).iloc[0]
+    assert row["action"] == action.value
+    if action is Action.CONFLICT:
+        assert "not a customer" in row["reason"] and "#30" in row["reason"]
+
+
+def test_a_contact_left_over_after_contacts_none_is_deactivated_saying_why() -> None:
+    plan = compute_plan(_universal(graph_user("jane.doe")), zammad_frame(_contact_in_zammad()), plan_options())
+    row = plan[plan["entra_key"] == CONTACT_ID].iloc[0]
+    assert (row["action"], row["reason"]) == (Action.DEACTIVATE.value, CONTACTS_OFF)
+    kept = compute_plan(
+        _universal(graph_user("jane.doe")), zammad_frame(_contact_in_zammad()), plan_options(contacts=True)
+    )
+    assert kept[kept["entra_key"] == CONTACT_ID].iloc[0]["reason"] == LEFT_GROUPS
+
+
+@pytest.mark.parametrize("roles, action", [((3,), Action.RELINK), ((2,), Action.CONFLICT)], ids=["customer", "agent"])
+def test_a_deleted_users_zammad_account_is_relinked_to_a_contact_only_if_a_customer_saying_so(
+    roles: tuple[int, ...], action: Action
+) -> None:
+    gone = graph_user("sam.support")["id"]
+    linked = zammad_user(10, "support@vendor.example", gone, role_ids=roles)
+    options = plan_options(contacts=True, customer_role_ids=frozenset({3}), deleted_keys=frozenset({gone}))
+    row = compute_plan(_universal(contact()), zammad_frame(linked), options).iloc[0]
+    assert row["action"] == action.value
+    if action is Action.RELINK:
+        assert row["reason"].endswith("(a contact now, a user before)")
 
 
 # --- the sandbox, the job, the feed and the CLI ---------------------------------------------------------
@@ -398,6 +450,7 @@ def test_contacts_all_without_org_contact_read_fails_at_once_with_graphs_refusal
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "Authorization_RequestDenied" in str(failure.event_specific_data.error)
+    assert "OrgContact.Read.All" in str(failure.event_specific_data.error)
     assert sandbox.stats("graph")["requests"].get("GET /v1.0/contacts", 0) - before == 1  # not retried
     assert user_writes(sandbox) == writes
 
@@ -420,7 +473,12 @@ def test_the_cli_plans_and_syncs_a_contact_named_by_mail(
     assert _zammad_user(sandbox, cid)["entra_object_type"] == "contact"
     again = json.loads(entrasync("sync", "--json", env=env).stdout)
     assert cid not in [c["entra_key"] for c in again["changes"]]  # the full run leaves the contact as it is
-    assert _zammad_user(sandbox, cid)["mobile"] == "+49 170 5550100"
+    assert again["contacts_read"] == 1 and _zammad_user(sandbox, cid)["mobile"] == "+49 170 5550100"
+    assert "organizational contacts read: 1" in entrasync("sync", env=env).stdout
+    Admin(sandbox, http).delete_contact(cid)  # gone from Entra: offboarded on demand by its object id
+    gone = entrasync("sync", "--user", cid, "--json", env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(gone.stdout)["deactivated"] == 1 and _zammad_user(sandbox, cid)["active"] is False
 
 
 @pytest.mark.e2e

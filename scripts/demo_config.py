@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from entrasync_pipeline.sandbox.serve import DEMO_GROUP_ACCESS
+
 info = json.loads(Path(sys.argv[1]).read_text())
 dagster_url = sys.argv[3] if len(sys.argv) > 3 else "http://127.0.0.1:3000"
 entra = {
@@ -28,14 +30,25 @@ config = {
         "it-support": {
             "entra": entra,
             "membership": "transitive",
-            "groups": [{"id": groups["IT Support"], "name": "IT Support"}],
+            "groups": [
+                {"id": groups["IT Support"], "name": "IT Support"},
+                # nested in IT Support: its members become agents with access to two Zammad groups
+                {
+                    "id": groups["IT Support Tier 2"],
+                    "name": "IT Support Tier 2",
+                    **DEMO_GROUP_ACCESS["IT Support Tier 2"],
+                },
+            ],
             "zammad": {"url": info["zammad_url"]},
+            "organization": {"from": ["companyName"]},  # the seed's companies become organizations
             "protected": {"emails": ["agent@helpdesk.example"]},
         },
         "sales": {
             "entra": entra,
             "groups": [{"id": groups["Sales"], "name": "Sales"}],
             "zammad": {"url": info["zammad_url"]},
+            "contacts": "members",  # the supplier's "Vendor Support" contact becomes a customer
+            "organization": {"from": ["companyName"]},
             "mapping": {
                 "email": {
                     "from": ["mail", "otherMails", "userPrincipalName"],

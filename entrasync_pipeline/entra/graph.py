@@ -146,9 +146,15 @@ class GraphClient:
         """Every organizational contact of the tenant, all pages, each marked ``@odata.type``
         (an entity set's items carry none; a member list's do)."""
         params = {"$select": ",".join(select), "$top": str(PAGE_SIZE)}
-        for page in self._pages(f"{self.base}/contacts", "/v1.0/contacts", params):
-            for item in page.get("value", []):
-                yield {"@odata.type": CONTACT_TYPE, **item}
+        try:
+            for page in self._pages(f"{self.base}/contacts", "/v1.0/contacts", params):
+                for item in page.get("value", []):
+                    yield {"@odata.type": CONTACT_TYPE, **item}
+        except GraphAuthorizationError as exc:  # Graph's words, and the permission it means
+            hint = (
+                f"{exc.message} (contacts: all reads /contacts: grant the application permission OrgContact.Read.All)"
+            )
+            raise GraphAuthorizationError(exc.status, exc.method, exc.route, exc.code, hint, exc.request_id) from None
 
     def user(self, user_id: str, select: list[str]) -> dict[str, Any] | None:
         """One user, or None when it does not exist (deleted since)."""
