@@ -504,11 +504,13 @@ def _deactivated_by_hand(
 
 
 def hand_edit_candidates(plan: pd.DataFrame) -> list[int]:
-    """Zammad users the plan would write as members (update, reactivate): the only ones whose hand
-    edits matter. The shell reads what it last wrote to them and plans again."""
+    """Zammad users the plan would write as members (update, reactivate, relink): the only ones whose
+    hand edits matter. The shell reads what it last wrote to them and plans again. A relink counts:
+    its writes (an organization entrasync set, cleared) must be judged in the same run, not the next."""
     if plan.empty:
         return []
-    rows = plan[plan["action"].isin([Action.UPDATE.value, Action.REACTIVATE.value]) & plan["zammad_id"].notna()]
+    members = [Action.UPDATE.value, Action.REACTIVATE.value, Action.RELINK.value]
+    rows = plan[plan["action"].isin(members) & plan["zammad_id"].notna()]
     return sorted({int(z) for z in rows["zammad_id"].tolist()})
 
 

@@ -537,3 +537,33 @@ def test_without_contacts_the_feed_ignores_a_contact_joining_a_watched_group(
     cursor = _tick(config, None).cursor
     Admin(sandbox, http).contact("pat.partner", group=sales)
     assert not _tick(config, cursor).run_requests
+
+
+@pytest.mark.e2e
+def test_an_employee_back_as_a_contact_loses_the_organization_entrasync_set_in_one_run(
+    sandbox: Sandbox, http: Any, tmp_path: Path, dagster_env: dict[str, str], instance: Any
+) -> None:
+    """Found by test_incremental's state machine: a relink (the employee's account deleted, a
+    contact with their mail) was not among the users whose audit the plan reads, so when another
+    user made the plan read the audit, the relink kept the organization entrasync had set (as if
+    a person had set it) and the next run cleared it: a second run wrote."""
+    admin = Admin(sandbox, http)
+    state = sandbox.state("graph")["objects"]
+    by_mail = {o.get("mail"): oid for oid, o in state.items()}
+    anna, jonas = by_mail["anna.schmidt@contoso.example"], by_mail["jonas.weber@contoso.example"]
+    runner = _runner(
+        sandbox, tmp_path, dagster_env, instance, contacts="members", organization={"from": ["companyName"]}
+    )
+    assert runner.run().success
+    assert _zammad_user(sandbox, anna)["organization_id"] is not None  # her company, set by entrasync
+
+    admin.delete(anna)
+    cid = admin.contact("anna.consultant", sandbox.info["groups"]["IT Support"], mail="anna.schmidt@contoso.example")
+    admin.patch(jonas, companyName=None)  # another user's organization to clear: the plan reads the audit
+    relinked = runner.run()
+    assert relinked.success
+    contact = _zammad_user(sandbox, cid)
+    assert contact is not None and contact["entra_object_type"] == "contact"
+    assert contact["organization_id"] is None  # the contact has no company: entrasync's organization goes
+    writes = user_writes(sandbox)
+    assert runner.run().success and user_writes(sandbox) == writes  # a second run writes nothing

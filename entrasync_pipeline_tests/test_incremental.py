@@ -7,7 +7,10 @@ changes the sandbox tenant the way admins do, through the real Graph write API �
 "IT Support" or its nested "IT Support Tier 2", leavers, people joining from elsewhere, moves
 between the two groups, disables and re-enables, renames with a new mail, attribute edits
 (mapped and unmapped, typed fields among them), soft deletes and restores, (transitive profiles) Tier 2 unnested and
-nested again, and (``SHARED_MAILS``) a mail taken from a colleague or a rehire under an old mail —
+nested again, and (``SHARED_MAILS``) a mail taken from a colleague or a rehire under an old mail;
+with ``contacts: members`` (``CONTACT_VARIANTS``) also organizational contacts — a partner added to
+a group, joining, leaving, edits contacts/delta reports (department, company, names, mail), a mail
+taken from someone, deletion (for good) and re-adding under the old mail —
 and after some of the changes evaluates the real feed sensor and executes the run it requests, as
 the daemon would.
 Two things must hold. Each targeted run decides for its targets what a full plan of the same
@@ -39,6 +42,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from entrasync_pipeline import steps
+from entrasync_pipeline.contacts import CONTACT_TYPE
 from entrasync_pipeline.entra.graph import USER_TYPE
 from entrasync_pipeline.plan import WRITE_ACTIONS
 from entrasync_pipeline.resources import EntrasyncResource
@@ -85,6 +89,25 @@ EDITS = [
     ("companyName", None),
 ]
 ORGANIZATION = {"from": ["companyName"]}
+# Contact edits contacts/delta reports (it reports no phones or addresses, so a change of only those
+# waits for the next full run by design and is not generated here): mapped ones, the organization,
+# names (both missing: derived from displayName), a mail removed (a contact has no other address:
+# skipped), an unmapped one.
+CONTACT_EDITS = [
+    ("department", "Field Service"),
+    ("department", " Partner Desk  "),
+    ("department", None),
+    ("companyName", "Fabrikam Ltd"),
+    ("companyName", "CONTOSO SANDBOX GMBH"),
+    ("companyName", None),
+    ("givenName", "  Kim "),
+    ("givenName", None),
+    ("surname", None),
+    ("mail", None),
+    ("jobTitle", "Account Manager"),
+]
+# A new contact's typed phones (set when it is created, never changed: see CONTACT_EDITS).
+CONTACT_PHONES = [{"number": "+49 30 5550100", "type": "business"}, {"number": "+49 170 5550100", "type": "mobile"}]
 # The default mapping and a field of each type beside it: a second run must write none of them
 # either (account_enabled changes with every disable and re-enable).
 TYPED_MAPPING = {
@@ -122,23 +145,38 @@ SETTINGS = {
     "transitive": _settings(examples=8, step_count=10),
     "direct": _settings(examples=4, step_count=8),
     "direct-scope-grace": _settings(examples=4, step_count=8),
+    "transitive-contacts": _settings(examples=4, step_count=8),
 }
 # Issue 12: a scope rule the department edits cross, and a grace period. Leavers then wait instead
 # of being deactivated, in targeted and full runs alike (the first-missing times are in the audit).
 PROFILES: dict[str, dict[str, Any]] = {
-    "transitive": {"membership": "transitive"},
-    "direct": {"membership": "direct"},
+    "transitive": {"membership": "transitive", "contacts": "members"},
+    "direct": {"membership": "direct", "contacts": "members"},
     "direct-scope-grace": {
         "membership": "direct",
         "scope": {"exclude": [{"attribute": "department", "equals": "Field Service"}]},
         "grace_days": 7,
+        "contacts": "members",
     },
+    "transitive-contacts": {"membership": "transitive", "contacts": "members"},
 }
+# Issue 11 §3: the variants that sync organizational contacts get the contact rules. In the
+# transitive ones contacts in the nested group come and go with the nesting.
+CONTACT_VARIANTS = {v for v, profile in PROFILES.items() if profile.get("contacts", "none") != "none"}
+# Variants about contacts: of the users' rules only those that meet contacts (leavers, renames,
+# mails taken, deletions) run, so most steps change contacts.
+CONTACT_FOCUS = {"transitive-contacts"}
 
 
-# Issue 11: in the transitive variant the group makes its members agents with Zammad group access;
-# leaving, returning (Zammad shows no access while a user is inactive) and nesting must converge alike.
-AGENT_VARIANTS = {"transitive"}
+def users_only(method: Callable[..., None]) -> Callable[..., None]:
+    """A rule about users alone: off in the CONTACT_FOCUS variants."""
+    return precondition(lambda self: self.world.variant not in CONTACT_FOCUS)(method)
+
+
+# Issue 11: in the transitive variants the group makes its members agents with Zammad group access;
+# leaving, returning (Zammad shows no access while a user is inactive) and nesting must converge alike,
+# and a contact in the group stays a customer without group access.
+AGENT_VARIANTS = {"transitive", "transitive-contacts"}
 AGENT_GROUP = {"roles": ["Agent"], "zammad_groups": {"2nd Level": ["full"], "Users": ["read"]}}
 
 
@@ -266,18 +304,27 @@ class IncrementalSync(RuleBasedStateMachine):
         self.h = Harness(world, note)
         self.admin, self.groups = self.h.admin, self.h.groups
         self.nested, self.dirty, self.hires, self.renames = True, False, 0, 0
-        self.recent: list[str] = []  # users changed in this example, the latest first
+        self.recent: list[str] = []  # users and contacts changed in this example, the latest first
         self.alumni = self._members()  # everyone who was staff in this example: changes to them matter
+        self.partners = self._members(kind=CONTACT_TYPE)  # every contact that was a member in this example
+        self.gone: dict[str, str] = {}  # deleted contact → its mail (contacts have no restore)
 
     # --- whom to change ----------------------------------------------------------------------------
-    def _members(self, group: str | None = None) -> set[str]:
-        """Live users directly in one group, or in either of the two."""
+    def _members(self, group: str | None = None, kind: str = USER_TYPE) -> set[str]:
+        """Live users (or ``kind``: contacts) directly in one group, or in either of the two."""
         names = [group] if group else [IT_SUPPORT, TIER_2]
         ids = {m for name in names for m in self.h.tenant["groups"][self.groups[name]]}
-        return {i for i in ids if self.h.tenant["objects"].get(i, {}).get("@odata.type") == USER_TYPE}
+        return {i for i in ids if self.h.tenant["objects"].get(i, {}).get("@odata.type") == kind}
 
-    def _live(self) -> set[str]:
-        return {i for i, o in self.h.tenant["objects"].items() if o["@odata.type"] == USER_TYPE}
+    def _live(self, kind: str = USER_TYPE) -> set[str]:
+        return {i for i, o in self.h.tenant["objects"].items() if o["@odata.type"] == kind}
+
+    def _contacts(self) -> bool:
+        return self.world.variant in CONTACT_VARIANTS
+
+    def _partners(self) -> set[str]:
+        """Live contacts that were members in this example: changes to them matter."""
+        return (self._members(kind=CONTACT_TYPE) | self.partners) & self._live(CONTACT_TYPE)
 
     def _staff(self) -> set[str]:
         return (self._members() | self.alumni) & self._live()
@@ -308,10 +355,12 @@ class IncrementalSync(RuleBasedStateMachine):
         self.dirty = True
         self.h.refresh()
         self.alumni |= self._members()
+        self.partners |= self._members(kind=CONTACT_TYPE)
         if then_sync:
             self.h.sync()
 
     # --- changes an admin makes --------------------------------------------------------------------
+    @users_only
     @rule(group=GROUPS, then_sync=st.booleans())
     def hire(self, group: str, then_sync: bool) -> None:
         self.hires += 1
@@ -329,6 +378,7 @@ class IncrementalSync(RuleBasedStateMachine):
             self.admin.remove(self.groups[name], user)
         self._changed(f"{self.h.who(user)} leaves {', '.join(groups)}", then_sync)
 
+    @users_only
     @rule(pick=PICK, group=GROUPS, then_sync=st.booleans())
     def join(self, pick: int, group: str, then_sync: bool) -> None:
         """Someone not in the group joins it: from Sales or Finance, a former leaver, a member of the
@@ -337,6 +387,7 @@ class IncrementalSync(RuleBasedStateMachine):
         self.admin.add(self.groups[group], user)
         self._changed(f"{self.h.who(user)} joins {group}", then_sync)
 
+    @users_only
     @precondition(lambda self: self._members())
     @rule(pick=PICK, then_sync=st.booleans())
     def move(self, pick: int, then_sync: bool) -> None:
@@ -348,6 +399,7 @@ class IncrementalSync(RuleBasedStateMachine):
             self.admin.add(self.groups[target], user)
         self._changed(f"{self.h.who(user)} moves from {source} to {target}", then_sync)
 
+    @users_only
     @precondition(lambda self: self._enabled(True))
     @rule(pick=PICK, then_sync=st.booleans())
     def disable(self, pick: int, then_sync: bool) -> None:
@@ -355,6 +407,7 @@ class IncrementalSync(RuleBasedStateMachine):
         self.admin.patch(user, accountEnabled=False)
         self._changed(f"{self.h.who(user)} disabled", then_sync)
 
+    @users_only
     @precondition(lambda self: self._enabled(False))
     @rule(pick=PICK, then_sync=st.booleans())
     def enable(self, pick: int, then_sync: bool) -> None:
@@ -375,6 +428,7 @@ class IncrementalSync(RuleBasedStateMachine):
         self.admin.patch(user, **changes, **({"userPrincipalName": address} if upn else {}))
         self._changed(f"{was} renamed to {given} {surname}, mail {address}{' and UPN' if upn else ''}", then_sync)
 
+    @users_only
     @precondition(lambda self: self._staff())
     @rule(pick=PICK, edit=st.sampled_from(EDITS), then_sync=st.booleans())
     def edit(self, pick: int, edit: tuple[str, Any], then_sync: bool) -> None:
@@ -385,13 +439,15 @@ class IncrementalSync(RuleBasedStateMachine):
     @precondition(lambda self: SHARED_MAILS and len(self._staff()) > 1)
     @rule(pick=PICK, other=PICK, then_sync=st.booleans())
     def take_mail(self, pick: int, other: int, then_sync: bool) -> None:
-        """One user gets another's mail (a typo, a shared alias): Entra does not stop it."""
-        holder = self._pick(self._staff(), other)
+        """One user gets another's mail, or a partner contact's (a typo, a shared alias): Entra does
+        not stop it."""
+        holder = self._pick(self._staff() | self._partners(), other)
         user = self._pick(self._staff() - {holder}, pick)
         mail = self.h.user(holder).get("mail")
         self.admin.patch(user, mail=mail)
         self._changed(f"{self.h.who(user)} takes the mail {mail} of {self.h.who(holder)}", then_sync)
 
+    @users_only
     @precondition(lambda self: SHARED_MAILS and self._former())
     @rule(pick=PICK, group=GROUPS, then_sync=st.booleans())
     def rehire(self, pick: int, group: str, then_sync: bool) -> None:
@@ -412,6 +468,7 @@ class IncrementalSync(RuleBasedStateMachine):
         self.admin.delete(user)
         self._changed(f"{who} deleted (soft)", then_sync)
 
+    @users_only
     @precondition(lambda self: self._deleted())
     @rule(pick=PICK, then_sync=st.booleans())
     def restore(self, pick: int, then_sync: bool) -> None:
@@ -432,6 +489,104 @@ class IncrementalSync(RuleBasedStateMachine):
         self.admin.add(self.groups[IT_SUPPORT], self.groups[TIER_2])
         self.nested = True
         self._changed(f"{TIER_2} nested in {IT_SUPPORT} again", then_sync)
+
+    # --- changes to organizational contacts (CONTACT_VARIANTS) ------------------------------------------
+    @precondition(lambda self: self._contacts())
+    @rule(group=GROUPS, company=st.sampled_from([None, "Partner AG", "Fabrikam Ltd"]), then_sync=st.booleans())
+    def add_contact(self, group: str, company: str | None, then_sync: bool) -> None:
+        """A supplier's service desk is added to the group."""
+        self.hires += 1
+        alias = f"pat{self.hires}.partner"
+        contact = self.admin.contact(alias, self.groups[group], company=company, phones=CONTACT_PHONES)
+        self._touched(contact)
+        self._changed(f"contact {alias} ({contact[:8]}, {company}) added to {group}", then_sync)
+
+    def _outsiders(self, group: str) -> set[str]:
+        return self._live(CONTACT_TYPE) - self._members(group, CONTACT_TYPE)
+
+    @precondition(lambda self: self._contacts() and (self._outsiders(IT_SUPPORT) or self._outsiders(TIER_2)))
+    @rule(pick=PICK, group=GROUPS, then_sync=st.booleans())
+    def contact_joins(self, pick: int, group: str, then_sync: bool) -> None:
+        """A contact not in the group joins it (the other group when all are in this one): the demo's
+        Vendor Support from Sales, a former member, one of the other group."""
+        if not self._outsiders(group):
+            group = TIER_2 if group == IT_SUPPORT else IT_SUPPORT
+        contact = self._pick(self._outsiders(group), pick)
+        self.admin.add(self.groups[group], contact)
+        self._changed(f"contact {self.h.who(contact)} joins {group}", then_sync)
+
+    @precondition(lambda self: self._contacts() and self._members(kind=CONTACT_TYPE))
+    @rule(pick=PICK, then_sync=st.booleans())
+    def contact_leaves(self, pick: int, then_sync: bool) -> None:
+        contact = self._pick(self._members(kind=CONTACT_TYPE), pick)
+        groups = [name for name in (IT_SUPPORT, TIER_2) if contact in self._members(name, CONTACT_TYPE)]
+        for name in groups:
+            self.admin.remove(self.groups[name], contact)
+        self._changed(f"contact {self.h.who(contact)} leaves {', '.join(groups)}", then_sync)
+
+    @precondition(lambda self: self._contacts() and self._partners())
+    @rule(pick=PICK, edit=st.sampled_from(CONTACT_EDITS), then_sync=st.booleans())
+    def edit_contact(self, pick: int, edit: tuple[str, Any], then_sync: bool) -> None:
+        contact = self._pick(self._partners(), pick)
+        self.admin.patch_contact(contact, **{edit[0]: edit[1]})
+        self._changed(f"contact {self.h.who(contact)}: {edit[0]} = {edit[1]!r}", then_sync)
+
+    @precondition(lambda self: self._contacts() and self._partners())
+    @rule(pick=PICK, then_sync=st.booleans())
+    def rename_contact(self, pick: int, then_sync: bool) -> None:
+        """The supplier's desk gets a new name and address."""
+        contact = self._pick(self._partners(), pick)
+        was = self.h.who(contact)
+        self.renames += 1
+        given, surname = f"Kim{self.renames}", "Partnerdesk"
+        address = f"{given.lower()}.{surname.lower()}@partner.example"
+        self.admin.patch_contact(
+            contact, displayName=f"{given} {surname}", givenName=given, surname=surname, mail=address
+        )
+        self._changed(f"contact {was} renamed to {given} {surname}, mail {address}", then_sync)
+
+    @precondition(lambda self: SHARED_MAILS and self._contacts() and self._partners() and self._staff())
+    @rule(pick=PICK, other=PICK, then_sync=st.booleans())
+    def contact_takes_mail(self, pick: int, other: int, then_sync: bool) -> None:
+        """A contact gets the mail of a user or of another contact (a forwarding contact, a typo)."""
+        contact = self._pick(self._partners(), pick)
+        holder = self._pick((self._staff() | self._partners()) - {contact}, other)
+        mail = self.h.user(holder).get("mail")
+        self.admin.patch_contact(contact, mail=mail)
+        self._changed(f"contact {self.h.who(contact)} takes the mail {mail} of {self.h.who(holder)}", then_sync)
+
+    @precondition(lambda self: self._contacts() and self._partners())
+    @rule(pick=PICK, then_sync=st.booleans())
+    def delete_contact(self, pick: int, then_sync: bool) -> None:
+        contact = self._pick(self._partners(), pick)
+        who, mail = self.h.who(contact), self.h.user(contact).get("mail")
+        self.admin.delete_contact(contact)
+        if mail:
+            self.gone[contact] = mail
+        self._changed(f"contact {who} deleted (for good)", then_sync)
+
+    @precondition(lambda self: self._contacts() and self.gone)
+    @rule(pick=PICK, group=GROUPS, then_sync=st.booleans())
+    def readd_contact(self, pick: int, group: str, then_sync: bool) -> None:
+        """A deleted contact is added again: a new object id with the old mail (a relink)."""
+        old = sorted(self.gone)[pick % len(self.gone)]
+        mail = self.gone.pop(old)
+        self.hires += 1
+        contact = self.admin.contact(f"pat{self.hires}.again", self.groups[group], phones=CONTACT_PHONES, mail=mail)
+        self._touched(contact)
+        self._changed(f"contact {old[:8]} added again as {contact[:8]} to {group} with mail {mail}", then_sync)
+
+    @precondition(lambda self: SHARED_MAILS and self._contacts() and self._former())
+    @rule(pick=PICK, group=GROUPS, then_sync=st.booleans())
+    def returns_as_contact(self, pick: int, group: str, then_sync: bool) -> None:
+        """A former employee comes back as an external consultant: a contact with their old mail
+        (their account deleted: a relink across object types; only left: a conflict)."""
+        former = self._pick(self._former(), pick)
+        mail = self.h.user(former).get("mail")
+        self.hires += 1
+        contact = self.admin.contact(f"pat{self.hires}.consultant", self.groups[group], mail=mail)
+        self._touched(contact)
+        self._changed(f"{self.h.who(former)} returns as contact {contact[:8]} in {group} with mail {mail}", then_sync)
 
     # --- the reconcile ----------------------------------------------------------------------------
     @precondition(lambda self: self.dirty)
