@@ -446,6 +446,20 @@ class PhoneSettings(_Model):
         return value.upper() if value is not None else None
 
 
+# What the fixed rules read of every member, whatever the mapping (the email chain, names, enabled, guest).
+FIXED_SELECT = (
+    "id",
+    "displayName",
+    "givenName",
+    "surname",
+    "mail",
+    "otherMails",
+    "userPrincipalName",
+    "accountEnabled",
+    "userType",
+)
+
+
 class ProfileSettings(_Model):
     entra: EntraSettings
     groups: list[GroupSettings] = Field(min_length=1, description="The Entra groups whose members are synced.")
@@ -510,17 +524,7 @@ class ProfileSettings(_Model):
 
     def graph_select(self) -> list[str]:
         """Exactly the Graph properties the mapping and the fixed rules need (reference §2)."""
-        fixed = [
-            "id",
-            "displayName",
-            "givenName",
-            "surname",
-            "mail",
-            "otherMails",
-            "userPrincipalName",
-            "accountEnabled",
-            "userType",
-        ]
+        fixed = list(FIXED_SELECT)
         sources = [s for rule in self.mapping.values() for s in rule.source]
         sources += self.organization.source if self.organization is not None else []
         scoped = [r.attribute for r in (*self.scope.include, *self.scope.exclude)]

@@ -24,6 +24,7 @@ from entrasync_pipeline.normalize import (
     skipped_member_types,
 )
 from entrasync_pipeline.plan import CONTACTS_OFF, LEFT_GROUPS, USER_HOLDS_EMAIL, Action, compute_plan
+from entrasync_pipeline.settings import FIXED_SELECT
 from entrasync_pipeline_tests.conftest import Sandbox
 from entrasync_pipeline_tests.factories import (
     GROUP,
@@ -37,22 +38,7 @@ from entrasync_pipeline_tests.factories import (
 from entrasync_pipeline_tests.tenant import Admin, Runner, it_support_config, setup_attributes, user_writes
 
 CONTACT_ID = "5d6e7f80-0000-4000-8000-00000000c0de"
-USER_SELECT = [
-    "id",
-    "displayName",
-    "givenName",
-    "surname",
-    "mail",
-    "otherMails",
-    "userPrincipalName",
-    "accountEnabled",
-    "userType",
-    "businessPhones",
-    "mobilePhone",
-    "department",
-    "companyName",
-    "city",
-]
+USER_SELECT = [*FIXED_SELECT, "businessPhones", "mobilePhone", "department", "companyName", "city"]
 
 
 def contact(**overrides: Any) -> dict[str, Any]:
